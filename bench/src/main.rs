@@ -1,0 +1,162 @@
+//! `hubbub-bench`: the load generator and side-by-side benchmark harness of issue #5.
+//!
+//! - `suite` runs the kernel-floor measurement and every scenario against hubbub and the peer
+//!   servers (Node `ws`, Socket.IO, Go gorilla hub), writing results JSON, Markdown and SVG.
+//! - `worker` is the child process the suite spawns to hold up to ~9,000 connections each.
+//! - `floor` measures what one small loopback `write()` costs (the kernel floor).
+//! - `report` re-renders Markdown and plots from a results file.
+//!
+//! Module map: `spec` (coordinator ↔ worker messages), `client` (one module per wire mode),
+//! `worker`, `coordinator`, `servers`, `scenario` (one module per scenario), `procfs`,
+//! `floor`, `hist`, `report`, `suite`.
+
+mod client;
+mod coordinator;
+mod floor;
+mod hist;
+mod procfs;
+mod report;
+mod scenario;
+mod servers;
+mod spec;
+mod suite;
+mod worker;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use scenario::{Scenario, Size};
+use servers::{ServerKind, ServerPaths};
+
+#[derive(Parser)]
+#[command(name = "hubbub-bench", about = "Benchmark hubbub against peer chat servers, side by side")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the benchmark suite.
+    Suite(SuiteArgs),
+    /// Internal: a worker process (spec and commands on stdin, events on stdout).
+    Worker,
+    /// Measure the kernel floor: CPU per small write() to a loopback TCP socket.
+    Floor {
+        #[arg(long, default_value_t = 2000)]
+        sockets: usize,
+        /// Writes per socket; default gives ~100,000 writes in all.
+        #[arg(long)]
+        rounds: Option<usize>,
+        #[arg(long, default_value_t = 150)]
+        bytes: usize,
+    },
+    /// Render Markdown and SVG from a results file.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct SuiteArgs {
+    /// tiny (smoke test), quick (≤ 2,000 connections) or full (up to 19,000).
+    #[arg(long, value_enum, default_value = "quick")]
+    size: Size,
+    /// Servers to run (default: all four).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    servers: Vec<ServerKind>,
+    /// Scenarios to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+    #[arg(long, default_value = "target/release/hubbub")]
+    hubbub_bin: PathBuf,
+    #[arg(long, default_value = "bench/peers")]
+    peers_dir: PathBuf,
+    #[arg(long, default_value = "target/peers/go-gorilla")]
+    go_bin: PathBuf,
+    /// Core the servers are pinned to; `none` to not pin.
+    #[arg(long, default_value = "0")]
+    pin: String,
+    /// Results file.
+    #[arg(long, default_value = "docs/bench/results.json")]
+    out: PathBuf,
+    /// Directory for server logs.
+    #[arg(long, default_value = "target/bench-logs")]
+    log_dir: PathBuf,
+    /// Also render the report into this Markdown file and the plots beside the results file.
+    #[arg(long)]
+    md: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    #[arg(long, default_value = "docs/bench/results.json")]
+    results: PathBuf,
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    md: PathBuf,
+    /// Where the SVGs go; the Markdown links them relative to the Markdown file.
+    #[arg(long, default_value = "docs/bench")]
+    svg_dir: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Worker => worker::main(),
+        Cmd::Floor { sockets, rounds, bytes } => {
+            let rounds = rounds.unwrap_or((100_000 / sockets.max(1)).max(10));
+            let r = floor::measure(sockets, rounds, bytes)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Report(a) => render(&a.results, &a.md, &a.svg_dir),
+        Cmd::Suite(a) => {
+            tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+            let servers = if a.servers.is_empty() { ServerKind::ALL.to_vec() } else { a.servers.clone() };
+            let scenarios = if a.scenarios.is_empty() { Scenario::ALL.to_vec() } else { a.scenarios.clone() };
+            let pin_core = match a.pin.as_str() {
+                "none" => None,
+                c => Some(c.parse().context("--pin takes a core number or none")?),
+            };
+            let paths = ServerPaths {
+                hubbub_bin: a.hubbub_bin.clone(),
+                peers_dir: a.peers_dir.clone(),
+                go_bin: a.go_bin.clone(),
+                pin_core,
+                log_dir: a.log_dir.clone(),
+            };
+            let command_line = std::env::var("HUBBUB_BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let results = rt.block_on(suite::run(paths, a.size, &servers, &scenarios, a.out.clone(), command_line))?;
+            if let Some(md) = &a.md {
+                let svg_dir = a.out.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                render(&a.out, md, &svg_dir)?;
+            }
+            if !results.failures.is_empty() {
+                eprintln!("[bench] {} part(s) failed:", results.failures.len());
+                for f in &results.failures {
+                    eprintln!("  - {f}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Render the Markdown section and the plots from a results file.
+fn render(results: &std::path::Path, md: &std::path::Path, svg_dir: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(results).with_context(|| format!("read {}", results.display()))?;
+    let res: report::Results = serde_json::from_str(&text).context("parse results")?;
+    report::write_svgs(&res, svg_dir)?;
+    let rel = relative(md, svg_dir);
+    report::splice(md, &report::markdown(&res, &rel))
+}
+
+/// `svg_dir` as a link relative to the Markdown file's directory (both under the repo).
+fn relative(md: &std::path::Path, svg_dir: &std::path::Path) -> String {
+    let base = md.parent().unwrap_or_else(|| std::path::Path::new(""));
+    svg_dir
+        .strip_prefix(base)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| svg_dir.display().to_string())
+}

@@ -1,0 +1,202 @@
+//! The scenarios, one module each, and the plan that sizes them.
+//!
+//! Every scenario starts a fresh server (so memory baselines and history are clean), drives it
+//! through a [`Fleet`](crate::coordinator::Fleet), samples the server from /proc, appends
+//! [`Record`]s to the results and stops everything it started.
+
+pub mod acks;
+pub mod echo;
+pub mod fanout;
+pub mod idle;
+pub mod rooms;
+pub mod saturation;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Record;
+use crate::servers::ServerKind;
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Size {
+    /// A few dozen connections for a second or two: the test suite's smoke run.
+    Tiny,
+    /// Up to 2,000 connections, a few seconds per phase.
+    Quick,
+    /// Up to 19,000 connections, 10 s per phase.
+    Full,
+}
+
+/// Every number a run uses, derived from its [`Size`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub size: Size,
+    /// Idle: connection counts measured one after the other on one server.
+    pub idle_stages: Vec<usize>,
+    /// Members per room in the idle scenario.
+    pub idle_room_size: usize,
+    /// Fan-out: (members, total posts per second) per stage, growing on one server.
+    pub fanout_stages: Vec<(usize, f64)>,
+    pub fanout_senders: usize,
+    pub phase_ms: u64,
+    pub drain_ms: u64,
+    /// Saturation: members, senders, first total rate, growth factor, max steps.
+    pub sat_members: usize,
+    pub sat_senders: usize,
+    pub sat_start_rate: f64,
+    pub sat_factor: f64,
+    pub sat_steps: usize,
+    pub sat_phase_ms: u64,
+    /// Many rooms: members, rooms, total posts per second, one sender per `rooms_stride`.
+    pub rooms_members: usize,
+    pub rooms_rooms: usize,
+    pub rooms_rate: f64,
+    pub rooms_stride: usize,
+    /// Acks: members, senders, total posts per second.
+    pub acks_members: usize,
+    pub acks_senders: usize,
+    pub acks_rate: f64,
+    /// Echo: connections doing back-to-back round trips.
+    pub echo_conns: usize,
+    pub echo_ms: u64,
+    /// Bytes of text per post (the marker plus padding).
+    pub text_len: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Plan {
+    pub fn new(size: Size) -> Plan {
+        let base = Plan {
+            size,
+            idle_stages: vec![1_000, 5_000, 10_000, 19_000],
+            idle_room_size: 100,
+            fanout_stages: vec![(1_000, 20.0), (2_000, 20.0), (5_000, 8.0), (10_000, 4.0), (19_000, 2.0)],
+            fanout_senders: 10,
+            phase_ms: 10_000,
+            drain_ms: 3_000,
+            sat_members: 1_000,
+            sat_senders: 50,
+            sat_start_rate: 20.0,
+            sat_factor: 1.5,
+            sat_steps: 12,
+            sat_phase_ms: 5_000,
+            rooms_members: 5_000,
+            rooms_rooms: 100,
+            rooms_rate: 100.0,
+            rooms_stride: 20,
+            acks_members: 200,
+            acks_senders: 20,
+            acks_rate: 200.0,
+            echo_conns: 50,
+            echo_ms: 10_000,
+            text_len: 120,
+            connect_timeout: Duration::from_secs(300),
+        };
+        match size {
+            Size::Full => base,
+            Size::Quick => Plan {
+                idle_stages: vec![500, 2_000],
+                fanout_stages: vec![(200, 20.0), (1_000, 20.0), (2_000, 20.0)],
+                phase_ms: 4_000,
+                drain_ms: 2_000,
+                sat_members: 500,
+                sat_factor: 2.0,
+                sat_steps: 7,
+                sat_phase_ms: 3_000,
+                rooms_members: 1_000,
+                rooms_rooms: 20,
+                rooms_rate: 50.0,
+                acks_members: 200,
+                echo_conns: 20,
+                echo_ms: 3_000,
+                connect_timeout: Duration::from_secs(120),
+                ..base
+            },
+            Size::Tiny => Plan {
+                idle_stages: vec![20],
+                idle_room_size: 10,
+                fanout_stages: vec![(20, 10.0)],
+                fanout_senders: 2,
+                phase_ms: 1_500,
+                drain_ms: 1_000,
+                sat_members: 20,
+                sat_senders: 2,
+                sat_start_rate: 10.0,
+                sat_factor: 2.0,
+                sat_steps: 2,
+                sat_phase_ms: 1_000,
+                rooms_members: 30,
+                rooms_rooms: 3,
+                rooms_rate: 10.0,
+                rooms_stride: 5,
+                acks_members: 10,
+                acks_senders: 2,
+                acks_rate: 20.0,
+                echo_conns: 4,
+                echo_ms: 1_000,
+                connect_timeout: Duration::from_secs(30),
+                ..base
+            },
+        }
+    }
+}
+
+/// Which scenarios a run includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    Idle,
+    Fanout,
+    Saturation,
+    Rooms,
+    Acks,
+    Echo,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] =
+        [Scenario::Idle, Scenario::Fanout, Scenario::Saturation, Scenario::Rooms, Scenario::Acks, Scenario::Echo];
+
+    /// Whether the scenario means anything for `kind`: rooms and acks exist only in hubbub's
+    /// protocol (the peers broadcast everything to everyone and acknowledge nothing).
+    pub fn applies_to(self, kind: ServerKind) -> bool {
+        match self {
+            Scenario::Rooms | Scenario::Acks => kind == ServerKind::Hubbub,
+            _ => true,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::Fanout => "fanout",
+            Scenario::Saturation => "saturation",
+            Scenario::Rooms => "rooms",
+            Scenario::Acks => "acks",
+            Scenario::Echo => "echo",
+        }
+    }
+}
+
+/// A nonce for one phase's messages: unique across runs and phases.
+pub fn nonce() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    (t % 1_000_000) * 1000 + COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000
+}
+
+/// A record with the common fields filled in.
+pub fn record(kind: ServerKind, scenario: Scenario, n: usize, label: impl Into<String>) -> Record {
+    Record {
+        server: kind.name().to_string(),
+        scenario: scenario.name().to_string(),
+        n,
+        label: label.into(),
+        m: BTreeMap::new(),
+        note: None,
+    }
+}

@@ -1,0 +1,179 @@
+//! The servers under test: how to start each one pinned to its core, and how to stop it.
+//!
+//! Every server is started through `sh -c 'ulimit -n <hard>; exec taskset -c 0 ...'`: the
+//! shell raises the open-file limit, `exec` keeps the PID, so the PID we hold is the server's
+//! own and /proc measurements and the final signal reach exactly it.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Mode;
+
+/// A server the harness knows how to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[clap(rename_all = "kebab-case")]
+pub enum ServerKind {
+    Hubbub,
+    NodeWs,
+    Socketio,
+    GoGorilla,
+}
+
+impl ServerKind {
+    pub const ALL: [ServerKind; 4] = [ServerKind::Hubbub, ServerKind::NodeWs, ServerKind::Socketio, ServerKind::GoGorilla];
+
+    /// The name used in tables and result files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Hubbub => "hubbub",
+            ServerKind::NodeWs => "node-ws",
+            ServerKind::Socketio => "socketio",
+            ServerKind::GoGorilla => "go-gorilla",
+        }
+    }
+
+    /// The client mode that speaks this server's protocol.
+    pub fn mode(self) -> Mode {
+        match self {
+            ServerKind::Hubbub => Mode::Hubbub,
+            ServerKind::Socketio => Mode::Socketio,
+            ServerKind::NodeWs | ServerKind::GoGorilla => Mode::Raw,
+        }
+    }
+}
+
+/// Where the server programs live.
+#[derive(Debug, Clone)]
+pub struct ServerPaths {
+    pub hubbub_bin: PathBuf,
+    /// `bench/peers`, holding `node-ws/server.js` and `socketio/server.js` (with node_modules).
+    pub peers_dir: PathBuf,
+    /// The Go hub binary built by run.sh.
+    pub go_bin: PathBuf,
+    /// Core to pin servers to (`taskset -c`), or none.
+    pub pin_core: Option<usize>,
+    /// Directory for server logs.
+    pub log_dir: PathBuf,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    child: Child,
+    data_dir: Option<PathBuf>,
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Server {
+    /// Start `kind` and wait until it accepts TCP connections.
+    pub fn start(kind: ServerKind, paths: &ServerPaths) -> Result<Server> {
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut data_dir = None;
+        let argv: Vec<String> = match kind {
+            ServerKind::Hubbub => {
+                let dir = std::env::temp_dir().join(format!("hubbub-bench-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&dir).context("create hubbub data dir")?;
+                let v = vec![
+                    paths.hubbub_bin.display().to_string(),
+                    "serve".into(),
+                    "--addr".into(),
+                    addr.to_string(),
+                    "--data".into(),
+                    dir.display().to_string(),
+                ];
+                data_dir = Some(dir);
+                v
+            }
+            ServerKind::NodeWs => vec!["node".into(), script(paths, "node-ws")?],
+            ServerKind::Socketio => vec!["node".into(), script(paths, "socketio")?],
+            ServerKind::GoGorilla => vec![paths.go_bin.display().to_string(), "-addr".into(), addr.to_string()],
+        };
+        let pin = match paths.pin_core {
+            Some(c) => format!("exec taskset -c {c} \"$@\""),
+            None => "exec \"$@\"".to_string(),
+        };
+        std::fs::create_dir_all(&paths.log_dir).ok();
+        let log = File::create(paths.log_dir.join(format!("{}.log", kind.name()))).context("create server log")?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n \"$(ulimit -Hn)\"; {pin}"))
+            .arg("sh")
+            .args(&argv)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("RUST_LOG", "warn")
+            .env("NODE_ENV", "production")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", kind.name()))?;
+        let pid = child.id();
+        let mut server = Server { addr, pid, child, data_dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!("{} exited at start ({status}); see {}", kind.name(), paths.log_dir.display());
+            }
+            if Instant::now() > deadline {
+                server.stop();
+                bail!("{} did not listen on {addr} within 30 s", kind.name());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Let the runtime finish starting (JIT, GC heaps) before the baseline is taken.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(server)
+    }
+
+    /// SIGTERM by PID, wait up to 5 s, then SIGKILL through the child handle.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(dir) = self.data_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+fn script(paths: &ServerPaths, peer: &str) -> Result<String> {
+    let p: &Path = &paths.peers_dir.join(peer).join("server.js");
+    if !p.exists() {
+        bail!("{} is missing", p.display());
+    }
+    Ok(p.display().to_string())
+}

@@ -1,0 +1,242 @@
+//! The messages the coordinator and its worker processes exchange.
+//!
+//! Workers exist because one process may hold at most 20,000 open files on the benchmark
+//! machine, so 19,000 client connections have to be split. The coordinator writes one
+//! [`WorkerSpec`] line to a worker's stdin, then [`Command`] lines; the worker answers with
+//! [`Event`] lines on stdout. Everything is one JSON object per line so a worker's stderr stays
+//! free for human-readable diagnostics.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::Mode;
+use crate::hist::Buckets;
+
+/// Which WebSocket route a worker's connections open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// The chat route: `/ws` (raw peers and hubbub) or the Socket.IO endpoint.
+    Chat,
+    /// The echo route: `/echo`, or Socket.IO's `echo` event.
+    Echo,
+}
+
+/// How members are spread over rooms. Deterministic in the global connection index so that the
+/// coordinator and every worker agree on room sizes without talking.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RoomLayout {
+    /// Everybody in one room called `bench`.
+    Single,
+    /// Consecutive blocks of `size` members, rooms `r0`, `r1`, ... (idle scenario).
+    Blocks { size: usize },
+    /// `rooms` rooms whose sizes follow a Zipf law (s = 1): a few big rooms, a long tail of
+    /// small ones, which is what real chat deployments look like.
+    Zipf { rooms: usize },
+}
+
+impl RoomLayout {
+    /// The room index of global connection `idx` out of `total` connections.
+    pub fn room_of(&self, idx: usize, total: usize) -> usize {
+        match *self {
+            RoomLayout::Single => 0,
+            RoomLayout::Blocks { size } => idx / size.max(1),
+            RoomLayout::Zipf { rooms } => {
+                let sizes = zipf_sizes(rooms, total);
+                let mut acc = 0;
+                for (r, s) in sizes.iter().enumerate() {
+                    acc += s;
+                    if idx < acc {
+                        return r;
+                    }
+                }
+                sizes.len().saturating_sub(1)
+            }
+        }
+    }
+
+    /// How many of `total` connections are in room `room`.
+    pub fn room_size(&self, room: usize, total: usize) -> usize {
+        match *self {
+            RoomLayout::Single => total,
+            RoomLayout::Blocks { size } => {
+                let size = size.max(1);
+                let start = room * size;
+                total.saturating_sub(start).min(size)
+            }
+            RoomLayout::Zipf { rooms } => zipf_sizes(rooms, total).get(room).copied().unwrap_or(0),
+        }
+    }
+
+    /// The room's name on the wire.
+    pub fn room_name(&self, room: usize) -> String {
+        match self {
+            RoomLayout::Single => "bench".to_string(),
+            _ => format!("r{room}"),
+        }
+    }
+}
+
+/// Room sizes for a Zipf layout: proportional to 1/(rank+1), at least one member each, summing
+/// to exactly `total` (the remainder goes to the biggest room).
+pub fn zipf_sizes(rooms: usize, total: usize) -> Vec<usize> {
+    let rooms = rooms.clamp(1, total.max(1));
+    let h: f64 = (1..=rooms).map(|k| 1.0 / k as f64).sum();
+    let mut sizes: Vec<usize> = (1..=rooms)
+        .map(|k| ((total as f64) / (k as f64 * h)).floor().max(1.0) as usize)
+        .collect();
+    let sum: usize = sizes.iter().sum();
+    if sum < total {
+        sizes[0] += total - sum;
+    } else {
+        // Flooring plus the minimum of one can overshoot only when rooms ~ total; trim the head.
+        let mut over = sum - total;
+        for s in sizes.iter_mut() {
+            let cut = over.min(s.saturating_sub(1));
+            *s -= cut;
+            over -= cut;
+        }
+    }
+    sizes
+}
+
+/// Everything a worker needs to open and hold its share of the connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub mode: Mode,
+    pub route: Route,
+    pub server: SocketAddr,
+    /// Local address the worker binds its sockets to (127.0.0.2, 127.0.0.3, ...), so each
+    /// worker has its own ephemeral port space.
+    pub source_ip: Ipv4Addr,
+    /// Global index of this worker's first connection.
+    pub first: usize,
+    /// How many connections this worker opens.
+    pub count: usize,
+    /// Total connections in the test once every worker has connected (for room sizes).
+    pub total: usize,
+    pub layout: RoomLayout,
+    /// Handshakes in flight at once: bounded so the server's accept queue never overflows.
+    pub concurrency: usize,
+    /// Give up on the whole connect phase after this long.
+    pub connect_timeout_ms: u64,
+}
+
+/// A phase the coordinator asks every worker to run at the same time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "cmd")]
+pub enum Command {
+    /// Post and receive: connection `i` posts iff `i % sender_stride == 0` and
+    /// `i / sender_stride < senders`, at `rate` messages per second each.
+    Fanout(FanoutPhase),
+    /// Every connection does back-to-back round trips on the echo route.
+    Echo { duration_ms: u64, text_len: usize },
+    /// Report the worker's connection state (how many are still open) without traffic.
+    Status,
+    /// Close every connection and exit.
+    Stop,
+}
+
+/// Parameters of one fan-out phase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanoutPhase {
+    /// Marks this phase's messages so deliveries from an earlier phase (or a history replay)
+    /// are never counted.
+    pub nonce: u64,
+    pub senders: usize,
+    pub sender_stride: usize,
+    pub rate: f64,
+    pub duration_ms: u64,
+    /// How long to keep receiving after the last post before counting losses.
+    pub drain_ms: u64,
+    pub text_len: usize,
+}
+
+impl FanoutPhase {
+    /// Whether global connection `idx` posts in this phase.
+    pub fn is_sender(&self, idx: usize) -> bool {
+        let stride = self.sender_stride.max(1);
+        idx.is_multiple_of(stride) && idx / stride < self.senders
+    }
+}
+
+/// What a worker reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// The connect phase is over.
+    Ready {
+        connected: usize,
+        failed: usize,
+        connect_ms: u64,
+        /// The first few distinct failure reasons, for the log.
+        errors: Vec<String>,
+    },
+    /// A fan-out phase is over.
+    Fanout(FanoutReport),
+    /// An echo phase is over.
+    Echo(EchoReport),
+    /// Answer to [`Command::Status`].
+    Status { open: usize },
+}
+
+/// One worker's view of a fan-out phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FanoutReport {
+    /// Posts written by this worker's senders.
+    pub sent: u64,
+    /// Deliveries this worker's senders' posts should cause: sent × size of the sender's room.
+    pub expected: u64,
+    /// Deliveries of this phase's messages received by this worker's connections.
+    pub received: u64,
+    /// Delivery latency (send timestamp to receipt), microseconds.
+    pub latency: Buckets,
+    /// Post-to-ack latency (hubbub only), microseconds.
+    pub ack_latency: Buckets,
+    pub acks: u64,
+    /// `error` frames received (e.g. `rate_limited`).
+    pub error_frames: u64,
+    pub first_error: Option<String>,
+    /// Connections that closed or failed during the phase.
+    pub closed: u64,
+}
+
+/// One worker's view of an echo phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EchoReport {
+    pub round_trips: u64,
+    pub latency: Buckets,
+    pub closed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_sizes_sum_to_total_and_decrease() {
+        for (rooms, total) in [(100, 5000), (10, 10), (7, 3), (50, 19_000)] {
+            let s = zipf_sizes(rooms, total);
+            assert_eq!(s.iter().sum::<usize>(), total, "{rooms} {total}");
+            assert!(s.iter().all(|&x| x >= 1));
+        }
+    }
+
+    #[test]
+    fn room_of_agrees_with_room_size() {
+        let layout = RoomLayout::Zipf { rooms: 20 };
+        let total = 1000;
+        let mut counts = vec![0usize; 20];
+        for i in 0..total {
+            counts[layout.room_of(i, total)] += 1;
+        }
+        for (r, c) in counts.iter().enumerate() {
+            assert_eq!(*c, layout.room_size(r, total));
+        }
+        let blocks = RoomLayout::Blocks { size: 100 };
+        assert_eq!(blocks.room_size(2, 250), 50);
+        assert_eq!(blocks.room_of(249, 250), 2);
+    }
+}

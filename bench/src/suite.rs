@@ -1,0 +1,132 @@
+//! A whole benchmark run: the kernel floor, then every scenario against every server, one
+//! server after another within each scenario so the servers are compared under the same
+//! machine conditions. Results are saved after every record, so an interrupted run keeps
+//! what it measured.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::floor::FloorReport;
+use crate::report::{Machine, Record, Results};
+use crate::scenario::{self, Plan, Scenario, Size};
+use crate::servers::{ServerKind, ServerPaths};
+
+/// The state of a run in progress.
+pub struct Run {
+    pub paths: ServerPaths,
+    pub plan: Plan,
+    pub results: Results,
+    pub out_file: PathBuf,
+}
+
+impl Run {
+    /// Kernel-floor cost per write in microseconds (0 when not measured).
+    pub fn floor_us(&self) -> f64 {
+        self.results.floor.as_ref().map(|f| f.cpu_us_per_write).unwrap_or(0.0)
+    }
+
+    /// Append a record and save the results file.
+    pub fn push(&mut self, rec: Record) -> Result<()> {
+        eprintln!("[bench] {} {} n={} {}: {}", rec.server, rec.scenario, rec.n, rec.label, crate::report::one_line(&rec));
+        self.results.records.push(rec);
+        self.save()
+    }
+
+    pub fn save(&self) -> Result<()> {
+        if let Some(dir) = self.out_file.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        let json = serde_json::to_string_pretty(&self.results)?;
+        std::fs::write(&self.out_file, json).with_context(|| format!("write {}", self.out_file.display()))
+    }
+}
+
+/// Measure the kernel floor in a child process pinned like the servers.
+pub fn measure_floor(pin_core: Option<usize>, sockets: usize) -> Result<FloorReport> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = match pin_core {
+        Some(c) => {
+            let mut c2 = Command::new("taskset");
+            c2.arg("-c").arg(c.to_string()).arg(&exe);
+            c2
+        }
+        None => Command::new(&exe),
+    };
+    let out = cmd.arg("floor").arg("--sockets").arg(sockets.to_string()).output().context("run floor")?;
+    if !out.status.success() {
+        anyhow::bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).context("parse floor report")
+}
+
+/// Run the scenarios in `scenarios` against `servers`.
+pub async fn run(
+    paths: ServerPaths,
+    size: Size,
+    servers: &[ServerKind],
+    scenarios: &[Scenario],
+    out_file: PathBuf,
+    command_line: String,
+) -> Result<Results> {
+    let plan = Plan::new(size);
+    let results = Results {
+        machine: Machine::read(),
+        command: command_line,
+        size,
+        started: date(),
+        finished: String::new(),
+        floor: None,
+        records: Vec::new(),
+        failures: Vec::new(),
+    };
+    let mut run = Run { paths, plan, results, out_file };
+    let sockets = match size {
+        Size::Tiny => 50,
+        Size::Quick => 1_000,
+        Size::Full => 2_000,
+    };
+    match measure_floor(run.paths.pin_core, sockets) {
+        Ok(f) => {
+            eprintln!("[bench] kernel floor: {:.2} µs per write ({} sockets)", f.cpu_us_per_write, f.sockets);
+            run.results.floor = Some(f);
+        }
+        Err(e) => run.results.failures.push(format!("floor: {e:#}")),
+    }
+    run.save()?;
+    for &sc in scenarios {
+        for &kind in servers {
+            if !sc.applies_to(kind) {
+                continue;
+            }
+            eprintln!("[bench] === {} against {} ===", sc.name(), kind.name());
+            let r = match sc {
+                Scenario::Idle => scenario::idle::run(&mut run, kind).await,
+                Scenario::Fanout => scenario::fanout::run(&mut run, kind).await,
+                Scenario::Saturation => scenario::saturation::run(&mut run, kind).await,
+                Scenario::Rooms => scenario::rooms::run(&mut run, kind).await,
+                Scenario::Acks => scenario::acks::run(&mut run, kind).await,
+                Scenario::Echo => scenario::echo::run(&mut run, kind).await,
+            };
+            if let Err(e) = r {
+                eprintln!("[bench] {} against {} failed: {e:#}", sc.name(), kind.name());
+                run.results.failures.push(format!("{} against {}: {e:#}", sc.name(), kind.name()));
+                run.save()?;
+            }
+        }
+    }
+    run.results.finished = date();
+    run.save()?;
+    Ok(run.results)
+}
+
+/// The current UTC time, from `date` (no time-zone crate needed for one line).
+pub fn date() -> String {
+    Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
