@@ -155,8 +155,9 @@ fn render(results: &std::path::Path, md: &std::path::Path, svg_dir: &std::path::
 /// `svg_dir` as a link relative to the Markdown file's directory (both under the repo).
 fn relative(md: &std::path::Path, svg_dir: &std::path::Path) -> String {
     let base = md.parent().unwrap_or_else(|| std::path::Path::new(""));
-    svg_dir
-        .strip_prefix(base)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| svg_dir.display().to_string())
+    match svg_dir.strip_prefix(base) {
+        Ok(p) if p.as_os_str().is_empty() => ".".to_string(),
+        Ok(p) => p.display().to_string(),
+        Err(_) => svg_dir.display().to_string(),
+    }
 }

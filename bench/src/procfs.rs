@@ -86,3 +86,17 @@ mod tests {
         assert!(a.secs_until(&b) > 0.0);
     }
 }
+
+/// Busy time of one core in seconds (everything but idle and iowait in /proc/stat), at tick
+/// resolution. Unlike a process's own counters it includes softirq work the kernel charged to
+/// no process; it also includes anything else that ran on that core, so it is a second view,
+/// not the primary measure.
+pub fn core_busy_s(core: usize) -> Option<f64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let prefix = format!("cpu{core} ");
+    let line = stat.lines().find(|l| l.starts_with(&prefix))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| *x).sum();
+    Some(busy as f64 / 100.0)
+}

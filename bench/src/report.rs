@@ -282,7 +282,7 @@ fn headlines(res: &Results) -> Vec<Headline> {
             absolute: None,
         });
     }
-    if let (Some(small), Some(big)) = (fan_small, fan_big) {
+    if let (Some(small), Some(big)) = (fan_small, fan_big.filter(|b| Some(*b) != fan_small)) {
         let growth = |s: &str| match (get(s, "fanout", big, "cpu_us_per_delivery"), get(s, "fanout", small, "cpu_us_per_delivery")) {
             (Some(b), Some(a)) if a > 0.0 => Some(b / a),
             _ => None,
@@ -418,7 +418,7 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
     section(&mut md, "Fan-out: one room, every member measures", "fanout", &[
         ("failed", "failed"), ("rate_total", "msg/s"), ("received", "deliveries"), ("lost", "lost"),
         ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("max_ms", "max ms"),
-        ("cpu_us_per_delivery", "CPU µs/delivery"), ("floor_multiple", "× floor"), ("server_sys_fraction", "sys share"),
+        ("cpu_us_per_delivery", "CPU µs/delivery"), ("floor_multiple", "× floor"), ("core_us_per_delivery", "core µs/delivery"), ("server_sys_fraction", "sys share"),
         ("fill_s", "room fill s"), ("fill_server_cpu_s", "fill CPU s"), ("kib_per_conn_in_room", "KiB/member"),
         ("closed", "closed"), ("gen_cpu_fraction", "generator CPU"),
     ]);

@@ -67,6 +67,8 @@ pub struct ServerPaths {
 pub struct Server {
     pub addr: SocketAddr,
     pub pid: u32,
+    /// The core the server is pinned to, if any.
+    pub core: Option<usize>,
     child: Child,
     data_dir: Option<PathBuf>,
 }
@@ -122,7 +124,7 @@ impl Server {
             .spawn()
             .with_context(|| format!("start {}", kind.name()))?;
         let pid = child.id();
-        let mut server = Server { addr, pid, child, data_dir };
+        let mut server = Server { addr, pid, core: paths.pin_core, child, data_dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

@@ -309,24 +309,27 @@ async fn connection(mut ws: Ws, idx: usize, shared: Arc<Shared>, mut phase_rx: w
                     }
                 };
                 match spec.mode.classify(text.as_str()) {
-                    Incoming::Delivery(m) => match &phase {
-                        Phase::Fanout { p, .. } if m.nonce == p.nonce => {
-                            let lat = client::now_us().saturating_sub(m.sent_us);
-                            shared.with_stats(|st| {
-                                st.report.received += 1;
-                                hist::record(&mut st.latency, lat);
-                            });
+                    Incoming::Delivery(_) => {
+                        let now = client::now_us();
+                        for m in Marker::all(text.as_str()) {
+                            match &phase {
+                                Phase::Fanout { p, .. } if m.nonce == p.nonce => {
+                                    shared.with_stats(|st| {
+                                        st.report.received += 1;
+                                        hist::record(&mut st.latency, now.saturating_sub(m.sent_us));
+                                    });
+                                }
+                                Phase::Echo { nonce, .. } if m.nonce == *nonce && m.seq == echo_seq => {
+                                    shared.with_stats(|st| {
+                                        st.round_trips += 1;
+                                        hist::record(&mut st.latency, now.saturating_sub(m.sent_us));
+                                    });
+                                    echo_in_flight = false;
+                                }
+                                _ => {}
+                            }
                         }
-                        Phase::Echo { nonce, .. } if m.nonce == *nonce && m.seq == echo_seq => {
-                            let lat = client::now_us().saturating_sub(m.sent_us);
-                            shared.with_stats(|st| {
-                                st.round_trips += 1;
-                                hist::record(&mut st.latency, lat);
-                            });
-                            echo_in_flight = false;
-                        }
-                        _ => {}
-                    },
+                    }
                     Incoming::Ack(r) => {
                         while let Some(&(seq, sent_us)) = pending_acks.front() {
                             if seq > r {

@@ -123,12 +123,31 @@ impl Marker {
         s
     }
 
-    /// Find and parse a marker anywhere in `frame`.
+    /// Find and parse the first marker in `frame`.
     pub fn find(frame: &str) -> Option<Marker> {
-        let start = frame.find("#b")? + 2;
-        let rest = &frame[start..];
-        let end = rest.find('#')?;
-        let mut it = rest[..end].split(':').map(|p| p.parse::<u64>().ok());
+        Marker::all(frame).next()
+    }
+
+    /// Every marker in `frame`, in order: the Go hub (like gorilla's chat example) packs
+    /// messages that queued up into one frame, newline-separated.
+    pub fn all(frame: &str) -> impl Iterator<Item = Marker> + '_ {
+        let mut rest = frame;
+        std::iter::from_fn(move || {
+            loop {
+                let start = rest.find("#b")? + 2;
+                let after = &rest[start..];
+                let end = after.find('#')?;
+                rest = &after[end + 1..];
+                if let Some(m) = Marker::parse(&after[..end]) {
+                    return Some(m);
+                }
+            }
+        })
+    }
+
+    /// Parse `nonce:sender:seq:sent_us`.
+    fn parse(body: &str) -> Option<Marker> {
+        let mut it = body.split(':').map(|p| p.parse::<u64>().ok());
         let m = Marker {
             nonce: it.next()??,
             sender: it.next()??,
@@ -205,6 +224,14 @@ mod tests {
             r#"{{"type":"msg","room":"bench","id":4,"ts":1,"from":"b3","data":"{text}"}}"#
         );
         assert_eq!(Mode::Hubbub.classify(&relayed), Incoming::Delivery(m));
+    }
+
+    #[test]
+    fn coalesced_frames_yield_every_marker() {
+        let a = Marker { nonce: 1, sender: 2, seq: 3, sent_us: 4 };
+        let b = Marker { nonce: 1, sender: 5, seq: 6, sent_us: 7 };
+        let frame = format!("{}\n{}", a.text(40), b.text(40));
+        assert_eq!(Marker::all(&frame).collect::<Vec<_>>(), vec![a, b]);
     }
 
     #[test]

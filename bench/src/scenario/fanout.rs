@@ -27,10 +27,13 @@ pub struct Samples {
     pub gen0: CpuSample,
     pub gen1: CpuSample,
     pub wall_s: f64,
+    /// Busy seconds of the server's core (all processes, softirq included), if pinned.
+    pub core_busy_s: Option<f64>,
 }
 
 /// Run one phase on `fleet` with server and generator CPU sampled around it.
 pub async fn measured_phase(fleet: &mut Fleet, server: &Server, phase: FanoutPhase) -> Result<(Vec<FanoutReport>, Samples)> {
+    let core0 = server.core.and_then(procfs::core_busy_s);
     let server0 = procfs::cpu(server.pid)?;
     let gen0 = fleet.cpu();
     let t0 = Instant::now();
@@ -38,7 +41,9 @@ pub async fn measured_phase(fleet: &mut Fleet, server: &Server, phase: FanoutPha
     let wall_s = t0.elapsed().as_secs_f64();
     let server1 = procfs::cpu(server.pid)?;
     let gen1 = fleet.cpu();
-    Ok((reports, Samples { server0, server1, gen0, gen1, wall_s }))
+    let core1 = server.core.and_then(procfs::core_busy_s);
+    let core_busy_s = core0.zip(core1).map(|(a, b)| b - a);
+    Ok((reports, Samples { server0, server1, gen0, gen1, wall_s, core_busy_s }))
 }
 
 /// Fold worker reports and samples into a record's metrics.
@@ -82,6 +87,9 @@ pub fn summarize(rec: &mut Record, reports: &[FanoutReport], s: &Samples, phase:
         m.insert("cpu_us_per_delivery".into(), per);
         if floor_us > 0.0 {
             m.insert("floor_multiple".into(), per / floor_us);
+        }
+        if let Some(core) = s.core_busy_s {
+            m.insert("core_us_per_delivery".into(), core * 1e6 / received as f64);
         }
     }
     if acks > 0 {
