@@ -145,7 +145,16 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             if c.failed > 0 && rec.note.is_none() {
                 rec.note = c.errors.first().cloned();
             }
+            let broken = c.failed > 0 || rec.get("closed").unwrap_or(0.0) > 0.0;
             run.push(rec)?;
+            if broken {
+                // A room that lost members is no base for a bigger stage: stop growing here.
+                run.results.failures.push(format!(
+                    "fanout against {}: stopped growing at {n} members (connect failures or closes)",
+                    kind.name()
+                ));
+                break;
+            }
         }
         anyhow::Ok(())
     }

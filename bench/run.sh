@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The one command of the hubbub benchmark (issue #5): installs what is missing, builds hubbub,
+# the load generator and the peer servers, then runs every scenario against hubbub and every
+# peer in the same run, servers pinned to core 0 and the load generator to core 1, and writes
+# docs/bench/results.json, docs/bench/*.svg and the results section of docs/benchmarks.md.
+#
+#   bench/run.sh            full plan: up to 19,000 connections (about 30-40 minutes)
+#   bench/run.sh --quick    quick plan: up to 2,000 connections (a few minutes)
+#   bench/run.sh --quick --servers hubbub,node-ws --scenarios fanout,echo   (subset)
+#
+# Every server and worker process it starts is stopped by PID when its scenario ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size=full
+extra=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) size=quick ;;
+    --full) size=full ;;
+    --tiny) size=tiny ;;
+    *) extra+=("$arg") ;;
+  esac
+done
+
+# 1. System packages the peers and the pinning need (Debian).
+need=()
+command -v go >/dev/null || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || need+=(golang-github-gorilla-websocket-dev)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+command -v taskset >/dev/null || need+=(util-linux)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "[run.sh] installing: ${need[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+
+# 2. Node peers from the npm registry, exactly as locked.
+for peer in node-ws socketio; do
+  (cd "bench/peers/$peer" && npm ci --no-audit --no-fund --loglevel=error)
+done
+
+# 3. Go peer, GOPATH mode against Debian's gorilla/websocket (no module proxy here).
+mkdir -p target/peers
+GO111MODULE=off GOFLAGS= GOPATH="$PWD/target/gopath:/usr/share/gocode" GOCACHE="$PWD/target/gocache" \
+  go build -o target/peers/go-gorilla ./bench/peers/go-gorilla
+
+# 4. hubbub and the load generator.
+cargo build --release -p hubbub -p hubbub-bench
+
+# 5. Up to 19,000 connections: raise the open-file limit to the hard limit (inherited by
+#    the servers and the worker processes).
+ulimit -n "$(ulimit -Hn)"
+
+# 6. Run. The coordinator and its workers sit on core 1; it pins each server to core 0.
+export HUBBUB_BENCH_COMMAND="bench/run.sh --$size${extra[*]:+ ${extra[*]}}"
+taskset -c 1 target/release/hubbub-bench suite \
+  --size "$size" --pin 0 \
+  --hubbub-bin target/release/hubbub --go-bin target/peers/go-gorilla --peers-dir bench/peers \
+  --out docs/bench/results.json --md docs/benchmarks.md --log-dir target/bench-logs \
+  "${extra[@]}"
+echo "[run.sh] wrote docs/benchmarks.md, docs/bench/results.json and docs/bench/*.svg"

@@ -1,0 +1,135 @@
+//! Smoke test of the harness: every scenario with tiny N against the real hubbub binary (and
+//! against the Node and Go peers when they are available), checking that the reports are sane.
+//! Nothing here asserts a speed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The hubbub binary: `HUBBUB_BIN`, else target/{release,debug}/hubbub (the test suite builds
+/// it before running tests).
+fn hubbub_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("HUBBUB_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let root = repo_root();
+    ["target/debug/hubbub", "target/release/hubbub"].iter().map(|p| root.join(p)).find(|p| p.exists())
+}
+
+/// Run the tiny suite and return the parsed results file.
+fn run_suite(name: &str, servers: &str, scenarios: Option<&str>, extra: &[&str]) -> Value {
+    let dir = std::env::temp_dir().join(format!("hubbub-bench-smoke-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("results.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubbub-bench"));
+    cmd.current_dir(repo_root())
+        .args(["suite", "--size", "tiny", "--pin", "none", "--servers", servers])
+        .arg("--out")
+        .arg(&out)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .arg("--md")
+        .arg(dir.join("bench.md"))
+        .args(extra);
+    if let Some(s) = scenarios {
+        cmd.args(["--scenarios", s]);
+    }
+    let status = cmd.status().expect("run hubbub-bench suite");
+    assert!(status.success(), "suite exited with {status}");
+    let text = std::fs::read_to_string(&out).expect("results file");
+    let md = std::fs::read_to_string(dir.join("bench.md")).expect("markdown report");
+    assert!(md.contains("### Headline"), "report has a headline table");
+    for svg in ["idle_memory.svg", "fanout_p99.svg", "fanout_cpu.svg"] {
+        assert!(dir.join(svg).exists(), "{svg} written");
+    }
+    let v: Value = serde_json::from_str(&text).expect("results JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    v
+}
+
+fn records<'a>(v: &'a Value, server: &str, scenario: &str) -> Vec<&'a Value> {
+    v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["server"] == server && r["scenario"] == scenario)
+        .collect()
+}
+
+fn metric(r: &Value, k: &str) -> f64 {
+    r["m"][k].as_f64().unwrap_or_else(|| panic!("metric {k} missing in {r}"))
+}
+
+/// Fan-out rows: deliveries happened, nothing was lost at this load, percentiles present.
+fn check_fanout(v: &Value, server: &str, scenario: &str) {
+    let rows = records(v, server, scenario);
+    assert!(!rows.is_empty(), "{server} {scenario} has rows");
+    for r in rows {
+        assert!(metric(r, "received") > 0.0, "{server} {scenario}: deliveries in {r}");
+        assert_eq!(metric(r, "lost"), 0.0, "{server} {scenario}: no loss in {r}");
+        assert_eq!(metric(r, "closed"), 0.0, "{server} {scenario}: no closes in {r}");
+        let (p50, p99, max) = (metric(r, "p50_ms"), metric(r, "p99_ms"), metric(r, "max_ms"));
+        assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{server} {scenario}: percentiles in {r}");
+        assert!(metric(r, "cpu_us_per_delivery") > 0.0);
+    }
+}
+
+fn check_echo(v: &Value, server: &str) {
+    let rows = records(v, server, "echo");
+    assert_eq!(rows.len(), 1, "{server} echo row");
+    assert!(metric(rows[0], "round_trips") > 0.0);
+    assert!(metric(rows[0], "p99_ms") > 0.0);
+}
+
+#[test]
+fn every_scenario_runs_against_hubbub() {
+    let Some(bin) = hubbub_bin() else {
+        eprintln!("SKIP: no hubbub binary (set HUBBUB_BIN or build the hubbub package first)");
+        return;
+    };
+    let v = run_suite("hubbub", "hubbub", None, &["--hubbub-bin", bin.to_str().expect("utf-8 path")]);
+    assert_eq!(v["failures"].as_array().map(Vec::len), Some(0), "no failures: {}", v["failures"]);
+    assert!(v["floor"]["cpu_us_per_write"].as_f64().unwrap_or(0.0) > 0.0, "kernel floor measured");
+    let idle = records(&v, "hubbub", "idle");
+    assert_eq!(idle.len(), 1);
+    assert_eq!(metric(idle[0], "open"), 20.0, "every idle connection held");
+    assert!(metric(idle[0], "kib_per_conn") >= 0.0);
+    check_fanout(&v, "hubbub", "fanout");
+    check_fanout(&v, "hubbub", "saturation");
+    check_fanout(&v, "hubbub", "rooms");
+    check_fanout(&v, "hubbub", "acks");
+    let acks = records(&v, "hubbub", "acks");
+    assert!(metric(acks[0], "acks") > 0.0 && metric(acks[0], "ack_p99_ms") > 0.0, "acks timed");
+    check_echo(&v, "hubbub");
+}
+
+#[test]
+fn peers_run_when_available() {
+    let root = repo_root();
+    let mut servers = Vec::new();
+    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if node_ok && root.join("bench/peers/node-ws/node_modules/ws").exists() {
+        servers.push("node-ws");
+    }
+    if node_ok && root.join("bench/peers/socketio/node_modules/socket.io").exists() {
+        servers.push("socketio");
+    }
+    if root.join("target/peers/go-gorilla").exists() {
+        servers.push("go-gorilla");
+    }
+    if servers.is_empty() {
+        eprintln!("SKIP: no peer installed (bench/run.sh installs them)");
+        return;
+    }
+    let v = run_suite("peers", &servers.join(","), Some("fanout,echo"), &[]);
+    assert_eq!(v["failures"].as_array().map(Vec::len), Some(0), "no failures: {}", v["failures"]);
+    for s in servers {
+        check_fanout(&v, s, "fanout");
+        check_echo(&v, s);
+    }
+}
