@@ -149,7 +149,7 @@ impl Fleet {
 
     /// Run one fan-out phase on every worker and return their reports.
     pub async fn fanout(&mut self, phase: FanoutPhase) -> Result<Vec<FanoutReport>> {
-        let wait = Duration::from_millis(phase.duration_ms + phase.drain_ms) + Duration::from_secs(30);
+        let wait = Duration::from_millis(crate::spec::LEAD_IN_MS + phase.duration_ms + phase.drain_ms) + Duration::from_secs(30);
         let cmd = Command::Fanout(phase);
         for w in self.workers.iter_mut() {
             w.send(&cmd).await?;

@@ -87,6 +87,11 @@ mod tests {
     }
 }
 
+/// The 1-minute load average: other work on this 2-core machine (compiles) disturbs latency.
+pub fn loadavg() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// Busy time of one core in seconds (everything but idle and iowait in /proc/stat), at tick
 /// resolution. Unlike a process's own counters it includes softirq work the kernel charged to
 /// no process; it also includes anything else that ran on that core, so it is a second view,

@@ -370,6 +370,11 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
     if let Some(f) = &res.floor {
         let _ = writeln!(md, "Kernel floor: **{:.2} µs** CPU per {}-byte `write()` to a loopback TCP socket ({:.2} µs of it system time), measured over {} writes round-robin to {} connected sockets.\n", f.cpu_us_per_write, f.bytes_per_write, f.sys_us_per_write, f.writes, f.sockets);
     }
+    let foreign = res.records.iter().filter_map(|r| r.get("foreign_core_share")).fold(0.0, f64::max);
+    let load = res.records.iter().filter_map(|r| r.get("loadavg")).fold(0.0, f64::max);
+    if foreign > 0.05 || load > 2.5 {
+        let _ = writeln!(md, "**Caution:** other work shared this machine during the run (highest 1-minute load average {load:.1}; up to {:.0}% of the server's core used by other processes during a phase). CPU per delivery is the server's own CPU time and holds up; latency percentiles are inflated whenever the server had to wait for its core.\n", foreign * 100.0);
+    }
     let _ = writeln!(md, "### Headline: hubbub against the best peer\n");
     let _ = writeln!(md, "| measure | target | hubbub | best peer | hubbub / best peer | met |");
     let _ = writeln!(md, "|---|---|---|---|---|---|");
@@ -420,7 +425,7 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
         ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("max_ms", "max ms"),
         ("cpu_us_per_delivery", "CPU µs/delivery"), ("floor_multiple", "× floor"), ("core_us_per_delivery", "core µs/delivery"), ("server_sys_fraction", "sys share"),
         ("fill_s", "room fill s"), ("fill_server_cpu_s", "fill CPU s"), ("kib_per_conn_in_room", "KiB/member"),
-        ("closed", "closed"), ("gen_cpu_fraction", "generator CPU"),
+        ("closed", "closed"), ("gen_cpu_fraction", "generator CPU"), ("foreign_core_share", "foreign load on server core"), ("loadavg", "loadavg"),
     ]);
     let _ = writeln!(md, "![p99 latency against room size]({svg_rel}/fanout_p99.svg)\n");
     let _ = writeln!(md, "![CPU per delivery against room size]({svg_rel}/fanout_cpu.svg)\n");
@@ -428,7 +433,7 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
     section(&mut md, "Saturation: growing post rate until p99 ≥ 100 ms or loss", "saturation", &[
         ("rate_total", "msg/s"), ("deliveries_per_s", "deliveries/s"), ("lost", "lost"), ("p99_ms", "p99 ms"),
         ("cpu_us_per_delivery", "CPU µs/delivery"), ("server_cpu_s", "server CPU s"), ("closed", "closed"),
-        ("gen_cpu_fraction", "generator CPU"), ("pass", "pass"),
+        ("gen_cpu_fraction", "generator CPU"), ("foreign_core_share", "foreign load on server core"), ("pass", "pass"),
     ]);
     for s in servers(res) {
         let _ = writeln!(md, "- {s}: {}", saturation_note(res, &s));

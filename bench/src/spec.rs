@@ -152,7 +152,15 @@ pub struct FanoutPhase {
     /// How long to keep receiving after the last post before counting losses.
     pub drain_ms: u64,
     pub text_len: usize,
+    /// Members of the room right now when the room grows in stages (single-room layout);
+    /// 0 means "use the layout's room size".
+    #[serde(default)]
+    pub room_members: usize,
 }
+
+/// Senders wait this long after a phase starts before their first post, so every worker has
+/// switched to the phase (and counts its nonce) before the first delivery can arrive.
+pub const LEAD_IN_MS: u64 = 250;
 
 impl FanoutPhase {
     /// Whether global connection `idx` posts in this phase.

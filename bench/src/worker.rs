@@ -151,7 +151,7 @@ async fn run() -> Result<()> {
         let cmd: Command = serde_json::from_str(&line).context("parse command")?;
         match cmd {
             Command::Fanout(p) => {
-                let wait = Duration::from_millis(p.duration_ms + p.drain_ms);
+                let wait = Duration::from_millis(crate::spec::LEAD_IN_MS + p.duration_ms + p.drain_ms);
                 shared.with_stats(|s| *s = Stats::new());
                 let _ = phase_tx.send(Phase::Fanout { p, start: Instant::now() });
                 tokio::time::sleep(wait).await;
@@ -226,6 +226,7 @@ impl Schedule {
         // Spread the senders' first posts evenly over one interval so posts do not arrive
         // in bursts of `senders` at once.
         let slot = (idx / p.sender_stride.max(1)) as f64 / p.senders.max(1) as f64;
+        let start = start + Duration::from_millis(crate::spec::LEAD_IN_MS);
         Some(Schedule {
             next: start + interval.mul_f64(slot),
             end: start + Duration::from_millis(p.duration_ms),
@@ -240,7 +241,7 @@ impl Schedule {
 async fn connection(mut ws: Ws, idx: usize, shared: Arc<Shared>, mut phase_rx: watch::Receiver<Phase>) -> Result<()> {
     let spec = &shared.spec;
     let room = spec.layout.room_name(spec.layout.room_of(idx, spec.total));
-    let room_size = spec.layout.room_size(spec.layout.room_of(idx, spec.total), spec.total) as u64;
+    let layout_room_size = spec.layout.room_size(spec.layout.room_of(idx, spec.total), spec.total) as u64;
     let mut phase = phase_rx.borrow_and_update().clone();
     let mut schedule: Option<Schedule> = None;
     let mut pending_acks: VecDeque<(u64, u64)> = VecDeque::new();
@@ -258,6 +259,8 @@ async fn connection(mut ws: Ws, idx: usize, shared: Arc<Shared>, mut phase_rx: w
         }
         let next_send = schedule.as_ref().map(|s| s.next);
         tokio::select! {
+            // Phase changes first: a delivery must never be judged against a stale phase.
+            biased;
             changed = phase_rx.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -276,6 +279,7 @@ async fn connection(mut ws: Ws, idx: usize, shared: Arc<Shared>, mut phase_rx: w
             }
             _ = tokio::time::sleep_until(next_send.unwrap_or_else(Instant::now)), if next_send.is_some() => {
                 let (Phase::Fanout { p, .. }, Some(s)) = (&phase, schedule.as_mut()) else { continue };
+                let room_size = if p.room_members > 0 { p.room_members as u64 } else { layout_room_size };
                 s.seq += 1;
                 let sent_us = client::now_us();
                 let m = Marker { nonce: p.nonce, sender: idx as u64, seq: s.seq, sent_us };

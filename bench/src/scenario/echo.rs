@@ -53,6 +53,9 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
         rec.m.insert("p50_ms".into(), p.p50_ms);
         rec.m.insert("p99_ms".into(), p.p99_ms);
         rec.m.insert("closed".into(), closed as f64);
+        if let Some(l) = procfs::loadavg() {
+            rec.m.insert("loadavg".into(), l);
+        }
         run.push(rec)?;
         anyhow::Ok(())
     }

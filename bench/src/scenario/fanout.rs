@@ -92,6 +92,13 @@ pub fn summarize(rec: &mut Record, reports: &[FanoutReport], s: &Samples, phase:
             m.insert("core_us_per_delivery".into(), core * 1e6 / received as f64);
         }
     }
+    if let Some(core) = s.core_busy_s {
+        // Share of the server's core used by anything but the server: other people's work.
+        m.insert("foreign_core_share".into(), ((core - cpu_s) / s.wall_s.max(1e-9)).max(0.0));
+    }
+    if let Some(l) = procfs::loadavg() {
+        m.insert("loadavg".into(), l);
+    }
     if acks > 0 {
         let a = Percentiles::of(&ack);
         m.insert("acks".into(), acks as f64);
@@ -139,6 +146,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
                 duration_ms: plan.phase_ms,
                 drain_ms: plan.drain_ms,
                 text_len: plan.text_len,
+                room_members: fleet.connected,
             };
             let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
             summarize(&mut rec, &reports, &samples, &phase, run.floor_us());

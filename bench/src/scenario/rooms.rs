@@ -30,6 +30,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             duration_ms: plan.phase_ms,
             drain_ms: plan.drain_ms,
             text_len: plan.text_len,
+            room_members: 0,
         };
         let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
         let mut rec = record(kind, Scenario::Rooms, n, format!("{} rooms, {} msg/s", plan.rooms_rooms, plan.rooms_rate));

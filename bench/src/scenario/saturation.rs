@@ -39,6 +39,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
                 duration_ms: plan.sat_phase_ms,
                 drain_ms: plan.drain_ms,
                 text_len: plan.text_len,
+                room_members: fleet.connected,
             };
             let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
             let mut rec = record(kind, Scenario::Saturation, n, format!("step {step}: {rate:.0} msg/s"));
