@@ -56,7 +56,10 @@ impl Machine {
             .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
             .unwrap_or_default();
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-        Machine { cpu, cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), mem_total, kernel }
+        // Count processors in /proc/cpuinfo: the harness itself runs pinned to one core, so
+        // available_parallelism() would say 1.
+        let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+        Machine { cpu, cores, mem_total, kernel }
     }
 }
 
@@ -103,6 +106,11 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// Axis tick labels: whole numbers without decimals.
+fn tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { fmt(v) }
+}
+
 fn fmt_opt(v: Option<f64>) -> String {
     v.map(fmt).unwrap_or_else(|| "–".into())
 }
@@ -131,6 +139,7 @@ struct Headline {
 
 impl Headline {
     fn ratio(&self) -> Option<f64> {
+        self.ratio_target?;
         match (self.hubbub, &self.best) {
             (Some(h), Some((_, b))) if *b > 0.0 => Some(h / b),
             _ => None,
@@ -534,8 +543,8 @@ pub fn chart(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f6
         let fx = i as f64 / 5.0;
         let (x, y) = (l + fx * pw, t + ph - fx * ph);
         let _ = writeln!(s, r##"<line x1="{l}" y1="{y}" x2="{}" y2="{y}" stroke="#e0e0e0"/>"##, l + pw);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, l - 6.0, y + 4.0, fmt(ymax * fx));
-        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#, t + ph + 16.0, fmt(xmax * fx));
+        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, l - 6.0, y + 4.0, tick(ymax * fx));
+        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#, t + ph + 16.0, tick(xmax * fx));
     }
     let _ = writeln!(s, r#"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, t + ph, l + pw, t + ph);
     let _ = writeln!(s, r#"<line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="black"/>"#, t + ph);
