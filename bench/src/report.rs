@@ -430,7 +430,7 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
     ]);
     let _ = writeln!(md, "![memory per idle connection]({svg_rel}/idle_memory.svg)\n");
     section(&mut md, "Fan-out: one room, every member measures", "fanout", &[
-        ("failed", "failed"), ("rate_total", "msg/s"), ("received", "deliveries"), ("lost", "lost"),
+        ("failed", "failed"), ("rate_total", "msg/s"), ("received", "deliveries"), ("lost", "lost"), ("duplicates", "extra"),
         ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("max_ms", "max ms"),
         ("cpu_us_per_delivery", "CPU µs/delivery"), ("floor_multiple", "× floor"), ("core_us_per_delivery", "core µs/delivery"), ("server_sys_fraction", "sys share"),
         ("fill_s", "room fill s"), ("fill_server_cpu_s", "fill CPU s"), ("kib_per_conn_in_room", "KiB/member"),

@@ -74,6 +74,8 @@ pub fn summarize(rec: &mut Record, reports: &[FanoutReport], s: &Samples, phase:
     m.insert("expected".into(), expected as f64);
     m.insert("received".into(), received as f64);
     m.insert("lost".into(), expected.saturating_sub(received) as f64);
+    // More deliveries than posts × members means some member got a post twice.
+    m.insert("duplicates".into(), received.saturating_sub(expected) as f64);
     m.insert("deliveries_per_s".into(), received as f64 / phase_s);
     m.insert("p50_ms".into(), p.p50_ms);
     m.insert("p99_ms".into(), p.p99_ms);
