@@ -77,6 +77,9 @@ struct SuiteArgs {
     /// Core the servers are pinned to; `none` to not pin.
     #[arg(long, default_value = "0")]
     pin: String,
+    /// Niceness for the servers and the floor measurement (e.g. -10; needs root).
+    #[arg(long, allow_hyphen_values = true)]
+    nice: Option<i32>,
     /// Results file.
     #[arg(long, default_value = "docs/bench/results.json")]
     out: PathBuf,
@@ -124,6 +127,7 @@ fn main() -> Result<()> {
                 go_bin: a.go_bin.clone(),
                 pin_core,
                 log_dir: a.log_dir.clone(),
+                nice: a.nice,
             };
             let command_line = std::env::var("HUBBUB_BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -61,6 +61,23 @@ pub struct ServerPaths {
     pub pin_core: Option<usize>,
     /// Directory for server logs.
     pub log_dir: PathBuf,
+    /// Scheduling niceness for the servers (e.g. -10), so that other work on a shared machine
+    /// takes less of the server's core during a measurement.
+    pub nice: Option<i32>,
+}
+
+impl ServerPaths {
+    /// The prefix that pins and prioritises a command: `nice -n N taskset -c C`.
+    pub fn launcher(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(n) = self.nice {
+            v.extend(["nice".to_string(), "-n".to_string(), n.to_string()]);
+        }
+        if let Some(c) = self.pin_core {
+            v.extend(["taskset".to_string(), "-c".to_string(), c.to_string()]);
+        }
+        v
+    }
 }
 
 /// A running server.
@@ -103,10 +120,7 @@ impl Server {
             ServerKind::Socketio => vec!["node".into(), script(paths, "socketio")?],
             ServerKind::GoGorilla => vec![paths.go_bin.display().to_string(), "-addr".into(), addr.to_string()],
         };
-        let pin = match paths.pin_core {
-            Some(c) => format!("exec taskset -c {c} \"$@\""),
-            None => "exec \"$@\"".to_string(),
-        };
+        let pin = format!("exec {} \"$@\"", paths.launcher().join(" "));
         std::fs::create_dir_all(&paths.log_dir).ok();
         let log = File::create(paths.log_dir.join(format!("{}.log", kind.name()))).context("create server log")?;
         let child = Command::new("sh")

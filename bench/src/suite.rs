@@ -44,12 +44,13 @@ impl Run {
 }
 
 /// Measure the kernel floor in a child process pinned like the servers.
-pub fn measure_floor(pin_core: Option<usize>, sockets: usize) -> Result<FloorReport> {
+pub fn measure_floor(paths: &ServerPaths, sockets: usize) -> Result<FloorReport> {
     let exe = std::env::current_exe()?;
-    let mut cmd = match pin_core {
-        Some(c) => {
-            let mut c2 = Command::new("taskset");
-            c2.arg("-c").arg(c.to_string()).arg(&exe);
+    let launcher = paths.launcher();
+    let mut cmd = match launcher.split_first() {
+        Some((first, rest)) => {
+            let mut c2 = Command::new(first);
+            c2.args(rest).arg(&exe);
             c2
         }
         None => Command::new(&exe),
@@ -87,7 +88,7 @@ pub async fn run(
         Size::Quick => 1_000,
         Size::Full => 2_000,
     };
-    match measure_floor(run.paths.pin_core, sockets) {
+    match measure_floor(&run.paths, sockets) {
         Ok(f) => {
             eprintln!("[bench] kernel floor: {:.2} µs per write ({} sockets)", f.cpu_us_per_write, f.sockets);
             run.results.floor = Some(f);
