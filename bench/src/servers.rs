@@ -71,13 +71,29 @@ impl ServerPaths {
     pub fn launcher(&self) -> Vec<String> {
         let mut v = Vec::new();
         if let Some(n) = self.nice {
-            v.extend(["nice".to_string(), "-n".to_string(), n.to_string()]);
+            // `nice -n` is relative to our own niceness (run.sh already runs us at -10):
+            // adjust by the difference so the server ends up at exactly `n`.
+            let adjust = n - own_niceness();
+            if adjust != 0 {
+                v.extend(["nice".to_string(), "-n".to_string(), adjust.to_string()]);
+            }
         }
         if let Some(c) = self.pin_core {
             v.extend(["taskset".to_string(), "-c".to_string(), c.to_string()]);
         }
         v
     }
+}
+
+/// This process's niceness (field 19 of /proc/self/stat), 0 if unreadable.
+fn own_niceness() -> i32 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            rest.split_whitespace().nth(19 - 3).and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// A running server.
