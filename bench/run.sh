@@ -56,11 +56,22 @@ ulimit -n "$(ulimit -Hn)"
 # 6. Run. The coordinator and its workers sit on core 1; it pins each server to core 0. Both
 #    run at niceness -10 when we are root, so that other work on a shared machine (builds)
 #    takes less of the measured cores; every server gets the same treatment.
+#    The kernel's ksoftirqd threads get the same -10 for the duration of the run: on loopback,
+#    once a burst of writes exhausts the softirq budget, packet delivery continues in ksoftirqd,
+#    and at the default niceness a busy machine delays every server's deliveries by hundreds of
+#    milliseconds (measured: node-ws p99 at 2,000 members 3,009 ms → 52 ms). Restored on exit.
 nice_args=()
 launcher=(taskset -c 1)
 if [ "$(id -u)" = 0 ]; then
   nice_args=(--nice -10)
   launcher=(nice -n -10 taskset -c 1)
+  softirq_pids=$(pgrep -x 'ksoftirqd/[0-9]+' || true)
+  if [ -n "$softirq_pids" ]; then
+    # shellcheck disable=SC2086
+    renice -n -10 -p $softirq_pids >/dev/null
+    # shellcheck disable=SC2064
+    trap "renice -n 0 -p $(echo $softirq_pids) >/dev/null 2>&1 || true" EXIT
+  fi
 fi
 export HUBBUB_BENCH_COMMAND="bench/run.sh --$size${extra[*]:+ ${extra[*]}}"
 "${launcher[@]}" target/release/hubbub-bench suite \

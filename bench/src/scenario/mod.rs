@@ -94,7 +94,7 @@ impl Plan {
             echo_conns: 50,
             echo_ms: 10_000,
             text_len: 120,
-            connect_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(300),
         };
         match size {
             Size::Full => base,
