@@ -68,25 +68,6 @@ pub fn stat_times(path: &str) -> Result<(u64, u64)> {
     Ok((get(14)?, get(15)?))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_process_has_memory_and_cpu() {
-        let pid = std::process::id();
-        assert!(rss_kib(pid).expect("rss") > 0);
-        let a = cpu(pid).expect("cpu");
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        assert!(x != 1);
-        let b = cpu(pid).expect("cpu");
-        assert!(a.secs_until(&b) > 0.0);
-    }
-}
-
 /// The 1-minute load average: other work on this 2-core machine (compiles) disturbs latency.
 pub fn loadavg() -> Option<f64> {
     fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
@@ -104,4 +85,23 @@ pub fn core_busy_s(core: usize) -> Option<f64> {
     // user nice system idle iowait irq softirq steal ...
     let busy: u64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| *x).sum();
     Some(busy as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_has_memory_and_cpu() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).expect("rss") > 0);
+        let a = cpu(pid).expect("cpu");
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        let b = cpu(pid).expect("cpu");
+        assert!(a.secs_until(&b) > 0.0);
+    }
 }

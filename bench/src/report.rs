@@ -298,11 +298,10 @@ fn headlines(res: &Results) -> Vec<Headline> {
         };
         let mut best: Option<(String, f64)> = None;
         for s in servers(res).into_iter().filter(|s| s != HUBBUB) {
-            if let Some(g) = growth(&s) {
-                if best.as_ref().is_none_or(|(_, b)| g < *b) {
+            if let Some(g) = growth(&s)
+                && best.as_ref().is_none_or(|(_, b)| g < *b) {
                     best = Some((s, g));
                 }
-            }
         }
         out.push(Headline {
             what: format!("growth: CPU per delivery at {big} ÷ at {small} members"),

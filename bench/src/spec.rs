@@ -236,7 +236,7 @@ mod tests {
     fn room_of_agrees_with_room_size() {
         let layout = RoomLayout::Zipf { rooms: 20 };
         let total = 1000;
-        let mut counts = vec![0usize; 20];
+        let mut counts = [0usize; 20];
         for i in 0..total {
             counts[layout.room_of(i, total)] += 1;
         }

@@ -249,14 +249,13 @@ async fn connection(mut ws: Ws, idx: usize, shared: Arc<Shared>, mut phase_rx: w
     let mut echo_seq = 0u64;
     loop {
         // Echo: keep exactly one round trip in flight until the end.
-        if let Phase::Echo { nonce, end, text_len } = phase {
-            if !echo_in_flight && Instant::now() < end {
+        if let Phase::Echo { nonce, end, text_len } = phase
+            && !echo_in_flight && Instant::now() < end {
                 echo_seq += 1;
                 let m = Marker { nonce, sender: idx as u64, seq: echo_seq, sent_us: client::now_us() };
                 ws.send(Message::text(spec.mode.encode_echo(&m.text(text_len)))).await?;
                 echo_in_flight = true;
             }
-        }
         let next_send = schedule.as_ref().map(|s| s.next);
         tokio::select! {
             // Phase changes first: a delivery must never be judged against a stale phase.

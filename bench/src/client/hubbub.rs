@@ -29,22 +29,17 @@ struct Head {
 /// Classify a non-delivery frame. Only frames that might be an ack or an error are parsed, so
 /// the presence flood of a filling room costs a substring search each, not a JSON parse.
 pub fn classify(frame: &str) -> Incoming<'_> {
-    if frame.contains("\"ack\"") {
-        if let Ok(h) = serde_json::from_str::<Head>(frame) {
-            if h.kind == "ack" {
-                if let Some(r) = h.reference.and_then(|r| r.as_u64()) {
+    if frame.contains("\"ack\"")
+        && let Ok(h) = serde_json::from_str::<Head>(frame)
+            && h.kind == "ack"
+                && let Some(r) = h.reference.and_then(|r| r.as_u64()) {
                     return Incoming::Ack(r);
                 }
-            }
-        }
-    }
-    if frame.contains("\"error\"") {
-        if let Ok(h) = serde_json::from_str::<Head>(frame) {
-            if h.kind == "error" {
+    if frame.contains("\"error\"")
+        && let Ok(h) = serde_json::from_str::<Head>(frame)
+            && h.kind == "error" {
                 return Incoming::Error(frame);
             }
-        }
-    }
     Incoming::Other
 }
 
