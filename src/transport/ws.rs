@@ -23,7 +23,7 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Bytes buffered before tungstenite writes to the socket on its own (we flush per batch anyway).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// How long a close handshake or final flush may take before the socket is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Query of `GET /ws`.
 #[derive(Debug, Deserialize)]
@@ -123,12 +123,18 @@ async fn read_loop(
     }
 }
 
-/// Maps a read error to the close code RFC 6455 asks for.
+/// Maps a read error to the close code RFC 6455 asks for: 1009 over the size limit, 1007 for
+/// text (or a close reason) that is not UTF-8, 1002 for broken framing. Anything else (I/O errors,
+/// a reset) ends a connection whose peer is gone, so the code hardly matters: 1000.
 pub(super) fn classify(err: axum::Error) -> CloseReason {
     match err.into_inner().downcast::<tungstenite::Error>() {
         Ok(inner) => match *inner {
             tungstenite::Error::Capacity(_) => CloseReason::TooBig,
             tungstenite::Error::Utf8(_) => CloseReason::BadUtf8,
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => CloseReason::Normal,
+            tungstenite::Error::Protocol(_) => CloseReason::Protocol,
             _ => CloseReason::Normal,
         },
         Err(_) => CloseReason::Normal,
