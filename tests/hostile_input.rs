@@ -217,6 +217,33 @@ fn long_wrong_input_is_not_echoed_into_the_rejection() {
     }
 }
 
+#[tokio::test]
+async fn api_rejections_do_not_echo_a_long_body_back() {
+    let server = start_server().await;
+    // 60,000 bytes: under the API's 64 KiB body limit, so the JSON decoder does see them.
+    for body in [
+        format!("\"{}\"", "x".repeat(60_000)),
+        format!(r#"{{"from":"a","data":{{"{}":1}}}}"#, "k".repeat(60_000)),
+    ] {
+        let response = http()
+            .post(server.url("/api/rooms/r/messages"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_json");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.len() <= MAX_REJECTION_MESSAGE,
+            "{} bytes",
+            message.len()
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server, driven by random frame sequences.
 
