@@ -70,7 +70,7 @@ async fn run(
 ) {
     let gauge = state.metrics.connections("ws");
     gauge.inc();
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
     let mut session = state.hub.connect(name, outbox.clone());
     let writer = state
@@ -79,17 +79,29 @@ async fn run(
     if let Some(room) = room {
         session.join(room, None, None).await;
     }
-    let reason = read_loop(stream, &mut session, &state).await;
+    let reason = read_loop(&mut stream, &mut session, &state).await;
     outbox.close(reason);
     // The writer flushes what is queued (acks included) and sends the close frame.
     let _ = writer.await;
     session.disconnect().await;
+    finish_close(&mut stream).await;
     gauge.dec();
+}
+
+/// Reads (and drops) what the peer still sends until its close reply or the end of the stream.
+/// A server that closes the TCP connection with frames from the peer unread makes the kernel send
+/// a reset, and a reset can destroy our close frame before the peer reads it: a client in the
+/// middle of a burst would see a broken connection instead of 1001 on shutdown.
+async fn finish_close(stream: &mut SplitStream<WebSocket>) {
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
 }
 
 /// Reads client frames until the client leaves, breaks a rule, goes silent, or the server stops.
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     session: &mut Session,
     state: &AppState,
 ) -> CloseReason {
