@@ -484,7 +484,7 @@ proptest! {
 
     #[test]
     fn random_frame_sequences_get_their_defined_answers_and_leave_the_server_serving(
-        ops in prop::collection::vec(op(), 1..32)
+        ops in prop::collection::vec(op(), 1..48)
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
