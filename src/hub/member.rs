@@ -176,12 +176,12 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
-    /// Waits for at least one frame and takes up to `limit`; 0 means every sender is gone.
-    pub async fn recv_many(&mut self, buffer: &mut Vec<Outgoing>, limit: usize) -> usize {
-        self.rx.recv_many(buffer, limit).await
+    /// Waits for the next frame; `None` means every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        self.rx.recv().await
     }
 
-    /// Takes a frame if one is queued, for the final flush before a close.
+    /// Takes a frame if one is queued: the writer drains what is queued after each wake-up.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
         self.rx.try_recv().ok()
     }
