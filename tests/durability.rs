@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Binary, Client, Closed, api_post, free_port, http, scratch};
+use common::{Binary, Client, Closed, api_post, free_port, get_json, scratch};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -23,7 +23,7 @@ async fn stored_ids(addr: std::net::SocketAddr, room: &str) -> BTreeMap<u64, Str
             Some(b) => format!("http://{addr}/api/rooms/{room}/messages?limit=200&before={b}"),
             None => format!("http://{addr}/api/rooms/{room}/messages?limit=200"),
         };
-        let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        let page: Value = get_json(url).await;
         let messages = page["messages"].as_array().unwrap();
         for m in messages {
             ids.insert(

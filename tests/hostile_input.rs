@@ -70,7 +70,9 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// A `{"type", "room", "data", "ref", ...}` object whose fields are right, wrong or missing.
 fn envelope() -> impl Strategy<Value = String> {
     let kind = prop_oneof![
-        3 => prop::sample::select(vec!["nick", "join", "leave", "msg", "typing", "history"])
+        3 => prop::sample::select(vec![
+            "nick", "join", "leave", "msg", "typing", "members", "history"
+        ])
             .prop_map(|k| json!(k)),
         1 => json_value(),
     ];
@@ -128,7 +130,8 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
             }
             ClientFrame::Join { room, .. }
             | ClientFrame::Leave { room }
-            | ClientFrame::Typing { room } => {
+            | ClientFrame::Typing { room }
+            | ClientFrame::Members { room } => {
                 prop_assert!(RoomName::parse(room.as_str()).is_ok());
             }
             ClientFrame::Msg { room, text } => {
@@ -258,6 +261,7 @@ enum Op {
     /// Room (`None`: no room field, so the lobby) and text length (0 and over 64 are refused).
     Msg(Option<usize>, usize),
     Typing(usize),
+    Members(usize),
     History(usize, Option<u64>, Option<u64>),
     Garbage(String),
     Envelope(String),
@@ -271,6 +275,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => room.clone().prop_map(Op::Leave),
         5 => (prop::option::of(room.clone()), 0usize..80).prop_map(|(r, n)| Op::Msg(r, n)),
         1 => room.clone().prop_map(Op::Typing),
+        1 => room.clone().prop_map(Op::Members),
         2 => (room, prop::option::of(0u64..12), prop::option::of(prop_oneof![0u64..8, any::<u64>()]))
             .prop_map(|(r, b, l)| Op::History(r, b, l)),
         1 => any::<String>().prop_map(Op::Garbage),
@@ -287,6 +292,7 @@ enum Seen {
     Msg(String, u64),
     Ack(String, u64, Value),
     History(String, usize, bool),
+    Members(String, u64),
     Error(String, Value),
     Other(Value),
 }
@@ -304,6 +310,7 @@ fn seen(frame: &Value) -> Seen {
             frame["data"]["messages"].as_array().unwrap().len(),
             frame["data"]["has_more"].as_bool().unwrap(),
         ),
+        Some("members") => Seen::Members(room(), frame["data"]["count"].as_u64().unwrap()),
         Some("error") => Seen::Error(
             frame["data"]["code"].as_str().unwrap().to_owned(),
             frame["ref"].clone(),
@@ -390,6 +397,13 @@ impl Model {
                     return not_member();
                 }
             }
+            ClientFrame::Members { room } => {
+                if !self.rooms.contains(room.as_str()) {
+                    return not_member();
+                }
+                // This connection is the only one on its server.
+                expect.push(Seen::Members(room.as_str().to_owned(), 1));
+            }
             ClientFrame::History {
                 room,
                 before,
@@ -431,6 +445,7 @@ fn frame_text(op: &Op, reference: &str) -> String {
             }
         }
         Op::Typing(r) => json!({"type": "typing", "room": room(*r), "ref": reference}),
+        Op::Members(r) => json!({"type": "members", "room": room(*r), "ref": reference}),
         Op::History(r, before, limit) => json!({
             "type": "history", "room": room(*r),
             "data": {"before": before, "limit": limit}, "ref": reference

@@ -106,8 +106,8 @@ pub async fn rooms(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 const MAX_REJECTION_CHARS: usize = 200;
 
 /// Cuts a rejection text down to size. axum's JSON and query rejections quote serde's message,
-/// which repeats an offending string in full: without this, a 2 MB body of one JSON string came
-/// back as a 2 MB error.
+/// which repeats an offending string in full: without this, a 60 KB body of one JSON string came
+/// back as a 60 KB error.
 fn bounded(mut text: String) -> String {
     if let Some((cut, _)) = text.char_indices().nth(MAX_REJECTION_CHARS) {
         text.truncate(cut);
