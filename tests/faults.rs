@@ -320,9 +320,10 @@ async fn thousands_of_abruptly_dropped_connections_leak_no_connections_or_memory
     const WARM_UP_ROUNDS: usize = 2;
     const ROUNDS: usize = 6;
     // What a server that frees everything may still grow by: glibc keeps freed memory in its
-    // per-thread arenas and reuses it, so after the warm-up rounds RSS wanders by a few MiB from
-    // round to round without a trend (measured: 41-47 MiB over 15 rounds). A leak of 3 KiB per
-    // connection, less than one connection's read buffer, would add 18 MiB over the rounds below.
+    // per-thread arenas and reuses it, so after the warm-up rounds RSS wanders from round to round
+    // without a trend (measured: 30.5-31.2 MiB over six rounds; 41-47 MiB over fifteen with the
+    // older mpsc outbox). A leak of 3 KiB per connection, under a third of what an idle connection
+    // holds, would add 18 MiB over the rounds below.
     const TOLERANCE_MIB: f64 = 16.0;
     let rss_mib =
         || async move { metric(addr, "process_resident_memory_bytes").await.unwrap() / 1048576.0 };
