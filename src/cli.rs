@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::hub::HubSettings;
 
@@ -44,6 +44,14 @@ pub struct ServeArgs {
     /// Database: `sqlite://PATH` or a file path (default: DATA/hubbub.db).
     #[arg(long, env = "HUBBUB_DB")]
     pub db: Option<String>,
+    /// Milliseconds a commit waits on a database lock held by another process before the posts
+    /// in it fail with `store_unavailable`.
+    #[arg(long, env = "HUBBUB_DB_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_busy_timeout_ms: u64,
+    /// What an ack survives: `machine` (fsync every commit; survives power loss) or `process`
+    /// (survives crashes of hubbub, acks don't wait for the disk).
+    #[arg(long, env = "HUBBUB_DURABILITY", value_enum, default_value_t = Durability::Machine)]
+    pub durability: Durability,
     /// Longest chat message text, in bytes.
     #[arg(long, env = "HUBBUB_MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,
@@ -65,6 +73,13 @@ pub struct ServeArgs {
     /// Members one room may hold (default: unlimited).
     #[arg(long, env = "HUBBUB_MAX_ROOM_MEMBERS")]
     pub max_room_members: Option<usize>,
+    /// Rooms with more members than this announce a member count per tick instead of every
+    /// arrival and departure.
+    #[arg(long, env = "HUBBUB_PRESENCE_LIMIT", default_value_t = 200)]
+    pub presence_limit: usize,
+    /// Milliseconds between member-count announcements in large rooms.
+    #[arg(long, env = "HUBBUB_PRESENCE_TICK_MS", default_value_t = 1000)]
+    pub presence_tick_ms: u64,
     /// Seconds between server pings.
     #[arg(long, env = "HUBBUB_PING_INTERVAL", default_value_t = 25)]
     pub ping_interval_secs: u64,
@@ -87,6 +102,8 @@ impl ServeArgs {
             addr: self.addr,
             data_dir: self.data.clone(),
             db_path,
+            db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
+            durability: self.durability,
             max_message_bytes: self.max_message_bytes,
             max_frame_bytes: self.max_frame_bytes,
             echo_enabled: !self.no_echo,
@@ -98,6 +115,8 @@ impl ServeArgs {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,
                 max_room_members: self.max_room_members,
+                presence_limit: self.presence_limit,
+                presence_tick: Duration::from_millis(self.presence_tick_ms.max(10)),
                 ..HubSettings::default()
             },
         })

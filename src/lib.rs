@@ -30,6 +30,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,7 +55,14 @@ pub async fn serve(
     if config.db_path.is_none() {
         std::fs::create_dir_all(&config.data_dir)?;
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(
+            &config.database_path(),
+            config.db_busy_timeout,
+            config.durability,
+        )
+        .await?,
+    );
     let metrics = Metrics::new();
     let sockets = TaskTracker::new();
     let background = TaskTracker::new();
@@ -80,6 +88,13 @@ pub async fn serve(
     info!(addr = %listener.local_addr()?, database = ?"sqlite", "hubbub listening");
 
     let stop = stop_sockets.clone();
+    // Without TCP_NODELAY a `msg` and its `ack` written back to back wait on the peer's delayed
+    // ACK (Nagle), adding ~40 ms to every ack.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            warn!(cause = %err, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

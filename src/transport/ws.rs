@@ -18,12 +18,13 @@ use crate::protocol::{ErrorCode, Limits, RoomName, display_name, parse_client_fr
 
 /// Frames taken from the outbox per write: several frames leave in one flush under load.
 const WRITE_BATCH: usize = 64;
-/// tungstenite's read buffer; its 128 KiB default would dominate an idle connection's memory.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite's initial read buffer; its 128 KiB default would dominate an idle connection's
+/// memory. Larger frames grow it on demand.
+const READ_BUFFER_BYTES: usize = 512;
 /// Bytes buffered before tungstenite writes to the socket on its own (we flush per batch anyway).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// How long a close handshake or final flush may take before the socket is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Query of `GET /ws`.
 #[derive(Debug, Deserialize)]
@@ -70,7 +71,7 @@ async fn run(
 ) {
     let gauge = state.metrics.connections("ws");
     gauge.inc();
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
     let mut session = state.hub.connect(name, outbox.clone());
     let writer = state
@@ -79,17 +80,29 @@ async fn run(
     if let Some(room) = room {
         session.join(room, None, None).await;
     }
-    let reason = read_loop(stream, &mut session, &state).await;
+    let reason = read_loop(&mut stream, &mut session, &state).await;
     outbox.close(reason);
     // The writer flushes what is queued (acks included) and sends the close frame.
     let _ = writer.await;
     session.disconnect().await;
+    finish_close(&mut stream).await;
     gauge.dec();
+}
+
+/// Reads (and drops) what the peer still sends until its close reply or the end of the stream.
+/// A server that closes the TCP connection with frames from the peer unread makes the kernel send
+/// a reset, and a reset can destroy our close frame before the peer reads it: a client in the
+/// middle of a burst would see a broken connection instead of 1001 on shutdown.
+async fn finish_close(stream: &mut SplitStream<WebSocket>) {
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
 }
 
 /// Reads client frames until the client leaves, breaks a rule, goes silent, or the server stops.
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     session: &mut Session,
     state: &AppState,
 ) -> CloseReason {
@@ -112,7 +125,8 @@ async fn read_loop(
         };
         match message {
             Message::Text(text) => match parse_client_frame(text.as_str(), limits) {
-                Ok(request) => session.handle(request).await,
+                // Boxed so an idle connection's task does not carry the largest command's state.
+                Ok(request) => Box::pin(session.handle(request)).await,
                 Err(rejection) => session.reject(&rejection),
             },
             Message::Binary(_) => return CloseReason::Unsupported,
@@ -123,12 +137,18 @@ async fn read_loop(
     }
 }
 
-/// Maps a read error to the close code RFC 6455 asks for.
+/// Maps a read error to the close code RFC 6455 asks for: 1009 over the size limit, 1007 for
+/// text (or a close reason) that is not UTF-8, 1002 for broken framing. Anything else (I/O errors,
+/// a reset) ends a connection whose peer is gone, so the code hardly matters: 1000.
 pub(super) fn classify(err: axum::Error) -> CloseReason {
     match err.into_inner().downcast::<tungstenite::Error>() {
         Ok(inner) => match *inner {
             tungstenite::Error::Capacity(_) => CloseReason::TooBig,
             tungstenite::Error::Utf8(_) => CloseReason::BadUtf8,
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => CloseReason::Normal,
+            tungstenite::Error::Protocol(_) => CloseReason::Protocol,
             _ => CloseReason::Normal,
         },
         Err(_) => CloseReason::Normal,
@@ -138,25 +158,22 @@ pub(super) fn classify(err: axum::Error) -> CloseReason {
 /// Drains the outbox into the socket, pings the peer, and ends with a close frame.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut receiver: OutboxReceiver,
+    receiver: OutboxReceiver,
     ping_every: Duration,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let closing = receiver.closing();
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     loop {
         tokio::select! {
             biased;
-            () = closing.cancelled() => break,
-            received = receiver.recv_many(&mut batch, WRITE_BATCH) => {
-                if received == 0 {
-                    break;
-                }
+            frame = receiver.recv() => {
+                // `None`: the connection is closing.
+                let Some(frame) = frame else { break };
                 // A peer that stops reading blocks this write; the hub then closes the outbox
                 // (slow consumer) and we stop waiting.
                 let written = tokio::select! {
-                    result = write_batch(&mut sink, &mut batch) => result,
-                    () = closing.cancelled() => break,
+                    biased;
+                    result = write_queued(&mut sink, &receiver, frame) => result,
+                    () = receiver.closing() => break,
                 };
                 if written.is_err() {
                     return;
@@ -171,11 +188,13 @@ async fn write_loop(
     }
     let reason = receiver.reason();
     if reason.flushes_queue() {
-        batch.clear();
-        while let Some(frame) = receiver.try_recv() {
-            batch.push(frame);
-        }
-        let _ = timeout(CLOSE_TIMEOUT, write_batch(&mut sink, &mut batch)).await;
+        let flush = async {
+            while let Some(frame) = receiver.try_recv() {
+                write_queued(&mut sink, &receiver, frame).await?;
+            }
+            Ok::<(), axum::Error>(())
+        };
+        let _ = timeout(CLOSE_TIMEOUT, flush).await;
     }
     let close = Message::Close(Some(CloseFrame {
         code: reason.code(),
@@ -184,14 +203,23 @@ async fn write_loop(
     let _ = timeout(CLOSE_TIMEOUT, sink.send(close)).await;
 }
 
-async fn write_batch(
+/// Writes `first` and up to `WRITE_BATCH - 1` more queued frames, then flushes once: under load
+/// several frames leave in one write, and an idle connection holds no batch buffer.
+async fn write_queued(
     sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Outgoing>,
+    receiver: &OutboxReceiver,
+    first: Outgoing,
 ) -> Result<(), axum::Error> {
-    for frame in batch.drain(..) {
+    let mut next = Some(first);
+    let mut fed = 0;
+    while let Some(frame) = next.take() {
         // The hub only queues UTF-8 JSON, so this conversion never fails; it only re-checks.
         if let Ok(text) = Utf8Bytes::try_from(frame.json) {
             sink.feed(Message::Text(text)).await?;
+        }
+        fed += 1;
+        if fed < WRITE_BATCH {
+            next = receiver.try_recv();
         }
     }
     sink.flush().await
