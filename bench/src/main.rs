@@ -80,6 +80,10 @@ struct SuiteArgs {
     /// Niceness for the servers and the floor measurement (e.g. -10; needs root).
     #[arg(long, allow_hyphen_values = true)]
     nice: Option<i32>,
+    /// An extra flag for `hubbub serve`, repeatable (e.g. `--hubbub-arg=--durability
+    /// --hubbub-arg=process`).
+    #[arg(long = "hubbub-arg", allow_hyphen_values = true)]
+    hubbub_args: Vec<String>,
     /// Results file.
     #[arg(long, default_value = "docs/bench/results.json")]
     out: PathBuf,
@@ -128,6 +132,7 @@ fn main() -> Result<()> {
                 pin_core,
                 log_dir: a.log_dir.clone(),
                 nice: a.nice,
+                hubbub_args: a.hubbub_args.clone(),
             };
             let command_line = std::env::var("HUBBUB_BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

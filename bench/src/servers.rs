@@ -64,6 +64,8 @@ pub struct ServerPaths {
     /// Scheduling niceness for the servers (e.g. -10), so that other work on a shared machine
     /// takes less of the server's core during a measurement.
     pub nice: Option<i32>,
+    /// Extra flags for `hubbub serve` (e.g. `--durability process`).
+    pub hubbub_args: Vec<String>,
 }
 
 impl ServerPaths {
@@ -129,6 +131,8 @@ impl Server {
                     "--data".into(),
                     dir.display().to_string(),
                 ];
+                let mut v = v;
+                v.extend(paths.hubbub_args.iter().cloned());
                 data_dir = Some(dir);
                 v
             }
