@@ -11,14 +11,19 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The hubbub binary: `HUBBUB_BIN`, else target/{release,debug}/hubbub (the test suite builds
-/// it before running tests).
+/// The hubbub binary: `HUBBUB_BIN`, else the newer of target/{debug,release}/hubbub (the test
+/// suite builds it before running tests; a stale one from an older checkout must not win).
 fn hubbub_bin() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("HUBBUB_BIN") {
         return Some(PathBuf::from(p));
     }
     let root = repo_root();
-    ["target/debug/hubbub", "target/release/hubbub"].iter().map(|p| root.join(p)).find(|p| p.exists())
+    ["target/debug/hubbub", "target/release/hubbub"]
+        .iter()
+        .map(|p| root.join(p))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
 }
 
 /// Run the tiny suite and return the parsed results file.
