@@ -477,6 +477,7 @@ function onError(f) {
     return;
   }
   if (ref === "nick") {
+    state.nickPending = null;
     announce(`Could not change your name: ${message}`);
     ui.name.value = state.name;
     return;
@@ -834,10 +835,18 @@ function onWelcome(f) {
   if (typeof name !== "string") return;
   const old = state.name;
   state.name = name;
+  state.nickPending = null;
   if (document.activeElement !== ui.name) ui.name.value = name;
   ui.nameHint.textContent = state.wantedName ? "" : "(a guest name: type yours)";
   if (old !== name) {
     for (const el of document.querySelectorAll("li.msg.unsent .from")) el.textContent = name;
+    // The server tells the *other* members about a nick change; our own lists we fix here.
+    if (old) {
+      for (const room of state.rooms.values()) {
+        const i = room.members.indexOf(old);
+        if (i >= 0) room.members[i] = name;
+      }
+    }
     renderMembers();
   }
 }
@@ -900,13 +909,17 @@ function commitName() {
     return;
   }
   ui.name.setCustomValidity("");
-  if (v.name === state.name && v.name === state.wantedName) return;
+  // Both "submit" and "change" land here: ask the server once per new name.
+  if (v.name === state.wantedName && (v.name === state.name || v.name === state.nickPending)) return;
   state.wantedName = v.name;
   store.set("name", v.name);
   ui.nameHint.textContent = "";
   const t = state.transport;
   if (t?.kind === "websocket") {
-    if (t.connected) t.sendFrame({ type: "nick", data: v.name, ref: "nick" });
+    if (t.connected) {
+      state.nickPending = v.name;
+      t.sendFrame({ type: "nick", data: v.name, ref: "nick" });
+    }
     // Not connected: the next connection carries ?name=.
   } else if (t) {
     t.nick(v.name);
@@ -937,6 +950,8 @@ ui.composer.addEventListener("submit", (e) => {
   ui.message.value = "";
   autoGrow();
   sendMessage(text);
+  // Receivers clear "X is typing" when X's message arrives: the next keystroke may say so again.
+  if (state.current) state.lastTypingSent.delete(state.current.name);
   ui.message.focus();
 });
 
@@ -985,6 +1000,7 @@ window.addEventListener("hashchange", () => {
   if (name && name !== state.current?.name && ROOM_RE.test(name)) joinRoom(name);
 });
 window.addEventListener("online", () => state.transport?.retryNow());
+window.addEventListener("focus", () => refreshDirectory());
 window.addEventListener("offline", () => {
   if (state.transport?.kind === "sse") state.transport.report();
 });

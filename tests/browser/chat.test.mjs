@@ -1,0 +1,150 @@
+// Two people in two separate headless Chromium instances chat through a real hubbub server.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  cleanupTmp,
+  launchBrowser,
+  messages,
+  openChat,
+  say,
+  startServer,
+  waitForMessage,
+} from "./lib/harness.mjs";
+
+describe("two browsers in one room", () => {
+  let server, alice, bob, pa, pb;
+
+  before(async () => {
+    server = await startServer();
+    alice = await launchBrowser();
+    bob = await launchBrowser();
+    pa = await openChat(alice, server, { name: "alice" });
+    pb = await openChat(bob, server, { name: "bob" });
+  });
+
+  after(async () => {
+    await alice?.close();
+    await bob?.close();
+    await server?.stop();
+    cleanupTmp();
+  });
+
+  test("the page has the labelled controls a person needs", async () => {
+    await pa.getByLabel("Your name").waitFor();
+    await pa.getByLabel("Message", { exact: true }).waitFor();
+    await pa.getByRole("button", { name: "Send", exact: true }).waitFor();
+    const log = pa.getByRole("log");
+    assert.ok(["polite", "assertive"].includes(await log.getAttribute("aria-live")));
+    assert.equal(await pa.locator("#room-title").textContent(), "#lobby");
+    // Deep link reflects the room in view.
+    assert.equal(new URL(pa.url()).hash, "#lobby");
+  });
+
+  test("messages go both ways, with sender and time, acked (not pending)", async () => {
+    await say(pa, "hello from alice");
+    await waitForMessage(pb, "hello from alice");
+    await say(pb, "hi alice, bob here");
+    await waitForMessage(pa, "hi alice, bob here");
+    await waitForMessage(pa, "hello from alice", { settled: true });
+    await waitForMessage(pb, "hi alice, bob here", { settled: true });
+
+    for (const page of [pa, pb]) {
+      const ms = await messages(page);
+      const texts = ms.map((m) => `${m.from}: ${m.text}`);
+      assert.deepEqual(texts.slice(-2), ["alice: hello from alice", "bob: hi alice, bob here"]);
+      assert.ok(ms.every((m) => !m.pending && typeof m.id === "number"));
+      const times = await page.locator('[role="log"] li.msg time').allTextContents();
+      assert.ok(times.every((t) => /\d{1,2}:\d{2}/.test(t)), `times look like clock times: ${times}`);
+    }
+    // Both messages are stored: the HTTP API has them in the same order.
+    const hist = await server.history("lobby");
+    assert.deepEqual(
+      hist.messages.map((m) => m.data).slice(-2),
+      ["hello from alice", "hi alice, bob here"],
+    );
+  });
+
+  test("Shift+Enter makes a new line, Enter sends the whole message", async () => {
+    const box = pa.getByLabel("Message", { exact: true });
+    await box.click();
+    await box.pressSequentially("line one");
+    await box.press("Shift+Enter");
+    await box.pressSequentially("line two");
+    await box.press("Enter");
+    await waitForMessage(pb, "line one\nline two");
+    assert.equal(await box.inputValue(), "");
+  });
+
+  test("member list shows both people; typing shows 'X is typing...'", async () => {
+    await pa.locator('#member-list li[data-name="bob"]').waitFor();
+    await pb.locator('#member-list li[data-name="alice"]').waitFor();
+    const box = pb.getByLabel("Message", { exact: true });
+    await box.click();
+    await box.pressSequentially("I am typi", { delay: 20 });
+    await pa.getByText("bob is typing...").waitFor({ timeout: 5000 });
+    await box.fill("");
+  });
+
+  test("join and leave notices appear when someone comes and goes", async () => {
+    const carolBrowser = await launchBrowser();
+    try {
+      const pc = await openChat(carolBrowser, server, { name: "carol" });
+      await pa.locator('[role="log"] li.notice', { hasText: "carol joined" }).waitFor();
+      await pa.locator('#member-list li[data-name="carol"]').waitFor();
+      await pc.close();
+      await pa.locator('[role="log"] li.notice', { hasText: "carol left" }).waitFor();
+      await pa.locator('#member-list li[data-name="carol"]').waitFor({ state: "detached" });
+    } finally {
+      await carolBrowser.close();
+    }
+  });
+
+  test("HTML and script in a message are shown as literal text and never run", async () => {
+    const evil = [
+      `<img src=x onerror="window.__pwned='img'">`,
+      `<script>window.__pwned='script'</script>`,
+      `<b>bold?</b> & "quotes" <a href="javascript:window.__pwned='link'">click</a>`,
+    ].join(" ");
+    await say(pb, evil);
+    await waitForMessage(pa, evil);
+    // Also arriving over the HTTP API from a non-browser client.
+    await server.post("lobby", "mallory<script>", `<svg onload="window.__pwned='svg'"></svg>`);
+    await waitForMessage(pa, `<svg onload="window.__pwned='svg'"></svg>`);
+    for (const page of [pa, pb]) {
+      const log = page.getByRole("log");
+      assert.equal(await log.locator("img, script, svg, b, iframe").count(), 0, "no element made from user data");
+      assert.equal(await log.locator('a[href^="javascript"]').count(), 0);
+      assert.equal(await page.evaluate(() => window.__pwned), undefined);
+      const senders = (await messages(page)).map((m) => m.from);
+      if (page === pa) assert.ok(senders.includes("mallory<script>"));
+    }
+  });
+
+  test("URLs become links that open with rel=noopener noreferrer", async () => {
+    await say(pa, "docs at https://example.org/hubbub?x=1&y=2. and (www.example.com/a)");
+    await waitForMessage(pb, "docs at https://example.org/hubbub?x=1&y=2. and (www.example.com/a)");
+    const links = pb.getByRole("log").locator("li.msg a");
+    await links.first().waitFor();
+    const found = await links.evaluateAll((as) => as.map((a) => ({ href: a.href, text: a.textContent, rel: a.rel })));
+    assert.deepEqual(found, [
+      { href: "https://example.org/hubbub?x=1&y=2", text: "https://example.org/hubbub?x=1&y=2", rel: "noopener noreferrer" },
+      { href: "https://www.example.com/a", text: "www.example.com/a", rel: "noopener noreferrer" },
+    ]);
+  });
+
+  test("the name is remembered across reloads (localStorage)", async () => {
+    await pa.reload();
+    assert.equal(await pa.getByLabel("Your name").inputValue(), "alice");
+    await pa.locator('#conn[data-state="connected"]').waitFor();
+    await say(pa, "still alice after reload");
+    await waitForMessage(pb, "still alice after reload");
+    const last = (await messages(pb)).at(-1);
+    assert.equal(last.from, "alice");
+  });
+
+  test("no uncaught errors in either page", () => {
+    assert.deepEqual(alice.pageErrors, []);
+    assert.deepEqual(bob.pageErrors, []);
+  });
+});
