@@ -1,14 +1,116 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! hubbub: a self-hosted real-time chat server.
+//!
+//! The crate is laid out one idea per module:
+//!
+//! - [`protocol`]: the wire types of protocol v1 (docs/protocol.md); a leaf with no I/O.
+//! - [`hub`]: rooms, membership, per-room ordering, fan-out into each connection's bounded
+//!   outbox, group commit, and the transport-independent [`hub::Session`].
+//! - [`store`]: durable history behind the [`store::Store`] trait (SQLite by default).
+//! - [`broker`]: cross-node delivery behind the [`broker::Broker`] trait (in-process by default).
+//! - `transport`: WebSocket, echo, SSE and the HTTP API; decodes, enforces limits, calls the hub.
+//! - [`config`], [`cli`], [`shutdown`], [`metrics`], [`error`], and `web` (the embedded client).
+//!
+//! [`serve`] assembles them; the binary is a thin shell around [`cli::run`].
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod shutdown;
+pub mod store;
+mod transport;
+mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use hub::Hub;
+use metrics::Metrics;
+use store::{SqliteStore, Store};
+use transport::AppState;
+
+/// Runs a server on `listener` until `shutdown` resolves, then shuts down gracefully: stop
+/// accepting, close every socket with 1001 after flushing pending acks, commit what was queued,
+/// return. Tests bind port 0 and pass their own shutdown future.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if config.db_path.is_none() {
+        std::fs::create_dir_all(&config.data_dir)?;
     }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let metrics = Metrics::new();
+    let sockets = TaskTracker::new();
+    let background = TaskTracker::new();
+    let stop_sockets = CancellationToken::new();
+    let stop_committer = CancellationToken::new();
+    let hub = Hub::new(
+        store,
+        broker::local(),
+        config.hub.clone(),
+        metrics.clone(),
+        &background,
+        stop_committer.clone(),
+    );
+    let grace = config.shutdown_grace;
+    let state = Arc::new(AppState {
+        hub,
+        config: Arc::new(config),
+        metrics,
+        shutdown: stop_sockets.clone(),
+        tracker: sockets.clone(),
+    });
+    let app = transport::router(state);
+    info!(addr = %listener.local_addr()?, database = ?"sqlite", "hubbub listening");
+
+    let stop = stop_sockets.clone();
+    // Without TCP_NODELAY a `msg` and its `ack` written back to back wait on the peer's delayed
+    // ACK (Nagle), adding ~40 ms to every ack.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            warn!(cause = %err, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("shutting down");
+        stop.cancel();
+    })
+    .await?;
+
+    // Upgraded sockets outlive axum's graceful shutdown; they are in the tracker.
+    stop_sockets.cancel();
+    sockets.close();
+    if tokio::time::timeout(grace, sockets.wait()).await.is_err() {
+        warn!(
+            open = sockets.len(),
+            "connections still open after the grace period"
+        );
+    }
+    stop_committer.cancel();
+    background.close();
+    background.wait().await;
+    info!("stopped");
+    Ok(())
 }

@@ -1,1 +1,17 @@
-fn main() {}
+//! The `hubbub` binary: parse flags, set up logging, run. Everything else is in the library.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = hubbub::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("HUBBUB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    hubbub::cli::run(cli).await?;
+    Ok(())
+}

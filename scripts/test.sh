@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh Debian machine with only the Rust toolchain:
+# installs what is missing, runs the quality gates, the Rust tests (real sockets, real binary),
+# and every extra suite that lives under tests/ (browser, conformance).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never DEBIAN_FRONTEND=noninteractive
+
+step() { printf '\n==> %s\n' "$*"; }
+
+apt_updated=0
+need_apt() {
+  # need_apt COMMAND PACKAGE...: install PACKAGEs when COMMAND is missing.
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  apt-get install -y -qq "$@" >/dev/null
+}
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "release build (used by the browser and conformance suites)"
+cargo build --release --workspace
+
+step "Rust tests"
+cargo test --workspace --all-targets
+
+for suite in tests/*/run.sh; do
+  [ -e "$suite" ] || continue
+  step "suite $suite"
+  HUBBUB_BIN="$PWD/target/release/hubbub" bash "$suite"
+done
+
+step "all suites passed"

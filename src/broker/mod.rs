@@ -1,0 +1,70 @@
+//! Cross-node delivery. Every room event goes through a [`Broker`], even on a single node (the
+//! centrifuge rule), so the single-node path and a future Redis-backed cluster run the same code:
+//! the hub publishes, and the broker hands the event back to every node's hub, this one included.
+//! The broker never stores history, assigns ids or touches sockets.
+
+mod local;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::store::StoredMessage;
+
+pub use local::LocalBroker;
+
+/// Identifies one connection across the cluster, so "everyone but the sender" works on every node.
+pub type ConnId = u64;
+
+/// What happens in a room that every node's members must hear about.
+#[derive(Debug, Clone)]
+pub enum RoomEvent {
+    /// A committed message, in id order per room.
+    Message(StoredMessage),
+    /// A member arrived (`joined: true`) or went.
+    Presence {
+        /// The connection that arrived or went; it does not hear its own presence.
+        origin: ConnId,
+        /// Its display name.
+        name: String,
+        /// Arrived or went.
+        joined: bool,
+    },
+    /// A member is typing.
+    Typing {
+        /// The typing connection; it does not hear itself.
+        origin: ConnId,
+        /// Its display name.
+        name: String,
+    },
+}
+
+/// Receives events from the broker: the hub implements this.
+pub trait Deliver: Send + Sync + 'static {
+    /// Fans `event` out to this node's members of `room`. Must not block.
+    fn deliver(&self, room: &str, event: RoomEvent);
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No hub is registered to receive events (the node is shutting down).
+    #[error("no receiver registered")]
+    NoReceiver,
+}
+
+/// Carries room events to every node. Implementations must keep per-room publish order.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Registers the node's receiver; held weakly so the hub and broker do not keep each other
+    /// alive.
+    fn register(&self, receiver: std::sync::Weak<dyn Deliver>);
+
+    /// Sends `event` for `room` to every node, in call order per room.
+    async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError>;
+}
+
+/// The broker a single node uses by default.
+pub fn local() -> Arc<dyn Broker> {
+    Arc::new(LocalBroker::default())
+}

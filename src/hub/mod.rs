@@ -1,0 +1,368 @@
+//! The hub: rooms, membership, per-room ordering and local fan-out. It reaches storage and other
+//! nodes only through `dyn Store` and `dyn Broker`, and sees no HTTP, JSON parsing or SQL.
+//!
+//! Path of one message: a transport calls [`Session::handle`] → [`Hub::post`] → the group-commit
+//! [`committer`] stores a batch → publishes each message, in id order, through the broker → every
+//! node's hub [`Deliver`]s it: encoded once, queued to each member's [`Outbox`] → the sender's
+//! `ack` follows its own broadcast.
+
+mod committer;
+pub mod member;
+mod room;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use crate::broker::{Broker, ConnId, Deliver, RoomEvent};
+use crate::metrics::Metrics;
+use crate::protocol::{PresenceChange, RoomName, ServerFrame};
+use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
+
+pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed};
+pub use session::Session;
+
+use committer::PostJob;
+use room::{Member, Room};
+
+/// Tunables the hub enforces (a slice of the server config).
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Frames a connection may have queued before it is closed as a slow consumer.
+    pub outbox_frames: usize,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+    /// Members one room may hold on this node (`None`: unlimited).
+    pub max_room_members: Option<usize>,
+    /// Posts waiting for the committer before posters wait (backpressure).
+    pub post_queue: usize,
+    /// Most posts stored in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        Self {
+            outbox_frames: 1024,
+            max_rooms_per_connection: 100,
+            max_room_members: None,
+            post_queue: 4096,
+            max_batch: 256,
+        }
+    }
+}
+
+/// Why a post was not stored. Clients see both as `store_unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// The store refused the batch; nothing in it was stored.
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    /// The server is shutting down and takes no new posts.
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinRefusal {
+    /// The room is at `max_room_members`.
+    RoomFull,
+}
+
+/// One row of the room list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The room's name.
+    pub room: String,
+    /// Connections in it on this node.
+    pub members: usize,
+    /// Its newest message id.
+    pub last_id: u64,
+}
+
+/// Cheap, cloneable handle to the node's hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rooms: Mutex<HashMap<String, Room>>,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    posts: mpsc::Sender<PostJob>,
+    settings: HubSettings,
+    metrics: Metrics,
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    /// Builds the hub, registers it with the broker and starts the group-commit task on
+    /// `tracker`. The committer drains what is queued and exits once `stop` is cancelled; cancel
+    /// it only after every session is gone, so no acked post is lost.
+    pub fn new(
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        settings: HubSettings,
+        metrics: Metrics,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Hub {
+        let (posts, queue) = mpsc::channel(settings.post_queue.max(1));
+        let inner = Arc::new(Inner {
+            rooms: Mutex::new(HashMap::new()),
+            store: store.clone(),
+            broker: broker.clone(),
+            posts,
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            next_conn: AtomicU64::new(1),
+        });
+        let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
+        broker.register(receiver);
+        tracker.spawn(committer::run(
+            queue,
+            store,
+            broker,
+            metrics,
+            settings.max_batch,
+            stop,
+        ));
+        Hub { inner }
+    }
+
+    /// Starts a session for a new connection and queues its `welcome`. `name` must already be
+    /// validated; `None` gets a generated guest name.
+    pub fn connect(&self, name: Option<String>, outbox: Outbox) -> Session {
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        Session::new(self.clone(), id, name, outbox)
+    }
+
+    /// Stores a message and broadcasts it; returns once it is durably committed.
+    pub async fn post(
+        &self,
+        room: RoomName,
+        from: String,
+        text: String,
+    ) -> Result<StoredMessage, PostError> {
+        let (reply, answer) = oneshot::channel();
+        let job = PostJob {
+            message: NewMessage {
+                room,
+                from,
+                text,
+                ts: now_ms(),
+            },
+            reply,
+        };
+        self.inner
+            .posts
+            .send(job)
+            .await
+            .map_err(|_| PostError::ShuttingDown)?;
+        answer.await.map_err(|_| PostError::ShuttingDown)?
+    }
+
+    /// A page of a room's history, oldest first.
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        self.inner.store.before(room, before, limit).await
+    }
+
+    /// Every room with messages or local members, sorted by name.
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, StoreError> {
+        let stored = self.inner.store.rooms().await?;
+        let mut counts: HashMap<String, usize> = self
+            .lock_rooms()
+            .iter()
+            .map(|(name, room)| (name.clone(), room.members.len()))
+            .collect();
+        let mut list: Vec<RoomInfo> = stored
+            .into_iter()
+            .map(|summary| RoomInfo {
+                members: counts.remove(&summary.room).unwrap_or(0),
+                room: summary.room,
+                last_id: summary.last_id,
+            })
+            .collect();
+        list.extend(counts.into_iter().map(|(room, members)| RoomInfo {
+            room,
+            members,
+            last_id: 0,
+        }));
+        list.sort_by(|a, b| a.room.cmp(&b.room));
+        Ok(list)
+    }
+
+    fn lock_rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+        self.inner.lock_rooms()
+    }
+
+    fn settings(&self) -> &HubSettings {
+        &self.inner.settings
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    /// Adds a member whose live frames are held until [`Hub::release_held`]; returns the member
+    /// names including the new one.
+    fn add_member(
+        &self,
+        room: &RoomName,
+        id: ConnId,
+        name: &str,
+        outbox: &Outbox,
+    ) -> Result<Vec<String>, JoinRefusal> {
+        let mut rooms = self.lock_rooms();
+        let is_new = !rooms.contains_key(room.as_str());
+        let entry = rooms.entry(room.as_str().to_owned()).or_default();
+        if let Some(max) = self.settings().max_room_members
+            && entry.members.len() >= max
+        {
+            return Err(JoinRefusal::RoomFull);
+        }
+        entry.members.insert(
+            id,
+            Member {
+                name: name.to_owned(),
+                outbox: outbox.clone(),
+                held: Some(Vec::new()),
+            },
+        );
+        let names = entry.member_names();
+        if is_new {
+            self.inner.metrics.rooms.inc();
+        }
+        Ok(names)
+    }
+
+    /// Ends a member's replay: queues the live frames held meanwhile, skipping messages the
+    /// replay already sent (id ≤ `replayed_up_to`).
+    fn release_held(&self, room: &RoomName, id: ConnId, replayed_up_to: u64) {
+        let mut rooms = self.lock_rooms();
+        let Some(member) = rooms
+            .get_mut(room.as_str())
+            .and_then(|r| r.members.get_mut(&id))
+        else {
+            return;
+        };
+        for frame in member.held.take().unwrap_or_default() {
+            if frame.msg_id.is_some_and(|msg_id| msg_id <= replayed_up_to) {
+                continue;
+            }
+            if member.outbox.push(frame) == Pushed::Overflowed {
+                self.inner.metrics.slow_consumers.inc();
+                break;
+            }
+        }
+    }
+
+    /// Removes a member; drops the room from memory when it empties.
+    fn remove_member(&self, room: &RoomName, id: ConnId) {
+        let mut rooms = self.lock_rooms();
+        if let Some(entry) = rooms.get_mut(room.as_str()) {
+            entry.members.remove(&id);
+            if entry.members.is_empty() {
+                rooms.remove(room.as_str());
+                self.inner.metrics.rooms.dec();
+            }
+        }
+    }
+
+    fn rename_member(&self, room: &RoomName, id: ConnId, name: &str) {
+        let mut rooms = self.lock_rooms();
+        if let Some(member) = rooms
+            .get_mut(room.as_str())
+            .and_then(|r| r.members.get_mut(&id))
+        {
+            name.clone_into(&mut member.name);
+        }
+    }
+
+    fn member_names(&self, room: &RoomName) -> Vec<String> {
+        self.lock_rooms()
+            .get(room.as_str())
+            .map(Room::member_names)
+            .unwrap_or_default()
+    }
+
+    async fn publish(&self, room: &RoomName, event: RoomEvent) {
+        if let Err(err) = self.inner.broker.publish(room.as_str(), event).await {
+            warn!(room = %room, cause = %err, "publish failed");
+        }
+    }
+}
+
+impl Inner {
+    fn lock_rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+        // A panic while holding this lock leaves plain data behind (no invariant spans two
+        // fields), so recovering the guard is safe and keeps the node serving.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl Deliver for Inner {
+    fn deliver(&self, room: &str, event: RoomEvent) {
+        let (frame, skip) = match &event {
+            RoomEvent::Message(message) => (
+                Outgoing {
+                    json: ServerFrame::Msg(message.view()).encode(),
+                    msg_id: Some(message.id),
+                },
+                None,
+            ),
+            RoomEvent::Presence {
+                origin,
+                name,
+                joined,
+            } => {
+                let data = if *joined {
+                    PresenceChange {
+                        joined: Some(name),
+                        left: None,
+                    }
+                } else {
+                    PresenceChange {
+                        joined: None,
+                        left: Some(name),
+                    }
+                };
+                let json = ServerFrame::Presence { room, data }.encode();
+                (Outgoing::control(json), Some(*origin))
+            }
+            RoomEvent::Typing { origin, name } => {
+                let json = ServerFrame::Typing { room, from: name }.encode();
+                (Outgoing::control(json), Some(*origin))
+            }
+        };
+        let result = match self.lock_rooms().get_mut(room) {
+            Some(members) => members.fan_out(&frame, skip, self.settings.outbox_frames),
+            None => return,
+        };
+        self.metrics.messages_out.inc_by(result.delivered);
+        self.metrics.slow_consumers.inc_by(result.overflowed);
+    }
+}
+
+/// Milliseconds since the Unix epoch, the `ts` of every message.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,70 @@
+//! One room's local membership: who is in it on this node, and which members are still catching
+//! up on replay (their live frames are held back so replay and live traffic never interleave).
+
+use std::collections::HashMap;
+
+use super::member::{Outbox, Outgoing, Pushed};
+use crate::broker::ConnId;
+
+/// A connection's place in one room.
+pub(crate) struct Member {
+    /// Display name shown to the others.
+    pub name: String,
+    /// The connection's queue (shared by all its rooms).
+    pub outbox: Outbox,
+    /// `Some` while the member's replay is being read from the store: live frames wait here.
+    pub held: Option<Vec<Outgoing>>,
+}
+
+/// The members of one room on this node.
+#[derive(Default)]
+pub(crate) struct Room {
+    pub members: HashMap<ConnId, Member>,
+}
+
+/// The outcome of one fan-out, for the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FanOut {
+    /// Frames queued (or held for replaying members).
+    pub delivered: u64,
+    /// Members closed because their queue was full.
+    pub overflowed: u64,
+}
+
+impl Room {
+    /// Queues `frame` for every member except `skip`. Never waits: a member whose queue (or hold
+    /// buffer, bounded by `hold_limit`) is full is closed as a slow consumer.
+    pub fn fan_out(&mut self, frame: &Outgoing, skip: Option<ConnId>, hold_limit: usize) -> FanOut {
+        let mut result = FanOut::default();
+        for (id, member) in &mut self.members {
+            if Some(*id) == skip {
+                continue;
+            }
+            match &mut member.held {
+                Some(held) if held.len() < hold_limit => {
+                    held.push(frame.clone());
+                    result.delivered += 1;
+                }
+                Some(_) => {
+                    member
+                        .outbox
+                        .close(super::member::CloseReason::SlowConsumer);
+                    result.overflowed += 1;
+                }
+                None => match member.outbox.push(frame.clone()) {
+                    Pushed::Queued => result.delivered += 1,
+                    Pushed::Overflowed => result.overflowed += 1,
+                    Pushed::Closed => {}
+                },
+            }
+        }
+        result
+    }
+
+    /// Display names of all members, sorted so `joined` is stable.
+    pub fn member_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.members.values().map(|m| m.name.clone()).collect();
+        names.sort();
+        names
+    }
+}

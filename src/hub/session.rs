@@ -1,0 +1,331 @@
+//! One connection's protocol state, independent of its transport: its name, its rooms, and what
+//! each client frame does. WebSocket and SSE both drive a `Session`; the transport only decodes
+//! frames and writes what lands in the outbox.
+
+use std::collections::HashSet;
+
+use rand::RngExt;
+
+use super::{Hub, JoinRefusal, Outbox, Outgoing};
+use crate::broker::{ConnId, RoomEvent};
+use crate::protocol::{
+    ClientFrame, ErrorCode, HistoryPage, Joined, Ref, Rejection, Request, RoomName, ServerFrame,
+    VERSION, Welcome,
+};
+use crate::store::StoredMessage;
+
+/// Messages read from the store per replay query when resuming with `since`.
+const REPLAY_PAGE: u32 = 500;
+/// Messages replayed on a join without `since`.
+const JOIN_BACKLOG: u32 = 50;
+
+/// A connected client: created by [`Hub::connect`], ended by [`Session::disconnect`].
+pub struct Session {
+    hub: Hub,
+    id: ConnId,
+    name: String,
+    outbox: Outbox,
+    rooms: HashSet<RoomName>,
+    ever_joined: bool,
+    disconnected: bool,
+}
+
+impl Session {
+    pub(super) fn new(hub: Hub, id: ConnId, name: Option<String>, outbox: Outbox) -> Session {
+        let name = name.unwrap_or_else(guest_name);
+        let session = Session {
+            hub,
+            id,
+            name,
+            outbox,
+            rooms: HashSet::new(),
+            ever_joined: false,
+            disconnected: false,
+        };
+        session.welcome();
+        session
+    }
+
+    /// This connection's id, unique on this node.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The current display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue this session writes to.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Carries out one decoded client frame. Every outcome, answer or error, lands in the outbox.
+    pub async fn handle(&mut self, request: Request) {
+        let reference = request.reference;
+        match request.frame {
+            ClientFrame::Nick { name } => self.nick(name).await,
+            ClientFrame::Join { room, since } => self.join(room, since, reference).await,
+            ClientFrame::Leave { room } => self.leave(room, reference).await,
+            ClientFrame::Msg { room, text } => self.post(room, text, reference).await,
+            ClientFrame::Typing { room } => self.typing(room, reference).await,
+            ClientFrame::History {
+                room,
+                before,
+                limit,
+            } => self.history(room, before, limit, reference).await,
+        }
+    }
+
+    /// Sends an `error` frame; the connection stays open.
+    pub fn reject(&self, rejection: &Rejection) {
+        self.push(ServerFrame::error(rejection).encode());
+    }
+
+    fn reject_with(&self, code: ErrorCode, message: &str, reference: Option<Ref>) {
+        self.reject(&Rejection {
+            code,
+            message: message.to_owned(),
+            reference,
+        });
+    }
+
+    fn push(&self, json: bytes::Bytes) {
+        if self.outbox.push(Outgoing::control(json)) == super::Pushed::Overflowed {
+            self.hub.inner.metrics.slow_consumers.inc();
+        }
+    }
+
+    fn welcome(&self) {
+        self.push(
+            ServerFrame::Welcome {
+                data: Welcome {
+                    name: &self.name,
+                    version: VERSION,
+                },
+            }
+            .encode(),
+        );
+    }
+
+    async fn nick(&mut self, name: String) {
+        if name != self.name {
+            let old = std::mem::replace(&mut self.name, name);
+            for room in self.rooms.clone() {
+                self.hub.rename_member(&room, self.id, &self.name);
+                self.announce(&room, old.clone(), false).await;
+                self.announce(&room, self.name.clone(), true).await;
+            }
+        }
+        self.welcome();
+    }
+
+    /// Joins `room`: `joined`, then the replay, then live traffic, with no gap and no duplicate.
+    pub async fn join(&mut self, room: RoomName, since: Option<u64>, reference: Option<Ref>) {
+        if self.rooms.contains(&room) {
+            let members = self.hub.member_names(&room);
+            let last_id = self.hub.store().last_id(&room).await.unwrap_or(0);
+            self.send_joined(&room, &members, last_id);
+            return;
+        }
+        if self.rooms.len() >= self.hub.settings().max_rooms_per_connection {
+            let limit = self.hub.settings().max_rooms_per_connection;
+            let message = format!("a connection may be in at most {limit} rooms");
+            return self.reject_with(ErrorCode::TooManyRooms, &message, reference);
+        }
+        let members = match self
+            .hub
+            .add_member(&room, self.id, &self.name, &self.outbox)
+        {
+            Ok(members) => members,
+            Err(JoinRefusal::RoomFull) => {
+                return self.reject_with(ErrorCode::RoomFull, "the room is full", reference);
+            }
+        };
+        self.rooms.insert(room.clone());
+        self.ever_joined = true;
+        // Read after the member was added: anything committed later is held for it, anything
+        // earlier is in the store, so the replay below cannot miss a message.
+        let last_id = match self.hub.store().last_id(&room).await {
+            Ok(id) => id,
+            Err(err) => {
+                self.reject_with(
+                    ErrorCode::StoreUnavailable,
+                    &err.to_string(),
+                    reference.clone(),
+                );
+                0
+            }
+        };
+        self.send_joined(&room, &members, last_id);
+        self.announce(&room, self.name.clone(), true).await;
+        let replayed_up_to = self.replay(&room, since, reference).await;
+        self.hub.release_held(&room, self.id, replayed_up_to);
+    }
+
+    fn send_joined(&self, room: &RoomName, members: &[String], last_id: u64) {
+        self.push(
+            ServerFrame::Joined {
+                room: room.as_str(),
+                data: Joined { members, last_id },
+            }
+            .encode(),
+        );
+    }
+
+    /// Sends stored messages after `since` (or the newest few); returns the highest id sent.
+    async fn replay(&self, room: &RoomName, since: Option<u64>, reference: Option<Ref>) -> u64 {
+        let store = self.hub.store();
+        let Some(since) = since else {
+            return match store.before(room, None, JOIN_BACKLOG).await {
+                Ok(page) => self.send_messages(&page.messages, 0).await,
+                Err(err) => {
+                    self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference);
+                    0
+                }
+            };
+        };
+        let mut up_to = since;
+        loop {
+            match store.after(room, up_to, REPLAY_PAGE).await {
+                Ok(page) => {
+                    up_to = self.send_messages(&page, up_to).await;
+                    if page.len() < REPLAY_PAGE as usize || self.outbox.is_closing() {
+                        return up_to;
+                    }
+                }
+                Err(err) => {
+                    self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference);
+                    return up_to;
+                }
+            }
+        }
+    }
+
+    async fn send_messages(&self, messages: &[StoredMessage], mut up_to: u64) -> u64 {
+        for message in messages {
+            let frame = Outgoing {
+                json: ServerFrame::Msg(message.view()).encode(),
+                msg_id: Some(message.id),
+            };
+            if !self.outbox.send(frame).await {
+                break;
+            }
+            up_to = message.id;
+        }
+        up_to
+    }
+
+    async fn leave(&mut self, room: RoomName, reference: Option<Ref>) {
+        if !self.rooms.remove(&room) {
+            return self.not_member(&room, reference);
+        }
+        self.hub.remove_member(&room, self.id);
+        self.announce(&room, self.name.clone(), false).await;
+        self.push(
+            ServerFrame::Left {
+                room: room.as_str(),
+            }
+            .encode(),
+        );
+    }
+
+    async fn post(&mut self, room: Option<RoomName>, text: String, reference: Option<Ref>) {
+        let room = room.unwrap_or_else(RoomName::lobby);
+        if !self.rooms.contains(&room) {
+            if room == RoomName::lobby() && !self.ever_joined {
+                // The tutorial's bare {"type":"msg","data":"hi"} lands in the lobby.
+                self.join(room.clone(), None, None).await;
+            }
+            if !self.rooms.contains(&room) {
+                return self.not_member(&room, reference);
+            }
+        }
+        match self.hub.post(room.clone(), self.name.clone(), text).await {
+            Ok(stored) => self.push(
+                ServerFrame::Ack {
+                    reference: reference.as_ref(),
+                    room: room.as_str(),
+                    id: stored.id,
+                }
+                .encode(),
+            ),
+            Err(err) => self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference),
+        }
+    }
+
+    async fn typing(&mut self, room: RoomName, reference: Option<Ref>) {
+        if !self.rooms.contains(&room) {
+            return self.not_member(&room, reference);
+        }
+        let event = RoomEvent::Typing {
+            origin: self.id,
+            name: self.name.clone(),
+        };
+        self.hub.publish(&room, event).await;
+    }
+
+    async fn history(
+        &self,
+        room: RoomName,
+        before: Option<u64>,
+        limit: u32,
+        reference: Option<Ref>,
+    ) {
+        match self.hub.history(&room, before, limit).await {
+            Ok(page) => {
+                let json = ServerFrame::History {
+                    room: room.as_str(),
+                    data: HistoryPage {
+                        messages: page.messages.iter().map(StoredMessage::view).collect(),
+                        has_more: page.has_more,
+                    },
+                }
+                .encode();
+                self.outbox.send(Outgoing::control(json)).await;
+            }
+            Err(err) => self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference),
+        }
+    }
+
+    fn not_member(&self, room: &RoomName, reference: Option<Ref>) {
+        let message = format!("not a member of {room}: join it first");
+        self.reject_with(ErrorCode::NotMember, &message, reference);
+    }
+
+    async fn announce(&self, room: &RoomName, name: String, joined: bool) {
+        let event = RoomEvent::Presence {
+            origin: self.id,
+            name,
+            joined,
+        };
+        self.hub.publish(room, event).await;
+    }
+
+    /// Leaves every room, telling the other members. The one cleanup path of every transport.
+    pub async fn disconnect(mut self) {
+        self.disconnected = true;
+        for room in std::mem::take(&mut self.rooms) {
+            self.hub.remove_member(&room, self.id);
+            self.announce(&room, self.name.clone(), false).await;
+        }
+    }
+}
+
+impl Drop for Session {
+    /// Safety net for a connection task that ended without `disconnect` (a panic): never leave a
+    /// dead member in a room.
+    fn drop(&mut self) {
+        if !self.disconnected {
+            for room in &self.rooms {
+                self.hub.remove_member(room, self.id);
+            }
+        }
+    }
+}
+
+/// A name for a connection that gave none.
+fn guest_name() -> String {
+    format!("guest-{:04}", rand::rng().random_range(0..10_000))
+}

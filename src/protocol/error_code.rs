@@ -1,0 +1,51 @@
+//! The `code` strings of `error` frames, in one place so the docs, the server and the tests agree.
+
+use serde::Serialize;
+
+/// Why a client frame was refused. The wire spelling is the snake_case variant name, which is
+/// part of protocol v1: clients switch on it, so variants may be added but never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not a JSON object, or a field is missing or has the wrong type.
+    BadJson,
+    /// `type` names no client frame.
+    UnknownType,
+    /// A room name that breaks the room rule.
+    BadRoom,
+    /// A display name that breaks the name rule.
+    BadName,
+    /// Message text over the configured limit.
+    TooLong,
+    /// Posting faster than the per-connection rate limit.
+    RateLimited,
+    /// An operation on a room the connection has not joined.
+    NotMember,
+    /// The presented token does not allow this.
+    Unauthorized,
+    /// The store could not take the message; nothing was acked or broadcast.
+    StoreUnavailable,
+    /// The connection is already in as many rooms as it may be.
+    TooManyRooms,
+    /// The room already holds as many members as it may.
+    RoomFull,
+}
+
+impl ErrorCode {
+    /// The wire spelling, for logs and HTTP bodies built without serde.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRoom => "bad_room",
+            ErrorCode::BadName => "bad_name",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::RoomFull => "room_full",
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Durable history. The hub reaches storage only through [`Store`], so a PostgreSQL store can be
+//! added beside SQLite without touching the hub or any transport. A store allocates the per-room
+//! ids (it is the only thing that can make them survive restarts) and knows nothing of members,
+//! sockets or the broker.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::protocol::{MessageView, RoomName};
+
+pub use sqlite::SqliteStore;
+
+/// A message the hub wants stored; the store gives it an id.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Where it was posted.
+    pub room: RoomName,
+    /// The sender's display name.
+    pub from: String,
+    /// The text, already checked against the size limit.
+    pub text: String,
+    /// Server time of the post, ms since the Unix epoch.
+    pub ts: i64,
+}
+
+/// A committed message: what replay, history and broadcast all send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The room it belongs to.
+    pub room: String,
+    /// Per-room id: strictly increasing, never reused.
+    pub id: u64,
+    /// Server time of the post, ms since the Unix epoch.
+    pub ts: i64,
+    /// The sender's display name.
+    pub from: String,
+    /// The text.
+    pub text: String,
+}
+
+impl StoredMessage {
+    /// The wire view of this message, borrowed for encoding.
+    pub fn view(&self) -> MessageView<'_> {
+        MessageView {
+            room: &self.room,
+            id: self.id,
+            ts: self.ts,
+            from: &self.from,
+            data: &self.text,
+        }
+    }
+}
+
+/// One page of history, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The messages, oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// Whether older messages exist before the first one.
+    pub has_more: bool,
+}
+
+/// A room the store knows, for the room list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room's name.
+    pub room: String,
+    /// Its newest message id.
+    pub last_id: u64,
+}
+
+/// What can go wrong in a store. Posters see all of these as `store_unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed (locked, read-only, disk full, connection lost ...).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The batch this post was part of failed; the cause is shared by every poster in it.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The schema could not be brought up to date at start-up.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Durable, ordered history of every room. Methods are ordered create, read.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a batch in one transaction and returns the messages with their ids, in batch
+    /// order. All or nothing: on error no message of the batch is stored, so none may be acked.
+    async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Up to `limit` messages with id greater than `since`, oldest first: the resume path.
+    async fn after(
+        &self,
+        room: &RoomName,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Up to `limit` messages with id less than `before` (the newest when `None`), oldest first:
+    /// the history path and the replay of a join without `since`.
+    async fn before(
+        &self,
+        room: &RoomName,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Page, StoreError>;
+
+    /// The room's newest id, 0 when it has no messages.
+    async fn last_id(&self, room: &RoomName) -> Result<u64, StoreError>;
+
+    /// Every room that has messages.
+    async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
+}

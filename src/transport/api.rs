@@ -1,0 +1,102 @@
+//! The REST routes. Posts go through the same [`Hub::post`](crate::hub::Hub::post) as WebSocket
+//! messages: same ids, same broadcast, same ack-after-commit.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::protocol::{
+    ErrorCode, HistoryPage, Limits, display_name, history_limit, message_text, room_name,
+};
+use crate::store::StoredMessage;
+
+/// Body of `POST /api/rooms/{room}/messages`.
+#[derive(Debug, Deserialize)]
+pub struct PostBody {
+    from: String,
+    data: String,
+}
+
+/// Query of the history route.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    before: Option<u64>,
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct RoomRow {
+    room: String,
+    members: usize,
+    last_id: u64,
+}
+
+/// `POST /api/rooms/{room}/messages`: store, broadcast, answer 201 once committed.
+pub async fn post_message(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    body: Result<Json<PostBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let room = room_name(&room)?;
+    let Json(body) = body.map_err(|e| ApiError::new(ErrorCode::BadJson, e.body_text()))?;
+    let from = display_name(&body.from).map_err(|m| ApiError::new(ErrorCode::BadName, m))?;
+    let limits = Limits {
+        max_message_bytes: state.config.max_message_bytes,
+    };
+    let text = message_text(&body.data, limits)?;
+    let stored = state
+        .hub
+        .post(room, from, text)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": stored.id, "room": stored.room})),
+    )
+        .into_response())
+}
+
+/// `GET /api/rooms/{room}/messages?before=ID&limit=N`: one page, oldest first.
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let room = room_name(&room)?;
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::BadJson, e.body_text()))?;
+    let page = state
+        .hub
+        .history(&room, query.before, history_limit(query.limit))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    let body = HistoryPage {
+        messages: page.messages.iter().map(StoredMessage::view).collect(),
+        has_more: page.has_more,
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `GET /api/rooms`: rooms with members or messages.
+pub async fn rooms(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let rooms = state
+        .hub
+        .rooms()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    let rows: Vec<RoomRow> = rooms
+        .into_iter()
+        .map(|r| RoomRow {
+            room: r.room,
+            members: r.members,
+            last_id: r.last_id,
+        })
+        .collect();
+    Ok(Json(rows).into_response())
+}

@@ -1,0 +1,50 @@
+//! `/echo`: the tutorial's first server. Every text or binary message goes back unchanged. It
+//! shares the WebSocket stack and settings with /ws, with its own (larger) size limit.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use super::ws::{classify, configure};
+use crate::hub::CloseReason;
+
+/// `GET /echo`.
+pub async fn echo(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    let shutdown = state.shutdown.clone();
+    let gauge = state.metrics.connections("echo");
+    configure(ws, state.config.max_echo_bytes).on_upgrade(move |socket| {
+        state.tracker.track_future(async move {
+            gauge.inc();
+            run(socket, shutdown).await;
+            gauge.dec();
+        })
+    })
+}
+
+async fn run(mut socket: WebSocket, shutdown: CancellationToken) {
+    let reason = loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break CloseReason::Shutdown,
+            next = socket.recv() => next,
+        };
+        match next {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Some(Ok(Message::Close(_))) | None => return,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Err(err)) => break classify(err),
+        }
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code: reason.code(),
+        reason: Utf8Bytes::from_static(reason.text()),
+    }));
+    let _ = socket.send(close).await;
+}

@@ -1,0 +1,129 @@
+//! Transports: the WebSocket chat endpoint, the echo endpoint, Server-Sent Events and the HTTP
+//! API. They decode and encode, enforce frame limits and close codes, and call the [`Hub`]; they
+//! never touch the store or broker and hold no room state.
+
+mod api;
+mod echo;
+mod error;
+mod sse;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::web;
+
+pub use error::ApiError;
+
+/// Largest HTTP request body the API accepts (a message is at most a few KiB).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Time a plain HTTP request may take to produce its response headers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler can reach, passed as axum `State`.
+pub struct AppState {
+    /// The node's hub.
+    pub hub: Hub,
+    /// The server configuration.
+    pub config: Arc<Config>,
+    /// Metric handles.
+    pub metrics: Metrics,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Tracks every socket task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Every route, in one place, with the cross-cutting layers (logging, panic recovery, timeouts,
+/// metrics).
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut app = Router::new()
+        .route("/", get(web::index))
+        .route("/ws", get(ws::chat))
+        .route("/events", get(sse::events))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/rooms", get(api::rooms))
+        .route(
+            "/api/rooms/{room}/messages",
+            get(api::history).post(api::post_message),
+        )
+        .route("/{*file}", get(web::file));
+    if state.config.echo_enabled {
+        app = app.route("/echo", get(echo::echo));
+    }
+    app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                        .on_request(())
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(CatchPanicLayer::new())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                )),
+        )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts requests by route template (never the raw path: bounded labels).
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RouteLabel {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

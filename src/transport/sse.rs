@@ -1,0 +1,113 @@
+//! `/events`: Server-Sent Events for clients that cannot use WebSocket. The connection is a
+//! receive-only session joined to one room; it streams the same JSON frames a WebSocket member
+//! gets, with the message id as the SSE event id so `Last-Event-ID` resumes without gaps.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing};
+use crate::protocol::{ErrorCode, display_name, room_name};
+
+/// Frames taken from the outbox per wake-up.
+const READ_BATCH: usize = 64;
+
+/// Query of `GET /events`.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    room: String,
+    since: Option<u64>,
+    name: Option<String>,
+}
+
+/// `GET /events?room=R&since=ID&name=N`.
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = room_name(&query.room)?;
+    let name = query
+        .name
+        .as_deref()
+        .map(display_name)
+        .transpose()
+        .map_err(|m| ApiError::new(ErrorCode::BadName, m))?;
+    // A reconnecting EventSource sends the last id it saw; it wins over the original `since`.
+    let since = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(query.since);
+
+    let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
+    let mut session = state.hub.connect(name, outbox.clone());
+    let gauge = state.metrics.connections("sse");
+    let shutdown = state.shutdown.clone();
+    state.tracker.spawn(async move {
+        gauge.inc();
+        session.join(room, since, None).await;
+        tokio::select! {
+            () = outbox.closing() => {}
+            () = shutdown.cancelled() => outbox.close(CloseReason::Shutdown),
+        }
+        session.disconnect().await;
+        gauge.dec();
+    });
+    Ok(Sse::new(stream(receiver))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Turns the outbox into SSE events; ends when the session closes (after flushing on shutdown).
+fn stream(receiver: OutboxReceiver) -> impl Stream<Item = Result<Event, Infallible>> {
+    let state = (receiver, VecDeque::<Outgoing>::new(), false);
+    futures_util::stream::unfold(
+        state,
+        |(mut receiver, mut pending, mut closed)| async move {
+            loop {
+                if let Some(frame) = pending.pop_front() {
+                    return Some((Ok(to_event(&frame)), (receiver, pending, closed)));
+                }
+                if closed {
+                    return None;
+                }
+                let mut batch = Vec::with_capacity(READ_BATCH);
+                let closing = receiver.closing();
+                tokio::select! {
+                    biased;
+                    () = closing.cancelled() => {
+                        closed = true;
+                        if receiver.reason().flushes_queue() {
+                            while let Some(frame) = receiver.try_recv() {
+                                pending.push_back(frame);
+                            }
+                        }
+                    }
+                    received = receiver.recv_many(&mut batch, READ_BATCH) => {
+                        if received == 0 {
+                            closed = true;
+                        }
+                        pending.extend(batch);
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn to_event(frame: &Outgoing) -> Event {
+    let event = Event::default().data(String::from_utf8_lossy(&frame.json));
+    match frame.msg_id {
+        Some(id) => event.id(id.to_string()),
+        None => event,
+    }
+}

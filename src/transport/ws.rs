@@ -1,0 +1,198 @@
+//! The chat WebSocket at `/ws`: a reader task that decodes frames into the session, a writer task
+//! that drains the outbox in batches, and one cleanup path when either ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::time::{Instant, interval_at, timeout};
+
+use super::{ApiError, AppState};
+use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing, Session};
+use crate::protocol::{ErrorCode, Limits, RoomName, display_name, parse_client_frame, room_name};
+
+/// Frames taken from the outbox per write: several frames leave in one flush under load.
+const WRITE_BATCH: usize = 64;
+/// tungstenite's read buffer; its 128 KiB default would dominate an idle connection's memory.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes buffered before tungstenite writes to the socket on its own (we flush per batch anyway).
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// How long a close handshake or final flush may take before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Query of `GET /ws`.
+#[derive(Debug, Deserialize)]
+pub struct ChatQuery {
+    name: Option<String>,
+    room: Option<String>,
+}
+
+/// `GET /ws`: checks the query before upgrading, so a bad name or room is a plain HTTP 400.
+pub async fn chat(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ChatQuery>,
+) -> Response {
+    let name = match query.name.as_deref().map(display_name).transpose() {
+        Ok(name) => name,
+        Err(message) => return ApiError::new(ErrorCode::BadName, message).into_response(),
+    };
+    let room = match query.room.as_deref().map(room_name).transpose() {
+        Ok(room) => room,
+        Err(rejection) => return ApiError::from(rejection).into_response(),
+    };
+    let frame_limit = state.config.max_frame_bytes;
+    configure(ws, frame_limit).on_upgrade(move |socket| {
+        let tracker = state.tracker.clone();
+        tracker.track_future(run(socket, state, name, room))
+    })
+}
+
+/// The WebSocket settings /ws and /echo share; only the size limit differs.
+pub(super) fn configure(ws: WebSocketUpgrade, max_bytes: usize) -> WebSocketUpgrade {
+    ws.max_message_size(max_bytes)
+        .max_frame_size(max_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(max_bytes.saturating_mul(2).max(WRITE_BUFFER_BYTES * 2))
+}
+
+async fn run(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    name: Option<String>,
+    room: Option<RoomName>,
+) {
+    let gauge = state.metrics.connections("ws");
+    gauge.inc();
+    let (sink, stream) = socket.split();
+    let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
+    let mut session = state.hub.connect(name, outbox.clone());
+    let writer = state
+        .tracker
+        .spawn(write_loop(sink, receiver, state.config.ping_interval));
+    if let Some(room) = room {
+        session.join(room, None, None).await;
+    }
+    let reason = read_loop(stream, &mut session, &state).await;
+    outbox.close(reason);
+    // The writer flushes what is queued (acks included) and sends the close frame.
+    let _ = writer.await;
+    session.disconnect().await;
+    gauge.dec();
+}
+
+/// Reads client frames until the client leaves, breaks a rule, goes silent, or the server stops.
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    session: &mut Session,
+    state: &AppState,
+) -> CloseReason {
+    let limits = Limits {
+        max_message_bytes: state.config.max_message_bytes,
+    };
+    let idle = state.config.idle_timeout;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = state.shutdown.cancelled() => return CloseReason::Shutdown,
+            () = session.outbox().closing() => return CloseReason::Normal,
+            next = timeout(idle, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => return CloseReason::Policy("no frames or pongs within the idle timeout"),
+            Ok(None) => return CloseReason::Normal,
+            Ok(Some(Err(err))) => return classify(err),
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => match parse_client_frame(text.as_str(), limits) {
+                Ok(request) => session.handle(request).await,
+                Err(rejection) => session.reject(&rejection),
+            },
+            Message::Binary(_) => return CloseReason::Unsupported,
+            Message::Close(_) => return CloseReason::Normal,
+            // tungstenite answers pings itself; any frame counts as a sign of life.
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+/// Maps a read error to the close code RFC 6455 asks for.
+pub(super) fn classify(err: axum::Error) -> CloseReason {
+    match err.into_inner().downcast::<tungstenite::Error>() {
+        Ok(inner) => match *inner {
+            tungstenite::Error::Capacity(_) => CloseReason::TooBig,
+            tungstenite::Error::Utf8(_) => CloseReason::BadUtf8,
+            _ => CloseReason::Normal,
+        },
+        Err(_) => CloseReason::Normal,
+    }
+}
+
+/// Drains the outbox into the socket, pings the peer, and ends with a close frame.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut receiver: OutboxReceiver,
+    ping_every: Duration,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let closing = receiver.closing();
+    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    loop {
+        tokio::select! {
+            biased;
+            () = closing.cancelled() => break,
+            received = receiver.recv_many(&mut batch, WRITE_BATCH) => {
+                if received == 0 {
+                    break;
+                }
+                // A peer that stops reading blocks this write; the hub then closes the outbox
+                // (slow consumer) and we stop waiting.
+                let written = tokio::select! {
+                    result = write_batch(&mut sink, &mut batch) => result,
+                    () = closing.cancelled() => break,
+                };
+                if written.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let reason = receiver.reason();
+    if reason.flushes_queue() {
+        batch.clear();
+        while let Some(frame) = receiver.try_recv() {
+            batch.push(frame);
+        }
+        let _ = timeout(CLOSE_TIMEOUT, write_batch(&mut sink, &mut batch)).await;
+    }
+    let close = Message::Close(Some(CloseFrame {
+        code: reason.code(),
+        reason: Utf8Bytes::from_static(reason.text()),
+    }));
+    let _ = timeout(CLOSE_TIMEOUT, sink.send(close)).await;
+}
+
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Outgoing>,
+) -> Result<(), axum::Error> {
+    for frame in batch.drain(..) {
+        // The hub only queues UTF-8 JSON, so this conversion never fails; it only re-checks.
+        if let Ok(text) = Utf8Bytes::try_from(frame.json) {
+            sink.feed(Message::Text(text)).await?;
+        }
+    }
+    sink.flush().await
+}

@@ -1,0 +1,314 @@
+//! Shared test harness: an in-process server on 127.0.0.1:0, the real binary as a child process,
+//! and a small WebSocket client that speaks protocol v1.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hubbub::Config;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for any one frame before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running inside the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<hubbub::Result<()>>>,
+    _dir: TempDir,
+}
+
+/// Starts a server with default settings and a fresh database.
+pub async fn start_server() -> TestServer {
+    start_server_with(|_| {}).await
+}
+
+/// Starts a server after letting the test adjust its config.
+pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    adjust(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(hubbub::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn client(&self, query: &str) -> Client {
+        Client::connect(self.addr, query).await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("server stops in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// Picks a free loopback port (bind, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `hubbub` binary, run as a child process; killed on drop by its PID.
+pub struct Binary {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Binary {
+    /// Starts `hubbub serve` on `port` with its database in `data`, and waits until it answers.
+    pub async fn start(data: &Path, port: u16, extra: &[&str]) -> Binary {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .arg("serve")
+            .arg("--addr")
+            .arg(addr.to_string())
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("HUBBUB_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let binary = Binary { addr, child };
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return binary;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("hubbub did not start listening on {addr}");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the child by PID.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the child to exit and returns its status.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("hubbub did not exit");
+    }
+
+    pub async fn client(&self, query: &str) -> Client {
+        Client::connect(self.addr, query).await
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A fresh scratch directory.
+pub fn scratch() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
+
+/// A protocol v1 WebSocket client.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a connection ended, as seen by the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Code(u16),
+    WithoutCloseFrame,
+}
+
+impl Client {
+    /// Connects to `/ws?{query}` and consumes the `welcome` frame.
+    pub async fn connect(addr: SocketAddr, query: &str) -> Client {
+        let mut client = Client::connect_raw(addr, "/ws", query).await;
+        let welcome = client.recv().await;
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame is welcome: {welcome}"
+        );
+        client
+    }
+
+    /// Connects to any WebSocket path without reading anything.
+    pub async fn connect_raw(addr: SocketAddr, path: &str, query: &str) -> Client {
+        let url = if query.is_empty() {
+            format!("ws://{addr}{path}")
+        } else {
+            format!("ws://{addr}{path}?{query}")
+        };
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next text frame as JSON (pings are skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the connection is open")
+                .expect("the frame is valid");
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips frames until one of `kind` arrives.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Skips frames until a `msg`, returning it.
+    pub async fn recv_msg(&mut self) -> Value {
+        self.recv_type("msg").await
+    }
+
+    /// Asserts no frame of `kind` arrives within `wait` (other frames are consumed).
+    pub async fn assert_no(&mut self, kind: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_ne!(frame["type"], kind, "unexpected frame {frame}");
+            }
+        }
+    }
+
+    /// Joins `room` and returns the `joined` frame.
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"type": "join", "room": room})).await;
+        let joined = self.recv_type("joined").await;
+        assert_eq!(joined["room"], room);
+        joined
+    }
+
+    /// Posts `text` to `room` and returns the ack.
+    pub async fn post(&mut self, room: &str, text: &str) -> Value {
+        self.send(json!({"type": "msg", "room": room, "data": text, "ref": text}))
+            .await;
+        self.recv_type("ack").await
+    }
+
+    /// Reads until the server closes, returning the close code.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Err(_) => panic!("connection was not closed in time"),
+                Ok(None) | Ok(Some(Err(_))) => return Closed::WithoutCloseFrame,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return frame.map_or(Closed::WithoutCloseFrame, |f| {
+                        Closed::Code(u16::from(f.code))
+                    });
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// The close code a normal close carries, for comparisons.
+pub fn code(code: CloseCode) -> Closed {
+    Closed::Code(u16::from(code))
+}
+
+/// An HTTP client for the API.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Posts through the HTTP API and returns the new id.
+pub async fn api_post(addr: SocketAddr, room: &str, from: &str, text: &str) -> u64 {
+    let response = http()
+        .post(format!("http://{addr}/api/rooms/{room}/messages"))
+        .json(&json!({"from": from, "data": text}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_u64().unwrap()
+}
