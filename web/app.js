@@ -666,6 +666,7 @@ function renderRooms() {
     others.push(h("li", { dataset: { room: name } }, btn));
   }
   ui.otherRooms.replaceChildren(...others);
+  ui.leave.hidden = state.rooms.size < 2; // always keep one room to talk in
   ui.otherRooms.hidden = ui.otherRoomsHeading.hidden = others.length === 0;
   if (focusKey) {
     const [list, name] = focusKey.split(":");
@@ -1001,9 +1002,7 @@ window.addEventListener("hashchange", () => {
 });
 window.addEventListener("online", () => state.transport?.retryNow());
 window.addEventListener("focus", () => refreshDirectory());
-window.addEventListener("offline", () => {
-  if (state.transport?.kind === "sse") state.transport.report();
-});
+window.addEventListener("offline", () => state.transport?.goOffline());
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) {
     state.transport?.retryNow();

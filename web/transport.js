@@ -92,6 +92,20 @@ export class WsTransport {
     }
   }
 
+  /** The browser says the network is gone: drop the socket now rather than wait for it to
+   *  time out, and wait for the "online" event (which calls retryNow). */
+  goOffline() {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+      ws.close(1000);
+    }
+    this.h.onState({ state: "offline" });
+  }
+
   /** Skip the rest of the backoff wait (the "Retry now" button, the browser coming online). */
   retryNow() {
     if (this.stopped || this.connected) return;
@@ -227,6 +241,20 @@ export class SseTransport {
   stop() {
     this.stopped = true;
     for (const room of [...this.rooms.keys()]) this.closeRoom(room);
+  }
+
+  goOffline() {
+    if (this.stopped) return;
+    for (const r of this.rooms.values()) {
+      clearTimeout(r.timer);
+      r.open = false;
+      r.retryAt = 0;
+      if (r.es) {
+        r.es.onopen = r.es.onmessage = r.es.onerror = null;
+        r.es.close();
+      }
+    }
+    this.report();
   }
 
   retryNow() {

@@ -133,6 +133,19 @@ describe("two browsers in one room", () => {
     ]);
   });
 
+  test("a message over the server's size limit is marked 'not sent' and the chat goes on", async () => {
+    const huge = "x".repeat(5000); // the default --max-message-bytes is 4096
+    await say(pa, huge);
+    const failed = pa.locator('[role="log"] li.msg.failed');
+    await failed.waitFor();
+    assert.match(await failed.locator(".status").textContent(), /not sent/);
+    await failed.getByRole("button", { name: "Discard" }).click();
+    await failed.waitFor({ state: "detached" });
+    await say(pa, "after the too-long one");
+    await waitForMessage(pb, "after the too-long one");
+    assert.ok(!(await messages(pb)).some((m) => m.text === huge));
+  });
+
   test("the name is remembered across reloads (localStorage)", async () => {
     await pa.reload();
     assert.equal(await pa.getByLabel("Your name").inputValue(), "alice");

@@ -109,6 +109,24 @@ describe("reconnect after the server restarts", () => {
     });
   }
 
+  test("the browser going offline shows 'Offline', queues, and catches up when back online", async () => {
+    await server.post("lobby", "bob", "offline: before");
+    await waitForMessage(page, "offline: before");
+    await browser.setOffline(true);
+    await page.locator('#conn[data-state="offline"]').waitFor();
+    await page.getByText("Offline: waiting for the network").waitFor();
+    await say(page, "offline: typed with no network");
+    assert.ok((await messages(page)).at(-1).pending);
+    await server.post("lobby", "bob", "offline: missed");
+    await page.waitForTimeout(500);
+    assert.ok(!(await messages(page)).some((m) => m.text === "offline: missed"));
+    await browser.setOffline(false);
+    await page.locator('#conn[data-state="connected"]').waitFor({ timeout: 20000 });
+    await waitForMessage(page, "offline: typed with no network", { settled: true });
+    const texts = (await messages(page)).map((m) => m.text).filter((t) => t.startsWith("offline:"));
+    assert.deepEqual(texts, ["offline: before", "offline: missed", "offline: typed with no network"]);
+  });
+
   test("no uncaught errors in the page", () => {
     assert.deepEqual(browser.pageErrors, []);
   });

@@ -6,8 +6,8 @@
 #   bash tests/browser/run.sh rooms.test.mjs   # only some test files
 #
 # Installs what is missing: Debian's chromium (apt-get), playwright-core (npm ci), and the
-# release binary (cargo build --release). The tests start the real hubbub binary on 127.0.0.1
-# and write docs/screenshots/*.png.
+# release binary (cargo build --release, unless HUBBUB_BIN names one). The tests start the real
+# hubbub binary on 127.0.0.1 and write docs/screenshots/*.png.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,14 +27,18 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
   (cd "$here" && npm ci --no-audit --no-fund)
 fi
 
-bin="${HUBBUB_BIN:-target/release/hubbub}"
-case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
-if [ ! -x "$bin" ]; then
-  if [ -n "${HUBBUB_BIN:-}" ]; then
+# The web client is embedded in the binary at compile time, so a binary older than web/ would
+# test old files. Without HUBBUB_BIN, (re)build it: cargo does nothing when it is up to date.
+if [ -n "${HUBBUB_BIN:-}" ]; then
+  bin="$HUBBUB_BIN"
+  case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+  if [ ! -x "$bin" ]; then
     echo "run.sh: HUBBUB_BIN=$HUBBUB_BIN is not an executable" >&2
     exit 1
   fi
-  echo "run.sh: building $bin (cargo build --release)" >&2
+else
+  bin="$root/target/release/hubbub"
+  echo "run.sh: cargo build --release --bin hubbub" >&2
   (cd "$root" && cargo build --release --bin hubbub)
 fi
 export HUBBUB_BIN="$bin"
