@@ -156,8 +156,8 @@ function sendJoin(room) {
   }
 }
 
-function leaveRoom(room) {
-  state.transport?.leave(room.name);
+function leaveRoom(room, { tellServer = true, notify = true } = {}) {
+  if (tellServer) state.transport?.leave(room.name);
   state.rooms.delete(room.name);
   clearTimeout(room.syncTimer);
   for (const e of state.outbox.filter((e) => e.room === room.name)) dropEntry(e);
@@ -167,7 +167,7 @@ function leaveRoom(room) {
     showRoom(next);
   }
   renderRooms();
-  announce(`You left #${room.name}.`);
+  if (notify) announce(`You left #${room.name}.`);
   refreshDirectorySoon();
 }
 
@@ -472,8 +472,9 @@ function onError(f) {
   const ref = f.ref == null ? null : String(f.ref);
   if (ref?.startsWith("join:")) {
     const room = state.rooms.get(ref.slice(5));
+    // Keep the last room even so (no endless leave/rejoin of lobby); drop any other.
+    if (room && state.rooms.size > 1) leaveRoom(room, { tellServer: false, notify: false });
     announce(`Could not join #${ref.slice(5)}: ${message}`);
-    if (room) leaveRoom(room);
     return;
   }
   if (ref === "nick") {
@@ -825,9 +826,10 @@ const handlers = {
     }
   },
   onFallback(reason) {
-    if (forcedTransport === "ws") return;
+    if (forcedTransport === "ws") return false;
     console.info(`hubbub: ${reason}; falling back to EventSource + HTTP`);
     useTransport("sse");
+    return true;
   },
 };
 

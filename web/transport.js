@@ -17,7 +17,8 @@
 //   onFrame(frame)               every protocol frame (see docs/protocol.md)
 //   onOpen()                     the transport (re)connected: the core rejoins its rooms
 //   onState({state, retryAt})    state is "connecting" | "connected" | "reconnecting" | "offline"
-//   onFallback(reason)           WebSocket could not open but the server is up (WsTransport only)
+//   onFallback(reason) -> bool   WebSocket could not open but the server is up (WsTransport
+//                                only); true when the core switched to another transport
 //
 // WsTransport speaks the WebSocket protocol at /ws. SseTransport receives with one EventSource
 // per joined room (/events?room=R&since=ID&name=N) and sends with fetch() to the HTTP API; it
@@ -165,8 +166,7 @@ export class WsTransport {
       this.failedBeforeOpen += 1;
       if (await serverReachable()) {
         if (this.stopped) return;
-        this.h.onFallback?.("websocket could not be opened");
-        return;
+        if (this.h.onFallback?.("websocket could not be opened")) return; // replaced by SSE
       }
     }
     this.schedule();
