@@ -530,6 +530,10 @@ function onJoined(f) {
     return;
   }
   const d = f.data || {};
+  if (typeof d.last_id === "number" && d.last_id < room.lastId) {
+    // The server's history went backwards (its data was wiped): ids we saw mean nothing now.
+    resetRoomHistory(room, d.last_id);
+  }
   room.members = Array.isArray(d.members) ? d.members.map(String) : [];
   room.inServer = true;
   room.syncTarget = typeof d.last_id === "number" ? d.last_id : 0;
@@ -541,6 +545,19 @@ function onJoined(f) {
   renderRooms();
   checkSynced(room);
   refreshDirectorySoon();
+}
+
+function resetRoomHistory(room, lastId) {
+  for (const li of [...room.list.children]) if (!li.classList.contains("unsent")) li.remove();
+  room.byId.clear();
+  room.lastId = lastId;
+  room.oldestId = Infinity;
+  room.newestPlaced = undefined;
+  room.baseline = lastId;
+  room.hasMore = lastId > 0;
+  for (const e of state.outbox) if (e.room === room.name && e.id != null) settleEntry(e);
+  addNotice(room, "The server's history was reset.");
+  renderTop(room);
 }
 
 function checkSynced(room) {
@@ -989,9 +1006,15 @@ document.addEventListener("keydown", (e) => {
 ui.log.addEventListener("scroll", () => {
   const room = state.current;
   if (!room) return;
-  if (isAtBottom()) ui.jump.hidden = true;
+  room.stick = isAtBottom();
+  if (room.stick) ui.jump.hidden = true;
   if (ui.log.scrollTop < 80) loadOlder(room);
 });
+// A phone's on-screen keyboard, a rotation or a window resize changes the log's height: keep
+// the newest message in sight if the reader was at the bottom.
+new ResizeObserver(() => {
+  if (state.current?.stick) ui.log.scrollTop = ui.log.scrollHeight;
+}).observe(ui.log);
 ui.jump.addEventListener("click", () => {
   scrollToBottom();
   ui.message.focus();

@@ -127,6 +127,18 @@ describe("reconnect after the server restarts", () => {
     assert.deepEqual(texts, ["offline: before", "offline: missed", "offline: typed with no network"]);
   });
 
+  test("a server whose data was wiped (ids start again) does not hide new messages", async () => {
+    await server.stop("SIGTERM");
+    server.dataDir = tmpDir("hubbub-data-wiped-");
+    await server.start();
+    await page.locator('#conn[data-state="connected"]').waitFor({ timeout: 30000 });
+    await page.locator('[role="log"] li.notice', { hasText: "history was reset" }).waitFor();
+    await server.post("lobby", "bob", "first message of the new history");
+    await waitForMessage(page, "first message of the new history");
+    const ms = await messages(page);
+    assert.deepEqual(ms.map((m) => [m.id, m.text]), [[1, "first message of the new history"]]);
+  });
+
   test("no uncaught errors in the page", () => {
     assert.deepEqual(browser.pageErrors, []);
   });

@@ -106,7 +106,7 @@ describe("rooms", () => {
     assert.deepEqual(page.messages.map((m) => m.data), ["typed without a mouse"]);
   });
 
-  test("older history loads when scrolling to the top", async () => {
+  test("older history loads when scrolling to the top; the log follows new messages unless scrolled up", async () => {
     // 130 messages posted over HTTP; the join replays the newest 50, the rest comes by scrolling.
     for (let i = 1; i <= 130; i++) await server.post("history", "poster", `history message ${i}`);
     const carol = await launchBrowser();
@@ -127,6 +127,25 @@ describe("rooms", () => {
         Array.from({ length: 130 }, (_, i) => `history message ${i + 1}`),
       );
       await pc.getByText("This is the beginning of #history.").waitFor();
+
+      // At the bottom, a new message keeps the log scrolled to the bottom...
+      const log = pc.getByRole("log");
+      const atBottom = () => log.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 48);
+      await log.evaluate((el) => el.scrollTo(0, el.scrollHeight));
+      await server.post("history", "poster", "new while at the bottom");
+      await waitForMessage(pc, "new while at the bottom");
+      assert.ok(await atBottom(), "followed the new message");
+      // ...but after scrolling up it stays put and offers a way down.
+      await log.evaluate((el) => el.scrollTo(0, 600));
+      await pc.waitForTimeout(200);
+      await server.post("history", "poster", "new while scrolled up");
+      await waitForMessage(pc, "new while scrolled up");
+      assert.equal(await log.evaluate((el) => Math.round(el.scrollTop)), 600);
+      const jump = pc.getByRole("button", { name: "New messages below" });
+      await jump.waitFor();
+      await jump.click();
+      assert.ok(await atBottom(), "the button scrolls to the newest message");
+      await jump.waitFor({ state: "hidden" });
       assert.deepEqual(carol.pageErrors, []);
     } finally {
       await carol.close();
