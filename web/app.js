@@ -17,6 +17,7 @@ const TYPING_EVERY_MS = 2000; // send `typing` at most this often
 const TYPING_SHOW_MS = 4000; // show "X is typing" this long after the last notification
 const SYNC_TIMEOUT_MS = 5000;
 const DIRECTORY_EVERY_MS = 15000;
+const MEMBERS_SHOWN = 200; // the member list shows at most this many names
 
 const store = {
   get(key, fallback) {
@@ -535,6 +536,9 @@ function onJoined(f) {
     resetRoomHistory(room, d.last_id);
   }
   room.members = Array.isArray(d.members) ? d.members.map(String) : [];
+  // Large rooms list only a sample in `members`, with the total in `count`.
+  room.count = typeof d.count === "number" ? d.count : room.members.length;
+  room.membersStale = room.count > room.members.length;
   room.inServer = true;
   room.syncTarget = typeof d.last_id === "number" ? d.last_id : 0;
   if (room.baseline == null) room.baseline = room.syncTarget;
@@ -587,17 +591,34 @@ function onPresence(f) {
   if (!room || !f.data) return;
   if (typeof f.data.joined === "string") {
     room.members.push(f.data.joined);
+    room.count = (room.count ?? room.members.length - 1) + 1;
     addNotice(room, `${f.data.joined} joined`);
   } else if (typeof f.data.left === "string") {
     const i = room.members.indexOf(f.data.left);
     if (i >= 0) room.members.splice(i, 1);
+    room.count = Math.max(room.members.length, (room.count ?? room.members.length + 1) - 1);
     room.typing.delete(f.data.left);
     addNotice(room, `${f.data.left} left`);
+  } else if (typeof f.data.count === "number") {
+    // A large room: one head count per tick instead of every arrival and departure.
+    room.count = f.data.count;
+    room.membersStale = true;
   }
   if (room === state.current) {
     renderMembers();
     renderTyping();
   }
+  renderRooms();
+}
+
+/** `members`: the full list, asked for with the "Show all" button in large rooms. */
+function onMembers(f) {
+  const room = state.rooms.get(f.room);
+  if (!room || !f.data || !Array.isArray(f.data.members)) return;
+  room.members = f.data.members.map(String);
+  room.count = typeof f.data.count === "number" ? f.data.count : room.members.length;
+  room.membersStale = room.count > room.members.length;
+  if (room === state.current) renderMembers();
   renderRooms();
 }
 
@@ -640,7 +661,7 @@ function renderRooms() {
   const items = [];
   for (const room of state.rooms.values()) {
     const isCurrent = room === state.current;
-    const members = room.inServer ? new Set(room.members).size : state.directory.get(room.name)?.members;
+    const members = room.inServer ? (room.count ?? room.members.length) : state.directory.get(room.name)?.members;
     const btn = h(
       "button",
       { type: "button", className: "room-btn" },
@@ -700,8 +721,25 @@ function renderMembers() {
   if (!room) return;
   const counts = new Map();
   for (const m of room.members) counts.set(m, (counts.get(m) || 0) + 1);
-  const names = [...counts.keys()].sort((a, b) => a.localeCompare(b));
-  ui.memberCount.textContent = `(${names.length})`;
+  const all = [...counts.keys()].sort((a, b) => a.localeCompare(b));
+  const names = all.slice(0, MEMBERS_SHOWN);
+  const large = room.membersStale || all.length > names.length;
+  ui.memberCount.textContent = `(${large ? room.count ?? all.length : all.length})`;
+  let more = null;
+  if (large) {
+    const hidden = Math.max(0, (room.count ?? all.length) - names.length);
+    const canAsk = state.transport?.kind === "websocket";
+    const btn = canAsk
+      ? h("button", { type: "button", className: "link-btn", textContent: room.membersStale ? "Show all" : "Refresh" })
+      : null;
+    btn?.addEventListener("click", () => state.transport?.sendFrame({ type: "members", room: room.name }));
+    more = h(
+      "li",
+      { className: "more-members" },
+      h("span", { textContent: hidden > 0 ? `and ${hidden} more ` : "list may be out of date " }),
+      btn,
+    );
+  }
   ui.memberList.replaceChildren(
     ...names.map((n) => {
       const dot = h("span", { className: "avatar", attrs: { "aria-hidden": "true" }, textContent: [...n][0]?.toUpperCase() || "?" });
@@ -715,6 +753,7 @@ function renderMembers() {
         counts.get(n) > 1 ? h("span", { className: "tabs", textContent: ` ×${counts.get(n)}` }) : null,
       );
     }),
+    ...(more ? [more] : []),
   );
 }
 
@@ -800,6 +839,9 @@ const handlers = {
         break;
       case "typing":
         onTyping(f);
+        break;
+      case "members":
+        onMembers(f);
         break;
       case "history":
         onHistory(f);

@@ -9,6 +9,7 @@ import {
   messages,
   openChat,
   say,
+  sseMember,
   startServer,
   waitForMessage,
 } from "./lib/harness.mjs";
@@ -162,5 +163,41 @@ describe("rooms", () => {
   test("no uncaught errors in either page", () => {
     assert.deepEqual(alice.pageErrors, []);
     assert.deepEqual(bob.pageErrors, []);
+  });
+});
+
+describe("large rooms (more members than --presence-limit)", () => {
+  let server, browser;
+  const members = [];
+
+  before(async () => {
+    server = await startServer({ extraArgs: ["--presence-limit", "3", "--presence-tick-ms", "200"] });
+    for (const n of ["ann", "ben", "cat", "dan", "eve"]) members.push(await sseMember(server, "big", n));
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    for (const m of members) m.close();
+    await browser?.close();
+    await server?.stop();
+    cleanupTmp();
+  });
+
+  test("the member list shows the sample and the count, and 'Show all' fetches everyone", async () => {
+    const page = await openChat(browser, server, { name: "zed", hash: "#big" });
+    await page.locator("#member-count", { hasText: "(6)" }).waitFor();
+    await page.locator("#member-list .more-members").waitFor();
+    assert.ok((await page.locator("#member-list li[data-name]").count()) <= 3);
+    await page.getByRole("button", { name: "Show all" }).click();
+    await page.locator('#member-list li[data-name="eve"]').waitFor();
+    const names = await page.locator("#member-list li[data-name]").evaluateAll((lis) => lis.map((li) => li.dataset.name));
+    assert.deepEqual(names, ["ann", "ben", "cat", "dan", "eve", "zed"]);
+    // Arrivals are announced as a head count per tick.
+    members.push(await sseMember(server, "big", "fay"));
+    await page.locator("#member-count", { hasText: "(7)" }).waitFor();
+    await page.waitForFunction(
+      () => document.querySelector('#room-list li[data-room="big"] .room-members')?.firstChild?.textContent === "7",
+    );
+    assert.deepEqual(browser.pageErrors, []);
   });
 });

@@ -48,9 +48,10 @@ export function freePort() {
 
 /** One hubbub process: `hubbub serve --addr 127.0.0.1:PORT --data DIR`. */
 export class HubbubServer {
-  constructor({ port, dataDir }) {
+  constructor({ port, dataDir, extraArgs = [] }) {
     this.port = port;
     this.dataDir = dataDir;
+    this.extraArgs = extraArgs;
     this.proc = null;
     this.log = [];
   }
@@ -67,7 +68,7 @@ export class HubbubServer {
     if (!fs.existsSync(hubbubBin)) {
       throw new Error(`hubbub binary not found at ${hubbubBin} (set HUBBUB_BIN or run cargo build --release)`);
     }
-    const args = ["serve", "--addr", `127.0.0.1:${this.port}`, "--data", this.dataDir];
+    const args = ["serve", "--addr", `127.0.0.1:${this.port}`, "--data", this.dataDir, ...this.extraArgs];
     const proc = spawn(hubbubBin, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
@@ -155,9 +156,28 @@ export function cleanupTmp() {
 }
 
 /** Starts a fresh server (new port, new data dir). */
-export async function startServer() {
-  const server = new HubbubServer({ port: await freePort(), dataDir: tmpDir("hubbub-data-") });
+export async function startServer({ extraArgs = [] } = {}) {
+  const server = new HubbubServer({ port: await freePort(), dataDir: tmpDir("hubbub-data-"), extraArgs });
   return server.start();
+}
+
+/** A receive-only member made of a raw SSE stream (GET /events) held open by node. */
+export async function sseMember(server, room, name) {
+  const ac = new AbortController();
+  const q = new URLSearchParams({ room, name });
+  const res = await fetch(server.url(`/events?${q}`), { signal: ac.signal });
+  if (!res.ok) throw new Error(`/events answered ${res.status}`);
+  const reader = res.body.getReader();
+  (async () => {
+    try {
+      while (!(await reader.read()).done) {
+        /* drain */
+      }
+    } catch {
+      /* aborted */
+    }
+  })();
+  return { close: () => ac.abort() };
 }
 
 /** A separate Chromium with a fresh --user-data-dir: one per simulated person, so each has
