@@ -70,7 +70,6 @@ export class WsTransport {
     this.stopped = true;
     this.backoff = new Backoff();
     this.timer = null;
-    this.failedBeforeOpen = 0;
   }
 
   get connected() {
@@ -133,7 +132,6 @@ export class WsTransport {
     ws.onopen = () => {
       opened = true;
       this.everOpened = true;
-      this.failedBeforeOpen = 0;
       this.backoff.reset();
       this.h.onState({ state: "connected" });
       this.h.onOpen();
@@ -163,7 +161,6 @@ export class WsTransport {
     if (!opened && !this.everOpened) {
       // The socket never opened in this page's life. If plain HTTP works, something between us
       // and the server (a proxy, a filter) blocks WebSocket: fall back to SSE + HTTP.
-      this.failedBeforeOpen += 1;
       if (await serverReachable()) {
         if (this.stopped) return;
         if (this.h.onFallback?.("websocket could not be opened")) return; // replaced by SSE

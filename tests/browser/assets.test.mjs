@@ -41,6 +41,19 @@ describe("embedded assets", () => {
     assert.ok(Buffer.from(await root.arrayBuffer()).equals(fs.readFileSync(path.join(webDir, "index.html"))));
   });
 
+  test("the client source never turns strings into markup", () => {
+    // Belt and braces for the XSS tests: no HTML-parsing sinks at all, not even for constants.
+    const sinks = /\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write|\beval\(|new Function\(|createContextualFragment/;
+    for (const f of fs.readdirSync(webDir).filter((f) => f.endsWith(".js"))) {
+      const code = fs
+        .readFileSync(path.join(webDir, f), "utf8")
+        .split("\n")
+        .filter((line) => !line.trim().startsWith("//") && !line.trim().startsWith("*"));
+      const bad = code.filter((line) => sinks.test(line));
+      assert.deepEqual(bad, [], `${f} uses an HTML sink`);
+    }
+  });
+
   test("the page loads without console errors or failed requests", async () => {
     const browser = await launchBrowser();
     try {
