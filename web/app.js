@@ -392,7 +392,7 @@ function sendMessage(text) {
 
 function updateEntryStatus(entry) {
   const text = {
-    queued: state.transport?.connected ? "sending…" : "queued, will send when reconnected",
+    queued: state.transport?.canSend(entry.room) ? "sending…" : "queued, will send when reconnected",
     sent: "sending…",
     unconfirmed: "checking…",
     failed: `not sent: ${entry.error || "error"}`,
@@ -417,7 +417,7 @@ function updateEntryStatus(entry) {
 /** Sends the room's queued messages, oldest first, once the room is in sync. */
 function flush(room) {
   const t = state.transport;
-  if (!t || !t.connected || !room.synced) {
+  if (!t || !t.canSend(room.name) || !room.synced) {
     for (const e of state.outbox) if (e.room === room.name && e.state === "queued") updateEntryStatus(e);
     return;
   }
@@ -495,7 +495,7 @@ function onError(f) {
       if (room) room.synced = false;
       updateEntryStatus(entry);
       setTimeout(() => {
-        if (entry.state === "unconfirmed" && room && state.transport?.connected) {
+        if (entry.state === "unconfirmed" && room && state.transport?.canSend(room.name)) {
           entry.state = "queued";
           room.synced = true;
           flush(room);
@@ -561,6 +561,13 @@ function resetRoomHistory(room, lastId) {
   for (const e of state.outbox) if (e.room === room.name && e.id != null) settleEntry(e);
   addNotice(room, "The server's history was reset.");
   renderTop(room);
+}
+
+function markUnsynced(room) {
+  clearTimeout(room.syncTimer);
+  room.inServer = false;
+  room.synced = false;
+  room.typing.clear();
 }
 
 function checkSynced(room) {
@@ -860,19 +867,24 @@ const handlers = {
     const wasConnected = state.conn.state === "connected";
     state.conn = s;
     renderConn();
-    if (wasConnected && s.state !== "connected") {
-      // Lost the connection: whatever was in flight is now unconfirmed, rooms need a resync.
-      for (const room of state.rooms.values()) {
-        room.inServer = false;
-        room.synced = false;
-        room.typing.clear();
-      }
-      if (state.transport?.kind !== "sse") {
-        for (const e of state.outbox) if (e.state === "sent") e.state = "unconfirmed";
-      }
+    if (s.state === "connected") {
+      // Rooms that caught up while another part of the transport was still connecting.
+      for (const room of state.rooms.values()) if (room.synced) flush(room);
+    }
+    if (wasConnected && s.state !== "connected" && state.transport?.kind === "websocket") {
+      // Lost the socket: whatever was in flight is now unconfirmed, every room needs a resync.
+      // (Over SSE each room's stream reports for itself: onStreamDown.)
+      for (const room of state.rooms.values()) markUnsynced(room);
+      for (const e of state.outbox) if (e.state === "sent") e.state = "unconfirmed";
+    }
+    if (s.state !== "connected") {
       for (const e of state.outbox) updateEntryStatus(e);
       renderTyping();
     }
+  },
+  onStreamDown(name) {
+    const room = state.rooms.get(name);
+    if (room) markUnsynced(room);
   },
   onStreamOpen(name) {
     // SSE: a stream (re)opened. Its `joined` normally marks the room in sync; should the

@@ -10,13 +10,16 @@
 //   typing(room)
 //   history(room, before, limit)
 //   nick(name)
-//   get connected                true when frames can be sent right now
+//   get connected                true when every part of the transport is up
+//   canSend(room)                true when a message for this room can be sent right now
 //
 // and report through the handlers given to the constructor:
 //
 //   onFrame(frame)               every protocol frame (see docs/protocol.md)
 //   onOpen()                     the transport (re)connected: the core rejoins its rooms
 //   onState({state, retryAt})    state is "connecting" | "connected" | "reconnecting" | "offline"
+//   onStreamOpen(room)           SSE only: that room's stream (re)opened
+//   onStreamDown(room)           SSE only: that room's stream broke; its replay must be awaited
 //   onFallback(reason) -> bool   WebSocket could not open but the server is up (WsTransport
 //                                only); true when the core switched to another transport
 //
@@ -74,6 +77,10 @@ export class WsTransport {
 
   get connected() {
     return !!this.ws && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  canSend() {
+    return this.connected;
   }
 
   start() {
@@ -228,6 +235,12 @@ export class SseTransport {
     return true;
   }
 
+  /** Posting to a room needs only that room's stream up (it proves the server is there and
+   *  will carry our message back); the other rooms' streams do not matter. */
+  canSend(room) {
+    return !this.stopped && !!this.rooms.get(room)?.open;
+  }
+
   start() {
     this.stopped = false;
     this.report();
@@ -242,7 +255,8 @@ export class SseTransport {
 
   goOffline() {
     if (this.stopped) return;
-    for (const r of this.rooms.values()) {
+    for (const [room, r] of this.rooms) {
+      if (r.open) this.h.onStreamDown?.(room);
       clearTimeout(r.timer);
       r.open = false;
       r.retryAt = 0;
@@ -321,6 +335,7 @@ export class SseTransport {
       this.h.onFrame(frame);
     };
     es.onerror = () => {
+      if (r.open) this.h.onStreamDown?.(room);
       r.open = false;
       if (es.readyState === EventSource.CLOSED) {
         // The browser gave up (e.g. a non-200 answer): reconnect ourselves with backoff,
