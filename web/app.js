@@ -585,9 +585,12 @@ function markSynced(room) {
     renderTop(room);
     maybeFillHistory(room);
   }
-  // Anything sent before the connection dropped and not seen in the replay never got stored.
-  for (const e of state.outbox) {
-    if (e.room === room.name && e.state === "unconfirmed" && e.id == null) e.state = "queued";
+  // Sent before the connection dropped, ack lost: if its broadcast came back (it has an id) it
+  // is stored; if neither that nor the replay showed it, it never got stored: send it again.
+  for (const e of [...state.outbox]) {
+    if (e.room !== room.name || e.state !== "unconfirmed") continue;
+    if (e.id != null) settleEntry(e);
+    else e.state = "queued";
   }
   flush(room);
 }

@@ -109,6 +109,28 @@ describe("reconnect after the server restarts", () => {
     });
   }
 
+  test("a message sent just as the server dies is stored and shown exactly once", async () => {
+    // The kill lands before, during or after the store/broadcast/ack of the message: whichever
+    // it is, the client must neither lose it nor send it twice.
+    for (const delay of [0, 5, 15, 30, 60]) {
+      const text = `racing the kill (${delay} ms)`;
+      const box = page.getByLabel("Message", { exact: true });
+      await box.fill(text);
+      const sent = box.press("Enter");
+      await new Promise((r) => setTimeout(r, delay));
+      await server.stop("SIGKILL");
+      await sent;
+      await server.start();
+      await waitForMessage(page, text, { settled: true, timeout: 30000 });
+      const hist = await server.history("lobby", { limit: 200 });
+      assert.equal(hist.messages.filter((m) => m.data === text).length, 1, `${text}: stored once`);
+      const ms = await messages(page);
+      assert.equal(ms.filter((m) => m.text === text).length, 1, `${text}: shown once`);
+      const ids = ms.map((m) => m.id);
+      assert.deepEqual([...new Set(ids)].sort((a, b) => a - b), ids, "ids unique and in order");
+    }
+  });
+
   test("the browser going offline shows 'Offline', queues, and catches up when back online", async () => {
     await server.post("lobby", "bob", "offline: before");
     await waitForMessage(page, "offline: before");
