@@ -962,6 +962,12 @@ function closeDrawer() {
   ui.drawerToggle.setAttribute("aria-expanded", "false");
 }
 
+// The skip link must not touch location.hash: "#message" would read as a room deep link.
+document.querySelector(".skip-link")?.addEventListener("click", (e) => {
+  e.preventDefault();
+  ui.message.focus();
+});
+
 ui.drawerToggle.addEventListener("click", () => {
   const open = !ui.sidebar.classList.contains("open");
   ui.sidebar.classList.toggle("open", open);

@@ -94,6 +94,18 @@ describe("rooms", () => {
     assert.equal(await pa.locator("#room-title").textContent(), before);
   });
 
+  test("keyboard: the skip link moves focus to the message box (and joins no room)", async () => {
+    const title = await pa.locator("#room-title").textContent();
+    await pa.getByLabel("Your name").focus();
+    await pa.keyboard.press("Shift+Tab");
+    assert.equal(await pa.evaluate(() => document.activeElement.textContent), "Skip to message box");
+    await pa.keyboard.press("Enter");
+    assert.equal(await pa.evaluate(() => document.activeElement.id), "message");
+    await pa.waitForTimeout(200);
+    assert.equal(await pa.locator("#room-title").textContent(), title);
+    assert.equal(await roomItem(pa, "message").count(), 0);
+  });
+
   test("keyboard only: Tab to the join field, type a room, Enter, type a message, Enter", async () => {
     await pa.getByLabel("Join or create a room").focus();
     await pa.keyboard.type("kbd-room");
