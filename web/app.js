@@ -769,6 +769,12 @@ function renderMembers() {
 function updateTitle() {
   let total = 0;
   for (const r of state.rooms.values()) total += r.unread;
+  // On a phone the room list hides in a drawer: its toggle carries the unread total.
+  const badge = document.getElementById("drawer-unread");
+  if (badge) {
+    badge.hidden = total === 0;
+    badge.replaceChildren(String(total), h("span", { className: "visually-hidden", textContent: " unread" }));
+  }
   const room = state.current ? `#${state.current.name} · ` : "";
   document.title = `${total ? `(${total}) ` : ""}${room}hubbub`;
 }

@@ -165,6 +165,33 @@ describe("rooms", () => {
     }
   });
 
+  test("phone width: the room list is a drawer, its toggle shows the unread total", async () => {
+    const phone = await launchBrowser({ viewport: { width: 390, height: 844 } });
+    try {
+      const pp = await openChat(phone, server, { name: "pam", hash: "#dev" });
+      const toggle = pp.getByRole("button", { name: /^☰?\s*Rooms/ });
+      await pp.locator("#sidebar").waitFor({ state: "hidden" });
+      await toggle.click();
+      assert.equal(await toggle.getAttribute("aria-expanded"), "true");
+      await pp.getByLabel("Join or create a room").fill("lobby");
+      await pp.keyboard.press("Enter");
+      await pp.locator("#room-title", { hasText: "#lobby" }).waitFor();
+      await pp.locator("#sidebar").waitFor({ state: "hidden" });
+      await say(pb, "for the phone in dev");
+      await pp.locator("#drawer-unread:not([hidden])").waitFor();
+      assert.equal(await pp.locator("#drawer-unread").evaluate((el) => el.firstChild.textContent), "1");
+      await toggle.click();
+      await roomItem(pp, "dev").getByRole("button").click();
+      await waitForMessage(pp, "for the phone in dev");
+      await pp.locator("#drawer-unread").waitFor({ state: "hidden" });
+      // Nothing sticks out sideways at phone width.
+      assert.ok(await pp.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
+      assert.deepEqual(phone.pageErrors, []);
+    } finally {
+      await phone.close();
+    }
+  });
+
   test("leaving a room removes it from your rooms", async () => {
     await roomItem(pa, "kbd-room").getByRole("button").click();
     await pa.getByRole("button", { name: "Leave #kbd-room" }).click();
