@@ -45,7 +45,7 @@ pub async fn post_message(
     body: Result<Json<PostBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let room = room_name(&room)?;
-    let Json(body) = body.map_err(|e| ApiError::new(ErrorCode::BadJson, e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
     let from = display_name(&body.from).map_err(|m| ApiError::new(ErrorCode::BadName, m))?;
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
@@ -70,7 +70,8 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let room = room_name(&room)?;
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::BadJson, e.body_text()))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
     let page = state
         .hub
         .history(&room, query.before, history_limit(query.limit))
@@ -99,4 +100,18 @@ pub async fn rooms(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
         })
         .collect();
     Ok(Json(rows).into_response())
+}
+
+/// Longest rejection text the API sends back, in characters.
+const MAX_REJECTION_CHARS: usize = 200;
+
+/// Cuts a rejection text down to size. axum's JSON and query rejections quote serde's message,
+/// which repeats an offending string in full: without this, a 60 KB body of one JSON string came
+/// back as a 60 KB error.
+fn bounded(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_REJECTION_CHARS) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
