@@ -46,6 +46,20 @@ export function freePort() {
   });
 }
 
+// Every hubbub process this file started and has not yet seen exit: if the test process ends
+// abruptly (a crash, Ctrl-C), they are killed by PID on the way out.
+const live = new Set();
+process.on("exit", () => {
+  for (const proc of live) {
+    try {
+      process.kill(proc.pid, "SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }
+});
+for (const sig of ["SIGINT", "SIGTERM"]) process.once(sig, () => process.exit(130));
+
 /** One hubbub process: `hubbub serve --addr 127.0.0.1:PORT --data DIR`. */
 export class HubbubServer {
   constructor({ port, dataDir, extraArgs = [] }) {
@@ -74,6 +88,8 @@ export class HubbubServer {
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
     });
     this.proc = proc;
+    live.add(proc);
+    proc.once("exit", () => live.delete(proc));
     const keep = (chunk) => {
       this.log.push(chunk.toString());
       if (this.log.length > 400) this.log.splice(0, this.log.length - 400);
