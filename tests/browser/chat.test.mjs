@@ -14,12 +14,25 @@ import {
 
 describe("two browsers in one room", () => {
   let server, alice, bob, pa, pb;
+  const sentByAlice = []; // every frame alice's page sent, parsed
 
   before(async () => {
     server = await startServer();
     alice = await launchBrowser();
     bob = await launchBrowser();
-    pa = await openChat(alice, server, { name: "alice" });
+    pa = await openChat(alice, server, {
+      name: "alice",
+      beforeGoto: (p) =>
+        p.on("websocket", (ws) =>
+          ws.on("framesent", (f) => {
+            try {
+              sentByAlice.push({ at: Date.now(), ...JSON.parse(String(f.payload)) });
+            } catch {
+              /* not JSON */
+            }
+          }),
+        ),
+    });
     pb = await openChat(bob, server, { name: "bob" });
   });
 
@@ -83,6 +96,22 @@ describe("two browsers in one room", () => {
     await box.click();
     await box.pressSequentially("I am typi", { delay: 20 });
     await pa.getByText("bob is typing...").waitFor({ timeout: 5000 });
+    await box.fill("");
+  });
+
+  test("typing notifications are sent at most every 2 s while typing", async () => {
+    const box = pa.getByLabel("Message", { exact: true });
+    await box.click();
+    await pa.waitForTimeout(2100); // let the previous notification's 2 s pass
+    const start = Date.now();
+    await box.pressSequentially("a fairly long sentence typed at a steady pace", { delay: 70 });
+    const elapsed = Date.now() - start;
+    const typing = sentByAlice.filter((f) => f.type === "typing" && f.at >= start);
+    assert.ok(elapsed > 2500, `typed for ${elapsed} ms`);
+    assert.ok(typing.length >= 1, "at least one typing notification");
+    assert.ok(typing.length <= Math.ceil(elapsed / 2000), `${typing.length} notifications in ${elapsed} ms`);
+    for (let i = 1; i < typing.length; i++) assert.ok(typing[i].at - typing[i - 1].at >= 1900);
+    assert.ok(typing.every((f) => f.room === "lobby"));
     await box.fill("");
   });
 
