@@ -300,15 +300,12 @@ function addMessage(m, { live }) {
   placeMessage(room, li, m.id);
   room.typing.delete(from);
 
-  if (live && wasNewest && from !== state.name && room.baseline != null && m.id > room.baseline) {
-    if (!inView || document.hidden) {
-      if (!inView) room.unread += 1;
-      renderRooms();
-      updateTitle();
-    }
+  if (live && wasNewest && !inView && from !== state.name && room.baseline != null && m.id > room.baseline) {
+    room.unread += 1;
+    renderRooms();
   }
   if (inView) {
-    if (stick || from === state.name) scrollToBottom();
+    if (stick || (from === state.name && live && wasNewest)) scrollToBottom();
     else if (live && wasNewest) ui.jump.hidden = false;
     renderTyping();
   }
