@@ -87,6 +87,7 @@ const state = {
   transport: null,
   conn: { state: "connecting", retryAt: 0 },
   lastTypingSent: new Map(),
+  unseen: 0, // messages that arrived in the room in view while the tab was hidden
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -300,9 +301,14 @@ function addMessage(m, { live }) {
   placeMessage(room, li, m.id);
   room.typing.delete(from);
 
-  if (live && wasNewest && !inView && from !== state.name && room.baseline != null && m.id > room.baseline) {
-    room.unread += 1;
-    renderRooms();
+  if (live && wasNewest && from !== state.name && room.baseline != null && m.id > room.baseline) {
+    if (!inView) {
+      room.unread += 1;
+      renderRooms();
+    } else if (document.hidden) {
+      state.unseen += 1; // in view but the tab is in the background: count it in the title
+      updateTitle();
+    }
   }
   if (inView) {
     if (stick || (from === state.name && live && wasNewest)) scrollToBottom();
@@ -766,6 +772,7 @@ function renderMembers() {
 function updateTitle() {
   let total = 0;
   for (const r of state.rooms.values()) total += r.unread;
+  const inTitle = total + state.unseen;
   // On a phone the room list hides in a drawer: its toggle carries the unread total.
   const badge = document.getElementById("drawer-unread");
   if (badge) {
@@ -773,7 +780,7 @@ function updateTitle() {
     badge.replaceChildren(String(total), h("span", { className: "visually-hidden", textContent: " unread" }));
   }
   const room = state.current ? `#${state.current.name} · ` : "";
-  document.title = `${total ? `(${total}) ` : ""}${room}hubbub`;
+  document.title = `${inTitle ? `(${inTitle}) ` : ""}${room}hubbub`;
 }
 
 let connTimer = null;
@@ -1095,6 +1102,7 @@ window.addEventListener("focus", () => refreshDirectory());
 window.addEventListener("offline", () => state.transport?.goOffline());
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) {
+    state.unseen = 0;
     state.transport?.retryNow();
     updateTitle();
   }

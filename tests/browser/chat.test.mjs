@@ -175,6 +175,22 @@ describe("two browsers in one room", () => {
     assert.ok(!(await messages(pb)).some((m) => m.text === huge));
   });
 
+  test("while the tab is in the background, new messages are counted in its title", async () => {
+    const setHidden = (hidden) =>
+      pb.evaluate((hidden) => {
+        Object.defineProperty(document, "hidden", { value: hidden, configurable: true });
+        Object.defineProperty(document, "visibilityState", { value: hidden ? "hidden" : "visible", configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+      }, hidden);
+    await setHidden(true);
+    await say(pa, "while bob looks elsewhere 1");
+    await say(pa, "while bob looks elsewhere 2");
+    await waitForMessage(pb, "while bob looks elsewhere 2");
+    assert.match(await pb.title(), /^\(2\) #lobby · hubbub$/);
+    await setHidden(false);
+    assert.equal(await pb.title(), "#lobby · hubbub");
+  });
+
   test("the name is remembered across reloads (localStorage)", async () => {
     await pa.reload();
     assert.equal(await pa.getByLabel("Your name").inputValue(), "alice");
