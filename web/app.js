@@ -535,7 +535,11 @@ function onJoined(f) {
   const d = f.data || {};
   if (typeof d.last_id === "number" && d.last_id < room.lastId) {
     // The server's history went backwards (its data was wiped): ids we saw mean nothing now.
-    resetRoomHistory(room, d.last_id);
+    // Our join asked for since=<old id>, which the server also uses to filter live messages,
+    // so join again from scratch: leave, then join with no `since`.
+    resetRoomHistory(room);
+    rejoinFromScratch(room);
+    return;
   }
   room.members = Array.isArray(d.members) ? d.members.map(String) : [];
   // Large rooms list only a sample in `members`, with the total in `count`.
@@ -553,17 +557,25 @@ function onJoined(f) {
   refreshDirectorySoon();
 }
 
-function resetRoomHistory(room, lastId) {
+function resetRoomHistory(room) {
   for (const li of [...room.list.children]) if (!li.classList.contains("unsent")) li.remove();
   room.byId.clear();
-  room.lastId = lastId;
+  room.lastId = 0;
   room.oldestId = Infinity;
   room.newestPlaced = undefined;
-  room.baseline = lastId;
-  room.hasMore = lastId > 0;
-  for (const e of state.outbox) if (e.room === room.name && e.id != null) settleEntry(e);
+  room.baseline = null;
+  room.firstSyncDone = false;
+  room.hasMore = true;
+  for (const e of [...state.outbox]) if (e.room === room.name && e.id != null) settleEntry(e);
   addNotice(room, "The server's history was reset.");
   renderTop(room);
+}
+
+function rejoinFromScratch(room) {
+  const t = state.transport;
+  if (t.kind === "websocket") t.leave(room.name);
+  else t.closeRoom(room.name);
+  sendJoin(room);
 }
 
 function markUnsynced(room) {

@@ -11,6 +11,7 @@ import {
   say,
   startNoWebSocketProxy,
   startServer,
+  tmpDir,
   waitForMessage,
 } from "./lib/harness.mjs";
 
@@ -107,6 +108,16 @@ describe("SSE fallback (?transport=sse)", () => {
     const hist = await server.history("lobby", { limit: 200 });
     assert.equal(hist.messages.filter((m) => m.data === "sse typed while offline").length, 1);
     assert.deepEqual(sockets, []);
+  });
+
+  test("SSE: a server whose data was wiped does not hide new messages", async () => {
+    await server.stop("SIGTERM");
+    server.dataDir = tmpDir("hubbub-data-wiped-");
+    await server.start();
+    await ps.locator('[role="log"] li.notice', { hasText: "history was reset" }).waitFor({ timeout: 30000 });
+    await server.post("lobby", "bob", "sse: first of the new history");
+    await waitForMessage(ps, "sse: first of the new history");
+    assert.deepEqual((await messages(ps)).map((m) => [m.id, m.text]), [[1, "sse: first of the new history"]]);
   });
 
   test("no uncaught errors in either page", () => {
