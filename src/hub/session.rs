@@ -162,6 +162,9 @@ impl Session {
         };
         self.send_joined(&room, &members, count, last_id);
         self.announce(&room, self.name.clone(), true).await;
+        // A `since` beyond the room's newest id (a client that remembers a server whose data was
+        // wiped) would otherwise hide every new message up to it.
+        let since = since.map(|since| since.min(last_id));
         let replayed_up_to = self.replay(&room, since, reference).await;
         self.hub.release_held(&room, self.id, replayed_up_to);
     }
