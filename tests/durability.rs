@@ -20,7 +20,10 @@ async fn stored_ids(addr: std::net::SocketAddr, room: &str) -> BTreeMap<u64, Str
         let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
         let messages = page["messages"].as_array().unwrap();
         for m in messages {
-            ids.insert(m["id"].as_u64().unwrap(), m["data"].as_str().unwrap().to_owned());
+            ids.insert(
+                m["id"].as_u64().unwrap(),
+                m["data"].as_str().unwrap().to_owned(),
+            );
         }
         if page["has_more"] != true {
             return ids;
@@ -56,10 +59,17 @@ async fn acked_messages_survive_kill_9_with_their_ids() {
     let server = Binary::start(&data, port, &[]).await;
     let stored = stored_ids(server.addr, "r").await;
     for (id, text) in &acked {
-        assert_eq!(stored.get(id), Some(text), "acked message {id} survived with its id");
+        assert_eq!(
+            stored.get(id),
+            Some(text),
+            "acked message {id} survived with its id"
+        );
     }
     let next = api_post(server.addr, "r", "a", "after restart").await;
-    assert!(next > *stored.keys().last().unwrap(), "ids are never reused");
+    assert!(
+        next > *stored.keys().last().unwrap(),
+        "ids are never reused"
+    );
 }
 
 #[tokio::test]
@@ -75,7 +85,9 @@ async fn ids_strictly_increase_across_a_restart() {
     let server = Binary::start(&data, port, &[]).await;
     assert_eq!(api_post(server.addr, "r", "a", "three").await, 3);
     let mut client = server.client("").await;
-    client.send(json!({"type": "join", "room": "r", "data": {"since": 1}})).await;
+    client
+        .send(json!({"type": "join", "room": "r", "data": {"since": 1}}))
+        .await;
     client.recv_type("joined").await;
     assert_eq!(client.recv_msg().await["data"], "two");
     assert_eq!(client.recv_msg().await["data"], "three");

@@ -13,8 +13,16 @@ use tokio_tungstenite::tungstenite::Message;
 async fn echo_returns_text_and_binary_unchanged() {
     let server = start_server().await;
     let mut client = Client::connect_raw(server.addr, "/echo", "").await;
-    client.ws.send(Message::text("héllo {not json}")).await.unwrap();
-    client.ws.send(Message::binary(vec![0u8, 159, 255])).await.unwrap();
+    client
+        .ws
+        .send(Message::text("héllo {not json}"))
+        .await
+        .unwrap();
+    client
+        .ws
+        .send(Message::binary(vec![0u8, 159, 255]))
+        .await
+        .unwrap();
     let text = client.ws.next().await.unwrap().unwrap();
     assert_eq!(text, Message::text("héllo {not json}"));
     let binary = client.ws.next().await.unwrap().unwrap();

@@ -139,11 +139,17 @@ async fn metrics_report_connections_rooms_messages_and_store_latency() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("hubbub_connections{transport=\"ws\"} 1"), "{text}");
+    assert!(
+        text.contains("hubbub_connections{transport=\"ws\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("hubbub_rooms 1"), "{text}");
     assert!(text.contains("hubbub_messages_in_total 1"), "{text}");
     assert!(text.contains("hubbub_messages_out_total 1"), "{text}");
-    assert!(text.contains("hubbub_store_commit_seconds_count 1"), "{text}");
+    assert!(
+        text.contains("hubbub_store_commit_seconds_count 1"),
+        "{text}"
+    );
     assert!(text.contains("process_resident_memory_bytes"), "{text}");
     server.stop().await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Closed, Client, http, start_server_with};
+use common::{Client, Closed, http, start_server_with};
 use serde_json::json;
 
 #[tokio::test]
@@ -41,17 +41,32 @@ async fn member_that_stops_reading_is_closed_1013_and_others_get_everything() {
         .expect("the healthy member keeps up")
         .unwrap();
 
-    let metrics = http().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("hubbub_slow_consumer_closes_total 1"), "{metrics}");
+    let metrics = http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hubbub_slow_consumer_closes_total 1"),
+        "{metrics}"
+    );
 
     // Now the stalled client reads: what was queued before the verdict, then the close frame
     // (or a reset if the server gave up on writing to it).
     let closed = stalled.closed().await;
-    assert!(matches!(closed, Closed::Code(1013) | Closed::WithoutCloseFrame), "{closed:?}");
+    assert!(
+        matches!(closed, Closed::Code(1013) | Closed::WithoutCloseFrame),
+        "{closed:?}"
+    );
 
     // It can resume with `since` and get everything.
     let mut resumed = Client::connect(server.addr, "name=stalled").await;
-    resumed.send(json!({"type": "join", "room": "r", "data": {"since": 0}})).await;
+    resumed
+        .send(json!({"type": "join", "room": "r", "data": {"since": 0}}))
+        .await;
     resumed.recv_type("joined").await;
     for id in 1..=total {
         assert_eq!(resumed.recv_msg().await["id"], id);

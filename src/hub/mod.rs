@@ -27,7 +27,7 @@ use crate::protocol::{PresenceChange, RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
 
 pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed};
-pub use session::Session;
+pub use session::{Access, Session};
 
 use committer::PostJob;
 use room::{Member, Room};
@@ -142,8 +142,14 @@ impl Hub {
     /// Starts a session for a new connection and queues its `welcome`. `name` must already be
     /// validated; `None` gets a generated guest name.
     pub fn connect(&self, name: Option<String>, outbox: Outbox) -> Session {
+        self.connect_with(name, Access::open(), outbox)
+    }
+
+    /// [`Hub::connect`] for a connection whose rights are limited by `access` (a token's name
+    /// and rooms).
+    pub fn connect_with(&self, name: Option<String>, access: Access, outbox: Outbox) -> Session {
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        Session::new(self.clone(), id, name, outbox)
+        Session::new(self.clone(), id, name, access, outbox)
     }
 
     /// Stores a message and broadcasts it; returns once it is durably committed.

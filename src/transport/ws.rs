@@ -1,20 +1,25 @@
 //! The chat WebSocket at `/ws`: a reader task that decodes frames into the session, a writer task
 //! that drains the outbox in batches, and one cleanup path when either ends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::time::{Instant, interval_at, timeout};
 
+use super::auth::Caller;
+use super::guard::{ConnectionPermit, check_origin};
+use super::rate::{FrameKind, FrameLimiter, Verdict};
 use super::{ApiError, AppState};
-use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing, Session};
-use crate::protocol::{ErrorCode, Limits, RoomName, display_name, parse_client_frame, room_name};
+use crate::hub::{Access, CloseReason, Outbox, OutboxReceiver, Outgoing, Session};
+use crate::protocol::{ErrorCode, Limits, Rejection, RoomName, parse_client_frame, room_name};
 
 /// Frames taken from the outbox per write: several frames leave in one flush under load.
 const WRITE_BATCH: usize = 64;
@@ -32,25 +37,48 @@ pub struct ChatQuery {
     room: Option<String>,
 }
 
-/// `GET /ws`: checks the query before upgrading, so a bad name or room is a plain HTTP 400.
+/// `GET /ws`. Everything that can refuse a connection is answered here, before the upgrade, as a
+/// plain HTTP error: a foreign `Origin` (403), a missing or bad token (401), a bad name or room
+/// (400), a name or room the token does not allow (403), a full server (503) or a client address
+/// at its cap (429).
 pub async fn chat(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
     Query(query): Query<ChatQuery>,
 ) -> Response {
-    let name = match query.name.as_deref().map(display_name).transpose() {
-        Ok(name) => name,
-        Err(message) => return ApiError::new(ErrorCode::BadName, message).into_response(),
-    };
-    let room = match query.room.as_deref().map(room_name).transpose() {
-        Ok(room) => room,
-        Err(rejection) => return ApiError::from(rejection).into_response(),
-    };
-    let frame_limit = state.config.max_frame_bytes;
-    configure(ws, frame_limit).on_upgrade(move |socket| {
-        let tracker = state.tracker.clone();
-        tracker.track_future(run(socket, state, name, room))
-    })
+    match admit(&state, peer, &headers, caller, &query) {
+        Ok((name, room, access, permit)) => {
+            let frame_limit = state.config.max_frame_bytes;
+            configure(ws, frame_limit).on_upgrade(move |socket| {
+                let tracker = state.tracker.clone();
+                tracker.track_future(run(socket, state, name, room, access, permit))
+            })
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+type Admitted = (Option<String>, Option<RoomName>, Access, ConnectionPermit);
+
+fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    caller: Result<Caller, ApiError>,
+    query: &ChatQuery,
+) -> Result<Admitted, ApiError> {
+    check_origin(headers, &state.config.allowed_origins)?;
+    let caller = caller?;
+    let name = caller.name(query.name.as_deref())?;
+    let room = query.room.as_deref().map(room_name).transpose()?;
+    if let Some(room) = &room {
+        caller.check_room(room)?;
+    }
+    let permit = state.admit(peer.ip(), "ws")?;
+    Ok((name, room, caller.access(), permit))
 }
 
 /// The WebSocket settings /ws and /echo share; only the size limit differs.
@@ -67,12 +95,16 @@ async fn run(
     state: Arc<AppState>,
     name: Option<String>,
     room: Option<RoomName>,
+    access: Access,
+    permit: ConnectionPermit,
 ) {
+    // Held until this task ends: the connection's place under the caps.
+    let _permit = permit;
     let gauge = state.metrics.connections("ws");
     gauge.inc();
     let (sink, stream) = socket.split();
     let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
-    let mut session = state.hub.connect(name, outbox.clone());
+    let mut session = state.hub.connect_with(name, access, outbox.clone());
     let writer = state
         .tracker
         .spawn(write_loop(sink, receiver, state.config.ping_interval));
@@ -97,6 +129,7 @@ async fn read_loop(
         max_message_bytes: state.config.max_message_bytes,
     };
     let idle = state.config.idle_timeout;
+    let mut limiter = FrameLimiter::new(&state.config);
     loop {
         let next = tokio::select! {
             biased;
@@ -111,10 +144,29 @@ async fn read_loop(
             Ok(Some(Ok(message))) => message,
         };
         match message {
-            Message::Text(text) => match parse_client_frame(text.as_str(), limits) {
-                Ok(request) => session.handle(request).await,
-                Err(rejection) => session.reject(&rejection),
-            },
+            Message::Text(text) => {
+                let parsed = parse_client_frame(text.as_str(), limits);
+                let kind = parsed
+                    .as_ref()
+                    .map_or(FrameKind::Other, |request| FrameKind::of(&request.frame));
+                let verdict = limiter.as_mut().map_or(Verdict::Allow, |l| l.check(kind));
+                match (verdict, parsed) {
+                    (Verdict::Allow, Ok(request)) => session.handle(request).await,
+                    (Verdict::Allow, Err(rejection)) => session.reject(&rejection),
+                    (Verdict::Reject, parsed) => session.reject(&Rejection {
+                        code: ErrorCode::RateLimited,
+                        message: "over the rate limit; nothing was done".to_owned(),
+                        reference: match parsed {
+                            Ok(request) => request.reference,
+                            Err(rejection) => rejection.reference,
+                        },
+                    }),
+                    (Verdict::Drop, _) => {}
+                    (Verdict::Abuse, _) => {
+                        return CloseReason::Policy("sustained flooding over the rate limit");
+                    }
+                }
+            }
             Message::Binary(_) => return CloseReason::Unsupported,
             Message::Close(_) => return CloseReason::Normal,
             // tungstenite answers pings itself; any frame counts as a sign of life.

@@ -1,0 +1,119 @@
+//! The HTTP server loop. It replaces `axum::serve` for one reason: `axum::serve` cannot bound how
+//! long a client may take to send its request headers, so a slowloris client (a few bytes, then
+//! silence) would hold a socket and a task forever. hyper's HTTP/1.1 `header_read_timeout` closes
+//! such a connection, and the same timer closes keep-alive connections that sit idle.
+//!
+//! Each connection gets TCP_NODELAY, the client's address as `ConnectInfo` (the connection caps
+//! and the API rate limit key on it), and upgrade support (WebSocket). On shutdown the loop stops
+//! accepting and asks every connection to finish its current request and close; upgraded sockets
+//! are no longer HTTP connections and are shut down by the socket tasks themselves.
+//!
+//! Only HTTP/1.1 is served: browsers speak HTTP/2 only over TLS, which a reverse proxy terminates
+//! in front of hubbub, and cleartext HTTP/2 would bypass the header timeout.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tracing::{debug, error, warn};
+
+/// Pause after an accept error other than a reset (e.g. out of file descriptors), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits up to `grace` for in-flight
+/// HTTP requests (SSE streams included) to finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) if is_connection_error(&err) => continue,
+                Err(err) => {
+                    error!(cause = %err, "accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Without TCP_NODELAY a `msg` and its `ack` written back to back wait on the peer's
+        // delayed ACK (Nagle), adding ~40 ms to every ack.
+        if let Err(err) = tcp.set_nodelay(true) {
+            warn!(cause = %err, "could not set TCP_NODELAY");
+        }
+        let service = app.clone().map_request(move |request: Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(remote));
+            request
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut connection = pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                debug!(%remote, cause = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    stop.cancel();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = connections.len(),
+            "HTTP connections still open after the grace period"
+        );
+    }
+    Ok(())
+}
+
+/// Errors that concern one connection, not the listener.
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
