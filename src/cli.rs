@@ -28,6 +28,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up; the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the chat server (the default).
     Serve(ServeArgs),
@@ -87,6 +89,13 @@ pub struct ServeArgs {
     /// Members one room may hold (default: unlimited).
     #[arg(long, env = "HUBBUB_MAX_ROOM_MEMBERS")]
     pub max_room_members: Option<usize>,
+    /// Rooms with more members than this announce a member count per tick instead of every
+    /// arrival and departure.
+    #[arg(long, env = "HUBBUB_PRESENCE_LIMIT", default_value_t = 200)]
+    pub presence_limit: usize,
+    /// Milliseconds between member-count announcements in large rooms.
+    #[arg(long, env = "HUBBUB_PRESENCE_TICK_MS", default_value_t = 1000)]
+    pub presence_tick_ms: u64,
     /// Seconds between server pings.
     #[arg(long, env = "HUBBUB_PING_INTERVAL", default_value_t = 25)]
     pub ping_interval_secs: u64,
@@ -172,6 +181,8 @@ impl ServeArgs {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,
                 max_room_members: self.max_room_members,
+                presence_limit: self.presence_limit,
+                presence_tick: Duration::from_millis(self.presence_tick_ms.max(10)),
                 ..HubSettings::default()
             },
         })

@@ -14,7 +14,7 @@ mod session;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,12 @@ pub struct HubSettings {
     pub post_queue: usize,
     /// Most posts stored in one transaction.
     pub max_batch: usize,
+    /// Rooms with more members than this stop announcing each arrival and departure; their
+    /// members get one `presence` `{"count": N}` frame per tick instead (O(N) per tick instead of
+    /// O(N) per join), and `joined` lists only this many names.
+    pub presence_limit: usize,
+    /// How often large rooms announce their member count.
+    pub presence_tick: Duration,
 }
 
 impl Default for HubSettings {
@@ -55,6 +61,8 @@ impl Default for HubSettings {
             max_room_members: None,
             post_queue: 4096,
             max_batch: 256,
+            presence_limit: 200,
+            presence_tick: Duration::from_secs(1),
         }
     }
 }
@@ -134,8 +142,9 @@ impl Hub {
             broker,
             metrics,
             settings.max_batch,
-            stop,
+            stop.clone(),
         ));
+        tracker.spawn(presence_ticker(Arc::downgrade(&inner), stop));
         Hub { inner }
     }
 
@@ -225,14 +234,14 @@ impl Hub {
     }
 
     /// Adds a member whose live frames are held until [`Hub::release_held`]; returns the member
-    /// names including the new one.
+    /// names (bounded by `presence_limit`) including the new one, and the member count.
     fn add_member(
         &self,
         room: &RoomName,
         id: ConnId,
         name: &str,
         outbox: &Outbox,
-    ) -> Result<Vec<String>, JoinRefusal> {
+    ) -> Result<(Vec<String>, usize), JoinRefusal> {
         let mut rooms = self.lock_rooms();
         let is_new = !rooms.contains_key(room.as_str());
         let entry = rooms.entry(room.as_str().to_owned()).or_default();
@@ -249,11 +258,12 @@ impl Hub {
                 held: Some(Vec::new()),
             },
         );
-        let names = entry.member_names();
+        let names = entry.member_names(self.settings().presence_limit);
+        let count = entry.members.len();
         if is_new {
             self.inner.metrics.rooms.inc();
         }
-        Ok(names)
+        Ok((names, count))
     }
 
     /// Ends a member's replay: queues the live frames held meanwhile, skipping messages the
@@ -299,10 +309,11 @@ impl Hub {
         }
     }
 
-    fn member_names(&self, room: &RoomName) -> Vec<String> {
+    /// Up to `limit` member names and the member count.
+    fn member_names(&self, room: &RoomName, limit: usize) -> (Vec<String>, usize) {
         self.lock_rooms()
             .get(room.as_str())
-            .map(Room::member_names)
+            .map(|r| (r.member_names(limit), r.members.len()))
             .unwrap_or_default()
     }
 
@@ -314,6 +325,35 @@ impl Hub {
 }
 
 impl Inner {
+    /// In a large room, marks the membership as changed for the next presence tick instead of
+    /// announcing one member; returns whether it did.
+    fn coalesce_presence(&self, room: &str) -> bool {
+        let mut rooms = self.lock_rooms();
+        match rooms.get_mut(room) {
+            Some(entry) if entry.members.len() > self.settings.presence_limit => {
+                entry.presence_dirty = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends `presence` `{"count": N}` to every large room whose membership changed.
+    fn announce_counts(&self) {
+        let mut rooms = self.lock_rooms();
+        for (name, room) in rooms.iter_mut().filter(|(_, r)| r.presence_dirty) {
+            room.presence_dirty = false;
+            let data = PresenceChange {
+                count: Some(room.members.len()),
+                ..PresenceChange::default()
+            };
+            let json = ServerFrame::Presence { room: name, data }.encode();
+            let result = room.fan_out(&Outgoing::control(json), None, self.settings.outbox_frames);
+            self.metrics.messages_out.inc_by(result.delivered);
+            self.metrics.slow_consumers.inc_by(result.overflowed);
+        }
+    }
+
     fn lock_rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
         // A panic while holding this lock leaves plain data behind (no invariant spans two
         // fields), so recovering the guard is safe and keeps the node serving.
@@ -338,15 +378,18 @@ impl Deliver for Inner {
                 name,
                 joined,
             } => {
+                if self.coalesce_presence(room) {
+                    return;
+                }
                 let data = if *joined {
                     PresenceChange {
                         joined: Some(name),
-                        left: None,
+                        ..PresenceChange::default()
                     }
                 } else {
                     PresenceChange {
-                        joined: None,
                         left: Some(name),
+                        ..PresenceChange::default()
                     }
                 };
                 let json = ServerFrame::Presence { room, data }.encode();
@@ -363,6 +406,24 @@ impl Deliver for Inner {
         };
         self.metrics.messages_out.inc_by(result.delivered);
         self.metrics.slow_consumers.inc_by(result.overflowed);
+    }
+}
+
+/// Announces large rooms' member counts once per tick until `stop`.
+async fn presence_ticker(inner: Weak<Inner>, stop: CancellationToken) {
+    let Some(tick) = inner.upgrade().map(|i| i.settings.presence_tick) else {
+        return;
+    };
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => match inner.upgrade() {
+                Some(inner) => inner.announce_counts(),
+                None => return,
+            },
+        }
     }
 }
 

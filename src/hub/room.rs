@@ -20,6 +20,8 @@ pub(crate) struct Member {
 #[derive(Default)]
 pub(crate) struct Room {
     pub members: HashMap<ConnId, Member>,
+    /// A large room's membership changed since the last presence tick.
+    pub presence_dirty: bool,
 }
 
 /// The outcome of one fan-out, for the metrics.
@@ -61,9 +63,15 @@ impl Room {
         result
     }
 
-    /// Display names of all members, sorted so `joined` is stable.
-    pub fn member_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.members.values().map(|m| m.name.clone()).collect();
+    /// Up to `limit` member names, sorted so `joined` is stable. Bounded so that filling a
+    /// room of N members costs O(N · limit), not O(N²).
+    pub fn member_names(&self, limit: usize) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .members
+            .values()
+            .take(limit)
+            .map(|m| m.name.clone())
+            .collect();
         names.sort();
         names
     }

@@ -9,8 +9,8 @@ use rand::RngExt;
 use super::{Hub, JoinRefusal, Outbox, Outgoing};
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
-    ClientFrame, ErrorCode, HistoryPage, Joined, Ref, Rejection, Request, RoomGrant, RoomName,
-    ServerFrame, VERSION, Welcome,
+    ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
+    RoomName, ServerFrame, VERSION, Welcome,
 };
 use crate::store::StoredMessage;
 
@@ -106,6 +106,7 @@ impl Session {
             ClientFrame::Leave { room } => self.leave(room, reference).await,
             ClientFrame::Msg { room, text } => self.post(room, text, reference).await,
             ClientFrame::Typing { room } => self.typing(room, reference).await,
+            ClientFrame::Members { room } => self.members(room, reference).await,
             ClientFrame::History {
                 room,
                 before,
@@ -167,9 +168,10 @@ impl Session {
             return self.unauthorized(&room, reference);
         }
         if self.rooms.contains(&room) {
-            let members = self.hub.member_names(&room);
+            let limit = self.hub.settings().presence_limit;
+            let (members, count) = self.hub.member_names(&room, limit);
             let last_id = self.hub.store().last_id(&room).await.unwrap_or(0);
-            self.send_joined(&room, &members, last_id);
+            self.send_joined(&room, &members, count, last_id);
             return;
         }
         if self.rooms.len() >= self.hub.settings().max_rooms_per_connection {
@@ -177,7 +179,7 @@ impl Session {
             let message = format!("a connection may be in at most {limit} rooms");
             return self.reject_with(ErrorCode::TooManyRooms, &message, reference);
         }
-        let members = match self
+        let (members, count) = match self
             .hub
             .add_member(&room, self.id, &self.name, &self.outbox)
         {
@@ -201,17 +203,21 @@ impl Session {
                 0
             }
         };
-        self.send_joined(&room, &members, last_id);
+        self.send_joined(&room, &members, count, last_id);
         self.announce(&room, self.name.clone(), true).await;
         let replayed_up_to = self.replay(&room, since, reference).await;
         self.hub.release_held(&room, self.id, replayed_up_to);
     }
 
-    fn send_joined(&self, room: &RoomName, members: &[String], last_id: u64) {
+    fn send_joined(&self, room: &RoomName, members: &[String], count: usize, last_id: u64) {
         self.push(
             ServerFrame::Joined {
                 room: room.as_str(),
-                data: Joined { members, last_id },
+                data: Joined {
+                    members,
+                    count,
+                    last_id,
+                },
             }
             .encode(),
         );
@@ -344,6 +350,22 @@ impl Session {
     fn unauthorized(&self, room: &RoomName, reference: Option<Ref>) {
         let message = format!("your token does not allow room {room}");
         self.reject_with(ErrorCode::Unauthorized, &message, reference);
+    }
+
+    async fn members(&self, room: RoomName, reference: Option<Ref>) {
+        if !self.rooms.contains(&room) {
+            return self.not_member(&room, reference);
+        }
+        let (members, count) = self.hub.member_names(&room, usize::MAX);
+        let json = ServerFrame::Members {
+            room: room.as_str(),
+            data: MemberList {
+                members: &members,
+                count,
+            },
+        }
+        .encode();
+        self.outbox.send(Outgoing::control(json)).await;
     }
 
     fn not_member(&self, room: &RoomName, reference: Option<Ref>) {

@@ -47,6 +47,8 @@ pub enum ClientFrame {
     },
     /// Tell the other members this connection is typing.
     Typing { room: RoomName },
+    /// Ask for the full member list (large rooms only announce counts).
+    Members { room: RoomName },
     /// Ask for a page of older messages.
     History {
         room: RoomName,
@@ -135,6 +137,9 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
             text: message_text(required_str(object, "data")?, limits)?,
         },
         "typing" => ClientFrame::Typing {
+            room: required_room(object)?,
+        },
+        "members" => ClientFrame::Members {
             room: required_room(object)?,
         },
         "history" => ClientFrame::History {
@@ -264,14 +269,27 @@ pub struct Welcome<'a> {
 /// `joined` payload.
 #[derive(Debug, Serialize)]
 pub struct Joined<'a> {
-    /// Display names of the room's members, this connection included.
+    /// Display names of the room's members, this connection included; in a large room only the
+    /// first `--presence-limit` names (`count` has the total, `members` the whole list).
     pub members: &'a [String],
+    /// How many members the room has.
+    pub count: usize,
     /// The room's newest message id (0 when empty).
     pub last_id: u64,
 }
 
-/// `presence` payload: exactly one of the two is set.
+/// `members` payload: the answer to a `members` request.
 #[derive(Debug, Serialize)]
+pub struct MemberList<'a> {
+    /// Every member's display name, sorted.
+    pub members: &'a [String],
+    /// How many members the room has.
+    pub count: usize,
+}
+
+/// `presence` payload: `joined` or `left` for one member in an ordinary room, or `count` alone
+/// in a large room, where arrivals and departures are coalesced into one frame per tick.
+#[derive(Debug, Default, Serialize)]
 pub struct PresenceChange<'a> {
     /// A member who arrived.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,6 +297,9 @@ pub struct PresenceChange<'a> {
     /// A member who went.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left: Option<&'a str>,
+    /// The room's member count (large rooms only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
 }
 
 /// `history` payload, also the body of the HTTP history route.
@@ -330,6 +351,8 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         data: HistoryPage<'a>,
     },
+    /// Answer to `members`.
+    Members { room: &'a str, data: MemberList<'a> },
     /// A refused frame.
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,100 @@
+//! Large rooms coalesce presence: above `presence_limit` members, arrivals and departures become
+//! one `presence` `{"count": N}` frame per tick, `joined` lists a bounded sample, and `members`
+//! returns the whole list on request.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start_server, start_server_with};
+use serde_json::json;
+
+async fn large_room_server() -> common::TestServer {
+    start_server_with(|c| {
+        c.hub.presence_limit = 2;
+        c.hub.presence_tick = Duration::from_millis(50);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ordinary_rooms_announce_every_member() {
+    let server = start_server().await;
+    let mut first = server.client("name=a").await;
+    first.join("r").await;
+    let mut second = server.client("name=b").await;
+    second.join("r").await;
+    assert_eq!(
+        first.recv_type("presence").await["data"],
+        json!({"joined": "b"})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn joins_beyond_the_presence_limit_are_coalesced_into_a_count() {
+    let server = large_room_server().await;
+    let mut first = server.client("name=a").await;
+    first.join("big").await;
+    let mut second = server.client("name=b").await;
+    second.join("big").await;
+    assert_eq!(
+        first.recv_type("presence").await["data"],
+        json!({"joined": "b"})
+    );
+    let mut others = Vec::new();
+    for name in ["c", "d", "e"] {
+        let mut client = server.client(&format!("name={name}")).await;
+        client.join("big").await;
+        others.push(client);
+    }
+    // One count frame per tick, never a per-member frame above the limit.
+    loop {
+        let presence = first.recv_type("presence").await;
+        assert!(presence["data"].get("joined").is_none(), "{presence}");
+        if presence["data"]["count"] == 5 {
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn joined_in_a_large_room_lists_a_bounded_sample_with_the_count() {
+    let server = large_room_server().await;
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut client = server.client(&format!("name={name}")).await;
+        client.join("big").await;
+        clients.push(client);
+    }
+    let mut late = server.client("name=z").await;
+    let joined = late.join("big").await;
+    assert_eq!(joined["data"]["count"], 4);
+    assert_eq!(joined["data"]["members"].as_array().unwrap().len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn members_request_returns_the_whole_list() {
+    let server = large_room_server().await;
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let mut client = server.client(&format!("name={name}")).await;
+        client.join("big").await;
+        clients.push(client);
+    }
+    let asker = &mut clients[0];
+    asker.send(json!({"type": "members", "room": "big"})).await;
+    let members = asker.recv_type("members").await;
+    assert_eq!(
+        members,
+        json!({"type": "members", "room": "big", "data": {"members": ["a", "b", "c", "d"], "count": 4}})
+    );
+    asker
+        .send(json!({"type": "members", "room": "elsewhere"}))
+        .await;
+    assert_eq!(asker.recv_type("error").await["data"]["code"], "not_member");
+    server.stop().await;
+}
