@@ -39,6 +39,16 @@ pub struct Identity {
     pub name: String,
     /// The rooms the holder may use.
     pub grant: RoomGrant,
+    /// When the token expires (`exp`, seconds since the Unix epoch): a connection opened with it
+    /// is closed then.
+    pub expires: u64,
+}
+
+impl Identity {
+    /// Time left before the token expires (zero once it has).
+    pub fn remaining(&self) -> Duration {
+        Duration::from_secs(self.expires.saturating_sub(now_secs()))
+    }
 }
 
 /// Why a token was not accepted (all answered with 401) or could not be minted.
@@ -78,7 +88,11 @@ impl Claims {
             Some(rooms) => RoomGrant::only(rooms.clone())
                 .map_err(|m| TokenError::Claims(format!("rooms: {m}")))?,
         };
-        Ok(Identity { name, grant })
+        Ok(Identity {
+            name,
+            grant,
+            expires: self.exp,
+        })
     }
 }
 

@@ -95,6 +95,13 @@ impl Caller {
         }
     }
 
+    /// When the caller's token expires, as a deadline for its connection (`None`: no token).
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.0
+            .as_ref()
+            .map(|identity| tokio::time::Instant::now() + identity.remaining())
+    }
+
     /// 403 `unauthorized` unless the token allows `room`.
     pub fn check_room(&self, room: &RoomName) -> Result<(), ApiError> {
         match &self.0 {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::guard::check_origin;
+use super::ws::expiry;
 use super::{ApiError, AppState};
 use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing};
 use crate::protocol::room_name;
@@ -47,6 +48,7 @@ pub async fn events(
     let name = caller.name(query.name.as_deref())?;
     caller.check_room(&room)?;
     let permit = state.admit(peer.ip(), "sse")?;
+    let deadline = caller.deadline();
     // A reconnecting EventSource sends the last id it saw; it wins over the original `since`.
     let since = headers
         .get("last-event-id")
@@ -68,6 +70,7 @@ pub async fn events(
         tokio::select! {
             () = outbox.closing() => {}
             () = shutdown.cancelled() => outbox.close(CloseReason::Shutdown),
+            () = expiry(deadline) => outbox.close(CloseReason::Policy("token expired")),
         }
         session.disconnect().await;
         gauge.dec();

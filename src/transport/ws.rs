@@ -50,18 +50,26 @@ pub async fn chat(
     Query(query): Query<ChatQuery>,
 ) -> Response {
     match admit(&state, peer, &headers, caller, &query) {
-        Ok((name, room, access, permit)) => {
+        Ok(admitted) => {
             let frame_limit = state.config.max_frame_bytes;
             configure(ws, frame_limit).on_upgrade(move |socket| {
                 let tracker = state.tracker.clone();
-                tracker.track_future(run(socket, state, name, room, access, permit))
+                tracker.track_future(run(socket, state, admitted))
             })
         }
         Err(err) => err.into_response(),
     }
 }
 
-type Admitted = (Option<String>, Option<RoomName>, Access, ConnectionPermit);
+/// What the checks before the upgrade hand to the socket task.
+struct Admitted {
+    name: Option<String>,
+    room: Option<RoomName>,
+    access: Access,
+    /// When the connection's token expires: it is closed (1008) then.
+    deadline: Option<Instant>,
+    permit: ConnectionPermit,
+}
 
 fn admit(
     state: &AppState,
@@ -78,7 +86,13 @@ fn admit(
         caller.check_room(room)?;
     }
     let permit = state.admit(peer.ip(), "ws")?;
-    Ok((name, room, caller.access(), permit))
+    Ok(Admitted {
+        name,
+        room,
+        access: caller.access(),
+        deadline: caller.deadline(),
+        permit,
+    })
 }
 
 /// The WebSocket settings /ws and /echo share; only the size limit differs.
@@ -90,16 +104,15 @@ pub(super) fn configure(ws: WebSocketUpgrade, max_bytes: usize) -> WebSocketUpgr
         .max_write_buffer_size(max_bytes.saturating_mul(2).max(WRITE_BUFFER_BYTES * 2))
 }
 
-async fn run(
-    socket: WebSocket,
-    state: Arc<AppState>,
-    name: Option<String>,
-    room: Option<RoomName>,
-    access: Access,
-    permit: ConnectionPermit,
-) {
-    // Held until this task ends: the connection's place under the caps.
-    let _permit = permit;
+async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
+    let Admitted {
+        name,
+        room,
+        access,
+        deadline,
+        // Held until this task ends: the connection's place under the caps.
+        permit: _permit,
+    } = admitted;
     let gauge = state.metrics.connections("ws");
     gauge.inc();
     let (sink, stream) = socket.split();
@@ -111,7 +124,7 @@ async fn run(
     if let Some(room) = room {
         session.join(room, None, None).await;
     }
-    let reason = read_loop(stream, &mut session, &state).await;
+    let reason = read_loop(stream, &mut session, &state, deadline).await;
     outbox.close(reason);
     // The writer flushes what is queued (acks included) and sends the close frame.
     let _ = writer.await;
@@ -124,6 +137,7 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     session: &mut Session,
     state: &AppState,
+    deadline: Option<Instant>,
 ) -> CloseReason {
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
@@ -135,6 +149,7 @@ async fn read_loop(
             biased;
             () = state.shutdown.cancelled() => return CloseReason::Shutdown,
             () = session.outbox().closing() => return CloseReason::Normal,
+            () = expiry(deadline) => return CloseReason::Policy("token expired"),
             next = timeout(idle, stream.next()) => next,
         };
         let message = match next {
@@ -172,6 +187,14 @@ async fn read_loop(
             // tungstenite answers pings itself; any frame counts as a sign of life.
             Message::Ping(_) | Message::Pong(_) => {}
         }
+    }
+}
+
+/// Resolves at the token's expiry; never without a token.
+pub(super) async fn expiry(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
