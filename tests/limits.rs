@@ -136,6 +136,9 @@ async fn sustained_flooding_closes_1008() {
         }
     }
     assert_eq!(flooder.closed().await, Closed::Code(1008));
+    let text = metrics(server.addr).await;
+    assert!(text.contains("hubbub_flood_closes_total 1"), "{text}");
+    assert!(!text.contains("hubbub_rate_limited_total 0"), "{text}");
     server.stop().await;
 }
 

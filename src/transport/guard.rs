@@ -30,6 +30,22 @@ pub fn connections_from_fd_limit() -> usize {
     }
 }
 
+/// The address a client is counted under: its IPv4 address, or the /64 prefix of its IPv6
+/// address. One IPv6 host usually holds a whole /64, so counting single v6 addresses would let
+/// it open 2^64 times the per-IP cap. IPv4-mapped IPv6 addresses count as the IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// The connection caps: one semaphore for the whole server and a count per client IP.
 pub struct ConnectionCaps {
     global: Arc<Semaphore>,
@@ -57,6 +73,7 @@ impl ConnectionCaps {
     /// Takes a place for a connection from `ip`, or says why not: 429 `too_many_connections`
     /// when that IP is at its cap, 503 `server_full` when the server is.
     pub fn try_admit(&self, ip: IpAddr) -> Result<ConnectionPermit, ApiError> {
+        let ip = client_key(ip);
         {
             let mut counts = lock(&self.per_ip);
             let count = counts.entry(ip).or_insert(0);
@@ -94,7 +111,10 @@ impl ConnectionCaps {
     /// Connections `ip` has open now.
     #[cfg(test)]
     pub fn open(&self, ip: IpAddr) -> usize {
-        lock(&self.per_ip).get(&ip).copied().unwrap_or(0)
+        lock(&self.per_ip)
+            .get(&client_key(ip))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -265,6 +285,21 @@ mod tests {
         assert!(check_origin(&h, &allowed).is_err(), "scheme must match");
         let h = headers(Some("https://evil.example"), "chat.example");
         assert!(check_origin(&h, &["*".to_owned()]).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+        let caps = ConnectionCaps::new(10, 1);
+        let _first = caps.try_admit(a).unwrap();
+        assert!(caps.try_admit(b).is_err(), "same /64, same count");
+        assert!(caps.try_admit(c).is_ok());
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl AppState {
     /// Charges one API request to `ip`'s bucket.
     fn charge_api(&self, ip: IpAddr) -> Result<(), ApiError> {
         match &self.api_limiter {
-            Some(limiter) => limiter.check(ip),
+            Some(limiter) => limiter.check(ip).inspect_err(|_| {
+                self.metrics.rate_limited.inc();
+            }),
             None => Ok(()),
         }
     }

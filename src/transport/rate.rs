@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::ApiError;
+use super::guard::client_key;
 use crate::config::Config;
 use crate::protocol::{ClientFrame, ErrorCode};
 
@@ -128,7 +129,7 @@ impl ApiLimiter {
         })
     }
 
-    /// Charges one request from `ip`: 429 `rate_limited` when over.
+    /// Charges one request from `ip` (IPv6: its /64): 429 `rate_limited` when over.
     pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
         if self.limiter.len() > PRUNE_ABOVE {
             // Addresses whose bucket is full again carry no information; forget them so a scan
@@ -136,7 +137,7 @@ impl ApiLimiter {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }
-        self.limiter.check_key(&ip).map_err(|_| {
+        self.limiter.check_key(&client_key(ip)).map_err(|_| {
             ApiError::new(
                 ErrorCode::RateLimited,
                 "too many requests from this address; slow down",

@@ -165,6 +165,9 @@ async fn read_loop(
                     .as_ref()
                     .map_or(FrameKind::Other, |request| FrameKind::of(&request.frame));
                 let verdict = limiter.as_mut().map_or(Verdict::Allow, |l| l.check(kind));
+                if verdict != Verdict::Allow {
+                    state.metrics.rate_limited.inc();
+                }
                 match (verdict, parsed) {
                     (Verdict::Allow, Ok(request)) => session.handle(request).await,
                     (Verdict::Allow, Err(rejection)) => session.reject(&rejection),
@@ -178,6 +181,7 @@ async fn read_loop(
                     }),
                     (Verdict::Drop, _) => {}
                     (Verdict::Abuse, _) => {
+                        state.metrics.flood_closes.inc();
                         return CloseReason::Policy("sustained flooding over the rate limit");
                     }
                 }
