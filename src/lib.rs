@@ -70,7 +70,11 @@ pub async fn serve(
         stop_committer.clone(),
     );
     let grace = config.shutdown_grace;
-    let header_timeout = config.header_timeout;
+    let timeouts = transport::HttpTimeouts {
+        header: config.header_timeout,
+        dead_peer: config.idle_timeout,
+        grace,
+    };
     let max_connections = config
         .max_connections
         .unwrap_or_else(transport::connections_from_fd_limit);
@@ -93,7 +97,7 @@ pub async fn serve(
     info!(addr = %listener.local_addr()?, database = ?"sqlite", "hubbub listening");
 
     let stop = stop_sockets.clone();
-    transport::serve_http(listener, app, header_timeout, grace, async move {
+    transport::serve_http(listener, app, timeouts, async move {
         shutdown.await;
         info!("shutting down");
         stop.cancel();

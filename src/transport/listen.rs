@@ -3,7 +3,9 @@
 //! silence) would hold a socket and a task forever. hyper's HTTP/1.1 `header_read_timeout` closes
 //! such a connection, and the same timer closes keep-alive connections that sit idle.
 //!
-//! Each connection gets TCP_NODELAY, the client's address as `ConnectInfo` (the connection caps
+//! Each connection gets TCP_NODELAY, TCP keepalive and (on Linux) TCP_USER_TIMEOUT, so a peer
+//! that vanished without a FIN or RST (a half-open connection) is found by the kernel even when
+//! no WebSocket ping would notice it (an SSE stream), the client's address as `ConnectInfo` (the connection caps
 //! and the API rate limit key on it), and upgrade support (WebSocket). On shutdown the loop stops
 //! accepting and asks every connection to finish its current request and close; upgraded sockets
 //! are no longer HTTP connections and are shut down by the socket tasks themselves.
@@ -24,7 +26,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -34,15 +37,31 @@ use tracing::{debug, error, warn};
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then waits up to `grace` for in-flight
-/// HTTP requests (SSE streams included) to finish.
+/// Timeouts of the HTTP server loop.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpTimeouts {
+    /// How long a client may take to send a request's headers.
+    pub header: Duration,
+    /// How long a peer may leave sent data unacknowledged, or stay idle without answering TCP
+    /// keepalive probes, before the kernel drops the connection.
+    pub dead_peer: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub grace: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits up to `timeouts.grace` for
+/// in-flight HTTP requests (SSE streams included) to finish.
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
-    header_timeout: Duration,
-    grace: Duration,
+    timeouts: HttpTimeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let HttpTimeouts {
+        header: header_timeout,
+        dead_peer,
+        grace,
+    } = timeouts;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -69,6 +88,9 @@ pub async fn serve_http(
         // delayed ACK (Nagle), adding ~40 ms to every ack.
         if let Err(err) = tcp.set_nodelay(true) {
             warn!(cause = %err, "could not set TCP_NODELAY");
+        }
+        if let Err(err) = detect_dead_peers(&tcp, dead_peer) {
+            warn!(cause = %err, "could not set TCP keepalive");
         }
         let service = app.clone().map_request(move |request: Request<Incoming>| {
             let mut request = request.map(Body::new);
@@ -105,6 +127,25 @@ pub async fn serve_http(
             "HTTP connections still open after the grace period"
         );
     }
+    Ok(())
+}
+
+/// Lets the kernel drop a connection whose peer is gone: keepalive probes start after
+/// `dead_peer` of silence (every `dead_peer / 4`, 4 tries), and on Linux TCP_USER_TIMEOUT drops
+/// a connection whose sent data stays unacknowledged for `dead_peer`.
+fn detect_dead_peers(tcp: &TcpStream, dead_peer: Duration) -> io::Result<()> {
+    let socket = SockRef::from(tcp);
+    // Keepalive timers have whole-second granularity.
+    let dead_peer = dead_peer.max(Duration::from_secs(1));
+    let probe_every = (dead_peer / 4).max(Duration::from_secs(1));
+    socket.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(dead_peer)
+            .with_interval(probe_every)
+            .with_retries(4),
+    )?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(dead_peer))?;
     Ok(())
 }
 
