@@ -70,14 +70,16 @@ pub async fn serve(
         stop_committer.clone(),
     );
     let grace = config.shutdown_grace;
-    let timeouts = transport::HttpTimeouts {
-        header: config.header_timeout,
-        dead_peer: config.idle_timeout,
-        grace,
-    };
     let max_connections = config
         .max_connections
         .unwrap_or_else(transport::connections_from_fd_limit);
+    let http = transport::HttpSettings {
+        header: config.header_timeout,
+        dead_peer: config.idle_timeout,
+        grace,
+        max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+    };
     info!(
         max_connections,
         per_ip = config.max_connections_per_ip,
@@ -97,7 +99,7 @@ pub async fn serve(
     info!(addr = %listener.local_addr()?, database = ?"sqlite", "hubbub listening");
 
     let stop = stop_sockets.clone();
-    transport::serve_http(listener, app, timeouts, async move {
+    transport::serve_http(listener, app, http, async move {
         shutdown.await;
         info!("shutting down");
         stop.cancel();

@@ -402,3 +402,29 @@ async fn oversized_api_body_is_413() {
     assert_eq!(history_len(server.addr, "r").await, 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn plain_http_connections_over_the_per_ip_cap_are_closed_with_503() {
+    let server = start_server_with(|c| c.max_connections_per_ip = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(server.addr).await.unwrap());
+    }
+    // The fourth idle connection from the same address is answered 503 and closed at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut fourth = socket.connect(server.addr).await.unwrap();
+    let mut buffer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), fourth.read_to_end(&mut buffer))
+        .await
+        .expect("closed at once")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buffer).starts_with("HTTP/1.1 503"));
+    // Other addresses are served.
+    let health = http().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(held);
+    server.stop().await;
+}

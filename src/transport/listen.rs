@@ -31,15 +31,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use super::guard::ConnectionCaps;
 use tracing::{debug, error, warn};
 
 /// Pause after an accept error other than a reset (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Timeouts of the HTTP server loop.
+/// Settings of the HTTP server loop.
 #[derive(Debug, Clone, Copy)]
-pub struct HttpTimeouts {
+pub struct HttpSettings {
     /// How long a client may take to send a request's headers.
     pub header: Duration,
     /// How long a peer may leave sent data unacknowledged, or stay idle without answering TCP
@@ -47,21 +49,38 @@ pub struct HttpTimeouts {
     pub dead_peer: Duration,
     /// How long shutdown waits for in-flight requests.
     pub grace: Duration,
+    /// Plain HTTP connections (not yet upgraded) the server holds at once.
+    pub max_connections: usize,
+    /// Plain HTTP connections one client address holds at once.
+    pub max_connections_per_ip: usize,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then waits up to `timeouts.grace` for
+/// Answer to a TCP connection over the HTTP connection caps: written without waiting (it fits in
+/// any socket buffer), then the socket is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\
+connection: close\r\nretry-after: 1\r\n\r\n";
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits up to `settings.grace` for
 /// in-flight HTTP requests (SSE streams included) to finish.
+///
+/// Plain HTTP connections are capped like sockets (globally and per client address), with their
+/// own counts: without that, one address could hold thousands of connections that each send a
+/// header byte every few seconds, and run the process out of file descriptors. A connection over
+/// the cap gets a bare 503 and is closed at once. An upgraded connection leaves this count (its
+/// HTTP connection ends) and is held by the socket caps instead.
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
-    timeouts: HttpTimeouts,
+    settings: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let HttpTimeouts {
+    let HttpSettings {
         header: header_timeout,
         dead_peer,
         grace,
-    } = timeouts;
+        ..
+    } = settings;
+    let caps = ConnectionCaps::new(settings.max_connections, settings.max_connections_per_ip);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -84,6 +103,14 @@ pub async fn serve_http(
                 }
             },
         };
+        let permit = match caps.try_admit(remote.ip()) {
+            Ok(permit) => permit,
+            Err(err) => {
+                debug!(%remote, code = err.code.as_str(), "HTTP connection refused");
+                let _ = tcp.try_write(OVER_CAPACITY);
+                continue;
+            }
+        };
         // Without TCP_NODELAY a `msg` and its `ack` written back to back wait on the peer's
         // delayed ACK (Nagle), adding ~40 ms to every ack.
         if let Err(err) = tcp.set_nodelay(true) {
@@ -102,6 +129,7 @@ pub async fn serve_http(
             .with_upgrades();
         let stop = stop.clone();
         connections.spawn(async move {
+            let _permit = permit;
             let mut connection = pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,

@@ -36,7 +36,7 @@ use crate::web;
 
 pub use error::ApiError;
 pub use guard::connections_from_fd_limit;
-pub use listen::{HttpTimeouts, serve_http};
+pub use listen::{HttpSettings, serve_http};
 
 use guard::{ConnectionCaps, ConnectionPermit};
 use rate::ApiLimiter;
