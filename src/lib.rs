@@ -79,6 +79,10 @@ pub async fn serve(
         grace,
         max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        refused: metrics
+            .connections_refused
+            .get_or_create(&metrics::TransportLabel { transport: "http" })
+            .clone(),
     };
     info!(
         max_connections,

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 /// Label for per-transport series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
-    /// `ws`, `sse` or `echo`.
+    /// `ws`, `sse` or `echo` (and `http` for plain connections refused at accept).
     pub transport: &'static str,
 }
 

@@ -422,6 +422,11 @@ async fn plain_http_connections_over_the_per_ip_cap_are_closed_with_503() {
         .expect("closed at once")
         .unwrap();
     assert!(String::from_utf8_lossy(&buffer).starts_with("HTTP/1.1 503"));
+    let text = metrics(server.addr).await;
+    assert!(
+        text.contains(r#"hubbub_connections_refused_total{transport="http"} 1"#),
+        "{text}"
+    );
     // Other addresses are served.
     let health = http().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);

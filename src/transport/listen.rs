@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -40,7 +41,7 @@ use tracing::{debug, error, warn};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Settings of the HTTP server loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// How long a client may take to send a request's headers.
     pub header: Duration,
@@ -53,6 +54,8 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Plain HTTP connections one client address holds at once.
     pub max_connections_per_ip: usize,
+    /// Counts connections refused at accept (`connections_refused{transport="http"}`).
+    pub refused: Counter,
 }
 
 /// Answer to a TCP connection over the HTTP connection caps: written without waiting (it fits in
@@ -78,6 +81,7 @@ pub async fn serve_http(
         header: header_timeout,
         dead_peer,
         grace,
+        refused,
         ..
     } = settings;
     let caps = ConnectionCaps::new(settings.max_connections, settings.max_connections_per_ip);
@@ -107,6 +111,7 @@ pub async fn serve_http(
             Ok(permit) => permit,
             Err(err) => {
                 debug!(%remote, code = err.code.as_str(), "HTTP connection refused");
+                refused.inc();
                 let _ = tcp.try_write(OVER_CAPACITY);
                 continue;
             }
