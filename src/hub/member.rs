@@ -4,10 +4,11 @@
 //! connection is marked for closing (1013) instead of slowing the room down. The transport's
 //! writer task drains the queue in batches, so several queued frames can leave in one write.
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// One encoded frame on its way to a client. The JSON bytes are shared by every recipient.
@@ -94,74 +95,125 @@ pub enum Pushed {
     Closed,
 }
 
+/// Frames a drained queue keeps room for; beyond this an emptied queue gives its memory back, so
+/// a connection that once saw a burst does not hold that burst's buffer while idle.
+const RETAINED_CAPACITY: usize = 8;
+
 struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a frame is queued (the writer waits on it).
+    queued: Notify,
+    /// Signalled when the writer takes frames (a `send` waiting for room waits on it).
+    drained: Notify,
     closing: CancellationToken,
-    reason: Mutex<Option<CloseReason>>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Outgoing>,
+    reason: Option<CloseReason>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Plain data behind the lock: recovering from a poisoned lock is safe.
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn close(&self, reason: CloseReason) {
+        self.lock().reason.get_or_insert(reason);
+        self.closing.cancel();
+        // Wake a `send` waiting for room so it sees the close.
+        self.drained.notify_waiters();
+    }
 }
 
 /// The sending side of a connection's queue, held by the hub for every room the connection is in.
+///
+/// A `Mutex<VecDeque>` with two `Notify`s rather than a tokio mpsc channel: the channel allocates
+/// a 32-slot block up front, which is a large share of an idle connection's memory.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
     shared: Arc<Shared>,
 }
 
 /// The writer task's side of the queue.
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
 }
 
 impl Outbox {
     /// A queue holding at most `capacity` frames.
     pub fn new(capacity: usize) -> (Outbox, OutboxReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            queued: Notify::new(),
+            drained: Notify::new(),
             closing: CancellationToken::new(),
-            reason: Mutex::new(None),
+            capacity: capacity.max(1),
         });
         (
             Outbox {
-                tx,
                 shared: shared.clone(),
             },
-            OutboxReceiver { rx, shared },
+            OutboxReceiver { shared },
         )
     }
 
     /// Queues a frame without ever waiting; a full queue closes the connection as a slow consumer.
     pub fn push(&self, frame: Outgoing) -> Pushed {
-        if self.shared.closing.is_cancelled() {
-            return Pushed::Closed;
-        }
-        match self.tx.try_send(frame) {
+        match self.try_push(frame) {
             Ok(()) => Pushed::Queued,
-            Err(TrySendError::Full(_)) => {
+            Err(_) if self.shared.closing.is_cancelled() => Pushed::Closed,
+            Err(_) => {
                 self.close(CloseReason::SlowConsumer);
                 Pushed::Overflowed
             }
-            Err(TrySendError::Closed(_)) => Pushed::Closed,
         }
+    }
+
+    /// Queues `frame` if the connection is open and the queue has room; gives it back otherwise.
+    fn try_push(&self, frame: Outgoing) -> Result<(), Outgoing> {
+        if self.shared.closing.is_cancelled() {
+            return Err(frame);
+        }
+        {
+            let mut state = self.shared.lock();
+            if state.frames.len() >= self.shared.capacity {
+                return Err(frame);
+            }
+            state.frames.push_back(frame);
+        }
+        self.shared.queued.notify_one();
+        Ok(())
     }
 
     /// Queues a frame, waiting for room: only for a connection's own bulk answers (replay,
     /// history), where waiting slows nobody but that connection.
-    pub async fn send(&self, frame: Outgoing) -> bool {
-        if self.shared.closing.is_cancelled() {
-            return false;
-        }
-        tokio::select! {
-            sent = self.tx.send(frame) => sent.is_ok(),
-            () = self.shared.closing.cancelled() => false,
+    pub async fn send(&self, mut frame: Outgoing) -> bool {
+        loop {
+            let drained = self.shared.drained.notified();
+            tokio::pin!(drained);
+            // Register before trying, so a drain between the try and the wait is not missed.
+            drained.as_mut().enable();
+            match self.try_push(frame) {
+                Ok(()) => return true,
+                Err(_) if self.shared.closing.is_cancelled() => return false,
+                Err(back) => frame = back,
+            }
+            tokio::select! {
+                () = drained => {}
+                () = self.shared.closing.cancelled() => return false,
+            }
         }
     }
 
     /// Starts closing the connection; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
-        if let Ok(mut slot) = self.shared.reason.lock() {
-            slot.get_or_insert(reason);
-        }
-        self.shared.closing.cancel();
+        self.shared.close(reason);
     }
 
     /// Whether the connection is closing.
@@ -176,14 +228,39 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
-    /// Waits for at least one frame and takes up to `limit`; 0 means every sender is gone.
-    pub async fn recv_many(&mut self, buffer: &mut Vec<Outgoing>, limit: usize) -> usize {
-        self.rx.recv_many(buffer, limit).await
+    /// Waits for the next frame. Returns `None` only once the connection is closing and the queue
+    /// is empty.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        loop {
+            if let Some(frame) = self.try_recv() {
+                return Some(frame);
+            }
+            if self.shared.closing.is_cancelled() {
+                return None;
+            }
+            // `notify_one` keeps a permit when nobody waits, so a push between the check above
+            // and this wait still wakes us.
+            tokio::select! {
+                () = self.shared.queued.notified() => {}
+                () = self.shared.closing.cancelled() => {}
+            }
+        }
     }
 
-    /// Takes a frame if one is queued, for the final flush before a close.
+    /// Takes a frame if one is queued: the writer drains what is queued after each wake-up.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
-        self.rx.try_recv().ok()
+        let frame = {
+            let mut state = self.shared.lock();
+            let frame = state.frames.pop_front();
+            if state.frames.is_empty() && state.frames.capacity() > RETAINED_CAPACITY {
+                state.frames.shrink_to(RETAINED_CAPACITY);
+            }
+            frame
+        };
+        if frame.is_some() {
+            self.shared.drained.notify_waiters();
+        }
+        frame
     }
 
     /// A token cancelled once the connection starts closing; a clone, so a task can wait on it
@@ -195,10 +272,9 @@ impl OutboxReceiver {
     /// Why the connection is closing (`Normal` when no reason was recorded).
     pub fn reason(&self) -> CloseReason {
         self.shared
-            .reason
             .lock()
-            .ok()
-            .and_then(|slot| slot.clone())
+            .reason
+            .clone()
             .unwrap_or(CloseReason::Normal)
     }
 }
@@ -207,10 +283,7 @@ impl Drop for OutboxReceiver {
     /// A dropped receiver means the client is gone (e.g. an SSE stream the browser closed): tell
     /// the session so it leaves its rooms.
     fn drop(&mut self) {
-        if let Ok(mut slot) = self.shared.reason.lock() {
-            slot.get_or_insert(CloseReason::Normal);
-        }
-        self.shared.closing.cancel();
+        self.shared.close(CloseReason::Normal);
     }
 }
 

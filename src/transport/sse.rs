@@ -2,7 +2,6 @@
 //! receive-only session joined to one room; it streams the same JSON frames a WebSocket member
 //! gets, with the message id as the SSE event id so `Last-Event-ID` resumes without gaps.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +19,6 @@ use super::ws::expiry;
 use super::{ApiError, AppState};
 use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing};
 use crate::protocol::room_name;
-
-/// Frames taken from the outbox per wake-up.
-const READ_BATCH: usize = 64;
 
 /// Query of `GET /events`.
 #[derive(Debug, Deserialize)]
@@ -82,39 +78,27 @@ pub async fn events(
 
 /// Turns the outbox into SSE events; ends when the session closes (after flushing on shutdown).
 fn stream(receiver: OutboxReceiver) -> impl Stream<Item = Result<Event, Infallible>> {
-    let state = (receiver, VecDeque::<Outgoing>::new(), false);
-    futures_util::stream::unfold(
-        state,
-        |(mut receiver, mut pending, mut closed)| async move {
-            loop {
-                if let Some(frame) = pending.pop_front() {
-                    return Some((Ok(to_event(&frame)), (receiver, pending, closed)));
-                }
-                if closed {
+    futures_util::stream::unfold((receiver, false), |(mut receiver, closed)| async move {
+        if closed {
+            let frame = receiver.try_recv()?;
+            return Some((Ok(to_event(&frame)), (receiver, true)));
+        }
+        let closing = receiver.closing();
+        tokio::select! {
+            biased;
+            () = closing.cancelled() => {
+                if !receiver.reason().flushes_queue() {
                     return None;
                 }
-                let mut batch = Vec::with_capacity(READ_BATCH);
-                let closing = receiver.closing();
-                tokio::select! {
-                    biased;
-                    () = closing.cancelled() => {
-                        closed = true;
-                        if receiver.reason().flushes_queue() {
-                            while let Some(frame) = receiver.try_recv() {
-                                pending.push_back(frame);
-                            }
-                        }
-                    }
-                    received = receiver.recv_many(&mut batch, READ_BATCH) => {
-                        if received == 0 {
-                            closed = true;
-                        }
-                        pending.extend(batch);
-                    }
-                }
+                let frame = receiver.try_recv()?;
+                Some((Ok(to_event(&frame)), (receiver, true)))
             }
-        },
-    )
+            frame = receiver.recv() => {
+                let frame = frame?;
+                Some((Ok(to_event(&frame)), (receiver, false)))
+            }
+        }
+    })
 }
 
 fn to_event(frame: &Outgoing) -> Event {

@@ -23,8 +23,9 @@ use crate::protocol::{ErrorCode, Limits, Rejection, RoomName, parse_client_frame
 
 /// Frames taken from the outbox per write: several frames leave in one flush under load.
 const WRITE_BATCH: usize = 64;
-/// tungstenite's read buffer; its 128 KiB default would dominate an idle connection's memory.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite's initial read buffer; its 128 KiB default would dominate an idle connection's
+/// memory. Larger frames grow it on demand.
+const READ_BUFFER_BYTES: usize = 512;
 /// Bytes buffered before tungstenite writes to the socket on its own (we flush per batch anyway).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// How long a close handshake or final flush may take before the socket is dropped.
@@ -169,7 +170,9 @@ async fn read_loop(
                     state.metrics.rate_limited.inc();
                 }
                 match (verdict, parsed) {
-                    (Verdict::Allow, Ok(request)) => session.handle(request).await,
+                    // Boxed so an idle connection's task does not carry the largest command's
+                    // state.
+                    (Verdict::Allow, Ok(request)) => Box::pin(session.handle(request)).await,
                     (Verdict::Allow, Err(rejection)) => session.reject(&rejection),
                     (Verdict::Reject, parsed) => session.reject(&Rejection {
                         code: ErrorCode::RateLimited,
@@ -220,21 +223,18 @@ async fn write_loop(
     mut receiver: OutboxReceiver,
     ping_every: Duration,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
     let closing = receiver.closing();
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     loop {
         tokio::select! {
             biased;
             () = closing.cancelled() => break,
-            received = receiver.recv_many(&mut batch, WRITE_BATCH) => {
-                if received == 0 {
-                    break;
-                }
+            frame = receiver.recv() => {
+                let Some(frame) = frame else { break };
                 // A peer that stops reading blocks this write; the hub then closes the outbox
                 // (slow consumer) and we stop waiting.
                 let written = tokio::select! {
-                    result = write_batch(&mut sink, &mut batch) => result,
+                    result = write_queued(&mut sink, &mut receiver, frame) => result,
                     () = closing.cancelled() => break,
                 };
                 if written.is_err() {
@@ -250,11 +250,13 @@ async fn write_loop(
     }
     let reason = receiver.reason();
     if reason.flushes_queue() {
-        batch.clear();
-        while let Some(frame) = receiver.try_recv() {
-            batch.push(frame);
-        }
-        let _ = timeout(CLOSE_TIMEOUT, write_batch(&mut sink, &mut batch)).await;
+        let flush = async {
+            while let Some(frame) = receiver.try_recv() {
+                write_queued(&mut sink, &mut receiver, frame).await?;
+            }
+            Ok::<(), axum::Error>(())
+        };
+        let _ = timeout(CLOSE_TIMEOUT, flush).await;
     }
     let close = Message::Close(Some(CloseFrame {
         code: reason.code(),
@@ -263,14 +265,23 @@ async fn write_loop(
     let _ = timeout(CLOSE_TIMEOUT, sink.send(close)).await;
 }
 
-async fn write_batch(
+/// Writes `first` and up to `WRITE_BATCH - 1` more queued frames, then flushes once: under load
+/// several frames leave in one write, and an idle connection holds no batch buffer.
+async fn write_queued(
     sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Outgoing>,
+    receiver: &mut OutboxReceiver,
+    first: Outgoing,
 ) -> Result<(), axum::Error> {
-    for frame in batch.drain(..) {
+    let mut next = Some(first);
+    let mut fed = 0;
+    while let Some(frame) = next.take() {
         // The hub only queues UTF-8 JSON, so this conversion never fails; it only re-checks.
         if let Ok(text) = Utf8Bytes::try_from(frame.json) {
             sink.feed(Message::Text(text)).await?;
+        }
+        fed += 1;
+        if fed < WRITE_BATCH {
+            next = receiver.try_recv();
         }
     }
     sink.flush().await
