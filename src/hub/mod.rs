@@ -256,6 +256,7 @@ impl Hub {
                 name: name.to_owned(),
                 outbox: outbox.clone(),
                 held: Some(Vec::new()),
+                replayed_up_to: 0,
             },
         );
         let names = entry.member_names(self.settings().presence_limit);
@@ -276,6 +277,7 @@ impl Hub {
         else {
             return;
         };
+        member.replayed_up_to = replayed_up_to;
         for frame in member.held.take().unwrap_or_default() {
             if frame.msg_id.is_some_and(|msg_id| msg_id <= replayed_up_to) {
                 continue;

@@ -14,6 +14,11 @@ pub(crate) struct Member {
     pub outbox: Outbox,
     /// `Some` while the member's replay is being read from the store: live frames wait here.
     pub held: Option<Vec<Outgoing>>,
+    /// Highest message id the member's replay sent. A message is visible in the store once
+    /// committed but reaches the hub only when published, a moment later; one committed during
+    /// the replay and delivered after it ended is already in the replay and must not be queued
+    /// again.
+    pub replayed_up_to: u64,
 }
 
 /// The members of one room on this node.
@@ -40,6 +45,12 @@ impl Room {
         let mut result = FanOut::default();
         for (id, member) in &mut self.members {
             if Some(*id) == skip {
+                continue;
+            }
+            if frame
+                .msg_id
+                .is_some_and(|msg_id| msg_id <= member.replayed_up_to)
+            {
                 continue;
             }
             match &mut member.held {
@@ -74,5 +85,38 @@ impl Room {
             .collect();
         names.sort();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(id: u64) -> Outgoing {
+        Outgoing {
+            json: Bytes::from_static(b"{}"),
+            msg_id: Some(id),
+        }
+    }
+
+    #[test]
+    fn message_already_replayed_is_not_queued_again() {
+        let (outbox, mut receiver) = Outbox::new(8);
+        let mut room = Room::default();
+        room.members.insert(
+            1,
+            Member {
+                name: "a".into(),
+                outbox,
+                held: None,
+                replayed_up_to: 5,
+            },
+        );
+        // Committed during the replay (so replayed), published after it ended.
+        room.fan_out(&msg(5), None, 8);
+        room.fan_out(&msg(6), None, 8);
+        assert_eq!(receiver.try_recv().and_then(|f| f.msg_id), Some(6));
+        assert!(receiver.try_recv().is_none());
     }
 }
