@@ -365,3 +365,47 @@ async fn connection_is_closed_when_its_token_expires() {
     assert_eq!(client.closed().await, common::Closed::Code(1008));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn binary_flags_turn_on_auth_caps_and_rate_limits() {
+    let (_dir, data) = common::scratch();
+    let port = common::free_port();
+    let server = common::Binary::start(
+        &data,
+        port,
+        &[
+            "--auth-secret",
+            SECRET,
+            "--max-connections-per-ip",
+            "1",
+            "--rate-limit",
+            "1",
+            "--rate-burst",
+            "1",
+            "--allowed-origin",
+            "https://app.example",
+        ],
+    )
+    .await;
+    let (status, _) = refusal(try_connect(server.addr, "/ws", &[], None).await);
+    assert_eq!(status, 401, "--auth-secret");
+    let path = format!("/ws?token={}", token("alice", None));
+    let app = [("Origin", "https://app.example")];
+    let mut alice = try_connect(server.addr, &path, &app, None).await.unwrap();
+    assert_eq!(alice.recv().await["data"]["name"], "alice");
+    let (status, _) = refusal(try_connect(server.addr, &path, &[], None).await);
+    assert_eq!(status, 429, "--max-connections-per-ip");
+    alice.join("r").await;
+    alice
+        .send(json!({"type": "msg", "room": "r", "data": "1"}))
+        .await;
+    alice
+        .send(json!({"type": "msg", "room": "r", "data": "2", "ref": "second"}))
+        .await;
+    let error = alice.recv_type("error").await;
+    assert_eq!(
+        error["data"]["code"], "rate_limited",
+        "--rate-limit overrides the env"
+    );
+    assert_eq!(error["ref"], "second");
+}

@@ -405,14 +405,15 @@ async fn oversized_api_body_is_413() {
 
 #[tokio::test]
 async fn plain_http_connections_over_the_per_ip_cap_are_closed_with_503() {
+    // Plain HTTP connections get the per-address cap plus 32 (HTTP_HEADROOM).
     let server = start_server_with(|c| c.max_connections_per_ip = 3).await;
     let mut held = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..3 + 32 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         held.push(socket.connect(server.addr).await.unwrap());
     }
-    // The fourth idle connection from the same address is answered 503 and closed at once.
+    // The next idle connection from the same address is answered 503 and closed at once.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let mut fourth = socket.connect(server.addr).await.unwrap();

@@ -3,12 +3,13 @@
 //! silence) would hold a socket and a task forever. hyper's HTTP/1.1 `header_read_timeout` closes
 //! such a connection, and the same timer closes keep-alive connections that sit idle.
 //!
-//! Each connection gets TCP_NODELAY, TCP keepalive and (on Linux) TCP_USER_TIMEOUT, so a peer
-//! that vanished without a FIN or RST (a half-open connection) is found by the kernel even when
-//! no WebSocket ping would notice it (an SSE stream), the client's address as `ConnectInfo` (the connection caps
-//! and the API rate limit key on it), and upgrade support (WebSocket). On shutdown the loop stops
-//! accepting and asks every connection to finish its current request and close; upgraded sockets
-//! are no longer HTTP connections and are shut down by the socket tasks themselves.
+//! Each connection gets TCP_NODELAY; TCP keepalive and (on Linux) TCP_USER_TIMEOUT, so a peer
+//! that vanished without a FIN or RST (a half-open connection) is found by the kernel even where
+//! no WebSocket ping would notice it (an SSE stream); the client's address as `ConnectInfo` (the
+//! connection caps and the API rate limit key on it); and upgrade support (WebSocket). On
+//! shutdown the loop stops accepting and asks every connection to finish its current request and
+//! close; upgraded sockets are no longer HTTP connections and are shut down by the socket tasks
+//! themselves.
 //!
 //! Only HTTP/1.1 is served: browsers speak HTTP/2 only over TLS, which a reverse proxy terminates
 //! in front of hubbub, and cleartext HTTP/2 would bypass the header timeout.
@@ -58,6 +59,12 @@ pub struct HttpSettings {
     pub refused: Counter,
 }
 
+/// Plain HTTP connections allowed beyond the socket caps. A connection that upgrades leaves the
+/// HTTP count a moment after its upgrade is answered, so without headroom a client reconnecting
+/// at once could be refused here instead of getting the upgrade handler's 429/503 with its JSON
+/// body. Within the fd headroom the default global cap keeps.
+pub const HTTP_HEADROOM: usize = 32;
+
 /// Answer to a TCP connection over the HTTP connection caps: written without waiting (it fits in
 /// any socket buffer), then the socket is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\
@@ -66,11 +73,12 @@ connection: close\r\nretry-after: 1\r\n\r\n";
 /// Serves `app` on `listener` until `shutdown` resolves, then waits up to `settings.grace` for
 /// in-flight HTTP requests (SSE streams included) to finish.
 ///
-/// Plain HTTP connections are capped like sockets (globally and per client address), with their
-/// own counts: without that, one address could hold thousands of connections that each send a
-/// header byte every few seconds, and run the process out of file descriptors. A connection over
-/// the cap gets a bare 503 and is closed at once. An upgraded connection leaves this count (its
-/// HTTP connection ends) and is held by the socket caps instead.
+/// Plain HTTP connections are capped like sockets (globally and per client address, plus
+/// [`HTTP_HEADROOM`]), with their own counts: without that, one address could hold thousands of
+/// connections that each send a header byte every few seconds, and run the process out of file
+/// descriptors. A connection over the cap gets a bare 503 and is closed at once. An upgraded
+/// connection leaves this count (its HTTP connection ends) and is held by the socket caps
+/// instead.
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
@@ -84,7 +92,12 @@ pub async fn serve_http(
         refused,
         ..
     } = settings;
-    let caps = ConnectionCaps::new(settings.max_connections, settings.max_connections_per_ip);
+    let caps = ConnectionCaps::new(
+        settings.max_connections.saturating_add(HTTP_HEADROOM),
+        settings
+            .max_connections_per_ip
+            .saturating_add(HTTP_HEADROOM),
+    );
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

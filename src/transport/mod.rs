@@ -88,7 +88,7 @@ impl AppState {
                 .connections_refused
                 .get_or_create(&crate::metrics::TransportLabel { transport })
                 .inc();
-            tracing::info!(%ip, transport, code = err.code.as_str(), "connection refused");
+            tracing::debug!(%ip, transport, code = err.code.as_str(), "connection refused");
         })
     }
 
