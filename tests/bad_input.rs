@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Closed, api_post, http, start_server, start_server_with};
+use common::{Closed, api_post, get_json, http, start_server, start_server_with};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -80,14 +80,7 @@ async fn text_over_the_limit_is_too_long_and_nothing_is_stored_or_broadcast() {
     other
         .assert_no("msg", std::time::Duration::from_millis(200))
         .await;
-    let history: Value = http()
-        .get(server.url("/api/rooms/r/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = get_json(server.url("/api/rooms/r/messages")).await;
     assert_eq!(history["messages"], json!([]));
     // Exactly at the limit is fine.
     let ack = sender.post("r", &"y".repeat(100)).await;

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Binary, Closed, api_post, free_port, http, scratch};
+use common::{Binary, Closed, api_post, free_port, get_json, scratch};
 use serde_json::{Value, json};
 
 async fn stored_ids(addr: std::net::SocketAddr, room: &str) -> BTreeMap<u64, String> {
@@ -17,7 +17,7 @@ async fn stored_ids(addr: std::net::SocketAddr, room: &str) -> BTreeMap<u64, Str
             Some(b) => format!("http://{addr}/api/rooms/{room}/messages?limit=200&before={b}"),
             None => format!("http://{addr}/api/rooms/{room}/messages?limit=200"),
         };
-        let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        let page: Value = get_json(url).await;
         let messages = page["messages"].as_array().unwrap();
         for m in messages {
             ids.insert(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{api_post, http, start_server};
+use common::{api_post, get_json, get_text, http, start_server};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -44,14 +44,7 @@ async fn history_route_pages_oldest_first_with_has_more() {
     for i in 1..=7 {
         api_post(server.addr, "r", "a", &format!("m{i}")).await;
     }
-    let page: Value = http()
-        .get(server.url("/api/rooms/r/messages?limit=3"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(server.url("/api/rooms/r/messages?limit=3")).await;
     let ids: Vec<u64> = page["messages"]
         .as_array()
         .unwrap()
@@ -64,14 +57,7 @@ async fn history_route_pages_oldest_first_with_has_more() {
         page["messages"][0],
         json!({"room": "r", "id": 5, "ts": page["messages"][0]["ts"], "from": "a", "data": "m5"})
     );
-    let older: Value = http()
-        .get(server.url("/api/rooms/r/messages?before=5&limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let older: Value = get_json(server.url("/api/rooms/r/messages?before=5&limit=10")).await;
     assert_eq!(older["messages"].as_array().unwrap().len(), 4);
     assert_eq!(older["has_more"], false);
     server.stop().await;
@@ -98,14 +84,7 @@ async fn rooms_route_lists_members_and_last_id() {
     api_post(server.addr, "stored", "a", "y").await;
     let mut client = server.client("").await;
     client.join("live").await;
-    let rooms: Value = http()
-        .get(server.url("/api/rooms"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rooms: Value = get_json(server.url("/api/rooms")).await;
     assert_eq!(
         rooms,
         json!([
@@ -131,14 +110,7 @@ async fn metrics_report_connections_rooms_messages_and_store_latency() {
     let mut client = server.client("").await;
     client.join("r").await;
     client.post("r", "counted").await;
-    let text = http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(server.url("/metrics")).await;
     assert!(
         text.contains("hubbub_connections{transport=\"ws\"} 1"),
         "{text}"

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Closed, http, start_server_with};
+use common::{Client, Closed, get_text, start_server_with};
 use serde_json::json;
 
 #[tokio::test]
@@ -41,14 +41,7 @@ async fn member_that_stops_reading_is_closed_1013_and_others_get_everything() {
         .expect("the healthy member keeps up")
         .unwrap();
 
-    let metrics = http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(server.url("/metrics")).await;
     assert!(
         metrics.contains("hubbub_slow_consumer_closes_total 1"),
         "{metrics}"

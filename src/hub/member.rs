@@ -5,11 +5,11 @@
 //! writer task drains the queue in batches, so several queued frames can leave in one write.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// One encoded frame on its way to a client. The JSON bytes are shared by every recipient.
 #[derive(Debug, Clone)]
@@ -105,7 +105,10 @@ struct Shared {
     queued: Notify,
     /// Signalled when the writer takes frames (a `send` waiting for room waits on it).
     drained: Notify,
-    closing: CancellationToken,
+    /// Set once the connection starts closing: an atomic, because every push checks it.
+    closed: AtomicBool,
+    /// Wakes every task waiting for the close.
+    closed_wakeup: Notify,
     capacity: usize,
 }
 
@@ -125,9 +128,28 @@ impl Shared {
 
     fn close(&self, reason: CloseReason) {
         self.lock().reason.get_or_insert(reason);
-        self.closing.cancel();
-        // Wake a `send` waiting for room so it sees the close.
+        self.closed.store(true, Ordering::Release);
+        self.closed_wakeup.notify_waiters();
+        // Wake the writer and any `send` waiting for room so they see the close.
+        self.queued.notify_one();
         self.drained.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    async fn wait_closed(&self) {
+        loop {
+            let wakeup = self.closed_wakeup.notified();
+            tokio::pin!(wakeup);
+            // Register before checking, so a close in between is not missed.
+            wakeup.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            wakeup.await;
+        }
     }
 }
 
@@ -152,7 +174,8 @@ impl Outbox {
             state: Mutex::new(State::default()),
             queued: Notify::new(),
             drained: Notify::new(),
-            closing: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+            closed_wakeup: Notify::new(),
             capacity: capacity.max(1),
         });
         (
@@ -167,7 +190,7 @@ impl Outbox {
     pub fn push(&self, frame: Outgoing) -> Pushed {
         match self.try_push(frame) {
             Ok(()) => Pushed::Queued,
-            Err(_) if self.shared.closing.is_cancelled() => Pushed::Closed,
+            Err(_) if self.shared.is_closed() => Pushed::Closed,
             Err(_) => {
                 self.close(CloseReason::SlowConsumer);
                 Pushed::Overflowed
@@ -177,7 +200,7 @@ impl Outbox {
 
     /// Queues `frame` if the connection is open and the queue has room; gives it back otherwise.
     fn try_push(&self, frame: Outgoing) -> Result<(), Outgoing> {
-        if self.shared.closing.is_cancelled() {
+        if self.shared.is_closed() {
             return Err(frame);
         }
         {
@@ -201,13 +224,11 @@ impl Outbox {
             drained.as_mut().enable();
             match self.try_push(frame) {
                 Ok(()) => return true,
-                Err(_) if self.shared.closing.is_cancelled() => return false,
+                Err(_) if self.shared.is_closed() => return false,
                 Err(back) => frame = back,
             }
-            tokio::select! {
-                () = drained => {}
-                () = self.shared.closing.cancelled() => return false,
-            }
+            // `close` wakes this too.
+            drained.await;
         }
     }
 
@@ -218,37 +239,34 @@ impl Outbox {
 
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
-        self.shared.closing.is_cancelled()
+        self.shared.is_closed()
     }
 
     /// Resolves once the connection starts closing, for whichever task must stop then.
     pub async fn closing(&self) {
-        self.shared.closing.cancelled().await;
+        self.shared.wait_closed().await;
     }
 }
 
 impl OutboxReceiver {
-    /// Waits for the next frame. Returns `None` only once the connection is closing and the queue
-    /// is empty.
-    pub async fn recv(&mut self) -> Option<Outgoing> {
+    /// Waits for the next frame. Returns `None` once the connection is closing: what is still
+    /// queued is then the caller's to flush (or drop) with [`OutboxReceiver::try_recv`].
+    pub async fn recv(&self) -> Option<Outgoing> {
         loop {
+            if self.shared.is_closed() {
+                return None;
+            }
             if let Some(frame) = self.try_recv() {
                 return Some(frame);
             }
-            if self.shared.closing.is_cancelled() {
-                return None;
-            }
-            // `notify_one` keeps a permit when nobody waits, so a push between the check above
-            // and this wait still wakes us.
-            tokio::select! {
-                () = self.shared.queued.notified() => {}
-                () = self.shared.closing.cancelled() => {}
-            }
+            // `notify_one` keeps a permit when nobody waits, so a push (or close) between the
+            // checks above and this wait still wakes us.
+            self.shared.queued.notified().await;
         }
     }
 
     /// Takes a frame if one is queued: the writer drains what is queued after each wake-up.
-    pub fn try_recv(&mut self) -> Option<Outgoing> {
+    pub fn try_recv(&self) -> Option<Outgoing> {
         let frame = {
             let mut state = self.shared.lock();
             let frame = state.frames.pop_front();
@@ -263,10 +281,9 @@ impl OutboxReceiver {
         frame
     }
 
-    /// A token cancelled once the connection starts closing; a clone, so a task can wait on it
-    /// while it also receives.
-    pub fn closing(&self) -> CancellationToken {
-        self.shared.closing.clone()
+    /// Resolves once the connection starts closing.
+    pub async fn closing(&self) {
+        self.shared.wait_closed().await;
     }
 
     /// Why the connection is closing (`Normal` when no reason was recorded).

@@ -78,25 +78,19 @@ pub async fn events(
 
 /// Turns the outbox into SSE events; ends when the session closes (after flushing on shutdown).
 fn stream(receiver: OutboxReceiver) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold((receiver, false), |(mut receiver, closed)| async move {
+    futures_util::stream::unfold((receiver, false), |(receiver, closed)| async move {
         if closed {
             let frame = receiver.try_recv()?;
             return Some((Ok(to_event(&frame)), (receiver, true)));
         }
-        let closing = receiver.closing();
-        tokio::select! {
-            biased;
-            () = closing.cancelled() => {
-                if !receiver.reason().flushes_queue() {
-                    return None;
-                }
+        match receiver.recv().await {
+            Some(frame) => Some((Ok(to_event(&frame)), (receiver, false))),
+            // Closing: flush what is queued only when the reason allows it.
+            None if receiver.reason().flushes_queue() => {
                 let frame = receiver.try_recv()?;
                 Some((Ok(to_event(&frame)), (receiver, true)))
             }
-            frame = receiver.recv() => {
-                let frame = frame?;
-                Some((Ok(to_event(&frame)), (receiver, false)))
-            }
+            None => None,
         }
     })
 }

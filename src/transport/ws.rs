@@ -220,22 +220,22 @@ pub(super) fn classify(err: axum::Error) -> CloseReason {
 /// Drains the outbox into the socket, pings the peer, and ends with a close frame.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut receiver: OutboxReceiver,
+    receiver: OutboxReceiver,
     ping_every: Duration,
 ) {
-    let closing = receiver.closing();
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     loop {
         tokio::select! {
             biased;
-            () = closing.cancelled() => break,
             frame = receiver.recv() => {
+                // `None`: the connection is closing.
                 let Some(frame) = frame else { break };
                 // A peer that stops reading blocks this write; the hub then closes the outbox
                 // (slow consumer) and we stop waiting.
                 let written = tokio::select! {
-                    result = write_queued(&mut sink, &mut receiver, frame) => result,
-                    () = closing.cancelled() => break,
+                    biased;
+                    result = write_queued(&mut sink, &receiver, frame) => result,
+                    () = receiver.closing() => break,
                 };
                 if written.is_err() {
                     return;
@@ -252,7 +252,7 @@ async fn write_loop(
     if reason.flushes_queue() {
         let flush = async {
             while let Some(frame) = receiver.try_recv() {
-                write_queued(&mut sink, &mut receiver, frame).await?;
+                write_queued(&mut sink, &receiver, frame).await?;
             }
             Ok::<(), axum::Error>(())
         };
@@ -269,7 +269,7 @@ async fn write_loop(
 /// several frames leave in one write, and an idle connection holds no batch buffer.
 async fn write_queued(
     sink: &mut SplitSink<WebSocket, Message>,
-    receiver: &mut OutboxReceiver,
+    receiver: &OutboxReceiver,
     first: Outgoing,
 ) -> Result<(), axum::Error> {
     let mut next = Some(first);

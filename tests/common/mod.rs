@@ -305,6 +305,16 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// GETs `url` and parses the JSON body.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// GETs `url` and returns the body text.
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Posts through the HTTP API and returns the new id.
 pub async fn api_post(addr: SocketAddr, room: &str, from: &str, text: &str) -> u64 {
     let response = http()
