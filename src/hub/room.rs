@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn message_already_replayed_is_not_queued_again() {
-        let (outbox, mut receiver) = Outbox::new(8);
+        let (outbox, receiver) = Outbox::new(8);
         let mut room = Room::default();
         room.members.insert(
             1,
