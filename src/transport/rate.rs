@@ -7,8 +7,10 @@
 //!   stored;
 //! - `typing` to its own bucket of the same size: over it the frame is dropped silently (a typing
 //!   hint is advisory; an error per extra hint would only add traffic);
-//! - everything else (`join`, `leave`, `nick`, `history`, unparsable frames) to a third bucket of
-//!   the same size: over it, `error` `rate_limited`.
+//! - everything else (`join`, `leave`, `nick`, `members`, `history`, unparsable frames) to a
+//!   third bucket with the same rate and a burst large enough to rejoin every room a connection
+//!   may be in (`--max-rooms-per-connection` + 10) after a reconnect: over it, `error`
+//!   `rate_limited`.
 //!
 //! Every refused or dropped frame counts towards abuse: more than the threshold within the
 //! window (default 10x the rate within 10 s) closes the connection with 1008.
@@ -24,6 +26,9 @@ use super::ApiError;
 use super::guard::client_key;
 use crate::config::Config;
 use crate::protocol::{ClientFrame, ErrorCode};
+
+/// Frames beyond one `join` per allowed room in the burst of the "everything else" bucket.
+const REJOIN_SLACK: u32 = 10;
 
 /// Client IPs tracked by the API limiter before idle ones are pruned.
 const PRUNE_ABOVE: usize = 10_000;
@@ -77,10 +82,19 @@ impl FrameLimiter {
     /// The limiter `config` describes; `None` when rate limiting is off.
     pub fn new(config: &Config) -> Option<Self> {
         let quota = quota(config)?;
+        // A reconnecting client rejoins every room it was in at once: the burst for `join` and
+        // friends covers the most rooms a connection may be in, plus a few requests.
+        let rejoin_burst = u32::try_from(config.hub.max_rooms_per_connection)
+            .unwrap_or(u32::MAX)
+            .saturating_add(REJOIN_SLACK);
+        let other = match NonZeroU32::new(rejoin_burst) {
+            Some(burst) if burst > quota.burst_size() => quota.allow_burst(burst),
+            _ => quota,
+        };
         Some(Self {
             posts: RateLimiter::direct(quota),
             typing: RateLimiter::direct(quota),
-            other: RateLimiter::direct(quota),
+            other: RateLimiter::direct(other),
             refusals: VecDeque::new(),
             threshold: config.abuse_threshold() as usize,
             window: config.abuse_window,
@@ -172,8 +186,11 @@ mod tests {
             assert_eq!(limiter.check(FrameKind::Post), Verdict::Allow);
         }
         assert_eq!(limiter.check(FrameKind::Post), Verdict::Reject);
-        // Separate buckets: typing and other frames still have their burst.
-        assert_eq!(limiter.check(FrameKind::Other), Verdict::Allow);
+        // Separate buckets: the rest can still rejoin every allowed room (100) at once, plus 10.
+        for _ in 0..110 {
+            assert_eq!(limiter.check(FrameKind::Other), Verdict::Allow);
+        }
+        assert_eq!(limiter.check(FrameKind::Other), Verdict::Reject);
         for _ in 0..3 {
             assert_eq!(limiter.check(FrameKind::Typing), Verdict::Allow);
         }
