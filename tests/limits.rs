@@ -434,3 +434,28 @@ async fn plain_http_connections_over_the_per_ip_cap_are_closed_with_503() {
     drop(held);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn reconnecting_client_can_rejoin_all_its_rooms_at_once() {
+    // Defaults: 10/s with a burst of 20 for posts; joins may burst to 100 rooms + 10.
+    let server = start_server_with(|c| {
+        c.rate_limit = 10;
+        c.rate_burst = 20;
+    })
+    .await;
+    let mut client = server.client("").await;
+    for i in 0..60 {
+        client
+            .send(json!({"type": "join", "room": format!("room-{i}"), "data": {"since": 0}}))
+            .await;
+    }
+    let mut joined = 0;
+    while joined < 60 {
+        let frame = client.recv().await;
+        assert_ne!(frame["type"], "error", "{frame}");
+        if frame["type"] == "joined" {
+            joined += 1;
+        }
+    }
+    server.stop().await;
+}
