@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Database: `sqlite://PATH` or a file path (default: DATA/hubbub.db).
     #[arg(long, env = "HUBBUB_DB")]
     pub db: Option<String>,
+    /// Milliseconds a commit waits on a database lock held by another process before the posts
+    /// in it fail with `store_unavailable`.
+    #[arg(long, env = "HUBBUB_DB_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_busy_timeout_ms: u64,
     /// Longest chat message text, in bytes.
     #[arg(long, env = "HUBBUB_MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,
@@ -151,6 +155,7 @@ impl ServeArgs {
             addr: self.addr,
             data_dir: self.data.clone(),
             db_path,
+            db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
             max_message_bytes: self.max_message_bytes,
             max_frame_bytes: self.max_frame_bytes,
             echo_enabled: !self.no_echo,

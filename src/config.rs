@@ -17,6 +17,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Database file; `None` means `<data_dir>/hubbub.db`.
     pub db_path: Option<PathBuf>,
+    /// How long a commit waits on a database lock held elsewhere before its posts fail with
+    /// `store_unavailable`.
+    pub db_busy_timeout: Duration,
     /// Longest message text in bytes.
     pub max_message_bytes: usize,
     /// Largest WebSocket frame or message on /ws, in bytes (over it: close 1009).
@@ -110,6 +113,7 @@ impl Default for Config {
             addr: SocketAddr::from(([0, 0, 0, 0], 3000)),
             data_dir: PathBuf::from("hubbub-data"),
             db_path: None,
+            db_busy_timeout: Duration::from_secs(5),
             max_message_bytes: 4096,
             max_frame_bytes: 64 * 1024,
             echo_enabled: true,

@@ -1,13 +1,19 @@
-//! Crashes and restarts of the real binary: acked messages survive `kill -9` with their ids, ids
-//! keep increasing across restarts, and SIGTERM closes sockets with 1001 and exits 0.
+//! Crashes and restarts of the real binary: acked messages survive `kill -9` during a burst from
+//! several concurrent posters with their ids, ids keep increasing across restarts and are never
+//! reused, and SIGTERM during a burst closes every socket with 1001, loses no acked message and
+//! exits 0.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Binary, Closed, api_post, free_port, get_json, scratch};
+use common::{Binary, Client, Closed, api_post, free_port, get_json, scratch};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 async fn stored_ids(addr: std::net::SocketAddr, room: &str) -> BTreeMap<u64, String> {
     let mut ids = BTreeMap::new();
@@ -32,43 +38,120 @@ async fn stored_ids(addr: std::net::SocketAddr, room: &str) -> BTreeMap<u64, Str
     }
 }
 
+/// What one poster saw of its burst: the acks (id, text) and how the connection ended.
+struct BurstOutcome {
+    acked: Vec<(u64, String)>,
+    close_code: Option<u16>,
+}
+
+/// Sends `count` posts to room `r` without waiting, then reads until the connection ends,
+/// counting acks in `progress` so the test can strike mid-burst.
+fn burst(
+    mut client: Client,
+    tag: &'static str,
+    count: usize,
+    progress: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<BurstOutcome> {
+    tokio::spawn(async move {
+        for i in 0..count {
+            let text = format!("{tag}-{i}");
+            client
+                .send(json!({"type": "msg", "room": "r", "data": text, "ref": text}))
+                .await;
+        }
+        let mut acked = Vec::new();
+        let close_code = loop {
+            match tokio::time::timeout(common::WAIT, client.ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                    if frame["type"] == "ack" {
+                        let text = frame["ref"].as_str().unwrap().to_owned();
+                        acked.push((frame["id"].as_u64().unwrap(), text));
+                        progress.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => {}
+                // Reset or EOF without a close frame: the process died.
+                Ok(None | Some(Err(_))) => break None,
+                Err(_) => panic!("poster {tag}: the connection neither ended nor answered"),
+            }
+        };
+        BurstOutcome { acked, close_code }
+    })
+}
+
+/// Waits until at least `n` acks have arrived across all posters.
+async fn wait_for_acks(progress: &AtomicUsize, n: usize) {
+    for _ in 0..800 {
+        if progress.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("only {} acks arrived", progress.load(Ordering::Relaxed));
+}
+
+/// Checks a restarted server's history against what was acked: every ack names a stored message
+/// with its text, no id was acked twice, and nothing is stored twice or that nobody sent.
+fn assert_acks_stored(outcomes: &[BurstOutcome], stored: &BTreeMap<u64, String>) -> usize {
+    let mut acked_ids = BTreeSet::new();
+    for outcome in outcomes {
+        for (id, text) in &outcome.acked {
+            assert!(acked_ids.insert(*id), "id {id} was acked twice");
+            assert_eq!(
+                stored.get(id),
+                Some(text),
+                "acked message {id} survived with its id"
+            );
+        }
+    }
+    let texts: BTreeSet<&String> = stored.values().collect();
+    assert_eq!(texts.len(), stored.len(), "no message is stored twice");
+    assert!(
+        stored
+            .values()
+            .all(|t| t.starts_with('p') && t.contains('-')),
+        "only sent messages are stored"
+    );
+    acked_ids.len()
+}
+
 #[tokio::test]
-async fn acked_messages_survive_kill_9_with_their_ids() {
+async fn acked_messages_survive_kill_9_during_a_concurrent_burst() {
     let (_dir, data) = scratch();
     let port = free_port();
     let server = Binary::start(&data, port, &[]).await;
-    let mut client = server.client("").await;
-    client.join("r").await;
-
-    // Post a burst without waiting for each ack, then kill the process mid-burst.
-    for i in 0..300 {
-        client
-            .send(json!({"type": "msg", "room": "r", "data": format!("m{i}"), "ref": i}))
-            .await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut posters = Vec::new();
+    for tag in ["p0", "p1", "p2", "p3"] {
+        let mut client = server.client("").await;
+        client.join("r").await;
+        posters.push(burst(client, tag, 500, progress.clone()));
     }
-    let mut acked = BTreeMap::new();
-    while acked.len() < 100 {
-        let frame = client.recv().await;
-        if frame["type"] == "ack" {
-            acked.insert(frame["id"].as_u64().unwrap(), format!("m{}", frame["ref"]));
-        }
-    }
+    // Kill the process while the posts are still being committed.
+    wait_for_acks(&progress, 200).await;
     server.signal("KILL");
     server.wait().await;
+    let mut outcomes = Vec::new();
+    for poster in posters {
+        outcomes.push(poster.await.unwrap());
+    }
+    assert!(
+        outcomes.iter().all(|o| o.close_code.is_none()),
+        "no close frame from a killed process"
+    );
 
     let server = Binary::start(&data, port, &[]).await;
     let stored = stored_ids(server.addr, "r").await;
-    for (id, text) in &acked {
-        assert_eq!(
-            stored.get(id),
-            Some(text),
-            "acked message {id} survived with its id"
-        );
-    }
+    let acked = assert_acks_stored(&outcomes, &stored);
+    eprintln!("{acked} acked of 2000 sent; {} stored", stored.len());
+    let newest = stored.keys().last().copied().unwrap_or(0);
     let next = api_post(server.addr, "r", "a", "after restart").await;
-    assert!(
-        next > *stored.keys().last().unwrap(),
-        "ids are never reused"
+    assert_eq!(
+        next,
+        newest + 1,
+        "ids continue after the newest stored one, never reused"
     );
 }
 
@@ -94,48 +177,38 @@ async fn ids_strictly_increase_across_a_restart() {
 }
 
 #[tokio::test]
-async fn sigterm_closes_sockets_with_1001_flushes_acks_and_exits_0() {
+async fn sigterm_during_a_concurrent_burst_closes_1001_loses_no_ack_and_exits_0() {
     let (_dir, data) = scratch();
     let port = free_port();
     let server = Binary::start(&data, port, &[]).await;
     let mut watcher = server.client("").await;
     watcher.join("r").await;
-    let mut poster = server.client("").await;
-    poster.join("r").await;
-    for i in 0..50 {
-        poster
-            .send(json!({"type": "msg", "room": "r", "data": format!("m{i}"), "ref": i}))
-            .await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut posters = Vec::new();
+    for tag in ["p0", "p1", "p2"] {
+        let mut client = server.client("").await;
+        client.join("r").await;
+        posters.push(burst(client, tag, 300, progress.clone()));
     }
+    wait_for_acks(&progress, 50).await;
     server.signal("TERM");
 
-    // Every ack the poster receives before the close names a stored message.
-    let mut acked = Vec::new();
-    let closed = loop {
-        match tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut poster.ws))
-            .await
-            .unwrap()
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-                if frame["type"] == "ack" {
-                    acked.push(frame["id"].as_u64().unwrap());
-                }
-            }
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
-                break frame.map(|f| u16::from(f.code));
-            }
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(closed, Some(1001));
+    let mut outcomes = Vec::new();
+    for poster in posters {
+        outcomes.push(poster.await.unwrap());
+    }
+    for outcome in &outcomes {
+        assert_eq!(
+            outcome.close_code,
+            Some(1001),
+            "every poster is closed with 1001"
+        );
+    }
     assert_eq!(watcher.closed().await, Closed::Code(1001));
     assert!(server.wait().await.success(), "exit status 0");
 
     let server = Binary::start(&data, port, &[]).await;
     let stored = stored_ids(server.addr, "r").await;
-    for id in acked {
-        assert!(stored.contains_key(&id), "acked message {id} was stored");
-    }
+    let acked = assert_acks_stored(&outcomes, &stored);
+    eprintln!("{acked} acked of 900 sent; {} stored", stored.len());
 }

@@ -34,6 +34,9 @@ pub enum CloseReason {
     Normal,
     /// The server is shutting down.
     Shutdown,
+    /// The peer broke RFC 6455 framing (reserved bits or opcodes, a bad control frame, a bad
+    /// fragment sequence); Autobahn sections 2 to 5 and 7 expect 1002 for these.
+    Protocol,
     /// A binary frame on the chat socket.
     Unsupported,
     /// A text frame that is not UTF-8.
@@ -54,6 +57,7 @@ impl CloseReason {
         match self {
             CloseReason::Normal => 1000,
             CloseReason::Shutdown => 1001,
+            CloseReason::Protocol => 1002,
             CloseReason::Unsupported => 1003,
             CloseReason::BadUtf8 => 1007,
             CloseReason::Policy(_) => 1008,
@@ -68,6 +72,7 @@ impl CloseReason {
         match self {
             CloseReason::Normal => "bye",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::Protocol => "protocol error",
             CloseReason::Unsupported => "binary frames are not supported",
             CloseReason::BadUtf8 => "text frame is not valid UTF-8",
             CloseReason::Policy(why) => why,

@@ -256,7 +256,7 @@ impl Hub {
                 name: name.to_owned(),
                 outbox: outbox.clone(),
                 held: Some(Vec::new()),
-                replayed_up_to: 0,
+                has_up_to: 0,
             },
         );
         let names = entry.member_names(self.settings().presence_limit);
@@ -268,8 +268,9 @@ impl Hub {
     }
 
     /// Ends a member's replay: queues the live frames held meanwhile, skipping messages the
-    /// replay already sent (id ≤ `replayed_up_to`).
-    fn release_held(&self, room: &RoomName, id: ConnId, replayed_up_to: u64) {
+    /// replay already sent (id ≤ `replayed_up_to`), and from then on skips live messages at or
+    /// below `has_up_to` (see `Member::has_up_to`).
+    fn release_held(&self, room: &RoomName, id: ConnId, replayed_up_to: u64, has_up_to: u64) {
         let mut rooms = self.lock_rooms();
         let Some(member) = rooms
             .get_mut(room.as_str())
@@ -277,7 +278,7 @@ impl Hub {
         else {
             return;
         };
-        member.replayed_up_to = replayed_up_to;
+        member.has_up_to = has_up_to;
         for frame in member.held.take().unwrap_or_default() {
             if frame.msg_id.is_some_and(|msg_id| msg_id <= replayed_up_to) {
                 continue;

@@ -98,13 +98,30 @@ pub struct Limits {
 /// Decodes one text frame from a client. Never panics, whatever the input.
 pub fn parse_client_frame(text: &str, limits: Limits) -> Result<Request, Rejection> {
     let mut object: Map<String, Value> = serde_json::from_str(text)
-        .map_err(|e| Rejection::new(ErrorCode::BadJson, format!("expected a JSON object: {e}")))?;
+        .map_err(|e| Rejection::new(ErrorCode::BadJson, json_error(&e)))?;
     let reference = take_ref(&mut object);
     let frame = decode_frame(&mut object, limits).map_err(|mut rejection| {
         rejection.reference = reference.clone();
         rejection
     })?;
     Ok(Request { frame, reference })
+}
+
+/// Describes a JSON error by kind and position only. serde_json's own message quotes offending
+/// strings in full ("invalid type: string \"…\""), which would copy up to a whole frame back to
+/// the client in every `error`.
+fn json_error(err: &serde_json::Error) -> String {
+    let what = match err.classify() {
+        serde_json::error::Category::Data => "the frame is JSON but not an object",
+        serde_json::error::Category::Syntax => "invalid or too deeply nested JSON",
+        serde_json::error::Category::Eof => "the JSON ends early",
+        serde_json::error::Category::Io => "unreadable JSON",
+    };
+    format!(
+        "expected a JSON object: {what} (line {}, column {})",
+        err.line(),
+        err.column()
+    )
 }
 
 fn take_ref(object: &mut Map<String, Value>) -> Option<Ref> {

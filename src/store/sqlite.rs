@@ -24,13 +24,17 @@ impl SqliteStore {
     ///
     /// `synchronous = FULL` makes every commit durable against power loss too, not only against a
     /// crash of the process; group commit keeps that affordable.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    ///
+    /// `busy_timeout` is how long a commit waits for a lock held by another process (a backup, an
+    /// operator's `sqlite3` shell) before the batch fails and its posters get `store_unavailable`.
+    /// While it waits, every post queues behind it, so it bounds how long a post can hang.
+    pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(busy_timeout);
         Self::open_with(options).await
     }
 

@@ -80,10 +80,10 @@ fn json_error(rejection: JsonRejection) -> ApiError {
         return ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: ErrorCode::TooLong,
-            message: rejection.body_text(),
+            message: bounded(rejection.body_text()),
         };
     }
-    ApiError::new(ErrorCode::BadJson, rejection.body_text())
+    ApiError::new(ErrorCode::BadJson, bounded(rejection.body_text()))
 }
 
 /// `GET /api/rooms/{room}/messages?before=ID&limit=N`: one page, oldest first.
@@ -98,7 +98,8 @@ pub async fn history(
     let caller = caller?;
     let room = room_name(&room)?;
     caller.check_room(&room)?;
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::BadJson, e.body_text()))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
     let page = state
         .hub
         .history(&room, query.before, history_limit(query.limit))
@@ -134,4 +135,18 @@ pub async fn rooms(
         })
         .collect();
     Ok(Json(rows).into_response())
+}
+
+/// Longest rejection text the API sends back, in characters.
+const MAX_REJECTION_CHARS: usize = 200;
+
+/// Cuts a rejection text down to size. axum's JSON and query rejections quote serde's message,
+/// which repeats an offending string in full: without this, a 60 KB body of one JSON string came
+/// back as a 60 KB error.
+fn bounded(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_REJECTION_CHARS) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }

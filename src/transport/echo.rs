@@ -7,10 +7,11 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::ws::{classify, configure};
+use super::ws::{CLOSE_TIMEOUT, classify, configure};
 use crate::hub::CloseReason;
 
 /// `GET /echo`. Counted under the connection caps like /ws; exempt from the Origin check and
@@ -49,7 +50,13 @@ async fn run(mut socket: WebSocket, shutdown: CancellationToken) {
                     return;
                 }
             }
-            Some(Ok(Message::Close(_))) | None => return,
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued its echo of the peer's close frame; reading on flushes
+                // it and then reports the end. Returning now would drop the reply unsent.
+                finish(&mut socket).await;
+                return;
+            }
+            None => return,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Err(err)) => break classify(err),
         }
@@ -58,5 +65,16 @@ async fn run(mut socket: WebSocket, shutdown: CancellationToken) {
         code: reason.code(),
         reason: Utf8Bytes::from_static(reason.text()),
     }));
-    let _ = socket.send(close).await;
+    if timeout(CLOSE_TIMEOUT, socket.send(close)).await.is_ok() {
+        finish(&mut socket).await;
+    }
+}
+
+/// Reads until the peer's side of the close handshake is done (or it gives up), so the close is
+/// clean: the peer sees our close frame and its reply before the TCP connection goes.
+async fn finish(socket: &mut WebSocket) {
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
 }

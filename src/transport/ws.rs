@@ -29,7 +29,7 @@ const READ_BUFFER_BYTES: usize = 512;
 /// Bytes buffered before tungstenite writes to the socket on its own (we flush per batch anyway).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// How long a close handshake or final flush may take before the socket is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Query of `GET /ws`.
 #[derive(Debug, Deserialize)]
@@ -116,7 +116,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
     } = admitted;
     let gauge = state.metrics.connections("ws");
     gauge.inc();
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
     let mut session = state.hub.connect_with(name, access, outbox.clone());
     let writer = state
@@ -125,17 +125,29 @@ async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
     if let Some(room) = room {
         session.join(room, None, None).await;
     }
-    let reason = read_loop(stream, &mut session, &state, deadline).await;
+    let reason = read_loop(&mut stream, &mut session, &state, deadline).await;
     outbox.close(reason);
     // The writer flushes what is queued (acks included) and sends the close frame.
     let _ = writer.await;
     session.disconnect().await;
+    finish_close(&mut stream).await;
     gauge.dec();
+}
+
+/// Reads (and drops) what the peer still sends until its close reply or the end of the stream.
+/// A server that closes the TCP connection with frames from the peer unread makes the kernel send
+/// a reset, and a reset can destroy our close frame before the peer reads it: a client in the
+/// middle of a burst would see a broken connection instead of 1001 on shutdown.
+async fn finish_close(stream: &mut SplitStream<WebSocket>) {
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
 }
 
 /// Reads client frames until the client leaves, breaks a rule, goes silent, or the server stops.
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     session: &mut Session,
     state: &AppState,
     deadline: Option<Instant>,
@@ -205,12 +217,18 @@ pub(super) async fn expiry(deadline: Option<Instant>) {
     }
 }
 
-/// Maps a read error to the close code RFC 6455 asks for.
+/// Maps a read error to the close code RFC 6455 asks for: 1009 over the size limit, 1007 for
+/// text (or a close reason) that is not UTF-8, 1002 for broken framing. Anything else (I/O errors,
+/// a reset) ends a connection whose peer is gone, so the code hardly matters: 1000.
 pub(super) fn classify(err: axum::Error) -> CloseReason {
     match err.into_inner().downcast::<tungstenite::Error>() {
         Ok(inner) => match *inner {
             tungstenite::Error::Capacity(_) => CloseReason::TooBig,
             tungstenite::Error::Utf8(_) => CloseReason::BadUtf8,
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => CloseReason::Normal,
+            tungstenite::Error::Protocol(_) => CloseReason::Protocol,
             _ => CloseReason::Normal,
         },
         Err(_) => CloseReason::Normal,
