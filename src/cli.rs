@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, Durability, Secret};
 use crate::error::{Error, Result};
 use crate::hub::HubSettings;
 use crate::token::{Claims, mint};
@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// in it fail with `store_unavailable`.
     #[arg(long, env = "HUBBUB_DB_BUSY_TIMEOUT_MS", default_value_t = 5000)]
     pub db_busy_timeout_ms: u64,
+    /// What an ack survives: `machine` (fsync every commit; survives power loss) or `process`
+    /// (survives crashes of hubbub, acks don't wait for the disk).
+    #[arg(long, env = "HUBBUB_DURABILITY", value_enum, default_value_t = Durability::Machine)]
+    pub durability: Durability,
     /// Longest chat message text, in bytes.
     #[arg(long, env = "HUBBUB_MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,
@@ -156,6 +160,7 @@ impl ServeArgs {
             data_dir: self.data.clone(),
             db_path,
             db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
+            durability: self.durability,
             max_message_bytes: self.max_message_bytes,
             max_frame_bytes: self.max_frame_bytes,
             echo_enabled: !self.no_echo,

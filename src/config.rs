@@ -8,6 +8,18 @@ use std::time::Duration;
 
 use crate::hub::HubSettings;
 
+/// What an acknowledged message survives. Both survive `kill -9` and any crash of hubbub itself;
+/// they differ on a crash of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// Every commit is fsynced before its acks go out: an ack survives power loss too.
+    #[default]
+    Machine,
+    /// Commits reach the operating system before acks go out and are fsynced at checkpoints:
+    /// acks do not wait for the disk, but the last moments before a power loss can be lost.
+    Process,
+}
+
 /// Server configuration. `Default` is what `hubbub serve` with no flags runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -20,6 +32,8 @@ pub struct Config {
     /// How long a commit waits on a database lock held elsewhere before its posts fail with
     /// `store_unavailable`.
     pub db_busy_timeout: Duration,
+    /// What an ack promises to survive.
+    pub durability: Durability,
     /// Longest message text in bytes.
     pub max_message_bytes: usize,
     /// Largest WebSocket frame or message on /ws, in bytes (over it: close 1009).
@@ -114,6 +128,7 @@ impl Default for Config {
             data_dir: PathBuf::from("hubbub-data"),
             db_path: None,
             db_busy_timeout: Duration::from_secs(5),
+            durability: Durability::Machine,
             max_message_bytes: 4096,
             max_frame_bytes: 64 * 1024,
             echo_enabled: true,

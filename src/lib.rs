@@ -55,8 +55,14 @@ pub async fn serve(
     if config.db_path.is_none() {
         std::fs::create_dir_all(&config.data_dir)?;
     }
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&config.database_path(), config.db_busy_timeout).await?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(
+            &config.database_path(),
+            config.db_busy_timeout,
+            config.durability,
+        )
+        .await?,
+    );
     let metrics = Metrics::new();
     let sockets = TaskTracker::new();
     let background = TaskTracker::new();

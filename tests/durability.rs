@@ -119,9 +119,19 @@ fn assert_acks_stored(outcomes: &[BurstOutcome], stored: &BTreeMap<u64, String>)
 
 #[tokio::test]
 async fn acked_messages_survive_kill_9_during_a_concurrent_burst() {
+    kill_9_during_a_burst(&[]).await;
+}
+
+#[tokio::test]
+async fn acked_messages_survive_kill_9_with_process_durability() {
+    // Without an fsync per commit an ack must still survive a crash of the process.
+    kill_9_during_a_burst(&["--durability", "process"]).await;
+}
+
+async fn kill_9_during_a_burst(flags: &[&str]) {
     let (_dir, data) = scratch();
     let port = free_port();
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, port, flags).await;
     let progress = Arc::new(AtomicUsize::new(0));
     let mut posters = Vec::new();
     for tag in ["p0", "p1", "p2", "p3"] {
@@ -142,7 +152,7 @@ async fn acked_messages_survive_kill_9_during_a_concurrent_burst() {
         "no close frame from a killed process"
     );
 
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, port, flags).await;
     let stored = stored_ids(server.addr, "r").await;
     let acked = assert_acks_stored(&outcomes, &stored);
     eprintln!("{acked} acked of 2000 sent; {} stored", stored.len());

@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage};
+use crate::config::Durability;
 use crate::protocol::RoomName;
 
 /// SQLite-backed [`Store`].
@@ -22,18 +23,26 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     ///
-    /// `synchronous = FULL` makes every commit durable against power loss too, not only against a
-    /// crash of the process; group commit keeps that affordable.
-    ///
     /// `busy_timeout` is how long a commit waits for a lock held by another process (a backup, an
     /// operator's `sqlite3` shell) before the batch fails and its posters get `store_unavailable`.
     /// While it waits, every post queues behind it, so it bounds how long a post can hang.
-    pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+    ///
+    /// `durability` picks `synchronous = FULL` (fsync per commit) or `NORMAL` (fsync at WAL
+    /// checkpoints; a commit still survives a crash of the process).
+    pub async fn open(
+        path: &Path,
+        busy_timeout: Duration,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        let synchronous = match durability {
+            Durability::Machine => SqliteSynchronous::Full,
+            Durability::Process => SqliteSynchronous::Normal,
+        };
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(busy_timeout);
         Self::open_with(options).await
     }
