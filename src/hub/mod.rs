@@ -268,9 +268,9 @@ impl Hub {
     }
 
     /// Ends a member's replay: queues the live frames held meanwhile, skipping messages the
-    /// replay already sent (id ≤ `replayed_up_to`), and from then on skips live messages at or
-    /// below `has_up_to` (see `Member::has_up_to`).
-    fn release_held(&self, room: &RoomName, id: ConnId, replayed_up_to: u64, has_up_to: u64) {
+    /// member already has (id ≤ `has_up_to`), and from then on skips live messages at or below
+    /// it too (see `Member::has_up_to`).
+    fn release_held(&self, room: &RoomName, id: ConnId, has_up_to: u64) {
         let mut rooms = self.lock_rooms();
         let Some(member) = rooms
             .get_mut(room.as_str())
@@ -280,7 +280,7 @@ impl Hub {
         };
         member.has_up_to = has_up_to;
         for frame in member.held.take().unwrap_or_default() {
-            if frame.msg_id.is_some_and(|msg_id| msg_id <= replayed_up_to) {
+            if frame.msg_id.is_some_and(|msg_id| msg_id <= has_up_to) {
                 continue;
             }
             if member.outbox.push(frame) == Pushed::Overflowed {

@@ -208,19 +208,11 @@ impl Session {
         // A `since` beyond the room's newest id (a client that remembers a server whose data was
         // wiped) would otherwise hide every new message up to it.
         let since = since.map(|since| since.min(last_id));
-        let replayed_up_to = self.replay(&room, since, reference).await;
-        // The highest id this member now surely has: what the replay sent, or else what it
-        // said it had (`since`) as far as the room had messages when it joined. A message the
-        // replay read from the store may still be on its way to the hub; at or below this id
-        // it is not queued again.
-        let since = since.unwrap_or(0);
-        let has_up_to = if replayed_up_to > since {
-            replayed_up_to
-        } else {
-            since.min(last_id)
-        };
-        self.hub
-            .release_held(&room, self.id, replayed_up_to, has_up_to);
+        // The highest id this member now surely has: what the replay sent, or what it said it
+        // had. A message the replay read from the store may still be on its way to the hub; at
+        // or below this id it is not queued again.
+        let has_up_to = self.replay(&room, since, reference).await;
+        self.hub.release_held(&room, self.id, has_up_to);
     }
 
     fn send_joined(&self, room: &RoomName, members: &[String], count: usize, last_id: u64) {
