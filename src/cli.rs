@@ -9,9 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, Secret};
 use crate::error::{Error, Result};
 use crate::hub::HubSettings;
+use crate::token::{Claims, mint};
 
 /// hubbub: a self-hosted real-time chat server. With no subcommand it serves.
 #[derive(Debug, Parser)]
@@ -27,9 +28,32 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up; the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the chat server (the default).
     Serve(ServeArgs),
+    /// Print an auth token for `--auth-secret` servers: `hubbub token --sub alice --rooms
+    /// 'team-*' --ttl 1h`.
+    Token(TokenArgs),
+}
+
+/// Flags of `hubbub token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The holder's display name (the token's `sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Rooms the holder may use: names or `*` patterns, comma-separated or repeated (default:
+    /// every room).
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Vec<String>,
+    /// How long the token is valid, e.g. `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The server's auth secret.
+    #[arg(long, env = "HUBBUB_AUTH_SECRET", hide_env_values = true)]
+    pub secret: String,
 }
 
 /// Flags of `hubbub serve`.
@@ -89,6 +113,39 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Open connections (/ws, /events, /echo) before upgrades are refused with 503 (default: the
+    /// open-file limit minus 64).
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections one client IP may hold before its upgrades are refused with 429.
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// Chat posts per second per connection, and API requests per second per IP (0: off).
+    #[arg(long, env = "HUBBUB_RATE_LIMIT", default_value_t = 10)]
+    pub rate_limit: u32,
+    /// Posts allowed at once before the rate applies (token bucket size).
+    #[arg(long, env = "HUBBUB_RATE_BURST", default_value_t = 20)]
+    pub rate_burst: u32,
+    /// Rate-limited frames within 10 s that close a connection with 1008 (default: 10x the rate).
+    #[arg(long, env = "HUBBUB_ABUSE_REJECTIONS")]
+    pub abuse_rejections: Option<u32>,
+    /// Seconds a client may take to send request headers (slowloris guard; also the keep-alive
+    /// idle limit).
+    #[arg(long, env = "HUBBUB_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds an HTTP request may take to produce its response (408 after).
+    #[arg(long, env = "HUBBUB_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Largest HTTP request body, in bytes (413 over it).
+    #[arg(long, env = "HUBBUB_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// A page origin (`https://chat.example`) allowed to open /ws and /events besides this
+    /// server's own; repeatable, or comma-separated in the variable; `*` allows any.
+    #[arg(long, env = "HUBBUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+    /// Secret that turns token auth on (HS256); clients then need a token from `hubbub token`.
+    #[arg(long, env = "HUBBUB_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
 }
 
 impl ServeArgs {
@@ -111,6 +168,25 @@ impl ServeArgs {
             ping_interval: Duration::from_secs(self.ping_interval_secs.max(1)),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst,
+            abuse_rejections: self.abuse_rejections,
+            abuse_window: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            max_body_bytes: self.max_body_bytes,
+            allowed_origins: self.allowed_origin.clone(),
+            auth_secret: match self.auth_secret.as_deref() {
+                None | Some("") => None,
+                Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+                    return Err(Error::Config(format!(
+                        "--auth-secret must be at least {MIN_SECRET_BYTES} bytes"
+                    )));
+                }
+                Some(secret) => Some(Secret::new(secret)),
+            },
             hub: HubSettings {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,
@@ -122,6 +198,10 @@ impl ServeArgs {
         })
     }
 }
+
+/// Shortest accepted auth secret: HS256 with a short secret can be brute-forced offline from one
+/// token.
+const MIN_SECRET_BYTES: usize = 16;
 
 /// Accepts `sqlite://PATH`, `sqlite:PATH` or a bare path.
 fn sqlite_path(url: &str) -> Result<PathBuf> {
@@ -143,12 +223,34 @@ fn sqlite_path(url: &str) -> Result<PathBuf> {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Token(args)) => {
+            println!("{}", token(&args)?);
+            Ok(())
+        }
         None => serve(cli.serve).await,
     }
 }
 
+/// The token `hubbub token` prints.
+pub fn token(args: &TokenArgs) -> Result<String> {
+    if args.secret.len() < MIN_SECRET_BYTES {
+        return Err(Error::Config(format!(
+            "the secret must be at least {MIN_SECRET_BYTES} bytes"
+        )));
+    }
+    let rooms = (!args.rooms.is_empty()).then(|| args.rooms.clone());
+    let claims = Claims::new(&args.sub, rooms, args.ttl);
+    mint(&Secret::new(args.secret.clone()), &claims).map_err(|e| Error::Config(e.to_string()))
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let config = args.to_config()?;
+    // Every connection is a file descriptor: lift the soft limit to the hard limit, so the
+    // derived connection cap is as high as the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(open_files = limit, "open-file limit"),
+        Err(err) => tracing::warn!(cause = %err, "could not raise the open-file limit"),
+    }
     let listener = TcpListener::bind(config.addr).await?;
     info!(addr = %config.addr, "binding");
     crate::serve(config, listener, crate::shutdown::signal()).await

@@ -1,6 +1,7 @@
 //! Every tunable with its default. Built by `cli` from flags and `HUBBUB_*` variables, read by
 //! `serve`; no I/O here.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,9 +50,69 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Rooms, membership and queue limits.
     pub hub: HubSettings,
+    /// Open connections (/ws, /events, /echo together) the server accepts before refusing
+    /// upgrades with 503. `None`: the open-file soft limit minus [`FD_HEADROOM`], read at start.
+    pub max_connections: Option<usize>,
+    /// Open connections one client IP may hold before its upgrades are refused with 429.
+    pub max_connections_per_ip: usize,
+    /// Sustained chat posts per second per connection (and API requests per second per client
+    /// IP); 0 turns rate limiting off.
+    pub rate_limit: u32,
+    /// Posts a connection may send at once before the rate applies (token bucket size).
+    pub rate_burst: u32,
+    /// Rate-limited frames within [`Config::abuse_window`] after which a connection is closed
+    /// with 1008. `None`: ten times the rate limit.
+    pub abuse_rejections: Option<u32>,
+    /// The sliding window over which rate-limited frames are counted.
+    pub abuse_window: Duration,
+    /// How long a client may take to send a request's headers (slowloris guard); also how long
+    /// an idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// How long a plain HTTP request may take to produce its response headers.
+    pub request_timeout: Duration,
+    /// Largest HTTP request body, in bytes (over it: 413).
+    pub max_body_bytes: usize,
+    /// Page origins (`scheme://host[:port]`) allowed to open /ws and /events besides the
+    /// server's own; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// HS256 secret that turns token auth on; `None`: auth off.
+    pub auth_secret: Option<Secret>,
+}
+
+/// Open files kept free for the database, the listener, logs and accept bursts when the
+/// connection cap is derived from the open-file limit.
+pub const FD_HEADROOM: usize = 64;
+
+/// A secret string whose `Debug` never shows it, so a logged config does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that signs or verifies with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl Config {
+    /// Rejections within the abuse window that close a connection.
+    pub fn abuse_threshold(&self) -> u32 {
+        self.abuse_rejections
+            .unwrap_or_else(|| self.rate_limit.saturating_mul(10))
+            .max(1)
+    }
+
     /// The database file this config uses.
     pub fn database_path(&self) -> PathBuf {
         self.db_path
@@ -76,6 +137,33 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             hub: HubSettings::default(),
+            max_connections: None,
+            max_connections_per_ip: 256,
+            rate_limit: 10,
+            rate_burst: 20,
+            abuse_rejections: None,
+            abuse_window: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            allowed_origins: Vec::new(),
+            auth_secret: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_the_auth_secret() {
+        let config = Config {
+            auth_secret: Some(Secret::new("hunter2")),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
     }
 }

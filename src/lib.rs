@@ -8,6 +8,7 @@
 //! - [`store`]: durable history behind the [`store::Store`] trait (SQLite by default).
 //! - [`broker`]: cross-node delivery behind the [`broker::Broker`] trait (in-process by default).
 //! - `transport`: WebSocket, echo, SSE and the HTTP API; decodes, enforces limits, calls the hub.
+//! - [`token`]: auth tokens (HS256 JWT): verifying them and minting them for `hubbub token`.
 //! - [`config`], [`cli`], [`shutdown`], [`metrics`], [`error`], and `web` (the embedded client).
 //!
 //! [`serve`] assembles them; the binary is a thin shell around [`cli::run`].
@@ -23,14 +24,13 @@ pub mod metrics;
 pub mod protocol;
 pub mod shutdown;
 pub mod store;
+pub mod token;
 mod transport;
 mod web;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -77,29 +77,40 @@ pub async fn serve(
         stop_committer.clone(),
     );
     let grace = config.shutdown_grace;
-    let state = Arc::new(AppState {
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(transport::connections_from_fd_limit);
+    let http = transport::HttpSettings {
+        header: config.header_timeout,
+        dead_peer: config.idle_timeout,
+        grace,
+        max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        refused: metrics
+            .connections_refused
+            .get_or_create(&metrics::TransportLabel { transport: "http" })
+            .clone(),
+    };
+    info!(
+        max_connections,
+        per_ip = config.max_connections_per_ip,
+        rate_limit = config.rate_limit,
+        auth = config.auth_secret.is_some(),
+        "limits"
+    );
+    let state = Arc::new(AppState::new(
         hub,
-        config: Arc::new(config),
+        Arc::new(config),
         metrics,
-        shutdown: stop_sockets.clone(),
-        tracker: sockets.clone(),
-    });
+        stop_sockets.clone(),
+        sockets.clone(),
+        max_connections,
+    ));
     let app = transport::router(state);
     info!(addr = %listener.local_addr()?, database = ?"sqlite", "hubbub listening");
 
     let stop = stop_sockets.clone();
-    // Without TCP_NODELAY a `msg` and its `ack` written back to back wait on the peer's delayed
-    // ACK (Nagle), adding ~40 ms to every ack.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            warn!(cause = %err, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    transport::serve_http(listener, app, http, async move {
         shutdown.await;
         info!("shutting down");
         stop.cancel();

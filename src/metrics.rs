@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 /// Label for per-transport series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
-    /// `ws`, `sse` or `echo`.
+    /// `ws`, `sse` or `echo` (and `http` for plain connections refused at accept).
     pub transport: &'static str,
 }
 
@@ -46,6 +46,10 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// Posts refused because the store failed.
     pub store_errors: Counter,
+    /// Frames and API requests refused or dropped by a rate limit.
+    pub rate_limited: Counter,
+    /// Connections closed (1008) for sustained flooding over the rate limit.
+    pub flood_closes: Counter,
     /// Time of one group commit, in seconds.
     pub store_commit_seconds: Histogram,
     /// Posts per group commit: shows how well batching works under load.
@@ -65,6 +69,8 @@ impl Metrics {
         let messages_out = Counter::default();
         let slow_consumers = Counter::default();
         let store_errors = Counter::default();
+        let rate_limited = Counter::default();
+        let flood_closes = Counter::default();
         let store_commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         let store_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let http_requests = Family::<RouteLabel, Counter>::default();
@@ -100,6 +106,16 @@ impl Metrics {
             store_errors.clone(),
         );
         registry.register(
+            "rate_limited",
+            "Frames and API requests refused or dropped by a rate limit",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "flood_closes",
+            "Connections closed for sustained flooding over the rate limit",
+            flood_closes.clone(),
+        );
+        registry.register(
             "store_commit_seconds",
             "Duration of one group commit",
             store_commit_seconds.clone(),
@@ -123,6 +139,8 @@ impl Metrics {
             messages_out,
             slow_consumers,
             store_errors,
+            rate_limited,
+            flood_closes,
             store_commit_seconds,
             store_batch_size,
             http_requests,

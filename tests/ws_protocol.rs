@@ -360,3 +360,19 @@ async fn resume_with_since_has_no_gap_and_no_duplicate_while_others_post() {
     reader.assert_no("msg", Duration::from_millis(300)).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn since_beyond_the_newest_id_still_gets_new_messages() {
+    let server = start_server().await;
+    api_post(server.addr, "r", "x", "m1").await;
+    let mut client = server.client("").await;
+    client
+        .send(json!({"type": "join", "room": "r", "data": {"since": 500}}))
+        .await;
+    assert_eq!(client.recv_type("joined").await["data"]["last_id"], 1);
+    api_post(server.addr, "r", "x", "m2").await;
+    let msg = client.recv_msg().await;
+    assert_eq!(msg["id"], 2);
+    assert_eq!(msg["data"], "m2");
+    server.stop().await;
+}

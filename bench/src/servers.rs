@@ -132,6 +132,7 @@ impl Server {
                     dir.display().to_string(),
                 ];
                 let mut v = v;
+                v.extend(benchmark_flags(&paths.hubbub_bin));
                 v.extend(paths.hubbub_args.iter().cloned());
                 data_dir = Some(dir);
                 v
@@ -204,6 +205,23 @@ impl Drop for Server {
             self.stop();
         }
     }
+}
+
+/// Flags that keep hubbub's abuse limits from refusing the load generator itself, for the
+/// versions that have them (probed from `hubbub serve --help`): every generator worker holds up
+/// to 9,000 connections from one source address, far over the per-address cap meant for the
+/// internet. The per-connection post rate limit stays on: the scenarios post under it.
+fn benchmark_flags(bin: &Path) -> Vec<String> {
+    let help = Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut flags = Vec::new();
+    if help.contains("--max-connections-per-ip") {
+        flags.extend(["--max-connections-per-ip".to_string(), "1000000".to_string()]);
+    }
+    flags
 }
 
 fn script(paths: &ServerPaths, peer: &str) -> Result<String> {

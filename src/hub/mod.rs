@@ -27,7 +27,7 @@ use crate::protocol::{PresenceChange, RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
 
 pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed};
-pub use session::Session;
+pub use session::{Access, Session};
 
 use committer::PostJob;
 use room::{Member, Room};
@@ -151,8 +151,14 @@ impl Hub {
     /// Starts a session for a new connection and queues its `welcome`. `name` must already be
     /// validated; `None` gets a generated guest name.
     pub fn connect(&self, name: Option<String>, outbox: Outbox) -> Session {
+        self.connect_with(name, Access::open(), outbox)
+    }
+
+    /// [`Hub::connect`] for a connection whose rights are limited by `access` (a token's name
+    /// and rooms).
+    pub fn connect_with(&self, name: Option<String>, access: Access, outbox: Outbox) -> Session {
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        Session::new(self.clone(), id, name, outbox)
+        Session::new(self.clone(), id, name, access, outbox)
     }
 
     /// Stores a message and broadcasts it; returns once it is durably committed.
@@ -250,7 +256,7 @@ impl Hub {
                 name: name.to_owned(),
                 outbox: outbox.clone(),
                 held: Some(Vec::new()),
-                replayed_up_to: 0,
+                has_up_to: 0,
             },
         );
         let names = entry.member_names(self.settings().presence_limit);
@@ -262,8 +268,9 @@ impl Hub {
     }
 
     /// Ends a member's replay: queues the live frames held meanwhile, skipping messages the
-    /// replay already sent (id ≤ `replayed_up_to`).
-    fn release_held(&self, room: &RoomName, id: ConnId, replayed_up_to: u64) {
+    /// member already has (id ≤ `has_up_to`), and from then on skips live messages at or below
+    /// it too (see `Member::has_up_to`).
+    fn release_held(&self, room: &RoomName, id: ConnId, has_up_to: u64) {
         let mut rooms = self.lock_rooms();
         let Some(member) = rooms
             .get_mut(room.as_str())
@@ -271,9 +278,9 @@ impl Hub {
         else {
             return;
         };
-        member.replayed_up_to = replayed_up_to;
+        member.has_up_to = has_up_to;
         for frame in member.held.take().unwrap_or_default() {
-            if frame.msg_id.is_some_and(|msg_id| msg_id <= replayed_up_to) {
+            if frame.msg_id.is_some_and(|msg_id| msg_id <= has_up_to) {
                 continue;
             }
             if member.outbox.push(frame) == Pushed::Overflowed {

@@ -14,11 +14,12 @@ pub(crate) struct Member {
     pub outbox: Outbox,
     /// `Some` while the member's replay is being read from the store: live frames wait here.
     pub held: Option<Vec<Outgoing>>,
-    /// Highest message id the member's replay sent. A message is visible in the store once
+    /// Highest message id the member surely has once its replay ended (what the replay sent,
+    /// or its `since` as far as the room had messages). A message is visible in the store once
     /// committed but reaches the hub only when published, a moment later; one committed during
     /// the replay and delivered after it ended is already in the replay and must not be queued
     /// again.
-    pub replayed_up_to: u64,
+    pub has_up_to: u64,
 }
 
 /// The members of one room on this node.
@@ -49,7 +50,7 @@ impl Room {
             }
             if frame
                 .msg_id
-                .is_some_and(|msg_id| msg_id <= member.replayed_up_to)
+                .is_some_and(|msg_id| msg_id <= member.has_up_to)
             {
                 continue;
             }
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn message_already_replayed_is_not_queued_again() {
-        let (outbox, mut receiver) = Outbox::new(8);
+        let (outbox, receiver) = Outbox::new(8);
         let mut room = Room::default();
         room.members.insert(
             1,
@@ -110,7 +111,7 @@ mod tests {
                 name: "a".into(),
                 outbox,
                 held: None,
-                replayed_up_to: 5,
+                has_up_to: 5,
             },
         );
         // Committed during the replay (so replayed), published after it ended.

@@ -9,8 +9,8 @@ use rand::RngExt;
 use super::{Hub, JoinRefusal, Outbox, Outgoing};
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
-    ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomName,
-    ServerFrame, VERSION, Welcome,
+    ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
+    RoomName, ServerFrame, VERSION, Welcome,
 };
 use crate::store::StoredMessage;
 
@@ -19,11 +19,40 @@ const REPLAY_PAGE: u32 = 500;
 /// Messages replayed on a join without `since`.
 const JOIN_BACKLOG: u32 = 50;
 
+/// What one connection may do. The transport builds it from the connection's token before the
+/// session starts, so the hub enforces room permissions without knowing about tokens or HTTP.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The name was fixed by a token: `nick` to another name is refused.
+    pub fixed_name: bool,
+    /// The rooms the connection may join, post to, read and signal typing in.
+    pub grant: RoomGrant,
+}
+
+impl Access {
+    /// Everything allowed: auth is off.
+    pub fn open() -> Self {
+        Self {
+            fixed_name: false,
+            grant: RoomGrant::all(),
+        }
+    }
+
+    /// A token holder: the name is the token's, the rooms are the token's.
+    pub fn token(grant: RoomGrant) -> Self {
+        Self {
+            fixed_name: true,
+            grant,
+        }
+    }
+}
+
 /// A connected client: created by [`Hub::connect`], ended by [`Session::disconnect`].
 pub struct Session {
     hub: Hub,
     id: ConnId,
     name: String,
+    access: Access,
     outbox: Outbox,
     rooms: HashSet<RoomName>,
     ever_joined: bool,
@@ -31,12 +60,19 @@ pub struct Session {
 }
 
 impl Session {
-    pub(super) fn new(hub: Hub, id: ConnId, name: Option<String>, outbox: Outbox) -> Session {
+    pub(super) fn new(
+        hub: Hub,
+        id: ConnId,
+        name: Option<String>,
+        access: Access,
+        outbox: Outbox,
+    ) -> Session {
         let name = name.unwrap_or_else(guest_name);
         let session = Session {
             hub,
             id,
             name,
+            access,
             outbox,
             rooms: HashSet::new(),
             ever_joined: false,
@@ -65,7 +101,7 @@ impl Session {
     pub async fn handle(&mut self, request: Request) {
         let reference = request.reference;
         match request.frame {
-            ClientFrame::Nick { name } => self.nick(name).await,
+            ClientFrame::Nick { name } => self.nick(name, reference).await,
             ClientFrame::Join { room, since } => self.join(room, since, reference).await,
             ClientFrame::Leave { room } => self.leave(room, reference).await,
             ClientFrame::Msg { room, text } => self.post(room, text, reference).await,
@@ -110,7 +146,11 @@ impl Session {
         );
     }
 
-    async fn nick(&mut self, name: String) {
+    async fn nick(&mut self, name: String, reference: Option<Ref>) {
+        if name != self.name && self.access.fixed_name {
+            let message = "the name is fixed by your token";
+            return self.reject_with(ErrorCode::Unauthorized, message, reference);
+        }
         if name != self.name {
             let old = std::mem::replace(&mut self.name, name);
             for room in self.rooms.clone() {
@@ -124,6 +164,9 @@ impl Session {
 
     /// Joins `room`: `joined`, then the replay, then live traffic, with no gap and no duplicate.
     pub async fn join(&mut self, room: RoomName, since: Option<u64>, reference: Option<Ref>) {
+        if !self.access.grant.allows(&room) {
+            return self.unauthorized(&room, reference);
+        }
         if self.rooms.contains(&room) {
             let limit = self.hub.settings().presence_limit;
             let (members, count) = self.hub.member_names(&room, limit);
@@ -162,8 +205,14 @@ impl Session {
         };
         self.send_joined(&room, &members, count, last_id);
         self.announce(&room, self.name.clone(), true).await;
-        let replayed_up_to = self.replay(&room, since, reference).await;
-        self.hub.release_held(&room, self.id, replayed_up_to);
+        // A `since` beyond the room's newest id (a client that remembers a server whose data was
+        // wiped) would otherwise hide every new message up to it.
+        let since = since.map(|since| since.min(last_id));
+        // The highest id this member now surely has: what the replay sent, or what it said it
+        // had. A message the replay read from the store may still be on its way to the hub; at
+        // or below this id it is not queued again.
+        let has_up_to = self.replay(&room, since, reference).await;
+        self.hub.release_held(&room, self.id, has_up_to);
     }
 
     fn send_joined(&self, room: &RoomName, members: &[String], count: usize, last_id: u64) {
@@ -239,6 +288,9 @@ impl Session {
 
     async fn post(&mut self, room: Option<RoomName>, text: String, reference: Option<Ref>) {
         let room = room.unwrap_or_else(RoomName::lobby);
+        if !self.access.grant.allows(&room) {
+            return self.unauthorized(&room, reference);
+        }
         if !self.rooms.contains(&room) {
             if room == RoomName::lobby() && !self.ever_joined {
                 // The tutorial's bare {"type":"msg","data":"hi"} lands in the lobby.
@@ -262,6 +314,9 @@ impl Session {
     }
 
     async fn typing(&mut self, room: RoomName, reference: Option<Ref>) {
+        if !self.access.grant.allows(&room) {
+            return self.unauthorized(&room, reference);
+        }
         if !self.rooms.contains(&room) {
             return self.not_member(&room, reference);
         }
@@ -279,6 +334,9 @@ impl Session {
         limit: u32,
         reference: Option<Ref>,
     ) {
+        if !self.access.grant.allows(&room) {
+            return self.unauthorized(&room, reference);
+        }
         match self.hub.history(&room, before, limit).await {
             Ok(page) => {
                 let json = ServerFrame::History {
@@ -293,6 +351,11 @@ impl Session {
             }
             Err(err) => self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference),
         }
+    }
+
+    fn unauthorized(&self, room: &RoomName, reference: Option<Ref>) {
+        let message = format!("your token does not allow room {room}");
+        self.reject_with(ErrorCode::Unauthorized, &message, reference);
     }
 
     async fn members(&self, room: RoomName, reference: Option<Ref>) {

@@ -29,6 +29,15 @@ pub enum ErrorCode {
     TooManyRooms,
     /// The room already holds as many members as it may.
     RoomFull,
+    /// HTTP only (401): auth is on and the request has no valid token (missing, malformed, bad
+    /// signature or expired).
+    Unauthenticated,
+    /// HTTP only (403): the page's `Origin` is not this server's and not an allowed origin.
+    BadOrigin,
+    /// HTTP only (429): this client address already holds as many connections as it may.
+    TooManyConnections,
+    /// HTTP only (503): the server holds as many connections as it may.
+    ServerFull,
 }
 
 impl ErrorCode {
@@ -46,6 +55,10 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RoomFull => "room_full",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::BadOrigin => "bad_origin",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::ServerFull => "server_full",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! property-tested on its own, and every transport (WebSocket, SSE, HTTP API) shares one spelling.
 
 mod error_code;
+pub mod grant;
 pub mod validate;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use error_code::ErrorCode;
+pub use grant::RoomGrant;
 pub use validate::{RoomName, display_name};
 
 /// The server version reported in `welcome`, so clients can tell which server they talk to.

@@ -4,10 +4,11 @@
 use std::fmt;
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_security::MixedScript;
 
 /// Longest room name, in bytes (room names are ASCII).
 pub const MAX_ROOM_LEN: usize = 64;
-/// Longest display name, in characters after NFC normalisation.
+/// Longest display name, in characters after NFKC normalisation.
 pub const MAX_NAME_CHARS: usize = 32;
 
 /// A room name that has passed the rule `[A-Za-z0-9_.-]{1,64}`. Holding one proves validation ran,
@@ -47,16 +48,31 @@ impl fmt::Display for RoomName {
     }
 }
 
-/// Normalises and checks a display name: NFC, trimmed, 1-32 characters, no control or
-/// format characters (which could hide or reorder text, e.g. U+202E right-to-left override).
+/// Normalises and checks a display name, so look-alike names cannot be made trivially:
+///
+/// - NFKC normalisation folds compatibility forms into their plain letters (fullwidth
+///   `ａｌｉｃｅ`, ligatures, superscripts become `alice`, `fi`, `2`), after trimming;
+/// - 1-32 characters;
+/// - no control or format characters (which could hide or reorder text, e.g. U+202E
+///   right-to-left override, or zero-width joiners);
+/// - a single script (UTS #39 mixed-script detection; digits, punctuation and marks are common to
+///   all scripts, and Han+Kana and Han+Hangul count as one): `pаypal` with a Cyrillic `а` is
+///   refused, while `Ренэ`, `佐藤さん` and `alice_2` pass.
+///
+/// Whole-script look-alikes (`аре` written entirely in Cyrillic) still pass: refusing them would
+/// refuse real names. Names are only identities under token auth, where the token's `sub` fixes
+/// the name (docs/security.md).
 pub fn display_name(raw: &str) -> Result<String, String> {
-    let name: String = raw.trim().nfc().collect();
+    let name: String = raw.trim().nfkc().collect();
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
         return Err(format!("names are 1-{MAX_NAME_CHARS} characters"));
     }
     if name.chars().any(is_hidden_char) {
         return Err("names may not contain control or invisible characters".to_owned());
+    }
+    if !name.as_str().is_single_script() {
+        return Err("names may not mix scripts (e.g. Latin with Cyrillic look-alikes)".to_owned());
     }
     Ok(name)
 }
@@ -91,6 +107,36 @@ mod tests {
     fn names_are_nfc_normalised_and_trimmed() {
         // "e" + combining acute becomes the single precomposed character.
         assert_eq!(display_name("  Rene\u{301} ").as_deref(), Ok("Ren\u{e9}"));
+    }
+
+    #[test]
+    fn compatibility_forms_fold_to_plain_letters() {
+        // Fullwidth letters and the "fi" ligature are NFKC-folded, so they equal the plain name.
+        assert_eq!(display_name("\u{FF41}lice").as_deref(), Ok("alice"));
+        assert_eq!(display_name("\u{FB01}nn").as_deref(), Ok("finn"));
+    }
+
+    #[test]
+    fn mixed_script_look_alikes_are_refused() {
+        // Latin "alice" with a Cyrillic "а" (U+0430).
+        assert!(display_name("\u{430}lice").is_err());
+        // Latin with Greek omicron.
+        assert!(display_name("b\u{3BF}b").is_err());
+    }
+
+    #[test]
+    fn single_script_names_in_any_script_pass() {
+        for name in [
+            "alice_2",
+            "Ренэ",
+            "佐藤さん",
+            "김민준",
+            "Zoë",
+            "bob (away)",
+            "Ελένη",
+        ] {
+            assert!(display_name(name).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -1,26 +1,28 @@
 //! The REST routes. Posts go through the same [`Hub::post`](crate::hub::Hub::post) as WebSocket
 //! messages: same ids, same broadcast, same ack-after-commit.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
-use crate::protocol::{
-    ErrorCode, HistoryPage, Limits, display_name, history_limit, message_text, room_name,
-};
+use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text, room_name};
 use crate::store::StoredMessage;
 
 /// Body of `POST /api/rooms/{room}/messages`.
 #[derive(Debug, Deserialize)]
 pub struct PostBody {
-    from: String,
+    /// The sender's name: required without auth; with auth, optional and, if given, must be the
+    /// token's `sub`.
+    from: Option<String>,
     data: String,
 }
 
@@ -38,15 +40,23 @@ struct RoomRow {
     last_id: u64,
 }
 
-/// `POST /api/rooms/{room}/messages`: store, broadcast, answer 201 once committed.
+/// `POST /api/rooms/{room}/messages`: store, broadcast, answer 201 once committed. The same
+/// rules as a WebSocket post: per-IP rate limit (429), token and room grant (401/403).
 pub async fn post_message(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Result<Caller, ApiError>,
     Path(room): Path<String>,
     body: Result<Json<PostBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    state.charge_api(peer.ip())?;
+    let caller = caller?;
     let room = room_name(&room)?;
-    let Json(body) = body.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
-    let from = display_name(&body.from).map_err(|m| ApiError::new(ErrorCode::BadName, m))?;
+    caller.check_room(&room)?;
+    let Json(body) = body.map_err(json_error)?;
+    let from = caller
+        .name(body.from.as_deref())?
+        .ok_or_else(|| ApiError::new(ErrorCode::BadName, "\"from\" is required"))?;
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
     };
@@ -63,13 +73,31 @@ pub async fn post_message(
         .into_response())
 }
 
+/// A body that is not the expected JSON is 400 `bad_json`; one over `--max-body-bytes` keeps
+/// its 413 (code `too_long`).
+fn json_error(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: ErrorCode::TooLong,
+            message: bounded(rejection.body_text()),
+        };
+    }
+    ApiError::new(ErrorCode::BadJson, bounded(rejection.body_text()))
+}
+
 /// `GET /api/rooms/{room}/messages?before=ID&limit=N`: one page, oldest first.
 pub async fn history(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Result<Caller, ApiError>,
     Path(room): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    state.charge_api(peer.ip())?;
+    let caller = caller?;
     let room = room_name(&room)?;
+    caller.check_room(&room)?;
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
     let page = state
@@ -84,8 +112,14 @@ pub async fn history(
     Ok(Json(body).into_response())
 }
 
-/// `GET /api/rooms`: rooms with members or messages.
-pub async fn rooms(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+/// `GET /api/rooms`: rooms with members or messages; with auth, only those the token allows.
+pub async fn rooms(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, ApiError> {
+    state.charge_api(peer.ip())?;
+    let caller = caller?;
     let rooms = state
         .hub
         .rooms()
@@ -93,6 +127,7 @@ pub async fn rooms(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
         .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
     let rows: Vec<RoomRow> = rooms
         .into_iter()
+        .filter(|r| caller.may_see(&r.room))
         .map(|r| RoomRow {
             room: r.room,
             members: r.members,

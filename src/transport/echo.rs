@@ -1,11 +1,12 @@
 //! `/echo`: the tutorial's first server. Every text or binary message goes back unchanged. It
 //! shares the WebSocket stack and settings with /ws, with its own (larger) size limit.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -13,12 +14,23 @@ use super::AppState;
 use super::ws::{CLOSE_TIMEOUT, classify, configure};
 use crate::hub::CloseReason;
 
-/// `GET /echo`.
-pub async fn echo(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+/// `GET /echo`. Counted under the connection caps like /ws; exempt from the Origin check and
+/// from auth, because it holds no data and acts for no one (docs/security.md; `--no-echo`
+/// removes it).
+pub async fn echo(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let permit = match state.admit(peer.ip(), "echo") {
+        Ok(permit) => permit,
+        Err(err) => return err.into_response(),
+    };
     let shutdown = state.shutdown.clone();
     let gauge = state.metrics.connections("echo");
     configure(ws, state.config.max_echo_bytes).on_upgrade(move |socket| {
         state.tracker.track_future(async move {
+            let _permit = permit;
             gauge.inc();
             run(socket, shutdown).await;
             gauge.dec();

@@ -23,9 +23,10 @@ impl ApiError {
     /// An error with the status that fits its code.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let status = match code {
-            ErrorCode::Unauthorized => StatusCode::FORBIDDEN,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized | ErrorCode::BadOrigin => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::StoreUnavailable | ErrorCode::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -3,13 +3,17 @@
 //! never touch the store or broker and hold no room state.
 
 mod api;
+mod auth;
 mod echo;
 mod error;
+mod guard;
+mod listen;
+mod rate;
 mod sse;
 mod ws;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -31,11 +35,11 @@ use crate::metrics::{Metrics, RouteLabel};
 use crate::web;
 
 pub use error::ApiError;
+pub use guard::connections_from_fd_limit;
+pub use listen::{HttpSettings, serve_http};
 
-/// Largest HTTP request body the API accepts (a message is at most a few KiB).
-const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Time a plain HTTP request may take to produce its response headers.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use guard::{ConnectionCaps, ConnectionPermit};
+use rate::ApiLimiter;
 
 /// What every handler can reach, passed as axum `State`.
 pub struct AppState {
@@ -49,6 +53,54 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks every socket task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The connection caps, checked before every upgrade.
+    caps: ConnectionCaps,
+    /// The API's per-IP request bucket (`None`: rate limiting off).
+    api_limiter: Option<ApiLimiter>,
+}
+
+impl AppState {
+    /// The state for one server; `max_connections` is the resolved global connection cap.
+    pub fn new(
+        hub: Hub,
+        config: Arc<Config>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+        max_connections: usize,
+    ) -> Self {
+        Self {
+            caps: ConnectionCaps::new(max_connections, config.max_connections_per_ip),
+            api_limiter: ApiLimiter::new(&config),
+            hub,
+            config,
+            metrics,
+            shutdown,
+            tracker,
+        }
+    }
+
+    /// Takes a place for a new connection (`transport` labels the refusal metric): 429 or 503
+    /// before the upgrade when a cap is reached.
+    fn admit(&self, ip: IpAddr, transport: &'static str) -> Result<ConnectionPermit, ApiError> {
+        self.caps.try_admit(ip).inspect_err(|err| {
+            self.metrics
+                .connections_refused
+                .get_or_create(&crate::metrics::TransportLabel { transport })
+                .inc();
+            tracing::debug!(%ip, transport, code = err.code.as_str(), "connection refused");
+        })
+    }
+
+    /// Charges one API request to `ip`'s bucket.
+    fn charge_api(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match &self.api_limiter {
+            Some(limiter) => limiter.check(ip).inspect_err(|_| {
+                self.metrics.rate_limited.inc();
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Every route, in one place, with the cross-cutting layers (logging, panic recovery, timeouts,
@@ -69,7 +121,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.config.echo_enabled {
         app = app.route("/echo", get(echo::echo));
     }
-    app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    let body_limit = state.config.max_body_bytes;
+    let request_timeout = state.config.request_timeout;
+    app.layer(DefaultBodyLimit::max(body_limit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -86,7 +140,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(CatchPanicLayer::new())
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
+                    request_timeout,
                 )),
         )
 }

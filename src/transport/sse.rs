@@ -3,18 +3,22 @@
 //! gets, with the message id as the SSE event id so `Last-Event-ID` resumes without gaps.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 
+use super::auth::Caller;
+use super::guard::check_origin;
+use super::ws::expiry;
 use super::{ApiError, AppState};
 use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing};
-use crate::protocol::{ErrorCode, display_name, room_name};
+use crate::protocol::room_name;
 
 /// Query of `GET /events`.
 #[derive(Debug, Deserialize)]
@@ -24,19 +28,23 @@ pub struct EventsQuery {
     name: Option<String>,
 }
 
-/// `GET /events?room=R&since=ID&name=N`.
+/// `GET /events?room=R&since=ID&name=N[&token=T]`. Refused before the stream starts, like a
+/// WebSocket upgrade: foreign `Origin` 403, bad token 401, room or name outside the token 403,
+/// caps 429/503.
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<EventsQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
+    Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
+    check_origin(&headers, &state.config.allowed_origins)?;
+    let caller = caller?;
     let room = room_name(&query.room)?;
-    let name = query
-        .name
-        .as_deref()
-        .map(display_name)
-        .transpose()
-        .map_err(|m| ApiError::new(ErrorCode::BadName, m))?;
+    let name = caller.name(query.name.as_deref())?;
+    caller.check_room(&room)?;
+    let permit = state.admit(peer.ip(), "sse")?;
+    let deadline = caller.deadline();
     // A reconnecting EventSource sends the last id it saw; it wins over the original `since`.
     let since = headers
         .get("last-event-id")
@@ -45,15 +53,20 @@ pub async fn events(
         .or(query.since);
 
     let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
-    let mut session = state.hub.connect(name, outbox.clone());
+    let mut session = state
+        .hub
+        .connect_with(name, caller.access(), outbox.clone());
     let gauge = state.metrics.connections("sse");
     let shutdown = state.shutdown.clone();
     state.tracker.spawn(async move {
+        // Held until the stream's session ends: its place under the caps.
+        let _permit = permit;
         gauge.inc();
         session.join(room, since, None).await;
         tokio::select! {
             () = outbox.closing() => {}
             () = shutdown.cancelled() => outbox.close(CloseReason::Shutdown),
+            () = expiry(deadline) => outbox.close(CloseReason::Policy("token expired")),
         }
         session.disconnect().await;
         gauge.dec();

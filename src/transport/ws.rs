@@ -1,20 +1,25 @@
 //! The chat WebSocket at `/ws`: a reader task that decodes frames into the session, a writer task
 //! that drains the outbox in batches, and one cleanup path when either ends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::time::{Instant, interval_at, timeout};
 
+use super::auth::Caller;
+use super::guard::{ConnectionPermit, check_origin};
+use super::rate::{FrameKind, FrameLimiter, Verdict};
 use super::{ApiError, AppState};
-use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing, Session};
-use crate::protocol::{ErrorCode, Limits, RoomName, display_name, parse_client_frame, room_name};
+use crate::hub::{Access, CloseReason, Outbox, OutboxReceiver, Outgoing, Session};
+use crate::protocol::{ErrorCode, Limits, Rejection, RoomName, parse_client_frame, room_name};
 
 /// Frames taken from the outbox per write: several frames leave in one flush under load.
 const WRITE_BATCH: usize = 64;
@@ -33,24 +38,61 @@ pub struct ChatQuery {
     room: Option<String>,
 }
 
-/// `GET /ws`: checks the query before upgrading, so a bad name or room is a plain HTTP 400.
+/// `GET /ws`. Everything that can refuse a connection is answered here, before the upgrade, as a
+/// plain HTTP error: a foreign `Origin` (403), a missing or bad token (401), a bad name or room
+/// (400), a name or room the token does not allow (403), a full server (503) or a client address
+/// at its cap (429).
 pub async fn chat(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
     Query(query): Query<ChatQuery>,
 ) -> Response {
-    let name = match query.name.as_deref().map(display_name).transpose() {
-        Ok(name) => name,
-        Err(message) => return ApiError::new(ErrorCode::BadName, message).into_response(),
-    };
-    let room = match query.room.as_deref().map(room_name).transpose() {
-        Ok(room) => room,
-        Err(rejection) => return ApiError::from(rejection).into_response(),
-    };
-    let frame_limit = state.config.max_frame_bytes;
-    configure(ws, frame_limit).on_upgrade(move |socket| {
-        let tracker = state.tracker.clone();
-        tracker.track_future(run(socket, state, name, room))
+    match admit(&state, peer, &headers, caller, &query) {
+        Ok(admitted) => {
+            let frame_limit = state.config.max_frame_bytes;
+            configure(ws, frame_limit).on_upgrade(move |socket| {
+                let tracker = state.tracker.clone();
+                tracker.track_future(run(socket, state, admitted))
+            })
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// What the checks before the upgrade hand to the socket task.
+struct Admitted {
+    name: Option<String>,
+    room: Option<RoomName>,
+    access: Access,
+    /// When the connection's token expires: it is closed (1008) then.
+    deadline: Option<Instant>,
+    permit: ConnectionPermit,
+}
+
+fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    caller: Result<Caller, ApiError>,
+    query: &ChatQuery,
+) -> Result<Admitted, ApiError> {
+    check_origin(headers, &state.config.allowed_origins)?;
+    let caller = caller?;
+    let name = caller.name(query.name.as_deref())?;
+    let room = query.room.as_deref().map(room_name).transpose()?;
+    if let Some(room) = &room {
+        caller.check_room(room)?;
+    }
+    let permit = state.admit(peer.ip(), "ws")?;
+    Ok(Admitted {
+        name,
+        room,
+        access: caller.access(),
+        deadline: caller.deadline(),
+        permit,
     })
 }
 
@@ -63,24 +105,27 @@ pub(super) fn configure(ws: WebSocketUpgrade, max_bytes: usize) -> WebSocketUpgr
         .max_write_buffer_size(max_bytes.saturating_mul(2).max(WRITE_BUFFER_BYTES * 2))
 }
 
-async fn run(
-    socket: WebSocket,
-    state: Arc<AppState>,
-    name: Option<String>,
-    room: Option<RoomName>,
-) {
+async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
+    let Admitted {
+        name,
+        room,
+        access,
+        deadline,
+        // Held until this task ends: the connection's place under the caps.
+        permit: _permit,
+    } = admitted;
     let gauge = state.metrics.connections("ws");
     gauge.inc();
     let (sink, mut stream) = socket.split();
     let (outbox, receiver) = Outbox::new(state.config.hub.outbox_frames);
-    let mut session = state.hub.connect(name, outbox.clone());
+    let mut session = state.hub.connect_with(name, access, outbox.clone());
     let writer = state
         .tracker
         .spawn(write_loop(sink, receiver, state.config.ping_interval));
     if let Some(room) = room {
         session.join(room, None, None).await;
     }
-    let reason = read_loop(&mut stream, &mut session, &state).await;
+    let reason = read_loop(&mut stream, &mut session, &state, deadline).await;
     outbox.close(reason);
     // The writer flushes what is queued (acks included) and sends the close frame.
     let _ = writer.await;
@@ -105,16 +150,19 @@ async fn read_loop(
     stream: &mut SplitStream<WebSocket>,
     session: &mut Session,
     state: &AppState,
+    deadline: Option<Instant>,
 ) -> CloseReason {
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
     };
     let idle = state.config.idle_timeout;
+    let mut limiter = FrameLimiter::new(&state.config);
     loop {
         let next = tokio::select! {
             biased;
             () = state.shutdown.cancelled() => return CloseReason::Shutdown,
             () = session.outbox().closing() => return CloseReason::Normal,
+            () = expiry(deadline) => return CloseReason::Policy("token expired"),
             next = timeout(idle, stream.next()) => next,
         };
         let message = match next {
@@ -124,16 +172,48 @@ async fn read_loop(
             Ok(Some(Ok(message))) => message,
         };
         match message {
-            Message::Text(text) => match parse_client_frame(text.as_str(), limits) {
-                // Boxed so an idle connection's task does not carry the largest command's state.
-                Ok(request) => Box::pin(session.handle(request)).await,
-                Err(rejection) => session.reject(&rejection),
-            },
+            Message::Text(text) => {
+                let parsed = parse_client_frame(text.as_str(), limits);
+                let kind = parsed
+                    .as_ref()
+                    .map_or(FrameKind::Other, |request| FrameKind::of(&request.frame));
+                let verdict = limiter.as_mut().map_or(Verdict::Allow, |l| l.check(kind));
+                if verdict != Verdict::Allow {
+                    state.metrics.rate_limited.inc();
+                }
+                match (verdict, parsed) {
+                    // Boxed so an idle connection's task does not carry the largest command's
+                    // state.
+                    (Verdict::Allow, Ok(request)) => Box::pin(session.handle(request)).await,
+                    (Verdict::Allow, Err(rejection)) => session.reject(&rejection),
+                    (Verdict::Reject, parsed) => session.reject(&Rejection {
+                        code: ErrorCode::RateLimited,
+                        message: "over the rate limit; nothing was done".to_owned(),
+                        reference: match parsed {
+                            Ok(request) => request.reference,
+                            Err(rejection) => rejection.reference,
+                        },
+                    }),
+                    (Verdict::Drop, _) => {}
+                    (Verdict::Abuse, _) => {
+                        state.metrics.flood_closes.inc();
+                        return CloseReason::Policy("sustained flooding over the rate limit");
+                    }
+                }
+            }
             Message::Binary(_) => return CloseReason::Unsupported,
             Message::Close(_) => return CloseReason::Normal,
             // tungstenite answers pings itself; any frame counts as a sign of life.
             Message::Ping(_) | Message::Pong(_) => {}
         }
+    }
+}
+
+/// Resolves at the token's expiry; never without a token.
+pub(super) async fn expiry(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

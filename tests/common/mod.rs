@@ -34,11 +34,14 @@ pub async fn start_server() -> TestServer {
     start_server_with(|_| {}).await
 }
 
-/// Starts a server after letting the test adjust its config.
+/// Starts a server after letting the test adjust its config. Rate limiting is off unless the
+/// test turns it on (`c.rate_limit = 10`): tests of other behaviours post in bursts from one
+/// address, and tests/limits.rs covers the limiter itself.
 pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
+        rate_limit: 0,
         ..Config::default()
     };
     adjust(&mut config);
@@ -97,6 +100,7 @@ pub struct Binary {
 
 impl Binary {
     /// Starts `hubbub serve` on `port` with its database in `data`, and waits until it answers.
+    /// Rate limiting is off (`HUBBUB_RATE_LIMIT=0`) unless `extra` passes `--rate-limit`.
     pub async fn start(data: &Path, port: u16, extra: &[&str]) -> Binary {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
@@ -107,6 +111,7 @@ impl Binary {
             .arg(data)
             .args(extra)
             .env("HUBBUB_LOG", "warn")
+            .env("HUBBUB_RATE_LIMIT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -321,4 +326,63 @@ pub async fn api_post(addr: SocketAddr, room: &str, from: &str, text: &str) -> u
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
     body["id"].as_u64().unwrap()
+}
+
+/// Opens a WebSocket to `path_and_query` with extra request headers, from the loopback address
+/// `source` (e.g. 127.0.0.2, so per-IP caps can be tested), without reading anything.
+/// Returns the handshake error so refusals before the upgrade can be inspected.
+pub async fn try_connect(
+    addr: SocketAddr,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    source: Option<&str>,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path_and_query}")
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(source) = source {
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    }
+    let tcp = socket.connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await?;
+    Ok(Client { ws })
+}
+
+/// The HTTP status and JSON error code of a refused WebSocket handshake.
+pub fn refusal(result: Result<Client, tokio_tungstenite::tungstenite::Error>) -> (u16, String) {
+    match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let code = response
+                .body()
+                .as_ref()
+                .and_then(|body| serde_json::from_slice::<Value>(body).ok())
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (status, code)
+        }
+        Err(other) => panic!("expected an HTTP refusal, got {other:?}"),
+        Ok(_) => panic!("expected an HTTP refusal, the upgrade was accepted"),
+    }
+}
+
+/// The server's /metrics text.
+pub async fn metrics(addr: SocketAddr) -> String {
+    http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

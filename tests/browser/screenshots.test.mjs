@@ -1,0 +1,92 @@
+// Screenshots for the README: a chat with a few messages, at desktop and phone width, light and
+// dark. Written to docs/screenshots/ by every run of the browser tests.
+
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import {
+  cleanupTmp,
+  launchBrowser,
+  openChat,
+  saveScreenshot,
+  say,
+  screenshotDir,
+  startServer,
+  waitForMessage,
+} from "./lib/harness.mjs";
+
+describe("screenshots", () => {
+  const servers = [];
+  const browsers = [];
+
+  after(async () => {
+    for (const b of browsers) await b.close();
+    for (const s of servers) await s.stop();
+    cleanupTmp();
+  });
+
+  /** A fresh server with a little history, posted by other people over the HTTP API. */
+  async function seededServer() {
+    const server = await startServer();
+    servers.push(server);
+    await server.post("lobby", "maria", "Morning all! 0.1.0 is out, notes at https://example.org/hubbub/releases/0.1.0");
+    await server.post("lobby", "dev-bot", "build #128 passed: 212 tests, 0 failures");
+    await server.post("lobby", "jonas", "Nice. Reconnects now resume with since=<last id>, so no duplicates after a restart");
+    await server.post("lobby", "maria", "and <b>markup</b> shows up as plain text, as it should");
+    await server.post("rust", "jonas", "anyone up for reviewing the store writer?");
+    await server.post("rust", "maria", "after lunch");
+    return server;
+  }
+
+  async function shoot({ file, viewport, colorScheme }) {
+    const server = await seededServer();
+    const other = await launchBrowser({ viewport: { width: 1280, height: 800 } });
+    const browser = await launchBrowser({ viewport, colorScheme });
+    browsers.push(other, browser);
+    const page = await openChat(browser, server, { name: "alice", hash: "#rust" });
+    // Join lobby too, then look at it; rust stays joined in the list.
+    const phone = viewport.width < 600;
+    if (phone) await page.getByRole("button", { name: "Rooms" }).click();
+    await page.getByLabel("Join or create a room").fill("lobby");
+    await page.getByLabel("Join or create a room").press("Enter");
+    await page.locator("#room-title", { hasText: "#lobby" }).waitFor();
+    const op = await openChat(other, server, { name: "jonas", hash: "#rust" });
+    const line = `Hi! Trying the new web client from my ${phone ? "phone" : "laptop"}`;
+    await say(page, line);
+    await waitForMessage(page, line, { settled: true });
+    await say(op, "alice, the store writer review is waiting for you");
+    await page.waitForFunction(() => document.querySelector('#room-list li[data-room="rust"] .unread'));
+    // jonas comes to the lobby too and starts typing.
+    await op.getByLabel("Join or create a room").fill("lobby");
+    await op.getByLabel("Join or create a room").press("Enter");
+    await page.locator('#member-list li[data-name="jonas"]').waitFor({ state: "attached" });
+    await waitForMessage(op, line);
+    await say(op, "welcome! Try Shift+Enter for a new line");
+    await waitForMessage(page, "welcome! Try Shift+Enter for a new line");
+    await op.getByLabel("Message", { exact: true }).pressSequentially("looks good", { delay: 10 });
+    await page.getByText("jonas is typing...").waitFor();
+    await page.getByLabel("Message", { exact: true }).fill("typing a reply…");
+    await page.locator('#conn[data-state="connected"]').waitFor();
+    await page.evaluate(() => document.activeElement?.blur());
+    await page.mouse.move(viewport.width - 5, viewport.height / 2); // no hover highlight
+    await page.waitForTimeout(300);
+    await saveScreenshot(page, file);
+    const st = fs.statSync(path.join(screenshotDir, file));
+    assert.ok(st.size > 10000, `${file} is a real picture`);
+    if (phone && colorScheme === "light") {
+      await page.getByRole("button", { name: "Rooms" }).click();
+      await page.locator("#sidebar.open").waitFor();
+      await page.waitForTimeout(200);
+      await saveScreenshot(page, "phone-rooms.png");
+    }
+    await browser.close();
+    await other.close();
+    await server.stop();
+  }
+
+  test("desktop 1280x800", () => shoot({ file: "desktop.png", viewport: { width: 1280, height: 800 }, colorScheme: "light" }));
+  test("phone 390x844", () => shoot({ file: "phone.png", viewport: { width: 390, height: 844 }, colorScheme: "light" }));
+  test("desktop, dark", () => shoot({ file: "desktop-dark.png", viewport: { width: 1280, height: 800 }, colorScheme: "dark" }));
+  test("phone, dark", () => shoot({ file: "phone-dark.png", viewport: { width: 390, height: 844 }, colorScheme: "dark" }));
+});
