@@ -4,7 +4,7 @@
 # peer in the same run, servers pinned to core 0 and the load generator to core 1, and writes
 # docs/bench/results.json, docs/bench/*.svg and the results section of docs/benchmarks.md.
 #
-#   bench/run.sh            full plan: up to 19,000 connections (about 30-40 minutes)
+#   bench/run.sh            full plan: up to 19,000 connections (about 10-15 minutes)
 #   bench/run.sh --quick    quick plan: up to 2,000 connections (a few minutes)
 #   bench/run.sh --quick --servers hubbub,node-ws --scenarios fanout,echo   (subset)
 #
