@@ -85,7 +85,9 @@ export class HubbubServer {
     const args = ["serve", "--addr", `127.0.0.1:${this.port}`, "--data", this.dataDir, ...this.extraArgs];
     const proc = spawn(hubbubBin, args, {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
+      // The tests seed rooms through the HTTP API faster than the default per-address rate limit
+      // allows (the rate limits have their own Rust tests); a test can pass --rate-limit itself.
+      env: { HUBBUB_RATE_LIMIT: "0", ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
     });
     this.proc = proc;
     live.add(proc);
