@@ -14,7 +14,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command as Proc};
 
 use crate::client::Mode;
 use crate::procfs::{self, CpuSample};
-use crate::spec::{Command, EchoReport, Event, FanoutPhase, FanoutReport, RoomLayout, Route, WorkerSpec};
+use crate::spec::{
+    Command, EchoReport, Event, FanoutPhase, FanoutReport, RoomLayout, Route, WorkerSpec,
+};
 
 /// Connections per worker: well under the 20,000 open files one process may hold.
 pub const MAX_PER_WORKER: usize = 9_000;
@@ -31,7 +33,10 @@ impl Worker {
     async fn send(&mut self, cmd: &Command) -> Result<()> {
         let mut line = serde_json::to_string(cmd)?;
         line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.context("write to worker")?;
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .context("write to worker")?;
         self.stdin.flush().await.context("flush to worker")?;
         Ok(())
     }
@@ -44,7 +49,8 @@ impl Worker {
                 .with_context(|| format!("worker {} exited", self.pid))?;
             // Only JSON objects are events; anything else would be a stray print.
             if line.starts_with('{') {
-                return serde_json::from_str(&line).with_context(|| format!("bad event line {line:?}"));
+                return serde_json::from_str(&line)
+                    .with_context(|| format!("bad event line {line:?}"));
             }
         }
     }
@@ -73,8 +79,23 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(mode: Mode, route: Route, server: SocketAddr, layout: RoomLayout, total: usize) -> Self {
-        Fleet { mode, route, server, layout, total, workers: Vec::new(), next_index: 0, connected: 0 }
+    pub fn new(
+        mode: Mode,
+        route: Route,
+        server: SocketAddr,
+        layout: RoomLayout,
+        total: usize,
+    ) -> Self {
+        Fleet {
+            mode,
+            route,
+            server,
+            layout,
+            total,
+            workers: Vec::new(),
+            next_index: 0,
+            connected: 0,
+        }
     }
 
     /// Add workers until `target` connections have been attempted; waits for all of them to
@@ -115,13 +136,23 @@ impl Fleet {
             line.push('\n');
             stdin.write_all(line.as_bytes()).await?;
             stdin.flush().await?;
-            fresh.push(Worker { child, pid, stdin, lines: BufReader::new(stdout).lines() });
+            fresh.push(Worker {
+                child,
+                pid,
+                stdin,
+                lines: BufReader::new(stdout).lines(),
+            });
             self.next_index += count;
         }
         let mut out = Connected::default();
         for w in fresh.iter_mut() {
             match w.event(timeout + Duration::from_secs(10)).await? {
-                Event::Ready { connected, failed, errors, .. } => {
+                Event::Ready {
+                    connected,
+                    failed,
+                    errors,
+                    ..
+                } => {
                     out.connected += connected;
                     out.failed += failed;
                     out.errors.extend(errors);
@@ -149,7 +180,9 @@ impl Fleet {
 
     /// Run one fan-out phase on every worker and return their reports.
     pub async fn fanout(&mut self, phase: FanoutPhase) -> Result<Vec<FanoutReport>> {
-        let wait = Duration::from_millis(crate::spec::LEAD_IN_MS + phase.duration_ms + phase.drain_ms) + Duration::from_secs(30);
+        let wait =
+            Duration::from_millis(crate::spec::LEAD_IN_MS + phase.duration_ms + phase.drain_ms)
+                + Duration::from_secs(30);
         let cmd = Command::Fanout(phase);
         for w in self.workers.iter_mut() {
             w.send(&cmd).await?;
@@ -167,7 +200,10 @@ impl Fleet {
     /// Run one echo phase on every worker.
     pub async fn echo(&mut self, duration_ms: u64, text_len: usize) -> Result<Vec<EchoReport>> {
         let wait = Duration::from_millis(duration_ms) + Duration::from_secs(30);
-        let cmd = Command::Echo { duration_ms, text_len };
+        let cmd = Command::Echo {
+            duration_ms,
+            text_len,
+        };
         for w in self.workers.iter_mut() {
             w.send(&cmd).await?;
         }
@@ -201,7 +237,10 @@ impl Fleet {
             let _ = w.send(&Command::Stop).await;
         }
         for mut w in self.workers.drain(..) {
-            if tokio::time::timeout(Duration::from_secs(10), w.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), w.child.wait())
+                .await
+                .is_err()
+            {
                 let _ = w.child.kill().await;
             }
         }

@@ -31,7 +31,10 @@ use scenario::{Scenario, Size};
 use servers::{ServerKind, ServerPaths};
 
 #[derive(Parser)]
-#[command(name = "hubbub-bench", about = "Benchmark hubbub against peer chat servers, side by side")]
+#[command(
+    name = "hubbub-bench",
+    about = "Benchmark hubbub against peer chat servers, side by side"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -110,7 +113,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Worker => worker::main(),
-        Cmd::Floor { sockets, rounds, bytes } => {
+        Cmd::Floor {
+            sockets,
+            rounds,
+            bytes,
+        } => {
             let rounds = rounds.unwrap_or((100_000 / sockets.max(1)).max(10));
             let r = floor::measure(sockets, rounds, bytes)?;
             println!("{}", serde_json::to_string(&r)?);
@@ -118,9 +125,19 @@ fn main() -> Result<()> {
         }
         Cmd::Report(a) => render(&a.results, &a.md, &a.svg_dir),
         Cmd::Suite(a) => {
-            tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-            let servers = if a.servers.is_empty() { ServerKind::ALL.to_vec() } else { a.servers.clone() };
-            let scenarios = if a.scenarios.is_empty() { Scenario::ALL.to_vec() } else { a.scenarios.clone() };
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .init();
+            let servers = if a.servers.is_empty() {
+                ServerKind::ALL.to_vec()
+            } else {
+                a.servers.clone()
+            };
+            let scenarios = if a.scenarios.is_empty() {
+                Scenario::ALL.to_vec()
+            } else {
+                a.scenarios.clone()
+            };
             let pin_core = match a.pin.as_str() {
                 "none" => None,
                 c => Some(c.parse().context("--pin takes a core number or none")?),
@@ -134,11 +151,25 @@ fn main() -> Result<()> {
                 nice: a.nice,
                 hubbub_args: a.hubbub_args.clone(),
             };
-            let command_line = std::env::var("HUBBUB_BENCH_COMMAND").unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let results = rt.block_on(suite::run(paths, a.size, &servers, &scenarios, a.out.clone(), command_line))?;
+            let command_line = std::env::var("HUBBUB_BENCH_COMMAND")
+                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let results = rt.block_on(suite::run(
+                paths,
+                a.size,
+                &servers,
+                &scenarios,
+                a.out.clone(),
+                command_line,
+            ))?;
             if let Some(md) = &a.md {
-                let svg_dir = a.out.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                let svg_dir = a
+                    .out
+                    .parent()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."));
                 render(&a.out, md, &svg_dir)?;
             }
             if !results.failures.is_empty() {
@@ -153,8 +184,13 @@ fn main() -> Result<()> {
 }
 
 /// Render the Markdown section and the plots from a results file.
-fn render(results: &std::path::Path, md: &std::path::Path, svg_dir: &std::path::Path) -> Result<()> {
-    let text = std::fs::read_to_string(results).with_context(|| format!("read {}", results.display()))?;
+fn render(
+    results: &std::path::Path,
+    md: &std::path::Path,
+    svg_dir: &std::path::Path,
+) -> Result<()> {
+    let text =
+        std::fs::read_to_string(results).with_context(|| format!("read {}", results.display()))?;
     let res: report::Results = serde_json::from_str(&text).context("parse results")?;
     report::write_svgs(&res, svg_dir)?;
     let rel = relative(md, svg_dir);

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// Resident set size of `pid` in KiB (`VmRSS` in /proc/PID/status).
 pub fn rss_kib(pid: u32) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("read status of {pid}"))?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read status of {pid}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -46,31 +47,52 @@ impl CpuSample {
 /// Sample the CPU time of `pid`.
 pub fn cpu(pid: u32) -> Result<CpuSample> {
     let mut run_ns = 0;
-    let tasks = fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("list threads of {pid}"))?;
+    let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("list threads of {pid}"))?;
     for t in tasks.flatten() {
         // A thread may exit between listing and reading; skip it.
         if let Ok(s) = fs::read_to_string(t.path().join("schedstat")) {
-            run_ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            run_ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
         }
     }
     let (utime_ticks, stime_ticks) = stat_times(&format!("/proc/{pid}/stat"))?;
-    Ok(CpuSample { run_ns, utime_ticks, stime_ticks })
+    Ok(CpuSample {
+        run_ns,
+        utime_ticks,
+        stime_ticks,
+    })
 }
 
 /// `utime` and `stime` (fields 14 and 15) of a /proc stat file.
 pub fn stat_times(path: &str) -> Result<(u64, u64)> {
     let stat = fs::read_to_string(path).with_context(|| format!("read {path}"))?;
     // The command name (field 2) may contain spaces; fields are counted after its ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After ')' the first field is field 3 (state), so field N is at index N - 3.
-    let get = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).context("short stat");
+    let get = |n: usize| {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("short stat")
+    };
     Ok((get(14)?, get(15)?))
 }
 
 /// The 1-minute load average: other work on this 2-core machine (compiles) disturbs latency.
 pub fn loadavg() -> Option<f64> {
-    fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Busy time of one core in seconds (everything but idle and iowait in /proc/stat), at tick
@@ -81,9 +103,19 @@ pub fn core_busy_s(core: usize) -> Option<f64> {
     let stat = fs::read_to_string("/proc/stat").ok()?;
     let prefix = format!("cpu{core} ");
     let line = stat.lines().find(|l| l.starts_with(&prefix))?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal ...
-    let busy: u64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| *x).sum();
+    let busy: u64 = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| *x)
+        .sum();
     Some(busy as f64 / 100.0)
 }
 

@@ -55,11 +55,22 @@ impl Machine {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
             .unwrap_or_default();
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         // Count processors in /proc/cpuinfo: the harness itself runs pinned to one core, so
         // available_parallelism() would say 1.
-        let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
-        Machine { cpu, cores, mem_total, kernel }
+        let cores = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        Machine {
+            cpu,
+            cores,
+            mem_total,
+            kernel,
+        }
     }
 }
 
@@ -79,8 +90,19 @@ pub struct Results {
 /// A compact summary of a record for the progress log.
 pub fn one_line(r: &Record) -> String {
     let keys = [
-        "kib_per_conn", "received", "lost", "p50_ms", "p99_ms", "cpu_us_per_delivery", "floor_multiple",
-        "ack_p99_ms", "round_trips_per_cpu_s", "closed", "error_frames", "fill_s", "gen_cpu_fraction",
+        "kib_per_conn",
+        "received",
+        "lost",
+        "p50_ms",
+        "p99_ms",
+        "cpu_us_per_delivery",
+        "floor_multiple",
+        "ack_p99_ms",
+        "round_trips_per_cpu_s",
+        "closed",
+        "error_frames",
+        "fill_s",
+        "gen_cpu_fraction",
     ];
     let mut s = String::new();
     for k in keys {
@@ -108,7 +130,11 @@ fn fmt(v: f64) -> String {
 
 /// Axis tick labels: whole numbers without decimals.
 fn tick(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { fmt(v) }
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        fmt(v)
+    }
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -147,7 +173,9 @@ impl Headline {
     }
 
     fn met(&self) -> &'static str {
-        let Some(h) = self.hubbub else { return "not measured" };
+        let Some(h) = self.hubbub else {
+            return "not measured";
+        };
         let ratio_ok = match (self.ratio_target, self.ratio()) {
             (Some(t), Some(r)) => match self.better {
                 Better::Lower => r <= t,
@@ -169,7 +197,10 @@ impl Headline {
 
 /// The record of `server` in `scenario` at size `n` (the last one, if repeated).
 fn find<'a>(res: &'a Results, server: &str, scenario: &str, n: usize) -> Option<&'a Record> {
-    res.records.iter().rev().find(|r| r.server == server && r.scenario == scenario && r.n == n)
+    res.records
+        .iter()
+        .rev()
+        .find(|r| r.server == server && r.scenario == scenario && r.n == n)
 }
 
 fn servers(res: &Results) -> Vec<String> {
@@ -183,7 +214,12 @@ fn servers(res: &Results) -> Vec<String> {
 }
 
 fn sizes(res: &Results, scenario: &str) -> Vec<usize> {
-    let mut v: Vec<usize> = res.records.iter().filter(|r| r.scenario == scenario).map(|r| r.n).collect();
+    let mut v: Vec<usize> = res
+        .records
+        .iter()
+        .filter(|r| r.scenario == scenario)
+        .map(|r| r.n)
+        .collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -199,7 +235,13 @@ fn clean(r: &Record, key: &str) -> Option<f64> {
 }
 
 /// Best peer value of `key` at (`scenario`, `n`).
-fn best_peer(res: &Results, scenario: &str, n: usize, key: &str, better: Better) -> Option<(String, f64)> {
+fn best_peer(
+    res: &Results,
+    scenario: &str,
+    n: usize,
+    key: &str,
+    better: Better,
+) -> Option<(String, f64)> {
     let mut best: Option<(String, f64)> = None;
     for s in servers(res).into_iter().filter(|s| s != HUBBUB) {
         if let Some(v) = find(res, &s, scenario, n).and_then(|r| clean(r, key)) {
@@ -222,16 +264,24 @@ fn saturation(res: &Results, server: &str) -> Option<f64> {
         .iter()
         .filter(|r| r.server == server && r.scenario == "saturation" && r.get("pass") == Some(1.0))
         .filter_map(|r| r.get("deliveries_per_s"))
-        .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
+        .fold(None, |acc: Option<f64>, v| {
+            Some(acc.map_or(v, |a| a.max(v)))
+        })
 }
 
 /// Whether the last saturation step of `server` failed (a true ceiling was found) and whether
 /// the load generator was near saturation there.
 fn saturation_note(res: &Results, server: &str) -> String {
-    let steps: Vec<&Record> = res.records.iter().filter(|r| r.server == server && r.scenario == "saturation").collect();
+    let steps: Vec<&Record> = res
+        .records
+        .iter()
+        .filter(|r| r.server == server && r.scenario == "saturation")
+        .collect();
     match steps.last() {
         None => "not run".into(),
-        Some(last) if last.get("pass") == Some(1.0) => "no failing step within the step budget (ceiling is higher)".into(),
+        Some(last) if last.get("pass") == Some(1.0) => {
+            "no failing step within the step budget (ceiling is higher)".into()
+        }
         Some(last) => format!(
             "failed at {} (p99 {} ms, lost {}, closed {}; generator CPU {})",
             last.label,
@@ -246,7 +296,12 @@ fn saturation_note(res: &Results, server: &str) -> String {
 fn headlines(res: &Results) -> Vec<Headline> {
     let mut out = Vec::new();
     let fan = sizes(res, "fanout");
-    let fan_ref = fan.iter().copied().filter(|&n| n <= 2_000).max().or_else(|| fan.first().copied());
+    let fan_ref = fan
+        .iter()
+        .copied()
+        .filter(|&n| n <= 2_000)
+        .max()
+        .or_else(|| fan.first().copied());
     let fan_big = fan.last().copied();
     let fan_small = fan.first().copied();
     let get = |s: &str, sc: &str, n: usize, k: &str| find(res, s, sc, n).and_then(|r| clean(r, k));
@@ -262,7 +317,10 @@ fn headlines(res: &Results) -> Vec<Headline> {
         });
         let floor = res.floor.as_ref().map(|f| f.cpu_us_per_write);
         out.push(Headline {
-            what: format!("… as a multiple of the kernel floor ({} µs/write)", fmt_opt(floor)),
+            what: format!(
+                "… as a multiple of the kernel floor ({} µs/write)",
+                fmt_opt(floor)
+            ),
             target: "≤ 1.15× floor".into(),
             hubbub: get(HUBBUB, "fanout", n, "floor_multiple"),
             best: best_peer(res, "fanout", n, "floor_multiple", Better::Lower),
@@ -292,16 +350,20 @@ fn headlines(res: &Results) -> Vec<Headline> {
         });
     }
     if let (Some(small), Some(big)) = (fan_small, fan_big.filter(|b| Some(*b) != fan_small)) {
-        let growth = |s: &str| match (get(s, "fanout", big, "cpu_us_per_delivery"), get(s, "fanout", small, "cpu_us_per_delivery")) {
+        let growth = |s: &str| match (
+            get(s, "fanout", big, "cpu_us_per_delivery"),
+            get(s, "fanout", small, "cpu_us_per_delivery"),
+        ) {
             (Some(b), Some(a)) if a > 0.0 => Some(b / a),
             _ => None,
         };
         let mut best: Option<(String, f64)> = None;
         for s in servers(res).into_iter().filter(|s| s != HUBBUB) {
             if let Some(g) = growth(&s)
-                && best.as_ref().is_none_or(|(_, b)| g < *b) {
-                    best = Some((s, g));
-                }
+                && best.as_ref().is_none_or(|(_, b)| g < *b)
+            {
+                best = Some((s, g));
+            }
         }
         out.push(Headline {
             what: format!("growth: CPU per delivery at {big} ÷ at {small} members"),
@@ -357,7 +419,10 @@ fn headlines(res: &Results) -> Vec<Headline> {
     if let Some(&n) = sizes(res, "acks").first() {
         let r = find(res, HUBBUB, "acks", n);
         out.push(Headline {
-            what: format!("p99 post-to-ack at {} posts/s (ms)", fmt_opt(r.and_then(|r| r.get("rate_total")))),
+            what: format!(
+                "p99 post-to-ack at {} posts/s (ms)",
+                fmt_opt(r.and_then(|r| r.get("rate_total")))
+            ),
             target: "< 20 ms".into(),
             hubbub: r.and_then(|r| r.get("ack_p99_ms")),
             best: None,
@@ -373,27 +438,73 @@ fn headlines(res: &Results) -> Vec<Headline> {
 pub fn markdown(res: &Results, svg_rel: &str) -> String {
     let mut md = String::new();
     let m = &res.machine;
-    let _ = writeln!(md, "Run: `{}` ({:?} plan), {} → {}.\n", res.command, res.size, res.started, res.finished);
-    let _ = writeln!(md, "Machine: {}, {} cores, {} RAM, Linux {}. Server pinned to core 0, load generator to core 1. Absolute numbers are machine-dependent; the ratios are the point.\n", m.cpu, m.cores, m.mem_total, m.kernel);
+    let _ = writeln!(
+        md,
+        "Run: `{}` ({:?} plan), {} → {}.\n",
+        res.command, res.size, res.started, res.finished
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {}, {} cores, {} RAM, Linux {}. Server pinned to core 0, load generator to core 1. Absolute numbers are machine-dependent; the ratios are the point.\n",
+        m.cpu, m.cores, m.mem_total, m.kernel
+    );
     if let Some(f) = &res.floor {
-        let _ = writeln!(md, "Kernel floor: **{:.2} µs** CPU per {}-byte `write()` to a loopback TCP socket ({:.2} µs of it system time), measured over {} writes round-robin to {} connected sockets.\n", f.cpu_us_per_write, f.bytes_per_write, f.sys_us_per_write, f.writes, f.sockets);
+        let _ = writeln!(
+            md,
+            "Kernel floor: **{:.2} µs** CPU per {}-byte `write()` to a loopback TCP socket ({:.2} µs of it system time), measured over {} writes round-robin to {} connected sockets.\n",
+            f.cpu_us_per_write, f.bytes_per_write, f.sys_us_per_write, f.writes, f.sockets
+        );
     }
-    let foreign = res.records.iter().filter_map(|r| r.get("foreign_core_share")).fold(0.0, f64::max);
-    let load = res.records.iter().filter_map(|r| r.get("loadavg")).fold(0.0, f64::max);
+    let foreign = res
+        .records
+        .iter()
+        .filter_map(|r| r.get("foreign_core_share"))
+        .fold(0.0, f64::max);
+    let load = res
+        .records
+        .iter()
+        .filter_map(|r| r.get("loadavg"))
+        .fold(0.0, f64::max);
     if foreign > 0.05 || load > 2.5 {
-        let _ = writeln!(md, "**Caution:** other work shared this machine during the run (highest 1-minute load average {load:.1}; up to {:.0}% of the server's core used by other processes during a phase). CPU per delivery is the server's own CPU time and holds up; latency percentiles are inflated whenever the server had to wait for its core.\n", foreign * 100.0);
+        let _ = writeln!(
+            md,
+            "**Caution:** other work shared this machine during the run (highest 1-minute load average {load:.1}; up to {:.0}% of the server's core used by other processes during a phase). CPU per delivery is the server's own CPU time and holds up; latency percentiles are inflated whenever the server had to wait for its core.\n",
+            foreign * 100.0
+        );
     }
     let _ = writeln!(md, "### Headline: hubbub against the best peer\n");
-    let _ = writeln!(md, "| measure | target | hubbub | best peer | hubbub / best peer | met |");
+    let _ = writeln!(
+        md,
+        "| measure | target | hubbub | best peer | hubbub / best peer | met |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for h in headlines(res) {
-        let best = h.best.as_ref().map(|(s, v)| format!("{} ({s})", fmt(*v))).unwrap_or_else(|| "–".into());
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} |", h.what, h.target, fmt_opt(h.hubbub), best, h.ratio().map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".into()), h.met());
+        let best = h
+            .best
+            .as_ref()
+            .map(|(s, v)| format!("{} ({s})", fmt(*v)))
+            .unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            h.what,
+            h.target,
+            fmt_opt(h.hubbub),
+            best,
+            h.ratio()
+                .map(|r| format!("{r:.2}×"))
+                .unwrap_or_else(|| "–".into()),
+            h.met()
+        );
     }
     let _ = writeln!(md);
 
     let section = |md: &mut String, title: &str, scenario: &str, cols: &[(&str, &str)]| {
-        let rows: Vec<&Record> = res.records.iter().filter(|r| r.scenario == scenario).collect();
+        let rows: Vec<&Record> = res
+            .records
+            .iter()
+            .filter(|r| r.scenario == scenario)
+            .collect();
         if rows.is_empty() {
             return;
         }
@@ -416,49 +527,146 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
             .records
             .iter()
             .filter(|r| r.scenario == scenario)
-            .filter_map(|r| r.note.as_ref().map(|n| format!("- {} N={} {}: {}", r.server, r.n, r.label, n.chars().take(200).collect::<String>())))
+            .filter_map(|r| {
+                r.note.as_ref().map(|n| {
+                    format!(
+                        "- {} N={} {}: {}",
+                        r.server,
+                        r.n,
+                        r.label,
+                        n.chars().take(200).collect::<String>()
+                    )
+                })
+            })
             .collect();
         if !notes.is_empty() {
-            let _ = writeln!(md, "\nFirst error or close seen per row:\n\n{}", notes.join("\n"));
+            let _ = writeln!(
+                md,
+                "\nFirst error or close seen per row:\n\n{}",
+                notes.join("\n")
+            );
         }
         let _ = writeln!(md);
     };
-    section(&mut md, "Idle connections: memory", "idle", &[
-        ("open", "open"), ("failed", "failed"), ("kib_per_conn", "KiB/conn"), ("rss_kib", "RSS KiB"),
-        ("connect_s", "connect s"), ("connect_server_cpu_s", "server CPU s while connecting"),
-    ]);
-    let _ = writeln!(md, "![memory per idle connection]({svg_rel}/idle_memory.svg)\n");
-    section(&mut md, "Fan-out: one room, every member measures", "fanout", &[
-        ("failed", "failed"), ("rate_total", "msg/s"), ("received", "deliveries"), ("lost", "lost"), ("duplicates", "extra"),
-        ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("max_ms", "max ms"),
-        ("cpu_us_per_delivery", "CPU µs/delivery"), ("floor_multiple", "× floor"), ("core_us_per_delivery", "core µs/delivery"), ("server_sys_fraction", "sys share"),
-        ("fill_s", "room fill s"), ("fill_server_cpu_s", "fill CPU s"), ("kib_per_conn_in_room", "KiB/member"),
-        ("closed", "closed"), ("gen_cpu_fraction", "generator CPU"), ("foreign_core_share", "foreign load on server core"), ("loadavg", "loadavg"),
-    ]);
-    let _ = writeln!(md, "![p99 latency against room size]({svg_rel}/fanout_p99.svg)\n");
-    let _ = writeln!(md, "![CPU per delivery against room size]({svg_rel}/fanout_cpu.svg)\n");
+    section(
+        &mut md,
+        "Idle connections: memory",
+        "idle",
+        &[
+            ("open", "open"),
+            ("failed", "failed"),
+            ("kib_per_conn", "KiB/conn"),
+            ("rss_kib", "RSS KiB"),
+            ("connect_s", "connect s"),
+            ("connect_server_cpu_s", "server CPU s while connecting"),
+        ],
+    );
+    let _ = writeln!(
+        md,
+        "![memory per idle connection]({svg_rel}/idle_memory.svg)\n"
+    );
+    section(
+        &mut md,
+        "Fan-out: one room, every member measures",
+        "fanout",
+        &[
+            ("failed", "failed"),
+            ("rate_total", "msg/s"),
+            ("received", "deliveries"),
+            ("lost", "lost"),
+            ("duplicates", "extra"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("p999_ms", "p99.9 ms"),
+            ("max_ms", "max ms"),
+            ("cpu_us_per_delivery", "CPU µs/delivery"),
+            ("floor_multiple", "× floor"),
+            ("core_us_per_delivery", "core µs/delivery"),
+            ("server_sys_fraction", "sys share"),
+            ("fill_s", "room fill s"),
+            ("fill_server_cpu_s", "fill CPU s"),
+            ("kib_per_conn_in_room", "KiB/member"),
+            ("closed", "closed"),
+            ("gen_cpu_fraction", "generator CPU"),
+            ("foreign_core_share", "foreign load on server core"),
+            ("loadavg", "loadavg"),
+        ],
+    );
+    let _ = writeln!(
+        md,
+        "![p99 latency against room size]({svg_rel}/fanout_p99.svg)\n"
+    );
+    let _ = writeln!(
+        md,
+        "![CPU per delivery against room size]({svg_rel}/fanout_cpu.svg)\n"
+    );
     let _ = writeln!(md, "![room fill cost]({svg_rel}/fill_cpu.svg)\n");
-    section(&mut md, "Saturation: growing post rate until p99 ≥ 100 ms or loss", "saturation", &[
-        ("rate_total", "msg/s"), ("deliveries_per_s", "deliveries/s"), ("lost", "lost"), ("p99_ms", "p99 ms"),
-        ("cpu_us_per_delivery", "CPU µs/delivery"), ("server_cpu_s", "server CPU s"), ("closed", "closed"),
-        ("gen_cpu_fraction", "generator CPU"), ("foreign_core_share", "foreign load on server core"), ("pass", "pass"),
-    ]);
+    section(
+        &mut md,
+        "Saturation: growing post rate until p99 ≥ 100 ms or loss",
+        "saturation",
+        &[
+            ("rate_total", "msg/s"),
+            ("deliveries_per_s", "deliveries/s"),
+            ("lost", "lost"),
+            ("p99_ms", "p99 ms"),
+            ("cpu_us_per_delivery", "CPU µs/delivery"),
+            ("server_cpu_s", "server CPU s"),
+            ("closed", "closed"),
+            ("gen_cpu_fraction", "generator CPU"),
+            ("foreign_core_share", "foreign load on server core"),
+            ("pass", "pass"),
+        ],
+    );
     for s in servers(res) {
         let _ = writeln!(md, "- {s}: {}", saturation_note(res, &s));
     }
     let _ = writeln!(md, "\n![saturation]({svg_rel}/saturation.svg)\n");
-    section(&mut md, "Many rooms (hubbub only: the peers have no rooms)", "rooms", &[
-        ("rate_total", "msg/s"), ("received", "deliveries"), ("lost", "lost"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-        ("cpu_us_per_delivery", "CPU µs/delivery"), ("ack_p99_ms", "ack p99 ms"), ("error_frames", "errors"), ("closed", "closed"),
-    ]);
-    section(&mut md, "Acks under load (hubbub only)", "acks", &[
-        ("rate_total", "posts/s"), ("acks", "acks"), ("ack_p50_ms", "ack p50 ms"), ("ack_p99_ms", "ack p99 ms"),
-        ("ack_max_ms", "ack max ms"), ("p99_ms", "delivery p99 ms"), ("lost", "lost"), ("error_frames", "errors"),
-    ]);
-    section(&mut md, "Echo", "echo", &[
-        ("round_trips_per_s", "round trips/s"), ("round_trips_per_cpu_s", "per CPU-s"), ("cpu_us_per_round_trip", "CPU µs/rt"),
-        ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("server_sys_fraction", "sys share"), ("gen_cpu_fraction", "generator CPU"),
-    ]);
+    section(
+        &mut md,
+        "Many rooms (hubbub only: the peers have no rooms)",
+        "rooms",
+        &[
+            ("rate_total", "msg/s"),
+            ("received", "deliveries"),
+            ("lost", "lost"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("cpu_us_per_delivery", "CPU µs/delivery"),
+            ("ack_p99_ms", "ack p99 ms"),
+            ("error_frames", "errors"),
+            ("closed", "closed"),
+        ],
+    );
+    section(
+        &mut md,
+        "Acks under load (hubbub only)",
+        "acks",
+        &[
+            ("rate_total", "posts/s"),
+            ("acks", "acks"),
+            ("ack_p50_ms", "ack p50 ms"),
+            ("ack_p99_ms", "ack p99 ms"),
+            ("ack_max_ms", "ack max ms"),
+            ("p99_ms", "delivery p99 ms"),
+            ("lost", "lost"),
+            ("error_frames", "errors"),
+        ],
+    );
+    section(
+        &mut md,
+        "Echo",
+        "echo",
+        &[
+            ("round_trips_per_s", "round trips/s"),
+            ("round_trips_per_cpu_s", "per CPU-s"),
+            ("cpu_us_per_round_trip", "CPU µs/rt"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("server_sys_fraction", "sys share"),
+            ("gen_cpu_fraction", "generator CPU"),
+        ],
+    );
     if !res.failures.is_empty() {
         let _ = writeln!(md, "### What failed in this run\n");
         for f in &res.failures {
@@ -489,7 +697,10 @@ fn series(res: &Results, scenario: &str, key: &str) -> Vec<(String, Vec<(f64, f6
 /// Write every plot into `dir`.
 pub fn write_svgs(res: &Results, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let floor = res.floor.as_ref().map(|f| ("kernel floor".to_string(), f.cpu_us_per_write));
+    let floor = res
+        .floor
+        .as_ref()
+        .map(|f| ("kernel floor".to_string(), f.cpu_us_per_write));
     let sat: Vec<(String, Vec<(f64, f64)>)> = servers(res)
         .into_iter()
         .map(|s| {
@@ -504,11 +715,56 @@ pub fn write_svgs(res: &Results, dir: &Path) -> Result<()> {
         .filter(|(_, p)| !p.is_empty())
         .collect();
     let charts = [
-        ("idle_memory.svg", chart("Resident memory per idle connection", "connections", "KiB per connection", &series(res, "idle", "kib_per_conn"), None)),
-        ("fanout_p99.svg", chart("p99 delivery latency, one room", "room members", "p99 latency (ms)", &series(res, "fanout", "p99_ms"), None)),
-        ("fanout_cpu.svg", chart("Server CPU per delivered message", "room members", "CPU µs per delivery", &series(res, "fanout", "cpu_us_per_delivery"), floor)),
-        ("fill_cpu.svg", chart("Server CPU spent while a room stage fills (joins + presence)", "room members after the stage", "server CPU seconds", &series(res, "fanout", "fill_server_cpu_s"), None)),
-        ("saturation.svg", chart("p99 latency against delivery rate", "deliveries per second", "p99 latency (ms)", &sat, Some(("100 ms limit".to_string(), 100.0)))),
+        (
+            "idle_memory.svg",
+            chart(
+                "Resident memory per idle connection",
+                "connections",
+                "KiB per connection",
+                &series(res, "idle", "kib_per_conn"),
+                None,
+            ),
+        ),
+        (
+            "fanout_p99.svg",
+            chart(
+                "p99 delivery latency, one room",
+                "room members",
+                "p99 latency (ms)",
+                &series(res, "fanout", "p99_ms"),
+                None,
+            ),
+        ),
+        (
+            "fanout_cpu.svg",
+            chart(
+                "Server CPU per delivered message",
+                "room members",
+                "CPU µs per delivery",
+                &series(res, "fanout", "cpu_us_per_delivery"),
+                floor,
+            ),
+        ),
+        (
+            "fill_cpu.svg",
+            chart(
+                "Server CPU spent while a room stage fills (joins + presence)",
+                "room members after the stage",
+                "server CPU seconds",
+                &series(res, "fanout", "fill_server_cpu_s"),
+                None,
+            ),
+        ),
+        (
+            "saturation.svg",
+            chart(
+                "p99 latency against delivery rate",
+                "deliveries per second",
+                "p99 latency (ms)",
+                &sat,
+                Some(("100 ms limit".to_string(), 100.0)),
+            ),
+        ),
     ];
     for (name, svg) in charts {
         std::fs::write(dir.join(name), svg).with_context(|| format!("write {name}"))?;
@@ -516,17 +772,32 @@ pub fn write_svgs(res: &Results, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 
 /// A line chart as SVG text: one polyline with markers per series, optional horizontal
 /// reference line, linear axes starting at zero.
-pub fn chart(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f64, f64)>)], hline: Option<(String, f64)>) -> String {
+pub fn chart(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    hline: Option<(String, f64)>,
+) -> String {
     let (w, h) = (720.0, 420.0);
     let (l, r, t, b) = (70.0, 170.0, 40.0, 50.0);
     let pw = w - l - r;
     let ph = h - t - b;
-    let xmax = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).fold(0.0, f64::max).max(1.0);
-    let mut ymax = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).fold(0.0, f64::max);
+    let xmax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let mut ymax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .fold(0.0, f64::max);
     if let Some((_, y)) = &hline {
         ymax = ymax.max(*y);
     }
@@ -535,37 +806,115 @@ pub fn chart(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f6
     let sx = |x: f64| l + x / xmax * pw;
     let sy = |y: f64| t + ph - y / ymax * ph;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, l + pw / 2.0, esc(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
+        l + pw / 2.0,
+        esc(title)
+    );
     for i in 0..=5 {
         let fx = i as f64 / 5.0;
         let (x, y) = (l + fx * pw, t + ph - fx * ph);
-        let _ = writeln!(s, r##"<line x1="{l}" y1="{y}" x2="{}" y2="{y}" stroke="#e0e0e0"/>"##, l + pw);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, l - 6.0, y + 4.0, tick(ymax * fx));
-        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#, t + ph + 16.0, tick(xmax * fx));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{l}" y1="{y}" x2="{}" y2="{y}" stroke="#e0e0e0"/>"##,
+            l + pw
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            l - 6.0,
+            y + 4.0,
+            tick(ymax * fx)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#,
+            t + ph + 16.0,
+            tick(xmax * fx)
+        );
     }
-    let _ = writeln!(s, r#"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, t + ph, l + pw, t + ph);
-    let _ = writeln!(s, r#"<line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="black"/>"#, t + ph);
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, l + pw / 2.0, h - 12.0, esc(xlabel));
-    let _ = writeln!(s, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>"#, t + ph / 2.0, t + ph / 2.0, esc(ylabel));
+    let _ = writeln!(
+        s,
+        r#"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        t + ph,
+        l + pw,
+        t + ph
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="black"/>"#,
+        t + ph
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        l + pw / 2.0,
+        h - 12.0,
+        esc(xlabel)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>"#,
+        t + ph / 2.0,
+        t + ph / 2.0,
+        esc(ylabel)
+    );
     if let Some((label, y)) = &hline {
         let yy = sy(*y);
-        let _ = writeln!(s, r##"<line x1="{l}" y1="{yy}" x2="{}" y2="{yy}" stroke="#555" stroke-dasharray="6 4"/>"##, l + pw);
-        let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#555">{}</text>"##, l + pw + 6.0, yy + 4.0, esc(label));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{l}" y1="{yy}" x2="{}" y2="{yy}" stroke="#555" stroke-dasharray="6 4"/>"##,
+            l + pw
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" fill="#555">{}</text>"##,
+            l + pw + 6.0,
+            yy + 4.0,
+            esc(label)
+        );
     }
     for (i, (name, pts)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         let mut pts = pts.clone();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let path: Vec<String> = pts.iter().map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
         for (x, y) in &pts {
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{c}"/>"#, sx(*x), sy(*y));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{c}"/>"#,
+                sx(*x),
+                sy(*y)
+            );
         }
         let ly = t + 20.0 + i as f64 * 20.0;
-        let _ = writeln!(s, r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="3"/>"#, l + pw + 10.0, l + pw + 30.0);
-        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, l + pw + 36.0, ly + 4.0, esc(name));
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="3"/>"#,
+            l + pw + 10.0,
+            l + pw + 30.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            l + pw + 36.0,
+            ly + 4.0,
+            esc(name)
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -584,7 +933,9 @@ fn nice_ceiling(v: f64) -> f64 {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Markers in docs/benchmarks.md between which the generated section lives.
@@ -595,7 +946,11 @@ pub const END: &str = "<!-- results:end -->";
 pub fn splice(md_path: &Path, section: &str) -> Result<()> {
     let old = std::fs::read_to_string(md_path).unwrap_or_default();
     let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{BEGIN}\n{section}{END}{}", &old[..a], &old[b + END.len()..]),
+        (Some(a), Some(b)) if b > a => format!(
+            "{}{BEGIN}\n{section}{END}{}",
+            &old[..a],
+            &old[b + END.len()..]
+        ),
         _ => format!("{old}\n{BEGIN}\n{section}{END}\n"),
     };
     std::fs::write(md_path, new).with_context(|| format!("write {}", md_path.display()))
@@ -614,7 +969,16 @@ mod tests {
 
     #[test]
     fn chart_is_svg_with_every_series() {
-        let s = chart("t", "x", "y", &[("a".into(), vec![(1.0, 2.0), (2.0, 3.0)]), ("b<".into(), vec![(1.0, 1.0)])], Some(("floor".into(), 1.5)));
+        let s = chart(
+            "t",
+            "x",
+            "y",
+            &[
+                ("a".into(), vec![(1.0, 2.0), (2.0, 3.0)]),
+                ("b<".into(), vec![(1.0, 1.0)]),
+            ],
+            Some(("floor".into(), 1.5)),
+        );
         assert!(s.starts_with("<svg"));
         assert!(s.contains("b&lt;"));
         assert_eq!(s.matches("<polyline").count(), 2);

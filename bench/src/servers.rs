@@ -27,7 +27,12 @@ pub enum ServerKind {
 }
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 4] = [ServerKind::Hubbub, ServerKind::NodeWs, ServerKind::Socketio, ServerKind::GoGorilla];
+    pub const ALL: [ServerKind; 4] = [
+        ServerKind::Hubbub,
+        ServerKind::NodeWs,
+        ServerKind::Socketio,
+        ServerKind::GoGorilla,
+    ];
 
     /// The name used in tables and result files.
     pub fn name(self) -> &'static str {
@@ -93,7 +98,9 @@ fn own_niceness() -> i32 {
         .ok()
         .and_then(|s| {
             let rest = s.rsplit_once(')')?.1.to_string();
-            rest.split_whitespace().nth(19 - 3).and_then(|v| v.parse().ok())
+            rest.split_whitespace()
+                .nth(19 - 3)
+                .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -121,7 +128,8 @@ impl Server {
         let mut data_dir = None;
         let argv: Vec<String> = match kind {
             ServerKind::Hubbub => {
-                let dir = std::env::temp_dir().join(format!("hubbub-bench-{}-{port}", std::process::id()));
+                let dir = std::env::temp_dir()
+                    .join(format!("hubbub-bench-{}-{port}", std::process::id()));
                 std::fs::create_dir_all(&dir).context("create hubbub data dir")?;
                 let v = vec![
                     paths.hubbub_bin.display().to_string(),
@@ -139,11 +147,16 @@ impl Server {
             }
             ServerKind::NodeWs => vec!["node".into(), script(paths, "node-ws")?],
             ServerKind::Socketio => vec!["node".into(), script(paths, "socketio")?],
-            ServerKind::GoGorilla => vec![paths.go_bin.display().to_string(), "-addr".into(), addr.to_string()],
+            ServerKind::GoGorilla => vec![
+                paths.go_bin.display().to_string(),
+                "-addr".into(),
+                addr.to_string(),
+            ],
         };
         let pin = format!("exec {} \"$@\"", paths.launcher().join(" "));
         std::fs::create_dir_all(&paths.log_dir).ok();
-        let log = File::create(paths.log_dir.join(format!("{}.log", kind.name()))).context("create server log")?;
+        let log = File::create(paths.log_dir.join(format!("{}.log", kind.name())))
+            .context("create server log")?;
         let child = Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -n \"$(ulimit -Hn)\"; {pin}"))
@@ -159,14 +172,24 @@ impl Server {
             .spawn()
             .with_context(|| format!("start {}", kind.name()))?;
         let pid = child.id();
-        let mut server = Server { addr, pid, core: paths.pin_core, child, data_dir };
+        let mut server = Server {
+            addr,
+            pid,
+            core: paths.pin_core,
+            child,
+            data_dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 break;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                bail!("{} exited at start ({status}); see {}", kind.name(), paths.log_dir.display());
+                bail!(
+                    "{} exited at start ({status}); see {}",
+                    kind.name(),
+                    paths.log_dir.display()
+                );
             }
             if Instant::now() > deadline {
                 server.stop();
@@ -181,7 +204,10 @@ impl Server {
 
     /// SIGTERM by PID, wait up to 5 s, then SIGKILL through the child handle.
     pub fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -219,7 +245,10 @@ fn benchmark_flags(bin: &Path) -> Vec<String> {
         .unwrap_or_default();
     let mut flags = Vec::new();
     if help.contains("--max-connections-per-ip") {
-        flags.extend(["--max-connections-per-ip".to_string(), "1000000".to_string()]);
+        flags.extend([
+            "--max-connections-per-ip".to_string(),
+            "1000000".to_string(),
+        ]);
     }
     flags
 }

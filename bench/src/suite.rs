@@ -24,12 +24,23 @@ pub struct Run {
 impl Run {
     /// Kernel-floor cost per write in microseconds (0 when not measured).
     pub fn floor_us(&self) -> f64 {
-        self.results.floor.as_ref().map(|f| f.cpu_us_per_write).unwrap_or(0.0)
+        self.results
+            .floor
+            .as_ref()
+            .map(|f| f.cpu_us_per_write)
+            .unwrap_or(0.0)
     }
 
     /// Append a record and save the results file.
     pub fn push(&mut self, rec: Record) -> Result<()> {
-        eprintln!("[bench] {} {} n={} {}: {}", rec.server, rec.scenario, rec.n, rec.label, crate::report::one_line(&rec));
+        eprintln!(
+            "[bench] {} {} n={} {}: {}",
+            rec.server,
+            rec.scenario,
+            rec.n,
+            rec.label,
+            crate::report::one_line(&rec)
+        );
         self.results.records.push(rec);
         self.save()
     }
@@ -39,7 +50,8 @@ impl Run {
             std::fs::create_dir_all(dir).ok();
         }
         let json = serde_json::to_string_pretty(&self.results)?;
-        std::fs::write(&self.out_file, json).with_context(|| format!("write {}", self.out_file.display()))
+        std::fs::write(&self.out_file, json)
+            .with_context(|| format!("write {}", self.out_file.display()))
     }
 }
 
@@ -55,7 +67,12 @@ pub fn measure_floor(paths: &ServerPaths, sockets: usize) -> Result<FloorReport>
         }
         None => Command::new(&exe),
     };
-    let out = cmd.arg("floor").arg("--sockets").arg(sockets.to_string()).output().context("run floor")?;
+    let out = cmd
+        .arg("floor")
+        .arg("--sockets")
+        .arg(sockets.to_string())
+        .output()
+        .context("run floor")?;
     if !out.status.success() {
         anyhow::bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -82,7 +99,12 @@ pub async fn run(
         records: Vec::new(),
         failures: Vec::new(),
     };
-    let mut run = Run { paths, plan, results, out_file };
+    let mut run = Run {
+        paths,
+        plan,
+        results,
+        out_file,
+    };
     let sockets = match size {
         Size::Tiny => 50,
         Size::Quick => 1_000,
@@ -90,7 +112,10 @@ pub async fn run(
     };
     match measure_floor(&run.paths, sockets) {
         Ok(f) => {
-            eprintln!("[bench] kernel floor: {:.2} µs per write ({} sockets)", f.cpu_us_per_write, f.sockets);
+            eprintln!(
+                "[bench] kernel floor: {:.2} µs per write ({} sockets)",
+                f.cpu_us_per_write, f.sockets
+            );
             run.results.floor = Some(f);
         }
         Err(e) => run.results.failures.push(format!("floor: {e:#}")),
@@ -111,8 +136,14 @@ pub async fn run(
                 Scenario::Echo => scenario::echo::run(&mut run, kind).await,
             };
             if let Err(e) = r {
-                eprintln!("[bench] {} against {} failed: {e:#}", sc.name(), kind.name());
-                run.results.failures.push(format!("{} against {}: {e:#}", sc.name(), kind.name()));
+                eprintln!(
+                    "[bench] {} against {} failed: {e:#}",
+                    sc.name(),
+                    kind.name()
+                );
+                run.results
+                    .failures
+                    .push(format!("{} against {}: {e:#}", sc.name(), kind.name()));
                 run.save()?;
             }
         }

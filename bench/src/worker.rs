@@ -32,8 +32,15 @@ const CONNECT_ATTEMPTS: u32 = 3;
 enum Phase {
     /// Held open, reading (presence, pings) but counting nothing.
     Idle,
-    Fanout { p: FanoutPhase, start: Instant },
-    Echo { nonce: u64, end: Instant, text_len: usize },
+    Fanout {
+        p: FanoutPhase,
+        start: Instant,
+    },
+    Echo {
+        nonce: u64,
+        end: Instant,
+        text_len: usize,
+    },
     /// Close and end.
     Stop,
 }
@@ -92,7 +99,11 @@ async fn run() -> Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let first = lines.next_line().await?.context("no spec on stdin")?;
     let spec: WorkerSpec = serde_json::from_str(&first).context("parse worker spec")?;
-    let shared = Arc::new(Shared { spec: spec.clone(), stats: Mutex::new(Stats::new()), open: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        spec: spec.clone(),
+        stats: Mutex::new(Stats::new()),
+        open: AtomicUsize::new(0),
+    });
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
 
     // Connect phase: bounded concurrency, each task reports success or failure once.
@@ -107,7 +118,9 @@ async fn run() -> Result<()> {
         let phase_rx = phase_rx.clone();
         tokio::spawn(async move {
             let ws = {
-                let Ok(_permit) = limit.acquire().await else { return };
+                let Ok(_permit) = limit.acquire().await else {
+                    return;
+                };
                 connect_with_retry(&shared.spec, idx).await
             };
             match ws {
@@ -144,16 +157,25 @@ async fn run() -> Result<()> {
             }
         }
     }
-    emit(&Event::Ready { connected, failed, connect_ms: started.elapsed().as_millis() as u64, errors })?;
+    emit(&Event::Ready {
+        connected,
+        failed,
+        connect_ms: started.elapsed().as_millis() as u64,
+        errors,
+    })?;
 
     let mut nonce_seq = 0u64;
     while let Some(line) = lines.next_line().await? {
         let cmd: Command = serde_json::from_str(&line).context("parse command")?;
         match cmd {
             Command::Fanout(p) => {
-                let wait = Duration::from_millis(crate::spec::LEAD_IN_MS + p.duration_ms + p.drain_ms);
+                let wait =
+                    Duration::from_millis(crate::spec::LEAD_IN_MS + p.duration_ms + p.drain_ms);
                 shared.with_stats(|s| *s = Stats::new());
-                let _ = phase_tx.send(Phase::Fanout { p, start: Instant::now() });
+                let _ = phase_tx.send(Phase::Fanout {
+                    p,
+                    start: Instant::now(),
+                });
                 tokio::time::sleep(wait).await;
                 let _ = phase_tx.send(Phase::Idle);
                 let report = shared.with_stats(|s| {
@@ -164,11 +186,18 @@ async fn run() -> Result<()> {
                 });
                 emit(&Event::Fanout(report))?;
             }
-            Command::Echo { duration_ms, text_len } => {
+            Command::Echo {
+                duration_ms,
+                text_len,
+            } => {
                 nonce_seq += 1;
                 shared.with_stats(|s| *s = Stats::new());
                 let end = Instant::now() + Duration::from_millis(duration_ms);
-                let _ = phase_tx.send(Phase::Echo { nonce: nonce_seq, end, text_len });
+                let _ = phase_tx.send(Phase::Echo {
+                    nonce: nonce_seq,
+                    end,
+                    text_len,
+                });
                 // Round trips still in flight at the end are not counted; a short grace lets
                 // the tasks notice the end.
                 tokio::time::sleep_until(end + Duration::from_millis(200)).await;
@@ -180,7 +209,9 @@ async fn run() -> Result<()> {
                 });
                 emit(&Event::Echo(report))?;
             }
-            Command::Status => emit(&Event::Status { open: shared.open.load(Ordering::Relaxed) })?,
+            Command::Status => emit(&Event::Status {
+                open: shared.open.load(Ordering::Relaxed),
+            })?,
             Command::Stop => break,
         }
     }
@@ -201,7 +232,16 @@ async fn connect_with_retry(spec: &WorkerSpec, idx: usize) -> Result<Ws> {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
-        match client::connect(spec.mode, spec.route, spec.source_ip, spec.server, &room, &name).await {
+        match client::connect(
+            spec.mode,
+            spec.route,
+            spec.source_ip,
+            spec.server,
+            &room,
+            &name,
+        )
+        .await
+        {
             Ok(ws) => return Ok(ws),
             Err(e) => last = Some(e),
         }
@@ -238,10 +278,17 @@ impl Schedule {
 
 /// One connection's task: read, answer, post, record, until the phase says stop or the server
 /// closes.
-async fn connection(mut ws: Ws, idx: usize, shared: Arc<Shared>, mut phase_rx: watch::Receiver<Phase>) -> Result<()> {
+async fn connection(
+    mut ws: Ws,
+    idx: usize,
+    shared: Arc<Shared>,
+    mut phase_rx: watch::Receiver<Phase>,
+) -> Result<()> {
     let spec = &shared.spec;
     let room = spec.layout.room_name(spec.layout.room_of(idx, spec.total));
-    let layout_room_size = spec.layout.room_size(spec.layout.room_of(idx, spec.total), spec.total) as u64;
+    let layout_room_size =
+        spec.layout
+            .room_size(spec.layout.room_of(idx, spec.total), spec.total) as u64;
     let mut phase = phase_rx.borrow_and_update().clone();
     let mut schedule: Option<Schedule> = None;
     let mut pending_acks: VecDeque<(u64, u64)> = VecDeque::new();
@@ -249,13 +296,25 @@ async fn connection(mut ws: Ws, idx: usize, shared: Arc<Shared>, mut phase_rx: w
     let mut echo_seq = 0u64;
     loop {
         // Echo: keep exactly one round trip in flight until the end.
-        if let Phase::Echo { nonce, end, text_len } = phase
-            && !echo_in_flight && Instant::now() < end {
-                echo_seq += 1;
-                let m = Marker { nonce, sender: idx as u64, seq: echo_seq, sent_us: client::now_us() };
-                ws.send(Message::text(spec.mode.encode_echo(&m.text(text_len)))).await?;
-                echo_in_flight = true;
-            }
+        if let Phase::Echo {
+            nonce,
+            end,
+            text_len,
+        } = phase
+            && !echo_in_flight
+            && Instant::now() < end
+        {
+            echo_seq += 1;
+            let m = Marker {
+                nonce,
+                sender: idx as u64,
+                seq: echo_seq,
+                sent_us: client::now_us(),
+            };
+            ws.send(Message::text(spec.mode.encode_echo(&m.text(text_len))))
+                .await?;
+            echo_in_flight = true;
+        }
         let next_send = schedule.as_ref().map(|s| s.next);
         tokio::select! {
             // Phase changes first: a delivery must never be judged against a stale phase.

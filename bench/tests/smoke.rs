@@ -8,7 +8,10 @@ use std::process::Command;
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The hubbub binary: `HUBBUB_BIN`, else the newer of target/{debug,release}/hubbub (the test
@@ -28,12 +31,21 @@ fn hubbub_bin() -> Option<PathBuf> {
 
 /// Run the tiny suite and return the parsed results file.
 fn run_suite(name: &str, servers: &str, scenarios: Option<&str>, extra: &[&str]) -> Value {
-    let dir = std::env::temp_dir().join(format!("hubbub-bench-smoke-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("hubbub-bench-smoke-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let out = dir.join("results.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubbub-bench"));
     cmd.current_dir(repo_root())
-        .args(["suite", "--size", "tiny", "--pin", "none", "--servers", servers])
+        .args([
+            "suite",
+            "--size",
+            "tiny",
+            "--pin",
+            "none",
+            "--servers",
+            servers,
+        ])
         .arg("--out")
         .arg(&out)
         .arg("--log-dir")
@@ -67,7 +79,9 @@ fn records<'a>(v: &'a Value, server: &str, scenario: &str) -> Vec<&'a Value> {
 }
 
 fn metric(r: &Value, k: &str) -> f64 {
-    r["m"][k].as_f64().unwrap_or_else(|| panic!("metric {k} missing in {r}"))
+    r["m"][k]
+        .as_f64()
+        .unwrap_or_else(|| panic!("metric {k} missing in {r}"))
 }
 
 /// Fan-out rows: deliveries happened, nothing was lost at this load, percentiles present.
@@ -75,11 +89,29 @@ fn check_fanout(v: &Value, server: &str, scenario: &str) {
     let rows = records(v, server, scenario);
     assert!(!rows.is_empty(), "{server} {scenario} has rows");
     for r in rows {
-        assert!(metric(r, "received") > 0.0, "{server} {scenario}: deliveries in {r}");
-        assert_eq!(metric(r, "lost"), 0.0, "{server} {scenario}: no loss in {r}");
-        assert_eq!(metric(r, "closed"), 0.0, "{server} {scenario}: no closes in {r}");
-        let (p50, p99, max) = (metric(r, "p50_ms"), metric(r, "p99_ms"), metric(r, "max_ms"));
-        assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{server} {scenario}: percentiles in {r}");
+        assert!(
+            metric(r, "received") > 0.0,
+            "{server} {scenario}: deliveries in {r}"
+        );
+        assert_eq!(
+            metric(r, "lost"),
+            0.0,
+            "{server} {scenario}: no loss in {r}"
+        );
+        assert_eq!(
+            metric(r, "closed"),
+            0.0,
+            "{server} {scenario}: no closes in {r}"
+        );
+        let (p50, p99, max) = (
+            metric(r, "p50_ms"),
+            metric(r, "p99_ms"),
+            metric(r, "max_ms"),
+        );
+        assert!(
+            p50 > 0.0 && p50 <= p99 && p99 <= max,
+            "{server} {scenario}: percentiles in {r}"
+        );
         assert!(metric(r, "cpu_us_per_delivery") > 0.0);
     }
 }
@@ -97,9 +129,22 @@ fn every_scenario_runs_against_hubbub() {
         eprintln!("SKIP: no hubbub binary (set HUBBUB_BIN or build the hubbub package first)");
         return;
     };
-    let v = run_suite("hubbub", "hubbub", None, &["--hubbub-bin", bin.to_str().expect("utf-8 path")]);
-    assert_eq!(v["failures"].as_array().map(Vec::len), Some(0), "no failures: {}", v["failures"]);
-    assert!(v["floor"]["cpu_us_per_write"].as_f64().unwrap_or(0.0) > 0.0, "kernel floor measured");
+    let v = run_suite(
+        "hubbub",
+        "hubbub",
+        None,
+        &["--hubbub-bin", bin.to_str().expect("utf-8 path")],
+    );
+    assert_eq!(
+        v["failures"].as_array().map(Vec::len),
+        Some(0),
+        "no failures: {}",
+        v["failures"]
+    );
+    assert!(
+        v["floor"]["cpu_us_per_write"].as_f64().unwrap_or(0.0) > 0.0,
+        "kernel floor measured"
+    );
     let idle = records(&v, "hubbub", "idle");
     assert_eq!(idle.len(), 1);
     assert_eq!(metric(idle[0], "open"), 20.0, "every idle connection held");
@@ -109,7 +154,10 @@ fn every_scenario_runs_against_hubbub() {
     check_fanout(&v, "hubbub", "rooms");
     check_fanout(&v, "hubbub", "acks");
     let acks = records(&v, "hubbub", "acks");
-    assert!(metric(acks[0], "acks") > 0.0 && metric(acks[0], "ack_p99_ms") > 0.0, "acks timed");
+    assert!(
+        metric(acks[0], "acks") > 0.0 && metric(acks[0], "ack_p99_ms") > 0.0,
+        "acks timed"
+    );
     check_echo(&v, "hubbub");
 }
 
@@ -117,11 +165,18 @@ fn every_scenario_runs_against_hubbub() {
 fn peers_run_when_available() {
     let root = repo_root();
     let mut servers = Vec::new();
-    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if node_ok && root.join("bench/peers/node-ws/node_modules/ws").exists() {
         servers.push("node-ws");
     }
-    if node_ok && root.join("bench/peers/socketio/node_modules/socket.io").exists() {
+    if node_ok
+        && root
+            .join("bench/peers/socketio/node_modules/socket.io")
+            .exists()
+    {
         servers.push("socketio");
     }
     if root.join("target/peers/go-gorilla").exists() {
@@ -132,7 +187,12 @@ fn peers_run_when_available() {
         return;
     }
     let v = run_suite("peers", &servers.join(","), Some("fanout,echo"), &[]);
-    assert_eq!(v["failures"].as_array().map(Vec::len), Some(0), "no failures: {}", v["failures"]);
+    assert_eq!(
+        v["failures"].as_array().map(Vec::len),
+        Some(0),
+        "no failures: {}",
+        v["failures"]
+    );
     for s in servers {
         check_fanout(&v, s, "fanout");
         check_echo(&v, s);

@@ -26,8 +26,9 @@ const WRITE_BATCH: usize = 64;
 /// tungstenite's initial read buffer; its 128 KiB default would dominate an idle connection's
 /// memory. Larger frames grow it on demand.
 const READ_BUFFER_BYTES: usize = 512;
-/// Bytes buffered before tungstenite writes to the socket on its own (we flush per batch anyway).
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Bytes buffered before tungstenite writes to the socket on its own: about 25 chat frames per
+/// write under load, and a bounded buffer (it never shrinks) on every connection that saw a burst.
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// How long a close handshake or final flush may take before the socket is dropped.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -31,15 +31,17 @@ struct Head {
 pub fn classify(frame: &str) -> Incoming<'_> {
     if frame.contains("\"ack\"")
         && let Ok(h) = serde_json::from_str::<Head>(frame)
-            && h.kind == "ack"
-                && let Some(r) = h.reference.and_then(|r| r.as_u64()) {
-                    return Incoming::Ack(r);
-                }
+        && h.kind == "ack"
+        && let Some(r) = h.reference.and_then(|r| r.as_u64())
+    {
+        return Incoming::Ack(r);
+    }
     if frame.contains("\"error\"")
         && let Ok(h) = serde_json::from_str::<Head>(frame)
-            && h.kind == "error" {
-                return Incoming::Error(frame);
-            }
+        && h.kind == "error"
+    {
+        return Incoming::Error(frame);
+    }
     Incoming::Other
 }
 
@@ -84,10 +86,16 @@ mod tests {
 
     #[test]
     fn acks_and_errors_are_recognised() {
-        assert_eq!(classify(r#"{"type":"ack","ref":7,"room":"r","id":42}"#), Incoming::Ack(7));
+        assert_eq!(
+            classify(r#"{"type":"ack","ref":7,"room":"r","id":42}"#),
+            Incoming::Ack(7)
+        );
         let e = r#"{"type":"error","ref":7,"data":{"code":"rate_limited","message":"slow down"}}"#;
         assert_eq!(classify(e), Incoming::Error(e));
-        assert_eq!(classify(r#"{"type":"presence","room":"r","data":{"joined":"a"}}"#), Incoming::Other);
+        assert_eq!(
+            classify(r#"{"type":"presence","room":"r","data":{"joined":"a"}}"#),
+            Incoming::Other
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ pub struct Marker {
 impl Marker {
     /// The text of a post, padded with `x` to `len` bytes (longer if the marker needs it).
     pub fn text(&self, len: usize) -> String {
-        let mut s = format!("#b{}:{}:{}:{}#", self.nonce, self.sender, self.seq, self.sent_us);
+        let mut s = format!(
+            "#b{}:{}:{}:{}#",
+            self.nonce, self.sender, self.seq, self.sent_us
+        );
         while s.len() < len {
             s.push('x');
         }
@@ -198,12 +201,16 @@ pub async fn connect(
         path.push_str(name);
     }
     let url = format!("ws://{server}{path}");
-    let (mut ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
-        .await
-        .context("websocket upgrade")?;
-    tokio::time::timeout(Duration::from_secs(30), mode.handshake(&mut ws, route, room))
-        .await
-        .context("handshake timed out")??;
+    let (mut ws, _resp) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+            .await
+            .context("websocket upgrade")?;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        mode.handshake(&mut ws, route, room),
+    )
+    .await
+    .context("handshake timed out")??;
     Ok(ws)
 }
 
@@ -213,23 +220,37 @@ mod tests {
 
     #[test]
     fn marker_round_trips_inside_every_framing() {
-        let m = Marker { nonce: 77, sender: 3, seq: 9, sent_us: 1_764_000_000_000_000 };
+        let m = Marker {
+            nonce: 77,
+            sender: 3,
+            seq: 9,
+            sent_us: 1_764_000_000_000_000,
+        };
         let text = m.text(120);
         assert_eq!(text.len(), 120);
         for mode in [Mode::Raw, Mode::Socketio, Mode::Hubbub] {
             let framed = mode.encode_post("bench", &text, 9);
             assert_eq!(mode.classify(&framed), Incoming::Delivery(m), "{mode:?}");
         }
-        let relayed = format!(
-            r#"{{"type":"msg","room":"bench","id":4,"ts":1,"from":"b3","data":"{text}"}}"#
-        );
+        let relayed =
+            format!(r#"{{"type":"msg","room":"bench","id":4,"ts":1,"from":"b3","data":"{text}"}}"#);
         assert_eq!(Mode::Hubbub.classify(&relayed), Incoming::Delivery(m));
     }
 
     #[test]
     fn coalesced_frames_yield_every_marker() {
-        let a = Marker { nonce: 1, sender: 2, seq: 3, sent_us: 4 };
-        let b = Marker { nonce: 1, sender: 5, seq: 6, sent_us: 7 };
+        let a = Marker {
+            nonce: 1,
+            sender: 2,
+            seq: 3,
+            sent_us: 4,
+        };
+        let b = Marker {
+            nonce: 1,
+            sender: 5,
+            seq: 6,
+            sent_us: 7,
+        };
         let frame = format!("{}\n{}", a.text(40), b.text(40));
         assert_eq!(Marker::all(&frame).collect::<Vec<_>>(), vec![a, b]);
     }

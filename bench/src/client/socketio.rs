@@ -33,7 +33,9 @@ pub async fn handshake(ws: &mut Ws) -> Result<()> {
     if !open.starts_with('0') {
         bail!("expected Engine.IO open packet, got {open:?}");
     }
-    ws.send(Message::text("40")).await.context("send namespace connect")?;
+    ws.send(Message::text("40"))
+        .await
+        .context("send namespace connect")?;
     loop {
         let f = next_text(ws).await?;
         if f.starts_with("40") {
@@ -69,7 +71,10 @@ mod tests {
     fn events_are_json_arrays() {
         assert_eq!(encode_event("message", "a\"b"), r#"42["message","a\"b"]"#);
         assert_eq!(classify("2"), Incoming::Reply("3"));
-        assert_eq!(classify("44{\"message\":\"no\"}"), Incoming::Error("44{\"message\":\"no\"}"));
+        assert_eq!(
+            classify("44{\"message\":\"no\"}"),
+            Incoming::Error("44{\"message\":\"no\"}")
+        );
         assert_eq!(classify("3"), Incoming::Other);
     }
 }

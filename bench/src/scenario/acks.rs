@@ -31,7 +31,12 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             room_members: fleet.connected,
         };
         let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
-        let mut rec = record(kind, Scenario::Acks, n, format!("{} posts/s", plan.acks_rate));
+        let mut rec = record(
+            kind,
+            Scenario::Acks,
+            n,
+            format!("{} posts/s", plan.acks_rate),
+        );
         rec.m.insert("failed".into(), c.failed as f64);
         summarize(&mut rec, &reports, &samples, &phase, run.floor_us());
         run.push(rec)?;

@@ -42,13 +42,24 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
         let mut rec = record(kind, Scenario::Echo, n, "");
         rec.m.insert("failed".into(), c.failed as f64);
         rec.m.insert("round_trips".into(), rts as f64);
-        rec.m.insert("round_trips_per_s".into(), rts as f64 / (plan.echo_ms as f64 / 1000.0));
+        rec.m.insert(
+            "round_trips_per_s".into(),
+            rts as f64 / (plan.echo_ms as f64 / 1000.0),
+        );
         rec.m.insert("server_cpu_s".into(), cpu_s);
-        rec.m.insert("server_sys_fraction".into(), cpu0.sys_fraction_until(&cpu1));
-        rec.m.insert("gen_cpu_fraction".into(), gen0.secs_until(&gen1) / wall.max(1e-9));
+        rec.m
+            .insert("server_sys_fraction".into(), cpu0.sys_fraction_until(&cpu1));
+        rec.m.insert(
+            "gen_cpu_fraction".into(),
+            gen0.secs_until(&gen1) / wall.max(1e-9),
+        );
         if cpu_s > 0.0 {
-            rec.m.insert("round_trips_per_cpu_s".into(), rts as f64 / cpu_s);
-            rec.m.insert("cpu_us_per_round_trip".into(), cpu_s * 1e6 / rts.max(1) as f64);
+            rec.m
+                .insert("round_trips_per_cpu_s".into(), rts as f64 / cpu_s);
+            rec.m.insert(
+                "cpu_us_per_round_trip".into(),
+                cpu_s * 1e6 / rts.max(1) as f64,
+            );
         }
         rec.m.insert("p50_ms".into(), p.p50_ms);
         rec.m.insert("p99_ms".into(), p.p99_ms);

@@ -32,7 +32,11 @@ pub struct Samples {
 }
 
 /// Run one phase on `fleet` with server and generator CPU sampled around it.
-pub async fn measured_phase(fleet: &mut Fleet, server: &Server, phase: FanoutPhase) -> Result<(Vec<FanoutReport>, Samples)> {
+pub async fn measured_phase(
+    fleet: &mut Fleet,
+    server: &Server,
+    phase: FanoutPhase,
+) -> Result<(Vec<FanoutReport>, Samples)> {
     let core0 = server.core.and_then(procfs::core_busy_s);
     let server0 = procfs::cpu(server.pid)?;
     let gen0 = fleet.cpu();
@@ -43,14 +47,31 @@ pub async fn measured_phase(fleet: &mut Fleet, server: &Server, phase: FanoutPha
     let gen1 = fleet.cpu();
     let core1 = server.core.and_then(procfs::core_busy_s);
     let core_busy_s = core0.zip(core1).map(|(a, b)| b - a);
-    Ok((reports, Samples { server0, server1, gen0, gen1, wall_s, core_busy_s }))
+    Ok((
+        reports,
+        Samples {
+            server0,
+            server1,
+            gen0,
+            gen1,
+            wall_s,
+            core_busy_s,
+        },
+    ))
 }
 
 /// Fold worker reports and samples into a record's metrics.
-pub fn summarize(rec: &mut Record, reports: &[FanoutReport], s: &Samples, phase: &FanoutPhase, floor_us: f64) {
+pub fn summarize(
+    rec: &mut Record,
+    reports: &[FanoutReport],
+    s: &Samples,
+    phase: &FanoutPhase,
+    floor_us: f64,
+) {
     let mut lat: Histogram<u64> = hist::new_histogram();
     let mut ack: Histogram<u64> = hist::new_histogram();
-    let (mut sent, mut expected, mut received, mut acks, mut errors, mut closed) = (0, 0, 0, 0, 0, 0);
+    let (mut sent, mut expected, mut received, mut acks, mut errors, mut closed) =
+        (0, 0, 0, 0, 0, 0);
     for r in reports {
         sent += r.sent;
         expected += r.expected;
@@ -75,15 +96,24 @@ pub fn summarize(rec: &mut Record, reports: &[FanoutReport], s: &Samples, phase:
     m.insert("received".into(), received as f64);
     m.insert("lost".into(), expected.saturating_sub(received) as f64);
     // More deliveries than posts × members means some member got a post twice.
-    m.insert("duplicates".into(), received.saturating_sub(expected) as f64);
+    m.insert(
+        "duplicates".into(),
+        received.saturating_sub(expected) as f64,
+    );
     m.insert("deliveries_per_s".into(), received as f64 / phase_s);
     m.insert("p50_ms".into(), p.p50_ms);
     m.insert("p99_ms".into(), p.p99_ms);
     m.insert("p999_ms".into(), p.p999_ms);
     m.insert("max_ms".into(), p.max_ms);
     m.insert("server_cpu_s".into(), cpu_s);
-    m.insert("server_sys_fraction".into(), s.server0.sys_fraction_until(&s.server1));
-    m.insert("gen_cpu_fraction".into(), s.gen0.secs_until(&s.gen1) / s.wall_s.max(1e-9));
+    m.insert(
+        "server_sys_fraction".into(),
+        s.server0.sys_fraction_until(&s.server1),
+    );
+    m.insert(
+        "gen_cpu_fraction".into(),
+        s.gen0.secs_until(&s.gen1) / s.wall_s.max(1e-9),
+    );
     if received > 0 {
         let per = cpu_s * 1e6 / received as f64;
         m.insert("cpu_us_per_delivery".into(), per);
@@ -96,7 +126,10 @@ pub fn summarize(rec: &mut Record, reports: &[FanoutReport], s: &Samples, phase:
     }
     if let Some(core) = s.core_busy_s {
         // Share of the server's core used by anything but the server: other people's work.
-        m.insert("foreign_core_share".into(), ((core - cpu_s) / s.wall_s.max(1e-9)).max(0.0));
+        m.insert(
+            "foreign_core_share".into(),
+            ((core - cpu_s) / s.wall_s.max(1e-9)).max(0.0),
+        );
     }
     if let Some(l) = procfs::loadavg() {
         m.insert("loadavg".into(), l);
@@ -117,7 +150,13 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
     let mut server = Server::start(kind, &run.paths)?;
     let total = plan.fanout_stages.iter().map(|s| s.0).max().unwrap_or(0);
-    let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, RoomLayout::Single, total);
+    let mut fleet = Fleet::new(
+        kind.mode(),
+        Route::Chat,
+        server.addr,
+        RoomLayout::Single,
+        total,
+    );
     let rss0 = procfs::rss_kib(server.pid)?;
     let result = async {
         for &(n, rate) in &plan.fanout_stages {

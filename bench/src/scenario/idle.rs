@@ -24,7 +24,9 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
     let mut server = Server::start(kind, &run.paths)?;
     let total = plan.idle_stages.iter().copied().max().unwrap_or(0);
-    let layout = RoomLayout::Blocks { size: plan.idle_room_size };
+    let layout = RoomLayout::Blocks {
+        size: plan.idle_room_size,
+    };
     let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, layout, total);
     let rss0 = procfs::rss_kib(server.pid)?;
     let result = async {
@@ -41,10 +43,16 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             rec.m.insert("open".into(), open as f64);
             rec.m.insert("failed".into(), c.failed as f64);
             rec.m.insert("connect_s".into(), connect_s);
-            rec.m.insert("connect_server_cpu_s".into(), cpu0.secs_until(&procfs::cpu(server.pid)?));
+            rec.m.insert(
+                "connect_server_cpu_s".into(),
+                cpu0.secs_until(&procfs::cpu(server.pid)?),
+            );
             rec.m.insert("rss_before_kib".into(), rss0 as f64);
             rec.m.insert("rss_kib".into(), rss as f64);
-            rec.m.insert("kib_per_conn".into(), rss.saturating_sub(rss0) as f64 / open.max(1) as f64);
+            rec.m.insert(
+                "kib_per_conn".into(),
+                rss.saturating_sub(rss0) as f64 / open.max(1) as f64,
+            );
             rec.note = c.errors.first().cloned();
             run.push(rec)?;
         }

@@ -74,7 +74,13 @@ impl Plan {
             size,
             idle_stages: vec![1_000, 5_000, 10_000, 19_000],
             idle_room_size: 100,
-            fanout_stages: vec![(1_000, 20.0), (2_000, 20.0), (5_000, 8.0), (10_000, 4.0), (19_000, 2.0)],
+            fanout_stages: vec![
+                (1_000, 20.0),
+                (2_000, 20.0),
+                (5_000, 8.0),
+                (10_000, 4.0),
+                (19_000, 2.0),
+            ],
             fanout_senders: 10,
             phase_ms: 10_000,
             drain_ms: 3_000,
@@ -158,8 +164,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] =
-        [Scenario::Idle, Scenario::Fanout, Scenario::Saturation, Scenario::Rooms, Scenario::Acks, Scenario::Echo];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Idle,
+        Scenario::Fanout,
+        Scenario::Saturation,
+        Scenario::Rooms,
+        Scenario::Acks,
+        Scenario::Echo,
+    ];
 
     /// Whether the scenario means anything for `kind`: rooms and acks exist only in hubbub's
     /// protocol (the peers broadcast everything to everyone and acknowledge nothing).
@@ -185,7 +197,10 @@ impl Scenario {
 /// A nonce for one phase's messages: unique across runs and phases.
 pub fn nonce() -> u64 {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     (t % 1_000_000) * 1000 + COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000
 }
 

@@ -16,7 +16,9 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
     let mut server = Server::start(kind, &run.paths)?;
     let n = plan.rooms_members;
-    let layout = RoomLayout::Zipf { rooms: plan.rooms_rooms };
+    let layout = RoomLayout::Zipf {
+        rooms: plan.rooms_rooms,
+    };
     let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, layout, n);
     let result = async {
         let c = fleet.grow_to(n, plan.connect_timeout).await?;
@@ -33,7 +35,12 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             room_members: 0,
         };
         let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
-        let mut rec = record(kind, Scenario::Rooms, n, format!("{} rooms, {} msg/s", plan.rooms_rooms, plan.rooms_rate));
+        let mut rec = record(
+            kind,
+            Scenario::Rooms,
+            n,
+            format!("{} rooms, {} msg/s", plan.rooms_rooms, plan.rooms_rate),
+        );
         rec.m.insert("rooms".into(), plan.rooms_rooms as f64);
         rec.m.insert("failed".into(), c.failed as f64);
         summarize(&mut rec, &reports, &samples, &phase, run.floor_us());

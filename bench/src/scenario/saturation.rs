@@ -42,7 +42,12 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
                 room_members: fleet.connected,
             };
             let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
-            let mut rec = record(kind, Scenario::Saturation, n, format!("step {step}: {rate:.0} msg/s"));
+            let mut rec = record(
+                kind,
+                Scenario::Saturation,
+                n,
+                format!("step {step}: {rate:.0} msg/s"),
+            );
             summarize(&mut rec, &reports, &samples, &phase, run.floor_us());
             let ok = rec.m.get("p99_ms").copied().unwrap_or(f64::MAX) < P99_LIMIT_MS
                 && rec.m.get("lost").copied().unwrap_or(1.0) == 0.0
