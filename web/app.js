@@ -8,7 +8,7 @@
 // - messages typed while offline wait in the outbox, shown as pending, and are sent once the
 //   room is back in sync; "pending" clears when the server's ack arrives.
 
-import { WsTransport, SseTransport } from "./transport.js";
+import { WsTransport, SseTransport, setToken, authHeaders } from "./transport.js";
 import { h, linkify, timeEl, nameHue } from "./render.js";
 
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -76,9 +76,94 @@ const ui = {
 const params = new URLSearchParams(location.search);
 const forcedTransport = params.get("transport"); // "sse" forces the fallback, "ws" forbids it
 
+// ---------------------------------------------------------------------------------------------
+// Token auth (docs/security.md, "Tokens"; docs/web-client.md, "Token auth")
+//
+// A token arrives in the address, as `/?token=JWT` or in the fragment (`/#token=JWT`, or with a
+// room: `/#room-name&token=JWT`; a fragment never reaches the server or its logs). It is kept in
+// sessionStorage (this tab only, gone when the tab closes) and taken out of the address bar at
+// once, so copying the address does not share it. Its payload is only read, not verified (the
+// server does that): `sub` is our display name, `rooms` the rooms we may join, `exp` its end.
+
+const TOKEN_KEY = "hubbub.token";
+
+/** The claims of a JWT, or null when it is not one. */
+function decodeToken(token) {
+  try {
+    const part = token.split(".")[1];
+    if (!part) return null;
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    if (!claims || typeof claims !== "object" || typeof claims.sub !== "string") return null;
+    return claims;
+  } catch {
+    return null;
+  }
+}
+
+function takeToken() {
+  let fromUrl = null;
+  const url = new URL(location.href);
+  if (url.searchParams.has("token")) {
+    fromUrl = url.searchParams.get("token");
+    url.searchParams.delete("token");
+  }
+  const frag = url.hash.slice(1);
+  if (/(^|&)token=/.test(frag)) {
+    const keep = [];
+    for (const part of frag.split("&")) {
+      if (part.startsWith("token=")) fromUrl = decodeURIComponent(part.slice(6));
+      else if (part) keep.push(part);
+    }
+    url.hash = keep.join("&");
+  }
+  if (fromUrl !== null) {
+    // Out of the address bar (and the history entry) before anything else happens.
+    history.replaceState(history.state, "", url.search || url.hash ? url.href : url.pathname);
+    if (decodeToken(fromUrl)) {
+      try {
+        sessionStorage.setItem(TOKEN_KEY, fromUrl);
+      } catch {
+        /* storage off: the token lives as long as this page */
+      }
+      return { token: fromUrl, claims: decodeToken(fromUrl), badUrlToken: false };
+    }
+    // Garbage in the address: do not keep it, fall back to what this tab had.
+  }
+  let saved = null;
+  try {
+    saved = sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    /* storage off */
+  }
+  const claims = saved ? decodeToken(saved) : null;
+  return { token: claims ? saved : "", claims, badUrlToken: fromUrl !== null };
+}
+
+const auth = takeToken();
+setToken(auth.token);
+
+function tokenExpired() {
+  return !!auth.claims && typeof auth.claims.exp === "number" && auth.claims.exp * 1000 <= Date.now();
+}
+
+/** Whether the token's `rooms` claim allows `room` (no claim: every room). The server checks
+ *  for itself; this only lets the page choose a room it may enter and explain a refusal. */
+function tokenAllows(room) {
+  const rooms = auth.claims?.rooms;
+  if (!Array.isArray(rooms)) return true;
+  return rooms.some((p) => {
+    if (typeof p !== "string") return false;
+    const re = new RegExp(`^${p.split("*").map((x) => x.replace(/[.]/g, "\\.")).join("[A-Za-z0-9_.-]*")}$`);
+    return re.test(room);
+  });
+}
+
 const state = {
   name: "", // the name the server knows us by (from `welcome`)
-  wantedName: ((v) => (v.ok ? v.name : ""))(normaliseName(store.get("name", ""))),
+  wantedName: auth.claims ? auth.claims.sub : ((v) => (v.ok ? v.name : ""))(normaliseName(store.get("name", ""))),
+  authFailed: null, // "expired" | "refused" | "required": the server answered 401, we stopped
   rooms: new Map(), // room name -> Room, for rooms we are in (or want to be in)
   current: null, // Room in view
   directory: new Map(), // room name -> {members, last_id}, from GET /api/rooms
@@ -477,7 +562,17 @@ function onError(f) {
     const room = state.rooms.get(ref.slice(5));
     // Keep the last room even so (no endless leave/rejoin of lobby); drop any other.
     if (room && state.rooms.size > 1) leaveRoom(room, { tellServer: false, notify: false });
-    announce(`Could not join #${ref.slice(5)}: ${message}`);
+    if (code === "unauthorized") {
+      const rooms = Array.isArray(auth.claims?.rooms) ? auth.claims.rooms.filter((r) => typeof r === "string") : [];
+      const allowed = rooms.length ? ` Your sign-in allows: ${rooms.map((r) => `#${r}`).join(", ")}.` : "";
+      announce(`You don't have access to #${ref.slice(5)}.${allowed}`, { sticky: true });
+    } else {
+      announce(`Could not join #${ref.slice(5)}: ${message}`);
+    }
+    return;
+  }
+  if (code === "unauthorized" && !ref) {
+    announce(`Not allowed: ${message}`, { sticky: true });
     return;
   }
   if (ref === "nick") {
@@ -801,7 +896,8 @@ function renderConn() {
   const { state: s, retryAt } = state.conn;
   const kind = state.transport?.kind === "sse" ? " (SSE fallback)" : "";
   let text;
-  if (s === "connected") text = `Connected${kind}`;
+  if (s === "unauthenticated") text = state.authFailed === "expired" ? "Session expired" : "Not signed in";
+  else if (s === "connected") text = `Connected${kind}`;
   else if (s === "connecting") text = "Connecting…";
   else if (s === "offline") text = "Offline: waiting for the network";
   else if (retryAt) {
@@ -814,10 +910,29 @@ function renderConn() {
   ui.retry.hidden = !(s === "reconnecting" || s === "offline");
 }
 
-function announce(text) {
+/** Shows a notice; a sticky one stays until the next notice replaces it. */
+function announce(text, { sticky = false } = {}) {
   ui.alert.textContent = text;
   clearTimeout(announce.timer);
-  announce.timer = setTimeout(() => (ui.alert.textContent = ""), 8000);
+  if (!sticky) announce.timer = setTimeout(() => (ui.alert.textContent = ""), 8000);
+}
+
+/** The server refused our credentials (401): stop for good and say why. A reload (with a new
+ *  token in the address, or after signing in again) is the way back. */
+function authFailed(reason) {
+  if (state.authFailed) return;
+  state.authFailed = reason;
+  state.transport?.stop();
+  state.conn = { state: "unauthenticated", retryAt: 0 };
+  renderConn();
+  for (const e of state.outbox) updateEntryStatus(e);
+  document.documentElement.dataset.auth = reason;
+  const text = {
+    expired: "Your session expired. Open hubbub again with a new sign-in link (token) to continue.",
+    refused: "Your sign-in token was not accepted. Open hubbub again with a new sign-in link.",
+    required: "Cannot connect: this server needs a sign-in token. Open hubbub with the link (…/?token=…) you were given.",
+  }[reason];
+  announce(text, { sticky: true });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -825,7 +940,8 @@ function announce(text) {
 
 async function refreshDirectory() {
   try {
-    const r = await fetch("/api/rooms", { cache: "no-store" });
+    if (state.authFailed) return;
+    const r = await fetch("/api/rooms", { cache: "no-store", headers: authHeaders() });
     if (!r.ok) return;
     const list = await r.json();
     if (!Array.isArray(list)) return;
@@ -920,6 +1036,9 @@ const handlers = {
       room.syncTimer = setTimeout(() => markSynced(room), 2000);
     }
   },
+  onAuthFailed() {
+    authFailed(!auth.claims ? "required" : tokenExpired() ? "expired" : "refused");
+  },
   onFallback(reason) {
     if (forcedTransport === "ws") return false;
     console.info(`hubbub: ${reason}; falling back to EventSource + HTTP`);
@@ -935,7 +1054,7 @@ function onWelcome(f) {
   state.name = name;
   state.nickPending = null;
   if (document.activeElement !== ui.name) ui.name.value = name;
-  ui.nameHint.textContent = state.wantedName ? "" : "(a guest name: type yours)";
+  ui.nameHint.textContent = auth.claims ? "(from your sign-in)" : state.wantedName ? "" : "(a guest name: type yours)";
   if (old !== name) {
     for (const el of document.querySelectorAll("li.msg.unsent .from")) el.textContent = name;
     // The server tells the *other* members about a nick change; our own lists we fix here.
@@ -960,6 +1079,7 @@ function guestName() {
 
 function useTransport(kind) {
   state.transport?.stop();
+  if (state.authFailed) return;
   const getName = () => state.wantedName || (kind === "sse" ? guestName() : "");
   const getSince = (room) => state.rooms.get(room)?.lastId || 0;
   state.transport =
@@ -1006,6 +1126,7 @@ ui.name.addEventListener("change", commitName);
 ui.name.addEventListener("input", () => ui.name.setCustomValidity(""));
 
 function commitName() {
+  if (auth.claims) return; // the token's `sub` is the name; the server refuses any other
   const v = normaliseName(ui.name.value);
   if (!v.ok) {
     ui.name.setCustomValidity(v.why);
@@ -1128,17 +1249,34 @@ setInterval(() => {
 
 function start() {
   ui.name.value = state.wantedName;
+  if (auth.claims) {
+    ui.name.readOnly = true;
+    ui.name.title = "Your name comes from your sign-in token";
+    ui.nameHint.textContent = "(from your sign-in)";
+  }
   const hashRoom = decodeURIComponent(location.hash.slice(1));
   const saved = store.get("rooms", []);
-  const names = (Array.isArray(saved) ? saved : []).filter((n) => typeof n === "string" && ROOM_RE.test(n));
+  const names = (Array.isArray(saved) ? saved : []).filter(
+    (n) => typeof n === "string" && ROOM_RE.test(n) && tokenAllows(n),
+  );
   let first = ROOM_RE.test(hashRoom) ? hashRoom : store.get("current", "lobby");
   if (!ROOM_RE.test(first)) first = "lobby";
+  if (!tokenAllows(first) && first !== hashRoom) {
+    // Land in a room the token allows: one already saved, else one it names outright.
+    const literal = (auth.claims?.rooms || []).find((r) => typeof r === "string" && ROOM_RE.test(r));
+    first = names[0] || literal || first;
+  }
   if (!names.includes(first)) names.push(first);
   for (const n of names) state.rooms.set(n, makeRoom(n));
   for (const room of state.rooms.values()) renderTop(room);
   persistRooms();
   showRoom(state.rooms.get(first));
   renderConn();
+  if (auth.badUrlToken) announce("The sign-in token in the address is not a valid token; it was ignored.", { sticky: true });
+  if (tokenExpired()) {
+    authFailed("expired");
+    return;
+  }
   const wsMissing = typeof WebSocket === "undefined";
   useTransport(forcedTransport === "sse" || wsMissing ? "sse" : "websocket");
   refreshDirectory();

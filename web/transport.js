@@ -22,6 +22,12 @@
 //   onStreamDown(room)           SSE only: that room's stream broke; its replay must be awaited
 //   onFallback(reason) -> bool   WebSocket could not open but the server is up (WsTransport
 //                                only); true when the core switched to another transport
+//   onAuthFailed()               the server answers 401 (no token, a bad one, or it expired):
+//                                the transport has stopped; retrying would only repeat the 401
+//
+// With token auth (docs/security.md, "Tokens") the token set by setToken() goes as `token=` on
+// the /ws and /events URLs (browsers cannot set headers there) and as `Authorization: Bearer`
+// on every fetch() to /api.
 //
 // WsTransport speaks the WebSocket protocol at /ws. SseTransport receives with one EventSource
 // per joined room (/events?room=R&since=ID&name=N) and sends with fetch() to the HTTP API; it
@@ -44,6 +50,40 @@ export class Backoff {
   }
   reset() {
     this.attempt = 0;
+  }
+}
+
+let authToken = "";
+
+/** The token to present from now on ("" for none). */
+export function setToken(token) {
+  authToken = token || "";
+}
+
+/** Headers for fetch() calls to /api: the token as a bearer credential, when there is one. */
+export function authHeaders(extra = {}) {
+  return authToken ? { ...extra, authorization: `Bearer ${authToken}` } : { ...extra };
+}
+
+/** Adds `token=` to a /ws or /events URL when there is a token. */
+function withToken(path) {
+  if (!authToken) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(authToken)}`;
+}
+
+/** Why a connection could not be opened, asked over plain HTTP: "unauthenticated" (401: no
+ *  token, a bad or an expired one), "forbidden" (403: the token does not allow `room`), "up"
+ *  (the server answers, so something else is in the way) or "down". A WebSocket or an
+ *  EventSource never shows the page the status of a refused handshake, hence this probe. */
+export async function probe(room) {
+  const path = room ? `/api/rooms/${encodeURIComponent(room)}/messages?limit=1` : "/api/rooms";
+  try {
+    const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
+    if (r.status === 401) return "unauthenticated";
+    if (r.status === 403) return "forbidden";
+    return "up";
+  } catch {
+    return "down";
   }
 }
 
@@ -125,7 +165,7 @@ export class WsTransport {
     clearTimeout(this.timer);
     if (this.stopped) return;
     const name = this.getName();
-    const url = wsUrl(name ? `/ws?name=${encodeURIComponent(name)}` : "/ws");
+    const url = wsUrl(withToken(name ? `/ws?name=${encodeURIComponent(name)}` : "/ws"));
     this.h.onState({ state: "connecting" });
     let ws;
     try {
@@ -153,9 +193,15 @@ export class WsTransport {
       }
       if (frame && typeof frame === "object") this.h.onFrame(frame);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      if (ev.code === 1008 && /token/i.test(ev.reason || "")) {
+        // The server closes a connection when its token expires ("token expired").
+        this.stop();
+        this.h.onAuthFailed?.();
+        return;
+      }
       this.afterClose(opened);
     };
     ws.onerror = () => {
@@ -165,6 +211,16 @@ export class WsTransport {
 
   async afterClose(opened) {
     if (this.stopped) return;
+    if (!opened) {
+      // Refused before the upgrade? A 401 there looks like any failure to the page: ask.
+      const why = await probe();
+      if (this.stopped) return;
+      if (why === "unauthenticated") {
+        this.stop();
+        this.h.onAuthFailed?.();
+        return;
+      }
+    }
     if (!opened && !this.everOpened) {
       // The socket never opened in this page's life. If plain HTTP works, something between us
       // and the server (a proxy, a filter) blocks WebSocket: fall back to SSE + HTTP.
@@ -312,7 +368,7 @@ export class SseTransport {
     if (since > 0) q.set("since", String(since));
     const name = this.getName();
     if (name) q.set("name", name);
-    const es = new EventSource(`/events?${q}`);
+    const es = new EventSource(withToken(`/events?${q}`));
     r.es = es;
     es.onopen = () => {
       r.open = true;
@@ -338,18 +394,42 @@ export class SseTransport {
       if (r.open) this.h.onStreamDown?.(room);
       r.open = false;
       if (es.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. a non-200 answer): reconnect ourselves with backoff,
-        // resuming from the last id the core has seen.
-        const delay = r.backoff.next();
-        r.retryAt = Date.now() + delay;
-        clearTimeout(r.timer);
-        r.timer = setTimeout(() => {
-          if (!this.stopped && this.rooms.get(room) === r) this.open(room, this.getSince(room));
-        }, delay);
+        // The browser gave up (e.g. a non-200 answer). 401 or 403 will not go away by
+        // retrying: find out which, else reconnect ourselves with backoff, resuming from the
+        // last id the core has seen.
+        this.afterStreamClosed(room, r);
       }
       // readyState CONNECTING: the browser retries by itself and sends Last-Event-ID.
       this.report();
     };
+    this.report();
+  }
+
+  async afterStreamClosed(room, r) {
+    const why = await probe(room);
+    if (this.stopped || this.rooms.get(room) !== r) return;
+    if (why === "unauthenticated") {
+      this.stop();
+      this.h.onAuthFailed?.();
+      return;
+    }
+    if (why === "forbidden") {
+      // The token does not allow this room: answer as the WebSocket path would.
+      this.closeRoom(room);
+      this.report();
+      this.h.onFrame({
+        type: "error",
+        ref: `join:${room}`,
+        data: { code: "unauthorized", message: "your token does not allow this room" },
+      });
+      return;
+    }
+    const delay = r.backoff.next();
+    r.retryAt = Date.now() + delay;
+    clearTimeout(r.timer);
+    r.timer = setTimeout(() => {
+      if (!this.stopped && this.rooms.get(room) === r) this.open(room, this.getSince(room));
+    }, delay);
     this.report();
   }
 
@@ -397,7 +477,7 @@ export class SseTransport {
     const from = this.getName();
     fetch(`/api/rooms/${encodeURIComponent(room)}/messages`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: authHeaders({ "content-type": "application/json" }),
       body: JSON.stringify({ from, data: text }),
     }).then(
       async (res) => {
@@ -425,7 +505,7 @@ export class SseTransport {
   history(room, before, limit) {
     const q = new URLSearchParams({ limit: String(limit) });
     if (before > 0) q.set("before", String(before));
-    fetch(`/api/rooms/${encodeURIComponent(room)}/messages?${q}`, { cache: "no-store" })
+    fetch(`/api/rooms/${encodeURIComponent(room)}/messages?${q}`, { cache: "no-store", headers: authHeaders() })
       .then((r) => (r.ok ? r.json() : Promise.reject(new Error(String(r.status)))))
       .then(
         (data) => this.h.onFrame({ type: "history", room, data }),
