@@ -22,6 +22,21 @@ fn token(sub: &str, rooms: Option<&[&str]>) -> String {
     .unwrap()
 }
 
+/// POSTs `body` to `url` with `token` as a bearer token.
+async fn post_with_token(
+    url: impl reqwest::IntoUrl,
+    token: &str,
+    body: &Value,
+) -> reqwest::Response {
+    http()
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn auth_server() -> common::TestServer {
     start_server_with(|c| c.auth_secret = Some(Secret::new(SECRET))).await
 }
@@ -207,49 +222,30 @@ async fn api_obeys_the_same_token_rules() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthenticated");
     // `from` may be omitted (it is the token's sub) or equal to it; anything else is 403.
-    let response = http()
-        .post(&url)
-        .bearer_auth(&alice)
-        .json(&json!({"data": "one"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_with_token(&url, &alice, &json!({"data": "one"})).await;
     assert_eq!(response.status(), 201);
-    let response = http()
-        .post(&url)
-        .bearer_auth(&alice)
-        .json(&json!({"from": "alice", "data": "two"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_with_token(&url, &alice, &json!({"from": "alice", "data": "two"})).await;
     assert_eq!(response.status(), 201);
-    let response = http()
-        .post(&url)
-        .bearer_auth(&alice)
-        .json(&json!({"from": "mallory", "data": "three"}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        post_with_token(&url, &alice, &json!({"from": "mallory", "data": "three"})).await;
     assert_eq!(response.status(), 403);
     // Rooms outside the claim: 403 for posts and history; the room list hides them.
-    let response = http()
-        .post(server.url("/api/rooms/secret/messages"))
-        .bearer_auth(&alice)
-        .json(&json!({"data": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_with_token(
+        server.url("/api/rooms/secret/messages"),
+        &alice,
+        &json!({"data": "x"}),
+    )
+    .await;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
     let open = token("root", None);
-    let response = http()
-        .post(server.url("/api/rooms/secret/messages"))
-        .bearer_auth(&open)
-        .json(&json!({"data": "hidden"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_with_token(
+        server.url("/api/rooms/secret/messages"),
+        &open,
+        &json!({"data": "hidden"}),
+    )
+    .await;
     assert_eq!(response.status(), 201);
     let response = http()
         .get(server.url("/api/rooms/secret/messages"))
