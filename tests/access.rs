@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http, refusal, start_server_with, try_connect};
+use common::{assert_api_error, http, refusal, start_server_with, try_connect};
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint, now_secs, sign};
 use serde_json::{Value, json};
@@ -54,9 +54,7 @@ async fn cross_origin_socket_is_403() {
         .send()
         .await
         .unwrap();
-    assert_eq!(events.status(), 403);
-    let body: Value = events.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "bad_origin");
+    assert_api_error(events, 403, "bad_origin").await;
     // The server's own pages, and clients that send no Origin, are allowed.
     let own = format!("http://{}", server.addr);
     let mut same = try_connect(server.addr, "/ws", &[("Origin", &own)], None)
@@ -218,9 +216,7 @@ async fn api_obeys_the_same_token_rules() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert_api_error(response, 401, "unauthenticated").await;
     // `from` may be omitted (it is the token's sub) or equal to it; anything else is 403.
     let response = post_with_token(&url, &alice, &json!({"data": "one"})).await;
     assert_eq!(response.status(), 201);
@@ -236,9 +232,7 @@ async fn api_obeys_the_same_token_rules() {
         &json!({"data": "x"}),
     )
     .await;
-    assert_eq!(response.status(), 403);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_api_error(response, 403, "unauthorized").await;
     let open = token("root", None);
     let response = post_with_token(
         server.url("/api/rooms/secret/messages"),

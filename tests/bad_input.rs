@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Closed, api_post, get_json, http, start_server, start_server_with};
+use common::{Closed, api_post, assert_api_error, get_json, http, start_server, start_server_with};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -130,9 +130,7 @@ async fn api_post_without_json_body_is_bad_json() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "bad_json");
+    assert_api_error(response, 400, "bad_json").await;
     server.stop().await;
 }
 
@@ -145,9 +143,7 @@ async fn api_post_with_bad_room_is_bad_room() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "bad_room");
+    assert_api_error(response, 400, "bad_room").await;
     server.stop().await;
 }
 
@@ -160,9 +156,7 @@ async fn api_post_over_the_text_limit_is_too_long() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "too_long");
+    assert_api_error(response, 400, "too_long").await;
     assert_eq!(
         api_post(server.addr, "r", "a", "short").await,
         1,

@@ -15,7 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Binary, Client, TestServer, free_port, http, scratch, start_server_with};
+use common::{
+    Binary, Client, TestServer, assert_api_error, free_port, http, scratch, start_server_with,
+};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -147,9 +149,7 @@ async fn locked_store_answers_store_unavailable_and_recovers_when_the_lock_goes(
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "store_unavailable");
+    assert_api_error(response, 503, "store_unavailable").await;
 
     // The server stays up: health, and reads (WAL readers are not blocked by the writer lock).
     let health = http().get(server.url("/healthz")).send().await.unwrap();

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Client, http, start_server, start_server_with};
+use common::{Client, assert_api_error, http, start_server, start_server_with};
 use hubbub::protocol::{
     ClientFrame, ErrorCode, Limits, MAX_HISTORY_LIMIT, RoomName, display_name, parse_client_frame,
 };
@@ -235,9 +235,7 @@ async fn api_rejections_do_not_echo_a_long_body_back() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 400);
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "bad_json");
+        let body = assert_api_error(response, 400, "bad_json").await;
         let message = body["error"]["message"].as_str().unwrap();
         assert!(
             message.len() <= MAX_REJECTION_MESSAGE,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{api_post, get_json, get_text, http, start_server};
+use common::{api_post, assert_api_error, get_json, get_text, http, start_server};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -71,9 +71,7 @@ async fn history_with_a_non_numeric_before_is_bad_json() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "bad_json");
+    assert_api_error(response, 400, "bad_json").await;
     server.stop().await;
 }
 

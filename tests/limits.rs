@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Closed, http, metrics, refusal, start_server_with, try_connect};
+use common::{
+    Client, Closed, assert_api_error, http, metrics, refusal, start_server_with, try_connect,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -268,9 +270,7 @@ async fn upgrade_over_the_global_cap_is_503_on_every_socket_route() {
         .send()
         .await
         .unwrap();
-    assert_eq!(events.status(), 503);
-    let body: Value = events.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "server_full");
+    assert_api_error(events, 503, "server_full").await;
     // Plain HTTP is not a held connection and keeps working.
     let health = http().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);

@@ -305,6 +305,15 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// Asserts an API error response: its status and the `error.code` of its JSON body, which it
+/// returns for further checks.
+pub async fn assert_api_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body
+}
+
 /// GETs `url` and parses the JSON body.
 pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
     http().get(url).send().await.unwrap().json().await.unwrap()
