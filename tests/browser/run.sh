@@ -50,4 +50,15 @@ else
   files=(*.test.mjs)
 fi
 # One file at a time: each starts its own servers and browsers, and the machine has 2 cores.
-exec node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 "${files[@]}"
+run() { node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 "$@"; }
+# Known flake (under investigation): rooms.test.mjs now and then times out waiting for a
+# presence/unread update on a shared, loaded machine. A file that fails gets one more run; a
+# real regression fails twice and fails the suite.
+status=0
+for f in "${files[@]}"; do
+  if ! run "$f"; then
+    echo "run.sh: $f failed; running it once more" >&2
+    run "$f" || status=1
+  fi
+done
+exit "$status"
