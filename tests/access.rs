@@ -136,9 +136,7 @@ async fn token_sub_fixes_the_name() {
     client
         .send(json!({"type": "nick", "data": "bob", "ref": "n"}))
         .await;
-    let error = client.recv_type("error").await;
-    assert_eq!(error["data"]["code"], "unauthorized");
-    assert_eq!(error["ref"], "n");
+    client.expect_error("unauthorized", json!("n")).await;
     client.send(json!({"type": "nick", "data": "alice"})).await;
     assert_eq!(client.recv_type("welcome").await["data"]["name"], "alice");
     client.join("r").await;
@@ -198,9 +196,7 @@ async fn bare_msg_to_a_lobby_outside_the_claim_is_unauthorized() {
     client
         .send(json!({"type": "msg", "data": "hi", "ref": "bare"}))
         .await;
-    let error = client.recv_type("error").await;
-    assert_eq!(error["data"]["code"], "unauthorized");
-    assert_eq!(error["ref"], "bare");
+    client.expect_error("unauthorized", json!("bare")).await;
     server.stop().await;
 }
 

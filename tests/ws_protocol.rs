@@ -66,9 +66,7 @@ async fn nick_with_control_characters_is_bad_name() {
     client
         .send(json!({"type": "nick", "data": "a\u{7}b", "ref": 1}))
         .await;
-    let error = client.recv_type("error").await;
-    assert_eq!(error["data"]["code"], "bad_name");
-    assert_eq!(error["ref"], 1);
+    client.expect_error("bad_name", json!(1)).await;
     server.stop().await;
 }
 
@@ -205,9 +203,7 @@ async fn msg_to_a_room_not_joined_is_not_member() {
     client
         .send(json!({"type": "msg", "room": "b", "data": "x", "ref": 9}))
         .await;
-    let error = client.recv_type("error").await;
-    assert_eq!(error["data"]["code"], "not_member");
-    assert_eq!(error["ref"], 9);
+    client.expect_error("not_member", json!(9)).await;
     // Once a connection has joined a room, the bare form no longer auto-joins the lobby.
     client.send(json!({"type": "msg", "data": "x"})).await;
     assert_eq!(

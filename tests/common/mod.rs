@@ -244,6 +244,13 @@ impl Client {
         }
     }
 
+    /// Skips frames until an `error`, and asserts its code and echoed `ref`.
+    pub async fn expect_error(&mut self, code: &str, reference: Value) {
+        let error = self.recv_type("error").await;
+        assert_eq!(error["data"]["code"], code, "{error}");
+        assert_eq!(error["ref"], reference, "{error}");
+    }
+
     /// Skips frames until a `msg`, returning it.
     pub async fn recv_msg(&mut self) -> Value {
         self.recv_type("msg").await
