@@ -1,10 +1,16 @@
 //! One connection's bounded outbound queue, and the verdict on a consumer that cannot keep up.
 //!
-//! The broadcaster only ever calls [`Outbox::push`], which never waits: when the queue is full the
-//! connection is marked for closing (1013) instead of slowing the room down. The transport's
-//! writer task drains the queue in batches, so several queued frames can leave in one write.
+//! The broadcaster only ever calls [`Outbox::push`], which never waits. On a connection with a
+//! [`Wire`] (a WebSocket) a frame pushed while nothing is queued is written to the socket right
+//! there, without waking any task: a delivery costs one non-blocking `write()`, like a server
+//! written as one event loop. Only what the socket does not take at once is queued, and the
+//! transport's task writes the queue when the socket drains, several frames per `writev`. When the
+//! queue is full the connection is marked for closing (1013) instead of slowing the room down.
+//! Every write, from the broadcaster or from the transport, happens under the queue's lock, so
+//! frames never interleave and never overtake each other.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,17 +20,58 @@ use tokio::sync::Notify;
 /// One encoded frame on its way to a client. The JSON bytes are shared by every recipient.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The encoded frame (UTF-8 JSON).
+    /// The encoded frame (UTF-8 JSON), or for a `framed` one the transport's own bytes.
     pub json: Bytes,
     /// The message id for `msg` frames: SSE sends it as the event id, replay de-duplicates by it.
     pub msg_id: Option<u64>,
+    /// Bytes the transport framed itself (a WebSocket ping, pong or close), written as they are.
+    /// They share the queue with the hub's frames so that they keep their place in the stream.
+    pub framed: bool,
 }
 
 impl Outgoing {
     /// A frame that is not a stored message.
     pub fn control(json: Bytes) -> Self {
-        Self { json, msg_id: None }
+        Self {
+            json,
+            msg_id: None,
+            framed: false,
+        }
     }
+
+    /// A stored message's frame.
+    pub fn message(json: Bytes, msg_id: u64) -> Self {
+        Self {
+            json,
+            msg_id: Some(msg_id),
+            framed: false,
+        }
+    }
+
+    /// Bytes already framed by the transport.
+    pub fn framed(bytes: Bytes) -> Self {
+        Self {
+            json: bytes,
+            msg_id: None,
+            framed: true,
+        }
+    }
+}
+
+/// A socket the outbox may write to directly. The transport implements it (WebSocket framing);
+/// the hub only sees "write these frames now, as far as the socket takes them".
+pub trait Wire: Send + Sync {
+    /// Bytes `frame` takes on the wire, framing included.
+    fn wire_len(&self, frame: &Outgoing) -> usize;
+
+    /// Writes `frames`, the first one from byte `skip` of its wire form on, as far as the socket
+    /// takes them without waiting; returns the bytes taken (0 when the socket is full). An error
+    /// means the connection is broken.
+    fn write_now(
+        &self,
+        frames: &mut dyn Iterator<Item = &Outgoing>,
+        skip: usize,
+    ) -> io::Result<usize>;
 }
 
 /// Why a connection is being closed, and so which close code it gets.
@@ -106,21 +153,28 @@ const RETAINED_CAPACITY: usize = 8;
 
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when a frame is queued (the writer waits on it).
+    /// Signalled when a frame is queued, or the connection starts closing (the transport waits on
+    /// it). On a wired outbox only when the queue stops being empty.
     queued: Notify,
-    /// Signalled when the writer takes frames (a `send` waiting for room waits on it).
+    /// Signalled when frames leave the queue (a `send` waiting for room waits on it).
     drained: Notify,
     /// Set once the connection starts closing: an atomic, because every push checks it.
     closed: AtomicBool,
     /// Wakes every task waiting for the close.
     closed_wakeup: Notify,
     capacity: usize,
+    /// Where frames go at once when nothing is queued (`None`: the transport pulls, as SSE does).
+    wire: Option<Arc<dyn Wire>>,
 }
 
 #[derive(Default)]
 struct State {
     frames: VecDeque<Outgoing>,
+    /// Bytes of the first queued frame already written (a socket took part of it).
+    head_written: usize,
     reason: Option<CloseReason>,
+    /// The transport's last frame (a close) is queued: nothing may follow it.
+    finished: bool,
 }
 
 impl Shared {
@@ -156,25 +210,66 @@ impl Shared {
             wakeup.await;
         }
     }
+
+    /// Writes queued frames to the wire until the queue is empty or the socket is full; returns
+    /// whether the queue is empty. Called with the lock held.
+    fn write_queued(&self, wire: &dyn Wire, state: &mut State) -> io::Result<bool> {
+        let mut popped = false;
+        while !state.frames.is_empty() {
+            let written = wire.write_now(&mut state.frames.iter(), state.head_written)?;
+            if written == 0 {
+                break;
+            }
+            let mut done = state.head_written + written;
+            while let Some(front) = state.frames.front() {
+                let len = wire.wire_len(front);
+                if done < len {
+                    break;
+                }
+                done -= len;
+                state.frames.pop_front();
+                popped = true;
+            }
+            state.head_written = done;
+        }
+        if state.frames.is_empty() && state.frames.capacity() > RETAINED_CAPACITY {
+            state.frames.shrink_to(RETAINED_CAPACITY);
+        }
+        if popped {
+            self.drained.notify_waiters();
+        }
+        Ok(state.frames.is_empty())
+    }
 }
 
 /// The sending side of a connection's queue, held by the hub for every room the connection is in.
 ///
-/// A `Mutex<VecDeque>` with two `Notify`s rather than a tokio mpsc channel: the channel allocates
-/// a 32-slot block up front, which is a large share of an idle connection's memory.
+/// A `Mutex<VecDeque>` with `Notify`s rather than a tokio mpsc channel: the channel allocates a
+/// 32-slot block up front, which is a large share of an idle connection's memory, and the lock is
+/// also what serialises direct writes to the socket.
 #[derive(Clone)]
 pub struct Outbox {
     shared: Arc<Shared>,
 }
 
-/// The writer task's side of the queue.
+/// The transport's side of the queue.
 pub struct OutboxReceiver {
     shared: Arc<Shared>,
 }
 
 impl Outbox {
-    /// A queue holding at most `capacity` frames.
+    /// A queue holding at most `capacity` frames, drained by the transport ([`OutboxReceiver::recv`]).
     pub fn new(capacity: usize) -> (Outbox, OutboxReceiver) {
+        Self::build(capacity, None)
+    }
+
+    /// A queue in front of `wire`: frames go to the socket at once while nothing is queued, and
+    /// the transport calls [`OutboxReceiver::flush`] when the socket can take the rest.
+    pub fn wired(capacity: usize, wire: Arc<dyn Wire>) -> (Outbox, OutboxReceiver) {
+        Self::build(capacity, Some(wire))
+    }
+
+    fn build(capacity: usize, wire: Option<Arc<dyn Wire>>) -> (Outbox, OutboxReceiver) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             queued: Notify::new(),
@@ -182,6 +277,7 @@ impl Outbox {
             closed: AtomicBool::new(false),
             closed_wakeup: Notify::new(),
             capacity: capacity.max(1),
+            wire,
         });
         (
             Outbox {
@@ -191,7 +287,8 @@ impl Outbox {
         )
     }
 
-    /// Queues a frame without ever waiting; a full queue closes the connection as a slow consumer.
+    /// Queues (or writes) a frame without ever waiting; a full queue closes the connection as a
+    /// slow consumer.
     pub fn push(&self, frame: Outgoing) -> Pushed {
         match self.try_push(frame) {
             Ok(()) => Pushed::Queued,
@@ -203,19 +300,44 @@ impl Outbox {
         }
     }
 
-    /// Queues `frame` if the connection is open and the queue has room; gives it back otherwise.
+    /// Writes or queues `frame` if the connection is open and the queue has room; gives it back
+    /// otherwise.
     fn try_push(&self, frame: Outgoing) -> Result<(), Outgoing> {
         if self.shared.is_closed() {
             return Err(frame);
         }
-        {
-            let mut state = self.shared.lock();
-            if state.frames.len() >= self.shared.capacity {
-                return Err(frame);
-            }
-            state.frames.push_back(frame);
+        let mut state = self.shared.lock();
+        if state.finished {
+            return Err(frame);
         }
-        self.shared.queued.notify_one();
+        let was_empty = state.frames.is_empty();
+        if was_empty && let Some(wire) = &self.shared.wire {
+            return match wire.write_now(&mut std::iter::once(&frame), 0) {
+                Ok(written) if written >= wire.wire_len(&frame) => Ok(()),
+                Ok(written) => {
+                    state.head_written = written;
+                    state.frames.push_back(frame);
+                    drop(state);
+                    self.shared.queued.notify_one();
+                    Ok(())
+                }
+                Err(_) => {
+                    // The peer is gone; the transport's read side sees it too.
+                    drop(state);
+                    self.shared.close(CloseReason::Normal);
+                    Ok(())
+                }
+            };
+        }
+        if state.frames.len() >= self.shared.capacity {
+            return Err(frame);
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        // A wired outbox's transport only needs to hear that a backlog began.
+        if was_empty || self.shared.wire.is_none() {
+            self.shared.queued.notify_one();
+        }
         Ok(())
     }
 
@@ -286,9 +408,45 @@ impl OutboxReceiver {
         frame
     }
 
+    /// Resolves when a wired outbox has a backlog to write or the connection starts closing
+    /// (spuriously at times: check [`OutboxReceiver::flush`]'s answer).
+    pub async fn work(&self) {
+        self.shared.queued.notified().await;
+    }
+
+    /// Writes the backlog of a wired outbox as far as the socket takes it now; returns whether
+    /// the queue is empty. An error means the connection is broken.
+    pub fn flush(&self) -> io::Result<bool> {
+        let Some(wire) = &self.shared.wire else {
+            return Ok(true);
+        };
+        let mut state = self.shared.lock();
+        self.shared.write_queued(wire.as_ref(), &mut state)
+    }
+
+    /// Closes the outbox (for `reason`, unless it already was) and queues the transport's last
+    /// frame (a close) after what is queued or, without `flush`, right after the part of a frame
+    /// the socket already took; nothing is queued or written after it. The caller then flushes
+    /// until the queue is empty.
+    pub fn finish(&self, last: Outgoing, reason: CloseReason, flush: bool) {
+        self.shared.close(reason);
+        let mut state = self.shared.lock();
+        if !flush {
+            let keep = usize::from(state.head_written > 0);
+            state.frames.truncate(keep);
+        }
+        state.frames.push_back(last);
+        state.finished = true;
+    }
+
     /// Resolves once the connection starts closing.
     pub async fn closing(&self) {
         self.shared.wait_closed().await;
+    }
+
+    /// Whether the connection is closing.
+    pub fn is_closing(&self) -> bool {
+        self.shared.is_closed()
     }
 
     /// Why the connection is closing (`Normal` when no reason was recorded).

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{PresenceChange, RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
 
-pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed};
+pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed, Wire};
 pub use session::{Access, Session};
 
 use committer::PostJob;
@@ -370,10 +370,7 @@ impl Deliver for Inner {
     fn deliver(&self, room: &str, event: RoomEvent) {
         let (frame, skip) = match &event {
             RoomEvent::Message(message) => (
-                Outgoing {
-                    json: ServerFrame::Msg(message.view()).encode(),
-                    msg_id: Some(message.id),
-                },
+                Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id),
                 None,
             ),
             RoomEvent::Presence {

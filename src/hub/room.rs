@@ -95,10 +95,7 @@ mod tests {
     use bytes::Bytes;
 
     fn msg(id: u64) -> Outgoing {
-        Outgoing {
-            json: Bytes::from_static(b"{}"),
-            msg_id: Some(id),
-        }
+        Outgoing::message(Bytes::from_static(b"{}"), id)
     }
 
     #[test]

@@ -260,10 +260,7 @@ impl Session {
 
     async fn send_messages(&self, messages: &[StoredMessage], mut up_to: u64) -> u64 {
         for message in messages {
-            let frame = Outgoing {
-                json: ServerFrame::Msg(message.view()).encode(),
-                msg_id: Some(message.id),
-            };
+            let frame = Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id);
             if !self.outbox.send(frame).await {
                 break;
             }

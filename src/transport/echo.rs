@@ -1,24 +1,25 @@
 //! `/echo`: the tutorial's first server. Every text or binary message goes back unchanged. It
-//! shares the WebSocket stack and settings with /ws, with its own (larger) size limit.
+//! shares the WebSocket stack (framing, pings, idle timeout, close handshake) with /ws, with its
+//! own (larger) size limit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
+use bytes::Bytes;
+use tokio::net::TcpStream;
 
 use super::AppState;
-use super::ws::{CLOSE_TIMEOUT, classify, configure};
-use crate::hub::CloseReason;
+use super::frame::{self, OP_BINARY, OP_TEXT};
+use super::socket::{Event, Socket, Timing, WsUpgrade};
+use crate::hub::Outgoing;
 
 /// `GET /echo`. Counted under the connection caps like /ws; exempt from the Origin check and
 /// from auth, because it holds no data and acts for no one (docs/security.md; `--no-echo`
 /// removes it).
 pub async fn echo(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
@@ -26,55 +27,44 @@ pub async fn echo(
         Ok(permit) => permit,
         Err(err) => return err.into_response(),
     };
-    let shutdown = state.shutdown.clone();
-    let gauge = state.metrics.connections("echo");
-    configure(ws, state.config.max_echo_bytes).on_upgrade(move |socket| {
-        state.tracker.track_future(async move {
+    ws.on_upgrade(move |tcp, early| {
+        let tracker = state.tracker.clone();
+        tracker.track_future(async move {
             let _permit = permit;
+            let gauge = state.metrics.connections("echo");
             gauge.inc();
-            run(socket, shutdown).await;
+            run(tcp, early, &state).await;
             gauge.dec();
         })
     })
 }
 
-async fn run(mut socket: WebSocket, shutdown: CancellationToken) {
-    let reason = loop {
-        let next = tokio::select! {
-            () = shutdown.cancelled() => break CloseReason::Shutdown,
-            next = socket.recv() => next,
-        };
-        match next {
-            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                if socket.send(message).await.is_err() {
-                    return;
-                }
-            }
-            Some(Ok(Message::Close(_))) => {
-                // tungstenite has queued its echo of the peer's close frame; reading on flushes
-                // it and then reports the end. Returning now would drop the reply unsent.
-                finish(&mut socket).await;
-                return;
-            }
-            None => return,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Err(err)) => break classify(err),
-        }
+async fn run(tcp: TcpStream, early: Bytes, state: &AppState) {
+    let config = &state.config;
+    let timing = Timing {
+        ping_every: config.ping_interval,
+        idle: config.idle_timeout,
+        expiry: None,
     };
-    let close = Message::Close(Some(CloseFrame {
-        code: reason.code(),
-        reason: Utf8Bytes::from_static(reason.text()),
-    }));
-    if timeout(CLOSE_TIMEOUT, socket.send(close)).await.is_ok() {
-        finish(&mut socket).await;
+    let mut socket = Socket::new(
+        tcp,
+        early,
+        config.hub.outbox_frames,
+        config.max_echo_bytes,
+        timing,
+        state.shutdown.clone(),
+    );
+    let ending = loop {
+        let (opcode, payload) = match socket.next().await {
+            Event::Text(payload) => (OP_TEXT, payload),
+            Event::Binary(payload) => (OP_BINARY, payload),
+            Event::Ended(ending) => break ending,
+        };
+        // A peer that sends without reading fills its outbox and is closed as a slow consumer.
+        let reply = frame::encode(opcode, socket.bytes(&payload));
+        socket.outbox().push(Outgoing::framed(Bytes::from(reply)));
+    };
+    if socket.send_close(&ending).await {
+        socket.finish().await;
     }
-}
-
-/// Reads until the peer's side of the close handshake is done (or it gives up), so the close is
-/// clean: the peer sees our close frame and its reply before the TCP connection goes.
-async fn finish(socket: &mut WebSocket) {
-    let _ = timeout(CLOSE_TIMEOUT, async {
-        while let Some(Ok(_)) = socket.recv().await {}
-    })
-    .await;
 }

@@ -6,9 +6,11 @@ mod api;
 mod auth;
 mod echo;
 mod error;
+mod frame;
 mod guard;
 mod listen;
 mod rate;
+mod socket;
 mod sse;
 mod ws;
 

@@ -12,10 +12,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use super::auth::Caller;
 use super::guard::check_origin;
-use super::ws::expiry;
 use super::{ApiError, AppState};
 use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing};
 use crate::protocol::room_name;
@@ -100,5 +100,13 @@ fn to_event(frame: &Outgoing) -> Event {
     match frame.msg_id {
         Some(id) => event.id(id.to_string()),
         None => event,
+    }
+}
+
+/// Resolves at the token's expiry; never without a token.
+async fn expiry(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

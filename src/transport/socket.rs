@@ -1,0 +1,561 @@
+//! A WebSocket connection after the upgrade: the handshake answer, the raw TCP socket taken back
+//! from hyper, and [`Socket`], the one task per connection that reads and decodes client frames,
+//! answers pings, keeps the ping and idle timers, and writes the outbox's backlog.
+//!
+//! Most outgoing frames never pass through this task: the outbox writes them to the socket from
+//! the broadcaster as long as nothing is queued ([`crate::hub::Outbox`]). This task only writes
+//! what the socket did not take at once, when the kernel says it can take more.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tracing::warn;
+
+use super::frame::{self, Decoded, Decoder, FrameError, Incoming, MAX_HEADER, Payload};
+use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing, Wire};
+
+/// How long a close handshake or final flush may take before the socket is dropped.
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read per `read()`; a larger frame reads in more calls. The buffer is freed whenever
+/// everything read has been decoded, so an idle connection holds none.
+const READ_CHUNK: usize = 4096;
+/// Frames written per `writev` (two slices each: header and payload).
+const WRITE_BATCH: usize = 64;
+
+/// A valid WebSocket upgrade request (RFC 6455 section 4.2.1), taken from the request before the
+/// handler's own checks run. Anything else is refused like axum's extractor does: 405 for a
+/// method other than GET, 400 for missing or wrong headers, 426 for a connection hyper cannot
+/// upgrade.
+pub struct WsUpgrade {
+    accept: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+/// Why a request is not a WebSocket upgrade.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeRejection {
+    /// The method is not GET.
+    #[error("WebSocket upgrades use GET")]
+    MethodNotGet,
+    /// A header RFC 6455 requires is missing or wrong.
+    #[error("not a WebSocket upgrade: {0}")]
+    BadHeader(&'static str),
+    /// The connection cannot be upgraded (e.g. HTTP/2).
+    #[error("this connection cannot be upgraded")]
+    NotUpgradable,
+}
+
+impl IntoResponse for UpgradeRejection {
+    fn into_response(self) -> Response {
+        let status = match self {
+            UpgradeRejection::MethodNotGet => StatusCode::METHOD_NOT_ALLOWED,
+            UpgradeRejection::BadHeader(_) => StatusCode::BAD_REQUEST,
+            UpgradeRejection::NotUpgradable => StatusCode::UPGRADE_REQUIRED,
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = UpgradeRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET {
+            return Err(UpgradeRejection::MethodNotGet);
+        }
+        let headers = &parts.headers;
+        if !header_has_token(headers, header::CONNECTION, "upgrade") {
+            return Err(UpgradeRejection::BadHeader(
+                "Connection must include upgrade",
+            ));
+        }
+        if !header_has_token(headers, header::UPGRADE, "websocket") {
+            return Err(UpgradeRejection::BadHeader("Upgrade must be websocket"));
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(HeaderValue::as_bytes)
+            != Some(b"13")
+        {
+            return Err(UpgradeRejection::BadHeader(
+                "Sec-WebSocket-Version must be 13",
+            ));
+        }
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err(UpgradeRejection::BadHeader("Sec-WebSocket-Key is missing"));
+        };
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = HeaderValue::from_str(&accept)
+            .map_err(|_| UpgradeRejection::BadHeader("Sec-WebSocket-Key"))?;
+        let on_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .ok_or(UpgradeRejection::NotUpgradable)?;
+        Ok(WsUpgrade { accept, on_upgrade })
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+impl WsUpgrade {
+    /// Answers 101 and runs `task` with the raw socket once hyper hands it over. No extension or
+    /// subprotocol is negotiated, so none is offered back.
+    pub fn on_upgrade<F, Fut>(self, task: F) -> Response
+    where
+        F: FnOnce(TcpStream, Bytes) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let WsUpgrade { accept, on_upgrade } = self;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(err) => {
+                    tracing::debug!(cause = %err, "upgrade did not complete");
+                    return;
+                }
+            };
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => task(parts.io.into_inner(), parts.read_buf).await,
+                Err(_) => warn!("upgraded connection is not a TCP stream; dropped"),
+            }
+        });
+        (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, HeaderValue::from_static("upgrade")),
+                (header::UPGRADE, HeaderValue::from_static("websocket")),
+                (header::SEC_WEBSOCKET_ACCEPT, accept),
+            ],
+        )
+            .into_response()
+    }
+}
+
+/// WebSocket framing for the outbox's direct writes: a text frame per hub frame, the
+/// transport's own frames as they are.
+struct WsWire {
+    tcp: Arc<TcpStream>,
+}
+
+impl Wire for WsWire {
+    fn wire_len(&self, frame: &Outgoing) -> usize {
+        if frame.framed {
+            frame.json.len()
+        } else {
+            frame::frame_len(frame.json.len())
+        }
+    }
+
+    fn write_now(
+        &self,
+        frames: &mut dyn Iterator<Item = &Outgoing>,
+        skip: usize,
+    ) -> io::Result<usize> {
+        let mut heads = [([0u8; MAX_HEADER], 0usize); WRITE_BATCH];
+        let mut batch: [&[u8]; WRITE_BATCH] = [&[]; WRITE_BATCH];
+        let mut count = 0;
+        for (frame, slot) in frames.zip(batch.iter_mut()) {
+            if !frame.framed {
+                heads[count] = frame::header(frame::OP_TEXT, frame.json.len());
+            }
+            *slot = &frame.json;
+            count += 1;
+        }
+        let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
+        let mut used = 0;
+        let mut skip = skip;
+        for (payload, (head, head_len)) in batch[..count].iter().zip(heads.iter()) {
+            for part in [&head[..*head_len], payload] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[used] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                used += 1;
+            }
+        }
+        match self.tcp.try_write_vectored(&slices[..used]) {
+            Ok(written) => Ok(written),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Timing settings of one socket.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// How often the server pings.
+    pub ping_every: Duration,
+    /// A peer silent this long is closed (1008).
+    pub idle: Duration,
+    /// When the connection's token expires (1008 then).
+    pub expiry: Option<Instant>,
+}
+
+/// How a socket's conversation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// The peer sent a close frame (with this code): answer it and hang up.
+    PeerClosed(Option<u16>),
+    /// The TCP connection is gone: nothing more can be written.
+    Gone,
+    /// The server closes, with this reason.
+    Close(CloseReason),
+}
+
+/// What [`Socket::next`] hands to the endpoint.
+pub(super) enum Event {
+    /// A text message: read it with [`Socket::text`].
+    Text(Payload),
+    /// A binary message: read it with [`Socket::bytes`].
+    Binary(Payload),
+    /// The conversation is over.
+    Ended(Ending),
+}
+
+/// One upgraded WebSocket connection, driven by its single task.
+pub(super) struct Socket {
+    tcp: Arc<TcpStream>,
+    /// Bytes read and not yet decoded start at `pos`.
+    pending: Vec<u8>,
+    pos: usize,
+    /// How many bytes after `pos` the frame being read needs in all.
+    needed: usize,
+    decoder: Decoder,
+    outbox: Outbox,
+    receiver: OutboxReceiver,
+    /// The outbox has frames the socket has not taken yet.
+    backlog: bool,
+    timing: Timing,
+    last_seen: Instant,
+    next_ping: Instant,
+    timer: Pin<Box<Sleep>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// What woke the socket task.
+enum Wake {
+    Shutdown,
+    Outbox,
+    Writable(io::Result<()>),
+    Readable(io::Result<()>),
+    Timer,
+}
+
+impl Socket {
+    /// Wraps an upgraded socket; `early` holds bytes the client sent right behind its upgrade
+    /// request. `outbox_frames` bounds the outbox, `max_message` the frames and messages read.
+    pub(super) fn new(
+        tcp: TcpStream,
+        early: Bytes,
+        outbox_frames: usize,
+        max_message: usize,
+        timing: Timing,
+        shutdown: CancellationToken,
+    ) -> Socket {
+        let tcp = Arc::new(tcp);
+        let wire = Arc::new(WsWire { tcp: tcp.clone() });
+        let (outbox, receiver) = Outbox::wired(outbox_frames, wire);
+        let now = Instant::now();
+        let next_ping = now + timing.ping_every;
+        let mut socket = Socket {
+            tcp,
+            pending: early.to_vec(),
+            pos: 0,
+            needed: 0,
+            decoder: Decoder::new(max_message),
+            outbox,
+            receiver,
+            backlog: false,
+            timing,
+            last_seen: now,
+            next_ping,
+            timer: Box::pin(sleep_until(next_ping)),
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+        };
+        socket.arm_timer();
+        socket
+    }
+
+    /// The connection's outbox, for the session (or the echo loop) to push frames into.
+    pub(super) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The text of a [`Event::Text`] payload (already checked to be UTF-8).
+    pub(super) fn text<'a>(&'a self, payload: &'a Payload) -> &'a str {
+        std::str::from_utf8(self.bytes(payload)).unwrap_or_default()
+    }
+
+    /// The bytes of a payload handed out by [`Socket::next`].
+    pub(super) fn bytes<'a>(&'a self, payload: &'a Payload) -> &'a [u8] {
+        match payload {
+            Payload::Borrowed(range) => self.pending.get(range.clone()).unwrap_or_default(),
+            Payload::Owned(bytes) => bytes,
+        }
+    }
+
+    /// The next message from the peer, answering pings and writing the backlog meanwhile; ends
+    /// when the peer leaves, breaks a rule, goes silent, the outbox closes or the server stops.
+    pub(super) async fn next(&mut self) -> Event {
+        loop {
+            match self.decode_one() {
+                Ok(Some(event)) => return event,
+                Ok(None) => {}
+                Err(err) => return Event::Ended(Ending::Close(close_reason(err))),
+            }
+            if let Err(ending) = self.wait().await {
+                return Event::Ended(ending);
+            }
+        }
+    }
+
+    /// Decodes one frame from what was read; `None` when a whole frame has not arrived yet.
+    fn decode_one(&mut self) -> Result<Option<Event>, FrameError> {
+        loop {
+            // The payload handed out last lies before `pos`; nothing borrows it any more.
+            let Some(rest) = self.pending.get_mut(self.pos..) else {
+                return Ok(None);
+            };
+            if rest.is_empty() {
+                // An idle connection keeps no read buffer.
+                self.pending = Vec::new();
+                self.pos = 0;
+                return Ok(None);
+            }
+            let (consumed, message) = match self.decoder.decode(rest)? {
+                Decoded::Incomplete(needed) => {
+                    self.needed = needed;
+                    return Ok(None);
+                }
+                Decoded::Frame { consumed, message } => (consumed, message),
+            };
+            let at = self.pos;
+            self.pos += consumed;
+            // Ranges are relative to where the frame started; make them index `pending`.
+            let rebase = |payload: Payload| match payload {
+                Payload::Borrowed(range) => Payload::Borrowed(at + range.start..at + range.end),
+                owned => owned,
+            };
+            match message {
+                None | Some(Incoming::Pong) => {}
+                Some(Incoming::Ping(range)) => {
+                    let pong = frame::encode(frame::OP_PONG, &self.pending[at..][range]);
+                    self.outbox.push(Outgoing::framed(Bytes::from(pong)));
+                }
+                Some(Incoming::Close(code)) => {
+                    return Ok(Some(Event::Ended(Ending::PeerClosed(code))));
+                }
+                Some(Incoming::Text(payload)) => return Ok(Some(Event::Text(rebase(payload)))),
+                Some(Incoming::Binary(payload)) => {
+                    return Ok(Some(Event::Binary(rebase(payload))));
+                }
+            }
+        }
+    }
+
+    /// Waits for something to do and does it: read, write the backlog, ping, or end.
+    async fn wait(&mut self) -> Result<(), Ending> {
+        let wake = tokio::select! {
+            biased;
+            () = &mut self.shutdown => Wake::Shutdown,
+            () = self.receiver.work() => Wake::Outbox,
+            ready = self.tcp.writable(), if self.backlog => Wake::Writable(ready),
+            ready = self.tcp.readable() => Wake::Readable(ready),
+            () = &mut self.timer => Wake::Timer,
+        };
+        match wake {
+            Wake::Shutdown => Err(Ending::Close(CloseReason::Shutdown)),
+            Wake::Outbox if self.receiver.is_closing() => {
+                Err(Ending::Close(self.receiver.reason()))
+            }
+            Wake::Outbox | Wake::Writable(Ok(())) => self.flush(),
+            Wake::Writable(Err(_)) | Wake::Readable(Err(_)) => Err(Ending::Gone),
+            Wake::Readable(Ok(())) => self.read(),
+            Wake::Timer => self.on_timer(),
+        }
+    }
+
+    /// Writes what the outbox holds as far as the socket takes it.
+    fn flush(&mut self) -> Result<(), Ending> {
+        match self.receiver.flush() {
+            Ok(empty) => {
+                self.backlog = !empty;
+                Ok(())
+            }
+            Err(_) => Err(Ending::Gone),
+        }
+    }
+
+    /// Reads what the socket has.
+    fn read(&mut self) -> Result<(), Ending> {
+        if self.pos > 0 {
+            self.pending.drain(..self.pos);
+            self.pos = 0;
+        }
+        let want = self
+            .needed
+            .saturating_sub(self.pending.len())
+            .max(READ_CHUNK);
+        self.pending.reserve(want.min(READ_CHUNK * 16));
+        match self.tcp.try_read_buf(&mut self.pending) {
+            Ok(0) => Err(Ending::Gone),
+            Ok(_) => {
+                self.last_seen = Instant::now();
+                Ok(())
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(_) => Err(Ending::Gone),
+        }
+    }
+
+    /// Pings when a ping is due, closes a silent peer or an expired token.
+    fn on_timer(&mut self) -> Result<(), Ending> {
+        let now = Instant::now();
+        if self.timing.expiry.is_some_and(|at| now >= at) {
+            return Err(Ending::Close(CloseReason::Policy("token expired")));
+        }
+        if now >= self.last_seen + self.timing.idle {
+            return Err(Ending::Close(CloseReason::Policy(
+                "no frames or pongs within the idle timeout",
+            )));
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.timing.ping_every;
+            let ping = frame::encode(frame::OP_PING, &[]);
+            self.outbox.push(Outgoing::framed(Bytes::from(ping)));
+        }
+        self.arm_timer();
+        Ok(())
+    }
+
+    /// Sets the one timer to the earliest of the next ping, the idle deadline and the expiry.
+    /// Activity only moves `last_seen`; the timer finds out when it fires.
+    fn arm_timer(&mut self) {
+        let mut at = self.next_ping.min(self.last_seen + self.timing.idle);
+        if let Some(expiry) = self.timing.expiry {
+            at = at.min(expiry);
+        }
+        self.timer.as_mut().reset(at);
+    }
+
+    /// Runs `work` (a command that may queue many frames) while writing the backlog, so a
+    /// command waiting for room in the outbox is not waiting for itself.
+    pub(super) async fn drive<F: Future>(&mut self, work: F) -> F::Output {
+        tokio::pin!(work);
+        loop {
+            let wake = tokio::select! {
+                biased;
+                out = &mut work => return out,
+                () = self.receiver.work(), if !self.receiver.is_closing() => Wake::Outbox,
+                ready = self.tcp.writable(), if self.backlog => Wake::Writable(ready),
+            };
+            match wake {
+                Wake::Writable(Err(_)) => self.backlog = false,
+                _ => {
+                    // A broken socket surfaces in `next`; here it only stops the writing.
+                    if self.flush().is_err() {
+                        self.backlog = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the close frame for `ending` (after the queue, when `reason` lets it flush) and
+    /// waits, bounded, until it is written. Returns whether the peer still has to answer it.
+    pub(super) async fn send_close(&mut self, ending: &Ending) -> bool {
+        let (code, text, reason, flush) = match ending {
+            Ending::Gone => {
+                self.outbox.close(CloseReason::Normal);
+                return false;
+            }
+            // RFC 6455 section 5.5.1: answer with the peer's status code, and send no more
+            // data to a peer that is done.
+            Ending::PeerClosed(code) => (code.unwrap_or(1000), "bye", CloseReason::Normal, false),
+            Ending::Close(reason) => (
+                reason.code(),
+                reason.text(),
+                reason.clone(),
+                reason.flushes_queue(),
+            ),
+        };
+        let close = Outgoing::framed(Bytes::from(frame::close_frame(code, text)));
+        self.receiver.finish(close, reason, flush);
+        let tcp = self.tcp.clone();
+        let written = timeout(CLOSE_TIMEOUT, async {
+            loop {
+                match self.receiver.flush() {
+                    Ok(true) => return true,
+                    Ok(false) => {}
+                    Err(_) => return false,
+                }
+                if tcp.writable().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        written.unwrap_or(false) && !matches!(ending, Ending::PeerClosed(_))
+    }
+
+    /// Reads (and drops) what the peer still sends until its close reply or the end of the
+    /// stream, bounded. A server that closes the TCP connection with frames from the peer unread
+    /// makes the kernel send a reset, and a reset can destroy our close frame before the peer
+    /// reads it: a client in the middle of a burst would see a broken connection instead of 1001.
+    pub(super) async fn finish(mut self) {
+        let _ = timeout(CLOSE_TIMEOUT, async {
+            let mut framing_ok = true;
+            loop {
+                if framing_ok {
+                    match self.decode_one() {
+                        Ok(Some(Event::Ended(Ending::PeerClosed(_)))) => return,
+                        Ok(Some(_)) => continue,
+                        Ok(None) => {}
+                        // After broken framing, only the end of the stream is worth waiting for.
+                        Err(_) => framing_ok = false,
+                    }
+                }
+                if !framing_ok {
+                    self.pending.clear();
+                    self.pos = 0;
+                }
+                if self.tcp.readable().await.is_err() || self.read().is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The close reason for broken framing (RFC 6455 section 7.4.1).
+fn close_reason(err: FrameError) -> CloseReason {
+    match err {
+        FrameError::Protocol => CloseReason::Protocol,
+        FrameError::BadUtf8 => CloseReason::BadUtf8,
+        FrameError::TooBig => CloseReason::TooBig,
+    }
+}
