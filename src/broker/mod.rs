@@ -43,6 +43,14 @@ pub enum RoomEvent {
 pub trait Deliver: Send + Sync + 'static {
     /// Fans `event` out to this node's members of `room`. Must not block.
     fn deliver(&self, room: &str, event: RoomEvent);
+
+    /// Fans out one commit's messages, in order. A receiver that can hand each member all of
+    /// its room's messages at once (one socket write instead of several) overrides this.
+    fn deliver_messages(&self, messages: &[StoredMessage]) {
+        for message in messages {
+            self.deliver(&message.room, RoomEvent::Message(message.clone()));
+        }
+    }
 }
 
 /// Why a publish failed.
@@ -62,6 +70,16 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Sends `event` for `room` to every node, in call order per room.
     async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError>;
+
+    /// Sends one commit's messages to every node, in order, as one batch where the broker can:
+    /// under load a commit holds many messages, and a batch reaches each member in one write.
+    async fn publish_messages(&self, messages: &[StoredMessage]) -> Result<(), BrokerError> {
+        for message in messages {
+            self.publish(&message.room, RoomEvent::Message(message.clone()))
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The broker a single node uses by default.

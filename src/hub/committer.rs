@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::PostError;
-use crate::broker::{Broker, RoomEvent};
+use crate::broker::Broker;
 use crate::metrics::Metrics;
 use crate::store::{NewMessage, Store, StoredMessage};
 
@@ -65,14 +65,13 @@ async fn commit(
     match outcome {
         Ok(stored) => {
             metrics.messages_in.inc_by(stored.len() as u64);
+            // The whole batch is broadcast before any ack, so each ack still follows its own
+            // message, and a busy room's members get the batch in one write each.
+            if let Err(err) = broker.publish_messages(&stored).await {
+                // Stored but not broadcast: members catch up with `since` on resume.
+                error!(posts = stored.len(), cause = %err, "broadcast failed");
+            }
             for (message, reply) in stored.into_iter().zip(replies) {
-                if let Err(err) = broker
-                    .publish(&message.room, RoomEvent::Message(message.clone()))
-                    .await
-                {
-                    // Stored but not broadcast: members catch up with `since` on resume.
-                    error!(room = %message.room, id = message.id, cause = %err, "broadcast failed");
-                }
                 // The poster may have gone; the message is stored either way.
                 let _ = reply.send(Ok(message));
             }

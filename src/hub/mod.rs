@@ -351,7 +351,8 @@ impl Inner {
                 ..PresenceChange::default()
             };
             let json = ServerFrame::Presence { room: name, data }.encode();
-            let result = room.fan_out(&Outgoing::control(json), None, self.settings.outbox_frames);
+            let frame = [Outgoing::control(json)];
+            let result = room.fan_out(&frame, None, self.settings.outbox_frames);
             self.metrics.messages_out.inc_by(result.delivered);
             self.metrics.slow_consumers.inc_by(result.overflowed);
         }
@@ -367,6 +368,27 @@ impl Inner {
 }
 
 impl Deliver for Inner {
+    /// Encodes each message once, then gives every member its room's share of the commit in one
+    /// push (one `writev` when its socket keeps up).
+    fn deliver_messages(&self, messages: &[StoredMessage]) {
+        let mut by_room: Vec<(&str, Vec<Outgoing>)> = Vec::new();
+        for message in messages {
+            let frame = Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id);
+            match by_room.iter_mut().find(|(room, _)| *room == message.room) {
+                Some((_, frames)) => frames.push(frame),
+                None => by_room.push((&message.room, vec![frame])),
+            }
+        }
+        let mut rooms = self.lock_rooms();
+        for (room, frames) in by_room {
+            if let Some(members) = rooms.get_mut(room) {
+                let result = members.fan_out(&frames, None, self.settings.outbox_frames);
+                self.metrics.messages_out.inc_by(result.delivered);
+                self.metrics.slow_consumers.inc_by(result.overflowed);
+            }
+        }
+    }
+
     fn deliver(&self, room: &str, event: RoomEvent) {
         let (frame, skip) = match &event {
             RoomEvent::Message(message) => (
@@ -401,7 +423,11 @@ impl Deliver for Inner {
             }
         };
         let result = match self.lock_rooms().get_mut(room) {
-            Some(members) => members.fan_out(&frame, skip, self.settings.outbox_frames),
+            Some(members) => members.fan_out(
+                std::slice::from_ref(&frame),
+                skip,
+                self.settings.outbox_frames,
+            ),
             None => return,
         };
         self.metrics.messages_out.inc_by(result.delivered);

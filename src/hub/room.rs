@@ -40,24 +40,30 @@ pub(crate) struct FanOut {
 }
 
 impl Room {
-    /// Queues `frame` for every member except `skip`. Never waits: a member whose queue (or hold
-    /// buffer, bounded by `hold_limit`) is full is closed as a slow consumer.
-    pub fn fan_out(&mut self, frame: &Outgoing, skip: Option<ConnId>, hold_limit: usize) -> FanOut {
+    /// Queues `frames` (in order) for every member except `skip`. Never waits: a member whose
+    /// queue (or hold buffer, bounded by `hold_limit`) is full is closed as a slow consumer.
+    /// Several frames are one room's share of a commit, in id order.
+    pub fn fan_out(
+        &mut self,
+        frames: &[Outgoing],
+        skip: Option<ConnId>,
+        hold_limit: usize,
+    ) -> FanOut {
         let mut result = FanOut::default();
         for (id, member) in &mut self.members {
             if Some(*id) == skip {
                 continue;
             }
-            if frame
-                .msg_id
-                .is_some_and(|msg_id| msg_id <= member.has_up_to)
-            {
+            // Messages come in id order, so the ones the member lacks are a suffix.
+            let lacks = |frame: &Outgoing| frame.msg_id.is_none_or(|id| id > member.has_up_to);
+            let fresh = &frames[frames.iter().position(lacks).unwrap_or(frames.len())..];
+            if fresh.is_empty() {
                 continue;
             }
             match &mut member.held {
-                Some(held) if held.len() < hold_limit => {
-                    held.push(frame.clone());
-                    result.delivered += 1;
+                Some(held) if held.len() + fresh.len() <= hold_limit => {
+                    held.extend_from_slice(fresh);
+                    result.delivered += fresh.len() as u64;
                 }
                 Some(_) => {
                     member
@@ -65,8 +71,8 @@ impl Room {
                         .close(super::member::CloseReason::SlowConsumer);
                     result.overflowed += 1;
                 }
-                None => match member.outbox.push(frame.clone()) {
-                    Pushed::Queued => result.delivered += 1,
+                None => match member.outbox.push_all(fresh) {
+                    Pushed::Queued => result.delivered += fresh.len() as u64,
                     Pushed::Overflowed => result.overflowed += 1,
                     Pushed::Closed => {}
                 },
@@ -112,8 +118,8 @@ mod tests {
             },
         );
         // Committed during the replay (so replayed), published after it ended.
-        room.fan_out(&msg(5), None, 8);
-        room.fan_out(&msg(6), None, 8);
+        room.fan_out(&[msg(5)], None, 8);
+        room.fan_out(&[msg(6)], None, 8);
         assert_eq!(receiver.try_recv().and_then(|f| f.msg_id), Some(6));
         assert!(receiver.try_recv().is_none());
     }
