@@ -3,6 +3,11 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of the system allocator: an idle connection is a few small allocations, and
+/// glibc's arenas keep far more resident per connection (docs/benchmarks.md, memory).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = hubbub::cli::Cli::parse();

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
+use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::ApiError;
@@ -79,8 +80,9 @@ pub struct FrameLimiter {
 }
 
 impl FrameLimiter {
-    /// The limiter `config` describes; `None` when rate limiting is off.
-    pub fn new(config: &Config) -> Option<Self> {
+    /// The limiter `config` describes; `None` when rate limiting is off. `clock` is shared by
+    /// every connection: creating a clock calibrates it, which is not a per-connection cost.
+    pub fn new(config: &Config, clock: &DefaultClock) -> Option<Self> {
         let quota = quota(config)?;
         // A reconnecting client rejoins every room it was in at once: the burst for `join` and
         // friends covers the most rooms a connection may be in, plus a few requests.
@@ -92,9 +94,9 @@ impl FrameLimiter {
             _ => quota,
         };
         Some(Self {
-            posts: RateLimiter::direct(quota),
-            typing: RateLimiter::direct(quota),
-            other: RateLimiter::direct(other),
+            posts: RateLimiter::direct_with_clock(quota, clock.clone()),
+            typing: RateLimiter::direct_with_clock(quota, clock.clone()),
+            other: RateLimiter::direct_with_clock(other, clock.clone()),
             refusals: VecDeque::new(),
             threshold: config.abuse_threshold() as usize,
             window: config.abuse_window,
@@ -181,7 +183,7 @@ mod tests {
 
     #[test]
     fn burst_passes_then_posts_are_rejected_and_typing_dropped() {
-        let mut limiter = FrameLimiter::new(&config(1, 3, 100)).unwrap();
+        let mut limiter = FrameLimiter::new(&config(1, 3, 100), &DefaultClock::default()).unwrap();
         for _ in 0..3 {
             assert_eq!(limiter.check(FrameKind::Post), Verdict::Allow);
         }
@@ -199,7 +201,7 @@ mod tests {
 
     #[test]
     fn refusals_past_the_threshold_are_abuse() {
-        let mut limiter = FrameLimiter::new(&config(1, 1, 5)).unwrap();
+        let mut limiter = FrameLimiter::new(&config(1, 1, 5), &DefaultClock::default()).unwrap();
         assert_eq!(limiter.check(FrameKind::Post), Verdict::Allow);
         for _ in 0..5 {
             assert_eq!(limiter.check(FrameKind::Post), Verdict::Reject);
@@ -209,7 +211,7 @@ mod tests {
 
     #[test]
     fn zero_rate_turns_limiting_off() {
-        assert!(FrameLimiter::new(&config(0, 20, 5)).is_none());
+        assert!(FrameLimiter::new(&config(0, 20, 5), &DefaultClock::default()).is_none());
         assert!(ApiLimiter::new(&config(0, 20, 5)).is_none());
     }
 

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -260,7 +261,7 @@ enum Wake {
     Shutdown,
     Outbox,
     Writable(io::Result<()>),
-    Readable(io::Result<()>),
+    Ready(io::Result<Ready>),
     Timer,
 }
 
@@ -378,12 +379,13 @@ impl Socket {
 
     /// Waits for something to do and does it: read, write the backlog, ping, or end.
     async fn wait(&mut self) -> Result<(), Ending> {
+        let interest = self.interest();
         let wake = tokio::select! {
             biased;
             () = &mut self.shutdown => Wake::Shutdown,
             () = self.receiver.work() => Wake::Outbox,
-            ready = self.tcp.writable(), if self.backlog => Wake::Writable(ready),
-            ready = self.tcp.readable() => Wake::Readable(ready),
+            // One readiness wait for both directions keeps the connection's task small.
+            ready = self.tcp.ready(interest) => Wake::Ready(ready),
             () = &mut self.timer => Wake::Timer,
         };
         match wake {
@@ -392,9 +394,27 @@ impl Socket {
                 Err(Ending::Close(self.receiver.reason()))
             }
             Wake::Outbox | Wake::Writable(Ok(())) => self.flush(),
-            Wake::Writable(Err(_)) | Wake::Readable(Err(_)) => Err(Ending::Gone),
-            Wake::Readable(Ok(())) => self.read(),
+            Wake::Writable(Err(_)) | Wake::Ready(Err(_)) => Err(Ending::Gone),
+            Wake::Ready(Ok(ready)) => {
+                if ready.is_writable() && self.backlog {
+                    self.flush()?;
+                }
+                if ready.is_readable() || ready.is_read_closed() {
+                    self.read()?;
+                }
+                Ok(())
+            }
             Wake::Timer => self.on_timer(),
+        }
+    }
+
+    /// What to wait for on the socket: data from the peer, and room to write when there is a
+    /// backlog.
+    fn interest(&self) -> Interest {
+        if self.backlog {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
         }
     }
 

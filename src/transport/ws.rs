@@ -112,7 +112,7 @@ async fn run(tcp: TcpStream, early: Bytes, state: Arc<AppState>, admitted: Admit
         .hub
         .connect_with(name, access, socket.outbox().clone());
     if let Some(room) = room {
-        socket.drive(session.join(room, None, None)).await;
+        socket.drive(Box::pin(session.join(room, None, None))).await;
     }
     let ending = read_loop(&mut socket, &mut session, &state).await;
     // Pending acks go out before the close frame; then the session leaves its rooms.
@@ -129,7 +129,7 @@ async fn read_loop(socket: &mut Socket, session: &mut Session, state: &AppState)
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
     };
-    let mut limiter = FrameLimiter::new(&state.config);
+    let mut limiter = FrameLimiter::new(&state.config, &state.clock);
     loop {
         let payload = match socket.next().await {
             Event::Text(payload) => payload,
