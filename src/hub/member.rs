@@ -319,6 +319,9 @@ impl Outbox {
 
     /// Writes or queues `frames` if the connection is open and the queue has room for them.
     fn offer(&self, frames: &[Outgoing]) -> Offered {
+        if frames.is_empty() {
+            return Offered::All;
+        }
         if self.shared.is_closed() {
             return Offered::Closed;
         }
@@ -379,6 +382,27 @@ impl Outbox {
             // `close` wakes this too.
             drained.await;
         }
+    }
+
+    /// [`Outbox::send`] for several frames in order (a page of replay): they leave in as few
+    /// writes as the socket allows instead of one write each. Returns `false` if the connection
+    /// closed before all were taken.
+    pub async fn send_all(&self, frames: &[Outgoing]) -> bool {
+        // At most a queue's worth at a time, so that a chunk always fits once the queue drains.
+        for chunk in frames.chunks(self.shared.capacity) {
+            loop {
+                let drained = self.shared.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                match self.offer(chunk) {
+                    Offered::All => break,
+                    Offered::Closed => return false,
+                    // Only a non-empty queue refuses, and then nothing of the chunk was taken.
+                    Offered::Full => drained.await,
+                }
+            }
+        }
+        true
     }
 
     /// Starts closing the connection; the first reason given wins.

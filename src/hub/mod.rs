@@ -279,14 +279,11 @@ impl Hub {
             return;
         };
         member.has_up_to = has_up_to;
-        for frame in member.held.take().unwrap_or_default() {
-            if frame.msg_id.is_some_and(|msg_id| msg_id <= has_up_to) {
-                continue;
-            }
-            if member.outbox.push(frame) == Pushed::Overflowed {
-                self.inner.metrics.slow_consumers.inc();
-                break;
-            }
+        let mut held = member.held.take().unwrap_or_default();
+        held.retain(|frame| frame.msg_id.is_none_or(|msg_id| msg_id > has_up_to));
+        // One push, so what piled up during the replay leaves in one write.
+        if member.outbox.push_all(&held) == Pushed::Overflowed {
+            self.inner.metrics.slow_consumers.inc();
         }
     }
 

@@ -258,15 +258,17 @@ impl Session {
         }
     }
 
-    async fn send_messages(&self, messages: &[StoredMessage], mut up_to: u64) -> u64 {
-        for message in messages {
-            let frame = Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id);
-            if !self.outbox.send(frame).await {
-                break;
-            }
-            up_to = message.id;
+    /// Sends a page of stored messages as one batch; returns the highest id sent (`up_to` if the
+    /// connection closed first).
+    async fn send_messages(&self, messages: &[StoredMessage], up_to: u64) -> u64 {
+        let frames: Vec<Outgoing> = messages
+            .iter()
+            .map(|m| Outgoing::message(ServerFrame::Msg(m.view()).encode(), m.id))
+            .collect();
+        match messages.last() {
+            Some(last) if self.outbox.send_all(&frames).await => last.id,
+            _ => up_to,
         }
-        up_to
     }
 
     async fn leave(&mut self, room: RoomName, reference: Option<Ref>) {
