@@ -250,7 +250,11 @@ pub(super) struct Socket {
     /// The outbox has frames the socket has not taken yet.
     backlog: bool,
     timing: Timing,
+    /// When the timer last saw the peer active (or the connection started).
     last_seen: Instant,
+    /// The peer sent something since the timer last looked. A flag rather than a clock read
+    /// per `read()`: the idle close may come up to one ping interval late, never early.
+    active: bool,
     next_ping: Instant,
     timer: Pin<Box<Sleep>>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -292,6 +296,7 @@ impl Socket {
             backlog: false,
             timing,
             last_seen: now,
+            active: false,
             next_ping,
             timer: Box::pin(sleep_until(next_ping)),
             shutdown: Box::pin(shutdown.cancelled_owned()),
@@ -440,14 +445,27 @@ impl Socket {
             .saturating_sub(self.pending.len())
             .max(READ_CHUNK);
         self.pending.reserve(want.min(READ_CHUNK * 16));
-        match self.tcp.try_read_buf(&mut self.pending) {
-            Ok(0) => Err(Ending::Gone),
-            Ok(_) => {
-                self.last_seen = Instant::now();
+        let room = self.pending.capacity() - self.pending.len();
+        let mut got = None;
+        // A read that did not fill the buffer emptied the socket: tell tokio so (by answering
+        // `WouldBlock`) instead of paying another `read()` just to hear EAGAIN. tokio keeps any
+        // readiness that arrived meanwhile, so no wake-up is lost.
+        let read = self.tcp.try_io(Interest::READABLE, || {
+            let n = self.tcp.try_read_buf(&mut self.pending)?;
+            got = Some(n);
+            if n > 0 && n < room {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (got, read) {
+            (Some(0), _) => Err(Ending::Gone),
+            (Some(_), _) => {
+                self.active = true;
                 Ok(())
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(_) => Err(Ending::Gone),
+            (None, Err(err)) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            (None, _) => Err(Ending::Gone),
         }
     }
 
@@ -456,6 +474,9 @@ impl Socket {
         let now = Instant::now();
         if self.timing.expiry.is_some_and(|at| now >= at) {
             return Err(Ending::Close(CloseReason::Policy("token expired")));
+        }
+        if std::mem::take(&mut self.active) {
+            self.last_seen = now;
         }
         if now >= self.last_seen + self.timing.idle {
             return Err(Ending::Close(CloseReason::Policy(
@@ -472,7 +493,7 @@ impl Socket {
     }
 
     /// Sets the one timer to the earliest of the next ping, the idle deadline and the expiry.
-    /// Activity only moves `last_seen`; the timer finds out when it fires.
+    /// Activity only sets `active`; the timer finds out when it fires.
     fn arm_timer(&mut self) {
         let mut at = self.next_ping.min(self.last_seen + self.timing.idle);
         if let Some(expiry) = self.timing.expiry {
