@@ -64,7 +64,7 @@ async fn run(tcp: TcpStream, early: Bytes, state: &AppState) {
         let reply = frame::encode(opcode, socket.bytes(&payload));
         socket.outbox().push(Outgoing::framed(Bytes::from(reply)));
     };
-    if socket.send_close(&ending).await {
-        socket.finish().await;
+    if Box::pin(socket.send_close(&ending)).await {
+        Box::pin(socket.finish()).await;
     }
 }

@@ -566,7 +566,7 @@ impl Socket {
     /// stream, bounded. A server that closes the TCP connection with frames from the peer unread
     /// makes the kernel send a reset, and a reset can destroy our close frame before the peer
     /// reads it: a client in the middle of a burst would see a broken connection instead of 1001.
-    pub(super) async fn finish(mut self) {
+    pub(super) async fn finish(&mut self) {
         let _ = timeout(CLOSE_TIMEOUT, async {
             let mut framing_ok = true;
             loop {

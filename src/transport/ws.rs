@@ -115,11 +115,13 @@ async fn run(tcp: TcpStream, early: Bytes, state: Arc<AppState>, admitted: Admit
         socket.drive(Box::pin(session.join(room, None, None))).await;
     }
     let ending = read_loop(&mut socket, &mut session, &state).await;
-    // Pending acks go out before the close frame; then the session leaves its rooms.
-    let awaits_reply = socket.send_close(&ending).await;
-    session.disconnect().await;
+    // Pending acks go out before the close frame; then the session leaves its rooms. These run
+    // once per connection, so they are boxed: their state would otherwise be part of every idle
+    // connection's task.
+    let awaits_reply = Box::pin(socket.send_close(&ending)).await;
+    Box::pin(session.disconnect()).await;
     if awaits_reply {
-        socket.finish().await;
+        Box::pin(socket.finish()).await;
     }
     gauge.dec();
 }
