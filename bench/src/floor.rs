@@ -5,9 +5,16 @@
 //! loop writing to N connected sockets, with nothing else around it, is therefore the lowest
 //! CPU cost per delivery any server can reach on this machine; reports divide each server's
 //! CPU per delivery by it.
+//!
+//! That loop's readers never sleep. A chat server's readers do: each delivery lands on a socket
+//! whose reader waits in `epoll_wait`, and the write that makes it readable also pays for waking
+//! it. [`measure_woken`] runs the same loop with the reading ends in a second process (pinned
+//! like the load generator) that reads everything as it arrives, so the cost of the wake-up is
+//! in the number: the least a server can spend per delivery when every delivery is one write.
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -26,6 +33,19 @@ pub struct FloorReport {
     /// System part of that (from the tick counters), microseconds.
     pub sys_us_per_write: f64,
     pub wall_us_per_write: f64,
+    /// The same loop with a reader process woken by the writes (see [`measure_woken`]).
+    #[serde(default)]
+    pub woken: Option<WokenFloor>,
+}
+
+/// The floor with sleeping readers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WokenFloor {
+    pub writes: u64,
+    /// On-CPU time of the writing thread per write, microseconds.
+    pub cpu_us_per_write: f64,
+    /// CPUs the reader process ran on.
+    pub reader_cpus: String,
 }
 
 fn thread_run_ns() -> Result<u64> {
@@ -84,6 +104,97 @@ pub fn measure(sockets: usize, rounds: usize, len: usize) -> Result<FloorReport>
         cpu_us_per_write: cpu_us,
         sys_us_per_write: cpu_us * sys_frac,
         wall_us_per_write: wall.as_secs_f64() * 1e6 / writes as f64,
+        woken: None,
+    })
+}
+
+/// The floor loop against `sockets` connections whose reading ends belong to a `floor-reader`
+/// child process run on `reader_cpus` (`taskset -c`), which reads everything as it arrives.
+/// `rounds` writes per socket, with a pause between rounds long enough for the reader to drain
+/// and fall asleep again, as a chat room's members do between messages.
+pub fn measure_woken(
+    sockets: usize,
+    rounds: usize,
+    len: usize,
+    reader_cpus: &str,
+) -> Result<WokenFloor> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind")?;
+    let addr = listener.local_addr()?;
+    let exe = std::env::current_exe()?;
+    let mut reader = Command::new("taskset")
+        .args(["-c", reader_cpus])
+        .arg(&exe)
+        .args(["floor-reader", "--addr", &addr.to_string()])
+        .args(["--sockets", &sockets.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawn floor-reader")?;
+    let result = (|| {
+        let mut servers = Vec::with_capacity(sockets);
+        for _ in 0..sockets {
+            let (s, _) = listener.accept().context("accept")?;
+            s.set_nodelay(true)?;
+            servers.push(s);
+        }
+        let stdout = reader.stdout.take().context("reader stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        anyhow::ensure!(line.trim() == "ready", "floor-reader said {line:?}");
+        let payload = vec![b'x'; len];
+        let mut run_ns = 0u64;
+        for _ in 0..rounds {
+            let run0 = thread_run_ns()?;
+            for s in servers.iter_mut() {
+                s.write_all(&payload)?;
+            }
+            run_ns += thread_run_ns()? - run0;
+            // Let the reader catch up and go back to sleep.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let writes = (sockets * rounds) as u64;
+        Ok(WokenFloor {
+            writes,
+            cpu_us_per_write: run_ns as f64 / 1000.0 / writes as f64,
+            reader_cpus: reader_cpus.to_string(),
+        })
+    })();
+    // Closing its stdin ends the reader.
+    drop(reader.stdin.take());
+    let _ = reader.wait();
+    result
+}
+
+/// The reading side of [`measure_woken`]: `sockets` connections to `addr`, each read by its own
+/// task on a single-threaded runtime (like a load-generator worker), until stdin closes.
+pub fn reader_main(addr: SocketAddr, sockets: usize) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut tasks = Vec::with_capacity(sockets);
+        for _ in 0..sockets {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }));
+        }
+        println!("ready");
+        std::io::stdout().flush()?;
+        let mut stdin = tokio::io::stdin();
+        let mut sink = Vec::new();
+        let _ = stdin.read_to_end(&mut sink).await;
+        for t in tasks {
+            t.abort();
+        }
+        Ok::<(), anyhow::Error>(())
     })
 }
 

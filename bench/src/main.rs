@@ -55,6 +55,17 @@ enum Cmd {
         rounds: Option<usize>,
         #[arg(long, default_value_t = 150)]
         bytes: usize,
+        /// Also measure with the reading ends in a process on these CPUs (`taskset -c` list),
+        /// woken by every write.
+        #[arg(long)]
+        reader_cpus: Option<String>,
+    },
+    /// Internal: the reading side of the woken-reader floor.
+    FloorReader {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        sockets: usize,
     },
     /// Render Markdown and SVG from a results file.
     Report(ReportArgs),
@@ -113,13 +124,18 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Worker => worker::main(),
+        Cmd::FloorReader { addr, sockets } => floor::reader_main(addr, sockets),
         Cmd::Floor {
             sockets,
             rounds,
             bytes,
+            reader_cpus,
         } => {
             let rounds = rounds.unwrap_or((100_000 / sockets.max(1)).max(10));
-            let r = floor::measure(sockets, rounds, bytes)?;
+            let mut r = floor::measure(sockets, rounds, bytes)?;
+            if let Some(cpus) = reader_cpus {
+                r.woken = Some(floor::measure_woken(sockets, rounds, bytes, &cpus)?);
+            }
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }

@@ -195,6 +195,33 @@ impl Headline {
     }
 }
 
+/// " Fan-out CPU per delivery at N members as a multiple of it: hubbub X×, node-ws Y×, …"
+fn woken_multiples(res: &Results, woken_us: f64) -> String {
+    let Some(n) = res
+        .records
+        .iter()
+        .filter(|r| r.scenario == "fanout" && r.n <= 2_000)
+        .map(|r| r.n)
+        .max()
+    else {
+        return String::new();
+    };
+    let parts: Vec<String> = servers(res)
+        .iter()
+        .filter_map(|s| {
+            let cpu = find(res, s, "fanout", n).and_then(|r| clean(r, "cpu_us_per_delivery"))?;
+            (woken_us > 0.0).then(|| format!("{s} {:.2}×", cpu / woken_us))
+        })
+        .collect();
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        " Fan-out CPU per delivery at {n} members as a multiple of it: {}.",
+        parts.join(", ")
+    )
+}
+
 /// The record of `server` in `scenario` at size `n` (the last one, if repeated).
 fn find<'a>(res: &'a Results, server: &str, scenario: &str, n: usize) -> Option<&'a Record> {
     res.records
@@ -454,6 +481,17 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
             "Kernel floor: **{:.2} µs** CPU per {}-byte `write()` to a loopback TCP socket ({:.2} µs of it system time), measured over {} writes round-robin to {} connected sockets.\n",
             f.cpu_us_per_write, f.bytes_per_write, f.sys_us_per_write, f.writes, f.sockets
         );
+        if let Some(w) = &f.woken {
+            let _ = writeln!(
+                md,
+                "Woken-reader floor: **{:.2} µs** per write for the same loop when the reading ends belong to a process on CPU {} that sleeps in `epoll_wait` and reads everything as it arrives (bursts of {} writes 20 ms apart, {} writes in all), as a room's members do.{}\n",
+                w.cpu_us_per_write,
+                w.reader_cpus,
+                f.sockets,
+                w.writes,
+                woken_multiples(res, w.cpu_us_per_write)
+            );
+        }
     }
     let foreign = res
         .records

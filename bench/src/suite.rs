@@ -67,16 +67,25 @@ pub fn measure_floor(paths: &ServerPaths, sockets: usize) -> Result<FloorReport>
         }
         None => Command::new(&exe),
     };
-    let out = cmd
-        .arg("floor")
-        .arg("--sockets")
-        .arg(sockets.to_string())
-        .output()
-        .context("run floor")?;
+    cmd.arg("floor").arg("--sockets").arg(sockets.to_string());
+    // The woken-reader floor's readers run where the load generator runs: here.
+    if let Some(cpus) = own_cpus() {
+        cmd.arg("--reader-cpus").arg(cpus);
+    }
+    let out = cmd.output().context("run floor")?;
     if !out.status.success() {
         anyhow::bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     serde_json::from_slice(&out.stdout).context("parse floor report")
+}
+
+/// The CPUs this process may run on (`Cpus_allowed_list`), e.g. `1`.
+fn own_cpus() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
 }
 
 /// Run the scenarios in `scenarios` against `servers`.
@@ -113,8 +122,15 @@ pub async fn run(
     match measure_floor(&run.paths, sockets) {
         Ok(f) => {
             eprintln!(
-                "[bench] kernel floor: {:.2} µs per write ({} sockets)",
-                f.cpu_us_per_write, f.sockets
+                "[bench] kernel floor: {:.2} µs per write ({} sockets); with woken readers: {}",
+                f.cpu_us_per_write,
+                f.sockets,
+                f.woken
+                    .as_ref()
+                    .map_or("not measured".to_string(), |w| format!(
+                        "{:.2} µs",
+                        w.cpu_us_per_write
+                    ))
             );
             run.results.floor = Some(f);
         }

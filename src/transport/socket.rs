@@ -172,28 +172,50 @@ impl Wire for WsWire {
         frames: &mut dyn Iterator<Item = &Outgoing>,
         skip: usize,
     ) -> io::Result<usize> {
-        let mut heads = [([0u8; MAX_HEADER], 0usize); WRITE_BATCH];
-        let mut batch: [&[u8]; WRITE_BATCH] = [&[]; WRITE_BATCH];
-        let mut count = 0;
-        for (frame, slot) in frames.zip(batch.iter_mut()) {
-            if !frame.framed {
-                heads[count] = frame::header(frame::OP_TEXT, frame.json.len());
-            }
-            *slot = &frame.json;
+        let Some(first) = frames.next() else {
+            return Ok(0);
+        };
+        // Almost every delivery is one frame: gather it without setting up a whole batch.
+        let Some(second) = frames.next() else {
+            return self.write_frames::<1, 2>(&[first], skip);
+        };
+        let mut batch = [first; WRITE_BATCH];
+        batch[1] = second;
+        let mut count = 2;
+        for (slot, frame) in batch[2..].iter_mut().zip(frames) {
+            *slot = frame;
             count += 1;
         }
-        let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
+        self.write_frames::<WRITE_BATCH, { 2 * WRITE_BATCH }>(&batch[..count], skip)
+    }
+}
+
+impl WsWire {
+    /// One `writev` of `frames` (at most `F`; `S` = 2 × `F` slices), the first from byte `skip`.
+    fn write_frames<const F: usize, const S: usize>(
+        &self,
+        frames: &[&Outgoing],
+        mut skip: usize,
+    ) -> io::Result<usize> {
+        let mut heads = [([0u8; MAX_HEADER], 0usize); F];
+        for (head, frame) in heads.iter_mut().zip(frames) {
+            if !frame.framed {
+                *head = frame::header(frame::OP_TEXT, frame.json.len());
+            }
+        }
+        let mut slices = [IoSlice::new(&[]); S];
         let mut used = 0;
-        let mut skip = skip;
-        for (payload, (head, head_len)) in batch[..count].iter().zip(heads.iter()) {
-            for part in [&head[..*head_len], payload] {
+        for (frame, (head, head_len)) in frames.iter().zip(heads.iter()) {
+            for part in [&head[..*head_len], &frame.json[..]] {
                 if skip >= part.len() {
                     skip -= part.len();
                     continue;
                 }
-                slices[used] = IoSlice::new(&part[skip..]);
+                if let Some(slot) = slices.get_mut(used) {
+                    *slot = IoSlice::new(&part[skip..]);
+                    used += 1;
+                }
                 skip = 0;
-                used += 1;
             }
         }
         match self.tcp.try_write_vectored(&slices[..used]) {
