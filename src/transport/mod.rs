@@ -59,8 +59,6 @@ pub struct AppState {
     caps: ConnectionCaps,
     /// The API's per-IP request bucket (`None`: rate limiting off).
     api_limiter: Option<ApiLimiter>,
-    /// The clock every connection's frame limiter reads (one calibration per process).
-    clock: governor::clock::DefaultClock,
 }
 
 impl AppState {
@@ -76,7 +74,6 @@ impl AppState {
         Self {
             caps: ConnectionCaps::new(max_connections, config.max_connections_per_ip),
             api_limiter: ApiLimiter::new(&config),
-            clock: governor::clock::DefaultClock::default(),
             hub,
             config,
             metrics,

@@ -20,8 +20,10 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use governor::clock::DefaultClock;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::ApiError;
 use super::guard::client_key;
@@ -69,20 +71,25 @@ impl FrameKind {
     }
 }
 
+/// One connection's token bucket. On `std::time::Instant` rather than governor's default quanta
+/// clock: the clock is then zero-sized, which keeps three buckets per idle connection small, and
+/// none needs calibrating when a connection opens.
+type FrameBucket =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+
 /// One connection's buckets and its record of recent refusals.
 pub struct FrameLimiter {
-    posts: DefaultDirectRateLimiter,
-    typing: DefaultDirectRateLimiter,
-    other: DefaultDirectRateLimiter,
+    posts: FrameBucket,
+    typing: FrameBucket,
+    other: FrameBucket,
     refusals: VecDeque<Instant>,
     threshold: usize,
     window: Duration,
 }
 
 impl FrameLimiter {
-    /// The limiter `config` describes; `None` when rate limiting is off. `clock` is shared by
-    /// every connection: creating a clock calibrates it, which is not a per-connection cost.
-    pub fn new(config: &Config, clock: &DefaultClock) -> Option<Self> {
+    /// The limiter `config` describes; `None` when rate limiting is off.
+    pub fn new(config: &Config) -> Option<Self> {
         let quota = quota(config)?;
         // A reconnecting client rejoins every room it was in at once: the burst for `join` and
         // friends covers the most rooms a connection may be in, plus a few requests.
@@ -94,9 +101,9 @@ impl FrameLimiter {
             _ => quota,
         };
         Some(Self {
-            posts: RateLimiter::direct_with_clock(quota, clock.clone()),
-            typing: RateLimiter::direct_with_clock(quota, clock.clone()),
-            other: RateLimiter::direct_with_clock(other, clock.clone()),
+            posts: RateLimiter::direct_with_clock(quota, MonotonicClock),
+            typing: RateLimiter::direct_with_clock(quota, MonotonicClock),
+            other: RateLimiter::direct_with_clock(other, MonotonicClock),
             refusals: VecDeque::new(),
             threshold: config.abuse_threshold() as usize,
             window: config.abuse_window,
@@ -183,7 +190,7 @@ mod tests {
 
     #[test]
     fn burst_passes_then_posts_are_rejected_and_typing_dropped() {
-        let mut limiter = FrameLimiter::new(&config(1, 3, 100), &DefaultClock::default()).unwrap();
+        let mut limiter = FrameLimiter::new(&config(1, 3, 100)).unwrap();
         for _ in 0..3 {
             assert_eq!(limiter.check(FrameKind::Post), Verdict::Allow);
         }
@@ -201,7 +208,7 @@ mod tests {
 
     #[test]
     fn refusals_past_the_threshold_are_abuse() {
-        let mut limiter = FrameLimiter::new(&config(1, 1, 5), &DefaultClock::default()).unwrap();
+        let mut limiter = FrameLimiter::new(&config(1, 1, 5)).unwrap();
         assert_eq!(limiter.check(FrameKind::Post), Verdict::Allow);
         for _ in 0..5 {
             assert_eq!(limiter.check(FrameKind::Post), Verdict::Reject);
@@ -211,7 +218,7 @@ mod tests {
 
     #[test]
     fn zero_rate_turns_limiting_off() {
-        assert!(FrameLimiter::new(&config(0, 20, 5), &DefaultClock::default()).is_none());
+        assert!(FrameLimiter::new(&config(0, 20, 5)).is_none());
         assert!(ApiLimiter::new(&config(0, 20, 5)).is_none());
     }
 

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::frame::{self, Decoded, Decoder, FrameError, Incoming, MAX_HEADER, Payload};
@@ -279,7 +279,9 @@ pub(super) struct Socket {
     active: bool,
     next_ping: Instant,
     timer: Pin<Box<Sleep>>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Asked anew at each wait: a stored `cancelled()` future would be one more allocation per
+    /// idle connection.
+    shutdown: CancellationToken,
 }
 
 /// What woke the socket task.
@@ -321,7 +323,7 @@ impl Socket {
             active: false,
             next_ping,
             timer: Box::pin(sleep_until(next_ping)),
-            shutdown: Box::pin(shutdown.cancelled_owned()),
+            shutdown,
         };
         socket.arm_timer();
         socket
@@ -409,7 +411,7 @@ impl Socket {
         let interest = self.interest();
         let wake = tokio::select! {
             biased;
-            () = &mut self.shutdown => Wake::Shutdown,
+            () = self.shutdown.cancelled() => Wake::Shutdown,
             () = self.receiver.work() => Wake::Outbox,
             // One readiness wait for both directions keeps the connection's task small.
             ready = self.tcp.ready(interest) => Wake::Ready(ready),

@@ -131,7 +131,7 @@ async fn read_loop(socket: &mut Socket, session: &mut Session, state: &AppState)
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
     };
-    let mut limiter = FrameLimiter::new(&state.config, &state.clock);
+    let mut limiter = FrameLimiter::new(&state.config);
     loop {
         let payload = match socket.next().await {
             Event::Text(payload) => payload,
