@@ -4,10 +4,13 @@
 //!
 //! - [`protocol`]: the wire types of protocol v1 (docs/protocol.md); a leaf with no I/O.
 //! - [`hub`]: rooms, membership, per-room ordering, fan-out into each connection's bounded
-//!   outbox, group commit, and the transport-independent [`hub::Session`].
+//!   outbox (which writes straight to a socket that keeps up), group commit, and the
+//!   transport-independent [`hub::Session`].
 //! - [`store`]: durable history behind the [`store::Store`] trait (SQLite by default).
 //! - [`broker`]: cross-node delivery behind the [`broker::Broker`] trait (in-process by default).
-//! - `transport`: WebSocket, echo, SSE and the HTTP API; decodes, enforces limits, calls the hub.
+//! - `transport`: WebSocket (its own RFC 6455 framing, one task per connection), echo, SSE and
+//!   the HTTP API; decodes, enforces limits, calls the hub. It gives the hub's outboxes a
+//!   [`hub::Wire`] so broadcasts are written to the socket from the fan-out loop.
 //! - [`token`]: auth tokens (HS256 JWT): verifying them and minting them for `hubbub token`.
 //! - [`config`], [`cli`], [`shutdown`], [`metrics`], [`error`], and `web` (the embedded client).
 //!
