@@ -66,12 +66,18 @@ pub trait Wire: Send + Sync {
 
     /// Writes `frames`, the first one from byte `skip` of its wire form on, as far as the socket
     /// takes them without waiting; returns the bytes taken (0 when the socket is full). An error
-    /// means the connection is broken.
+    /// means the connection is broken. Called from the broadcaster, on any thread.
     fn write_now(
         &self,
         frames: &mut dyn Iterator<Item = &Outgoing>,
         skip: usize,
     ) -> io::Result<usize>;
+
+    /// [`Wire::write_now`] for the transport's own task draining a backlog: a socket that is
+    /// full must then also arm the task's wake-up for when it drains.
+    fn drain(&self, frames: &mut dyn Iterator<Item = &Outgoing>, skip: usize) -> io::Result<usize> {
+        self.write_now(frames, skip)
+    }
 }
 
 /// Why a connection is being closed, and so which close code it gets.
@@ -226,7 +232,7 @@ impl Shared {
     fn write_queued(&self, wire: &dyn Wire, state: &mut State) -> io::Result<bool> {
         let mut popped = false;
         while !state.frames.is_empty() {
-            let written = wire.write_now(&mut state.frames.iter(), state.head_written)?;
+            let written = wire.drain(&mut state.frames.iter(), state.head_written)?;
             if written == 0 {
                 break;
             }

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use socket2::SockRef;
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
@@ -33,8 +34,10 @@ pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read per `read()`; a larger frame reads in more calls. The buffer is freed whenever
 /// everything read has been decoded, so an idle connection holds none.
 const READ_CHUNK: usize = 4096;
-/// Frames written per `writev` (two slices each: header and payload).
+/// Frames written per `sendmsg` (two slices each: header and payload).
 const WRITE_BATCH: usize = 64;
+/// Frames up to this size (header included) are sent from one stack buffer.
+const SMALL_FRAME: usize = 512;
 
 /// A valid WebSocket upgrade request (RFC 6455 section 4.2.1), taken from the request before the
 /// handler's own checks run. Anything else is refused like axum's extractor does: 405 for a
@@ -155,7 +158,8 @@ impl WsUpgrade {
 /// WebSocket framing for the outbox's direct writes: a text frame per hub frame, the
 /// transport's own frames as they are.
 struct WsWire {
-    tcp: Arc<TcpStream>,
+    /// Inline, not behind another `Arc`: one pointer less to chase per delivery.
+    tcp: TcpStream,
 }
 
 impl Wire for WsWire {
@@ -172,12 +176,36 @@ impl Wire for WsWire {
         frames: &mut dyn Iterator<Item = &Outgoing>,
         skip: usize,
     ) -> io::Result<usize> {
+        // Straight to the socket, past tokio's readiness bookkeeping: the broadcaster never
+        // waits on it, and a full socket is handed to the socket task, whose `drain` goes
+        // through tokio and so arms its wake-up.
+        would_block_is_zero(self.send(frames, skip))
+    }
+
+    fn drain(&self, frames: &mut dyn Iterator<Item = &Outgoing>, skip: usize) -> io::Result<usize> {
+        would_block_is_zero(
+            self.tcp
+                .try_io(Interest::WRITABLE, || self.send(frames, skip)),
+        )
+    }
+}
+
+/// A full socket took nothing.
+fn would_block_is_zero(result: io::Result<usize>) -> io::Result<usize> {
+    match result {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
+impl WsWire {
+    /// One `send` of the frames (at most [`WRITE_BATCH`]), the first from byte `skip` on.
+    fn send(&self, frames: &mut dyn Iterator<Item = &Outgoing>, skip: usize) -> io::Result<usize> {
         let Some(first) = frames.next() else {
             return Ok(0);
         };
-        // Almost every delivery is one frame: gather it without setting up a whole batch.
         let Some(second) = frames.next() else {
-            return self.write_frames::<1, 2>(&[first], skip);
+            return self.send_one(first, skip);
         };
         let mut batch = [first; WRITE_BATCH];
         batch[1] = second;
@@ -186,13 +214,29 @@ impl Wire for WsWire {
             *slot = frame;
             count += 1;
         }
-        self.write_frames::<WRITE_BATCH, { 2 * WRITE_BATCH }>(&batch[..count], skip)
+        self.send_vectored::<WRITE_BATCH, { 2 * WRITE_BATCH }>(&batch[..count], skip)
     }
-}
 
-impl WsWire {
-    /// One `writev` of `frames` (at most `F`; `S` = 2 × `F` slices), the first from byte `skip`.
-    fn write_frames<const F: usize, const S: usize>(
+    /// Almost every delivery is one small frame: header and JSON are copied into one buffer on
+    /// the stack and leave in a plain `send()`, which costs the kernel less than a `writev`.
+    fn send_one(&self, frame: &Outgoing, skip: usize) -> io::Result<usize> {
+        let (head, head_len) = if frame.framed {
+            ([0u8; MAX_HEADER], 0)
+        } else {
+            frame::header(frame::OP_TEXT, frame.json.len())
+        };
+        let total = head_len + frame.json.len();
+        if total > SMALL_FRAME {
+            return self.send_vectored::<1, 2>(&[frame], skip);
+        }
+        let mut buf = [0u8; SMALL_FRAME];
+        buf[..head_len].copy_from_slice(&head[..head_len]);
+        buf[head_len..total].copy_from_slice(&frame.json);
+        SockRef::from(&self.tcp).send(buf.get(skip..total).unwrap_or_default())
+    }
+
+    /// One `sendmsg` of `frames` (at most `F`; `S` = 2 × `F` slices), the first from byte `skip`.
+    fn send_vectored<const F: usize, const S: usize>(
         &self,
         frames: &[&Outgoing],
         mut skip: usize,
@@ -218,11 +262,7 @@ impl WsWire {
                 skip = 0;
             }
         }
-        match self.tcp.try_write_vectored(&slices[..used]) {
-            Ok(written) => Ok(written),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(err) => Err(err),
-        }
+        SockRef::from(&self.tcp).send_vectored(&slices[..used])
     }
 }
 
@@ -260,7 +300,8 @@ pub(super) enum Event {
 
 /// One upgraded WebSocket connection, driven by its single task.
 pub(super) struct Socket {
-    tcp: Arc<TcpStream>,
+    /// The socket, shared with the outbox that writes to it.
+    wire: Arc<WsWire>,
     /// Bytes read and not yet decoded start at `pos`.
     pending: Vec<u8>,
     pos: usize,
@@ -304,13 +345,12 @@ impl Socket {
         timing: Timing,
         shutdown: CancellationToken,
     ) -> Socket {
-        let tcp = Arc::new(tcp);
-        let wire = Arc::new(WsWire { tcp: tcp.clone() });
-        let (outbox, receiver) = Outbox::wired(outbox_frames, wire);
+        let wire = Arc::new(WsWire { tcp });
+        let (outbox, receiver) = Outbox::wired(outbox_frames, wire.clone());
         let now = Instant::now();
         let next_ping = now + timing.ping_every;
         let mut socket = Socket {
-            tcp,
+            wire,
             pending: early.to_vec(),
             pos: 0,
             needed: 0,
@@ -414,7 +454,7 @@ impl Socket {
             () = self.shutdown.cancelled() => Wake::Shutdown,
             () = self.receiver.work() => Wake::Outbox,
             // One readiness wait for both directions keeps the connection's task small.
-            ready = self.tcp.ready(interest) => Wake::Ready(ready),
+            ready = self.wire.tcp.ready(interest) => Wake::Ready(ready),
             () = &mut self.timer => Wake::Timer,
         };
         match wake {
@@ -474,8 +514,9 @@ impl Socket {
         // A read that did not fill the buffer emptied the socket: tell tokio so (by answering
         // `WouldBlock`) instead of paying another `read()` just to hear EAGAIN. tokio keeps any
         // readiness that arrived meanwhile, so no wake-up is lost.
-        let read = self.tcp.try_io(Interest::READABLE, || {
-            let n = self.tcp.try_read_buf(&mut self.pending)?;
+        let tcp = &self.wire.tcp;
+        let read = tcp.try_io(Interest::READABLE, || {
+            let n = tcp.try_read_buf(&mut self.pending)?;
             got = Some(n);
             if n > 0 && n < room {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -535,7 +576,7 @@ impl Socket {
                 biased;
                 out = &mut work => return out,
                 () = self.receiver.work(), if !self.receiver.is_closing() => Wake::Outbox,
-                ready = self.tcp.writable(), if self.backlog => Wake::Writable(ready),
+                ready = self.wire.tcp.writable(), if self.backlog => Wake::Writable(ready),
             };
             match wake {
                 Wake::Writable(Err(_)) => self.backlog = false,
@@ -569,7 +610,7 @@ impl Socket {
         };
         let close = Outgoing::framed(Bytes::from(frame::close_frame(code, text)));
         self.receiver.finish(close, reason, flush);
-        let tcp = self.tcp.clone();
+        let wire = self.wire.clone();
         let written = timeout(CLOSE_TIMEOUT, async {
             loop {
                 match self.receiver.flush() {
@@ -577,7 +618,7 @@ impl Socket {
                     Ok(false) => {}
                     Err(_) => return false,
                 }
-                if tcp.writable().await.is_err() {
+                if wire.tcp.writable().await.is_err() {
                     return false;
                 }
             }
@@ -607,7 +648,7 @@ impl Socket {
                     self.pending.clear();
                     self.pos = 0;
                 }
-                if self.tcp.readable().await.is_err() || self.read().is_err() {
+                if self.wire.tcp.readable().await.is_err() || self.read().is_err() {
                     return;
                 }
             }
