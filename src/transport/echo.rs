@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::AppState;
 use super::frame::{self, OP_BINARY, OP_TEXT};
-use super::socket::{Event, Socket, Timing, WsUpgrade};
+use super::socket::{Event, Socket, WsUpgrade};
 use crate::hub::Outgoing;
 
 /// `GET /echo`. Counted under the connection caps like /ws; exempt from the Origin check and
@@ -40,20 +40,7 @@ pub async fn echo(
 }
 
 async fn run(tcp: TcpStream, early: Bytes, state: &AppState) {
-    let config = &state.config;
-    let timing = Timing {
-        ping_every: config.ping_interval,
-        idle: config.idle_timeout,
-        expiry: None,
-    };
-    let mut socket = Socket::new(
-        tcp,
-        early,
-        config.hub.outbox_frames,
-        config.max_echo_bytes,
-        timing,
-        state.shutdown.clone(),
-    );
+    let mut socket = Socket::open(tcp, early, state, state.config.max_echo_bytes, None);
     let ending = loop {
         let (opcode, payload) = match socket.next().await {
             Event::Text(payload) => (OP_TEXT, payload),

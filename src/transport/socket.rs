@@ -26,6 +26,7 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::AppState;
 use super::frame::{self, Decoded, Decoder, FrameError, Incoming, MAX_HEADER, Payload};
 use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing, Wire};
 
@@ -367,6 +368,31 @@ impl Socket {
         };
         socket.arm_timer();
         socket
+    }
+
+    /// [`Socket::new`] with the server's settings: its outbox size, ping interval, idle timeout
+    /// and shutdown signal; `max_message` is the endpoint's size limit, `expiry` the token's.
+    pub(super) fn open(
+        tcp: TcpStream,
+        early: Bytes,
+        state: &AppState,
+        max_message: usize,
+        expiry: Option<Instant>,
+    ) -> Socket {
+        let config = &state.config;
+        let timing = Timing {
+            ping_every: config.ping_interval,
+            idle: config.idle_timeout,
+            expiry,
+        };
+        Socket::new(
+            tcp,
+            early,
+            config.hub.outbox_frames,
+            max_message,
+            timing,
+            state.shutdown.clone(),
+        )
     }
 
     /// The connection's outbox, for the session (or the echo loop) to push frames into.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::auth::Caller;
 use super::guard::{ConnectionPermit, check_origin};
 use super::rate::{FrameKind, FrameLimiter, Verdict};
-use super::socket::{Ending, Event, Socket, Timing, WsUpgrade};
+use super::socket::{Ending, Event, Socket, WsUpgrade};
 use super::{ApiError, AppState};
 use crate::hub::{Access, CloseReason, Session};
 use crate::protocol::{ErrorCode, Limits, Rejection, RoomName, parse_client_frame, room_name};
@@ -94,20 +94,8 @@ async fn run(tcp: TcpStream, early: Bytes, state: Arc<AppState>, admitted: Admit
     } = admitted;
     let gauge = state.metrics.connections("ws");
     gauge.inc();
-    let config = &state.config;
-    let timing = Timing {
-        ping_every: config.ping_interval,
-        idle: config.idle_timeout,
-        expiry: deadline,
-    };
-    let mut socket = Socket::new(
-        tcp,
-        early,
-        config.hub.outbox_frames,
-        config.max_frame_bytes,
-        timing,
-        state.shutdown.clone(),
-    );
+    let max_frame = state.config.max_frame_bytes;
+    let mut socket = Socket::open(tcp, early, &state, max_frame, deadline);
     let mut session = state
         .hub
         .connect_with(name, access, socket.outbox().clone());
