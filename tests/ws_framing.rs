@@ -116,3 +116,41 @@ async fn echo_answers_a_clients_close_with_the_same_code_then_hangs_up() {
     assert_eq!(close_code(&mut tcp).await, 1000);
     ends(&mut tcp).await;
 }
+
+#[tokio::test]
+async fn chat_socket_answers_a_clients_close_with_the_same_code() {
+    let server = start_server().await;
+    let mut tcp = upgraded(server.addr, "/ws").await;
+    // 1001 ("going away", what a browser sends when the page unloads).
+    tcp.write_all(&frame(0x88, b"\x03\xe9")).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, 1001);
+    ends(&mut tcp).await;
+}
+
+#[tokio::test]
+async fn frames_sent_right_behind_the_upgrade_request_are_read() {
+    // A client may pipeline its first frame with the handshake; hyper has read those bytes
+    // already, and the socket task must start from them.
+    let server = start_server().await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut request = format!(
+        "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    request.extend(frame(0x81, b"early"));
+    tcp.write_all(&request).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let mut reply = [0u8; 7];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut reply))
+        .await
+        .expect("the echo arrives in time")
+        .unwrap();
+    assert_eq!(&reply, b"\x81\x05early");
+}
