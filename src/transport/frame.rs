@@ -555,6 +555,51 @@ mod tests {
         assert_eq!(frame_len(200), 204);
     }
 
+    proptest::proptest! {
+        /// Hostile bytes: the decoder answers every input with a frame, a wait or an error,
+        /// and never claims more bytes than it was given.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let mut d = Decoder::new(1000);
+            let mut buf = bytes;
+            let mut at = 0;
+            while at < buf.len() {
+                match d.decode(&mut buf[at..]) {
+                    Ok(Decoded::Frame { consumed, .. }) => {
+                        proptest::prop_assert!(consumed > 0 && consumed <= buf.len() - at);
+                        at += consumed;
+                    }
+                    Ok(Decoded::Incomplete(needed)) => {
+                        proptest::prop_assert!(needed > buf.len() - at);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+
+        /// Any text, cut into any fragments, comes out whole.
+        #[test]
+        fn fragmented_text_reassembles(text in "\\PC{0,200}", cuts in proptest::collection::vec(0usize..200, 0..6)) {
+            let bytes = text.as_bytes();
+            let mut points: Vec<usize> = cuts.into_iter().filter(|&c| c < bytes.len()).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut frames = Vec::new();
+            let mut start = 0;
+            let ends: Vec<usize> = points.into_iter().chain(std::iter::once(bytes.len())).collect();
+            let last = ends.len() - 1;
+            for (i, end) in ends.into_iter().enumerate() {
+                let opcode = if i == 0 { OP_TEXT } else { 0 };
+                let fin = if i == last { 0x80 } else { 0 };
+                frames.extend(client(fin | opcode, &bytes[start..end]));
+                start = end;
+            }
+            let mut d = Decoder::new(1 << 20);
+            proptest::prop_assert_eq!(decode_all(&mut d, frames), Ok(vec![bytes.to_vec()]));
+        }
+    }
+
     #[test]
     fn close_frame_reason_is_cut_at_a_character_boundary() {
         let frame = close_frame(1000, &"é".repeat(100));
