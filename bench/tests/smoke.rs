@@ -145,6 +145,11 @@ fn every_scenario_runs_against_hubbub() {
         v["floor"]["cpu_us_per_write"].as_f64().unwrap_or(0.0) > 0.0,
         "kernel floor measured"
     );
+    assert!(
+        v["floor"]["woken"]["writes"].as_u64().unwrap_or(0) > 0,
+        "woken-reader floor measured: {}",
+        v["floor"]
+    );
     let idle = records(&v, "hubbub", "idle");
     assert_eq!(idle.len(), 1);
     assert_eq!(metric(idle[0], "open"), 20.0, "every idle connection held");
