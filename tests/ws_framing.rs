@@ -14,12 +14,19 @@ use tokio::net::TcpStream;
 
 /// Opens a TCP connection and performs the WebSocket upgrade on `path` by hand.
 async fn upgraded(addr: SocketAddr, path: &str) -> TcpStream {
+    upgraded_with(addr, path, &[]).await
+}
+
+/// [`upgraded`], with `early` bytes sent in the same write as the upgrade request.
+async fn upgraded_with(addr: SocketAddr, path: &str, early: &[u8]) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
+    let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    )
+    .into_bytes();
+    request.extend_from_slice(early);
+    tcp.write_all(&request).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
@@ -132,21 +139,7 @@ async fn frames_sent_right_behind_the_upgrade_request_are_read() {
     // A client may pipeline its first frame with the handshake; hyper has read those bytes
     // already, and the socket task must start from them.
     let server = start_server().await;
-    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    let mut request = format!(
-        "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        server.addr
-    )
-    .into_bytes();
-    request.extend(frame(0x81, b"early"));
-    tcp.write_all(&request).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    let mut tcp = upgraded_with(server.addr, "/echo", &frame(0x81, b"early")).await;
     let mut reply = [0u8; 7];
     tokio::time::timeout(WAIT, tcp.read_exact(&mut reply))
         .await
