@@ -491,11 +491,6 @@ impl OutboxReceiver {
         state.finished = true;
     }
 
-    /// Resolves once the connection starts closing.
-    pub async fn closing(&self) {
-        self.shared.wait_closed().await;
-    }
-
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
         self.shared.is_closed()
