@@ -13,8 +13,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// One encoded frame on its way to a client. The JSON bytes are shared by every recipient.
@@ -167,11 +169,42 @@ enum Offered {
 /// a connection that once saw a burst does not hold that burst's buffer while idle.
 const RETAINED_CAPACITY: usize = 8;
 
+/// The wake-up of the one task that drains a queue: a flag and that task's waker. It is polled,
+/// not awaited, so an idle connection's task stores no future for it (a `Notify` would need a
+/// `Notified` future kept alive across the wait).
+#[derive(Default)]
+struct Signal {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    /// Raises the flag and wakes the task; a raise with nobody waiting is kept for the next poll.
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready (and lowered) once raised; otherwise the task is woken by the next raise.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Checked again after registering, so a raise in between is not missed.
+        if self.raised.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when a frame is queued, or the connection starts closing (the transport waits on
+    /// Raised when a frame is queued, or the connection starts closing (the transport waits on
     /// it). On a wired outbox only when the queue stops being empty.
-    queued: Notify,
+    queued: Signal,
     /// Signalled when frames leave the queue (a `send` waiting for room waits on it).
     drained: Notify,
     /// Set once the connection starts closing: an atomic, because every push checks it.
@@ -206,7 +239,7 @@ impl Shared {
         self.closed.store(true, Ordering::Release);
         self.closed_wakeup.notify_waiters();
         // Wake the writer and any `send` waiting for room so they see the close.
-        self.queued.notify_one();
+        self.queued.raise();
         self.drained.notify_waiters();
     }
 
@@ -288,7 +321,7 @@ impl Outbox {
     fn build(capacity: usize, wire: Option<Arc<dyn Wire>>) -> (Outbox, OutboxReceiver) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            queued: Notify::new(),
+            queued: Signal::default(),
             drained: Notify::new(),
             closed: AtomicBool::new(false),
             closed_wakeup: Notify::new(),
@@ -367,7 +400,7 @@ impl Outbox {
         drop(state);
         // A wired outbox's transport only needs to hear that a backlog began.
         if queued_now && (was_empty || self.shared.wire.is_none()) {
-            self.shared.queued.notify_one();
+            self.shared.queued.raise();
         }
         Offered::All
     }
@@ -438,9 +471,9 @@ impl OutboxReceiver {
             if let Some(frame) = self.try_recv() {
                 return Some(frame);
             }
-            // `notify_one` keeps a permit when nobody waits, so a push (or close) between the
-            // checks above and this wait still wakes us.
-            self.shared.queued.notified().await;
+            // A raise with nobody waiting is kept, so a push (or close) between the checks above
+            // and this wait still wakes us.
+            std::future::poll_fn(|cx| self.shared.queued.poll(cx)).await;
         }
     }
 
@@ -463,7 +496,13 @@ impl OutboxReceiver {
     /// Resolves when a wired outbox has a backlog to write or the connection starts closing
     /// (spuriously at times: check [`OutboxReceiver::flush`]'s answer).
     pub async fn work(&self) {
-        self.shared.queued.notified().await;
+        std::future::poll_fn(|cx| self.poll_work(cx)).await;
+    }
+
+    /// [`OutboxReceiver::work`] for a task that polls its sources itself, so that it keeps no
+    /// future per source while it waits.
+    pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.queued.poll(cx)
     }
 
     /// Writes the backlog of a wired outbox as far as the socket takes it now; returns whether

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use tokio::net::TcpStream;
 
 use super::AppState;
 use super::frame::{self, OP_BINARY, OP_TEXT};
@@ -29,18 +28,20 @@ pub async fn echo(
     };
     ws.on_upgrade(move |tcp, early| {
         let tracker = state.tracker.clone();
+        let mut socket = Socket::open(tcp, early, &state, state.config.max_echo_bytes, None);
+        let gauge = state.metrics.connections("echo");
+        // Owns what it uses in place: see `ws::Connection` on why this is not an `async fn`.
         tracker.track_future(async move {
-            let _permit = permit;
-            let gauge = state.metrics.connections("echo");
             gauge.inc();
-            run(tcp, early, &state).await;
+            echo_loop(&mut socket).await;
             gauge.dec();
+            // Held until here: the connection's place under the caps.
+            drop(permit);
         })
     })
 }
 
-async fn run(tcp: TcpStream, early: Bytes, state: &AppState) {
-    let mut socket = Socket::open(tcp, early, state, state.config.max_echo_bytes, None);
+async fn echo_loop(socket: &mut Socket) {
     let ending = loop {
         let (opcode, payload) = match socket.next().await {
             Event::Text(payload) => (OP_TEXT, payload),

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -17,10 +18,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{self, Either};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use socket2::SockRef;
-use tokio::io::{Interest, Ready};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -131,19 +134,27 @@ impl WsUpgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let WsUpgrade { accept, on_upgrade } = self;
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(err) => {
-                    tracing::debug!(cause = %err, "upgrade did not complete");
-                    return;
+        // Two stages in one enum (`flatten`), not one `async` block: a block would keep the
+        // upgrade and the unconsumed `task` beside the connection's future for its whole life.
+        let connection = on_upgrade
+            .map(move |upgraded| {
+                let upgraded = match upgraded {
+                    Ok(upgraded) => upgraded,
+                    Err(err) => {
+                        tracing::debug!(cause = %err, "upgrade did not complete");
+                        return Either::Right(future::ready(()));
+                    }
+                };
+                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => Either::Left(task(parts.io.into_inner(), parts.read_buf)),
+                    Err(_) => {
+                        warn!("upgraded connection is not a TCP stream; dropped");
+                        Either::Right(future::ready(()))
+                    }
                 }
-            };
-            match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => task(parts.io.into_inner(), parts.read_buf).await,
-                Err(_) => warn!("upgraded connection is not a TCP stream; dropped"),
-            }
-        });
+            })
+            .flatten();
+        tokio::spawn(connection);
         (
             StatusCode::SWITCHING_PROTOCOLS,
             [
@@ -331,7 +342,7 @@ enum Wake {
     Shutdown,
     Outbox,
     Writable(io::Result<()>),
-    Ready(io::Result<Ready>),
+    Readable(io::Result<()>),
     Timer,
 }
 
@@ -474,14 +485,38 @@ impl Socket {
 
     /// Waits for something to do and does it: read, write the backlog, ping, or end.
     async fn wait(&mut self) -> Result<(), Ending> {
-        let interest = self.interest();
-        let wake = tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => Wake::Shutdown,
-            () = self.receiver.work() => Wake::Outbox,
-            // One readiness wait for both directions keeps the connection's task small.
-            ready = self.wire.tcp.ready(interest) => Wake::Ready(ready),
-            () = &mut self.timer => Wake::Timer,
+        let wake = {
+            let Socket {
+                shutdown,
+                receiver,
+                wire,
+                timer,
+                backlog,
+                ..
+            } = self;
+            let shutdown = shutdown.cancelled();
+            tokio::pin!(shutdown);
+            // Every source but the shutdown is polled in place rather than awaited through a
+            // future of its own: an idle connection's task then holds no state for them.
+            std::future::poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Shutdown);
+                }
+                if receiver.poll_work(cx).is_ready() {
+                    return Poll::Ready(Wake::Outbox);
+                }
+                if *backlog && let Poll::Ready(ready) = wire.tcp.poll_write_ready(cx) {
+                    return Poll::Ready(Wake::Writable(ready));
+                }
+                if let Poll::Ready(ready) = wire.tcp.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(ready));
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await
         };
         match wake {
             Wake::Shutdown => Err(Ending::Close(CloseReason::Shutdown)),
@@ -489,27 +524,9 @@ impl Socket {
                 Err(Ending::Close(self.receiver.reason()))
             }
             Wake::Outbox | Wake::Writable(Ok(())) => self.flush(),
-            Wake::Writable(Err(_)) | Wake::Ready(Err(_)) => Err(Ending::Gone),
-            Wake::Ready(Ok(ready)) => {
-                if ready.is_writable() && self.backlog {
-                    self.flush()?;
-                }
-                if ready.is_readable() || ready.is_read_closed() {
-                    self.read()?;
-                }
-                Ok(())
-            }
+            Wake::Writable(Err(_)) | Wake::Readable(Err(_)) => Err(Ending::Gone),
+            Wake::Readable(Ok(())) => self.read(),
             Wake::Timer => self.on_timer(),
-        }
-    }
-
-    /// What to wait for on the socket: data from the peer, and room to write when there is a
-    /// backlog.
-    fn interest(&self) -> Interest {
-        if self.backlog {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
         }
     }
 
@@ -598,15 +615,25 @@ impl Socket {
     pub(super) async fn drive<F: Future>(&mut self, work: F) -> F::Output {
         tokio::pin!(work);
         loop {
-            let wake = tokio::select! {
-                biased;
-                out = &mut work => return out,
-                () = self.receiver.work(), if !self.receiver.is_closing() => Wake::Outbox,
-                ready = self.wire.tcp.writable(), if self.backlog => Wake::Writable(ready),
-            };
+            let wake = std::future::poll_fn(|cx| {
+                if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                    return Poll::Ready(Err(out));
+                }
+                if !self.receiver.is_closing() && self.receiver.poll_work(cx).is_ready() {
+                    return Poll::Ready(Ok(Wake::Outbox));
+                }
+                if self.backlog
+                    && let Poll::Ready(ready) = self.wire.tcp.poll_write_ready(cx)
+                {
+                    return Poll::Ready(Ok(Wake::Writable(ready)));
+                }
+                Poll::Pending
+            })
+            .await;
             match wake {
-                Wake::Writable(Err(_)) => self.backlog = false,
-                _ => {
+                Err(out) => return out,
+                Ok(Wake::Writable(Err(_))) => self.backlog = false,
+                Ok(_) => {
                     // A broken socket surfaces in `next`; here it only stops the writing.
                     if self.flush().is_err() {
                         self.backlog = false;

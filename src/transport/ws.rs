@@ -2,7 +2,9 @@
 //! [`Socket`] also answers pings and writes the outbox's backlog), and one cleanup path ends it.
 //! Broadcasts reach the socket from the hub's fan-out directly, through the outbox.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Query, State};
@@ -13,7 +15,10 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use super::auth::Caller;
+use super::frame::Payload;
 use super::guard::{ConnectionPermit, check_origin};
 use super::rate::{FrameKind, FrameLimiter, Verdict};
 use super::socket::{Ending, Event, Socket, WsUpgrade};
@@ -43,7 +48,7 @@ pub async fn chat(
     match admit(&state, peer, &headers, caller, &query) {
         Ok(admitted) => ws.on_upgrade(move |tcp, early| {
             let tracker = state.tracker.clone();
-            tracker.track_future(run(tcp, early, state, admitted))
+            tracker.track_future(Connection::open(tcp, early, state, admitted).run())
         }),
         Err(err) => err.into_response(),
     }
@@ -83,78 +88,158 @@ fn admit(
     })
 }
 
-async fn run(tcp: TcpStream, early: Bytes, state: Arc<AppState>, admitted: Admitted) {
-    let Admitted {
-        name,
-        room,
-        access,
-        deadline,
-        // Held until this task ends: the connection's place under the caps.
-        permit: _permit,
-    } = admitted;
-    let gauge = state.metrics.connections("ws");
-    gauge.inc();
-    let max_frame = state.config.max_frame_bytes;
-    let mut socket = Socket::open(tcp, early, &state, max_frame, deadline);
-    let mut session = state
-        .hub
-        .connect_with(name, access, socket.outbox().clone());
-    if let Some(room) = room {
-        socket.drive(Box::pin(session.join(room, None, None))).await;
+/// Everything one chat connection's task holds for its whole life. Built before the task's
+/// future, and used in place by it: arguments of an `async fn` are stored twice in its state.
+struct Connection {
+    socket: Socket,
+    session: Session,
+    /// Joined before the first frame is read.
+    room: Option<RoomName>,
+    state: Arc<AppState>,
+    gauge: Gauge,
+    /// Held until the task ends: the connection's place under the caps.
+    permit: ConnectionPermit,
+}
+
+impl Connection {
+    fn open(tcp: TcpStream, early: Bytes, state: Arc<AppState>, admitted: Admitted) -> Self {
+        let Admitted {
+            name,
+            room,
+            access,
+            deadline,
+            permit,
+        } = admitted;
+        let socket = Socket::open(tcp, early, &state, state.config.max_frame_bytes, deadline);
+        let session = state
+            .hub
+            .connect_with(name, access, socket.outbox().clone());
+        let gauge = state.metrics.connections("ws");
+        Connection {
+            socket,
+            session,
+            room,
+            state,
+            gauge,
+            permit,
+        }
     }
-    let ending = read_loop(&mut socket, &mut session, &state).await;
-    // Pending acks go out before the close frame; then the session leaves its rooms. These run
-    // once per connection, so they are boxed: their state would otherwise be part of every idle
-    // connection's task.
-    let awaits_reply = Box::pin(socket.send_close(&ending)).await;
-    Box::pin(session.disconnect()).await;
-    if awaits_reply {
-        Box::pin(socket.finish()).await;
+
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store `self` twice in every connection's task"
+    )]
+    fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            self.gauge.inc();
+            if let Some(room) = self.room.take() {
+                let join = Box::pin(self.session.join(room, None, None));
+                self.socket.drive(join).await;
+            }
+            let ending = read_loop(&mut self.socket, &mut self.session, &self.state).await;
+            // Pending acks go out before the close frame; then the session leaves its rooms.
+            // These run once per connection, so they are boxed: their state would otherwise be
+            // part of every idle connection's task.
+            let awaits_reply = Box::pin(self.socket.send_close(&ending)).await;
+            Box::pin(self.session.disconnect()).await;
+            if awaits_reply {
+                Box::pin(self.socket.finish()).await;
+            }
+            self.gauge.dec();
+            // Named so that the block owns it (it captures only the fields it uses), and so
+            // the connection keeps its place under the caps until here.
+            drop(self.permit);
+        }
     }
-    gauge.dec();
 }
 
 /// Reads client frames until the client leaves, breaks a rule, goes silent, or the server stops.
 async fn read_loop(socket: &mut Socket, session: &mut Session, state: &AppState) -> Ending {
-    let limits = Limits {
-        max_message_bytes: state.config.max_message_bytes,
-    };
-    let mut limiter = FrameLimiter::new(&state.config);
+    let mut limiter = Limiter::Unused;
     loop {
         let payload = match socket.next().await {
             Event::Text(payload) => payload,
             Event::Binary(_) => return Ending::Close(CloseReason::Unsupported),
             Event::Ended(ending) => return ending,
         };
-        let parsed = parse_client_frame(socket.text(&payload), limits);
-        let kind = parsed
-            .as_ref()
-            .map_or(FrameKind::Other, |request| FrameKind::of(&request.frame));
-        let verdict = limiter.as_mut().map_or(Verdict::Allow, |l| l.check(kind));
-        if verdict != Verdict::Allow {
-            state.metrics.rate_limited.inc();
+        match on_frame(socket, session, state, &mut limiter, payload) {
+            Step::Done => {}
+            Step::Run(work) => socket.drive(work).await,
+            Step::End(ending) => return ending,
         }
-        match (verdict, parsed) {
-            // Boxed so an idle connection's task does not carry the largest command's state.
-            (Verdict::Allow, Ok(request)) => {
-                socket.drive(Box::pin(session.handle(request))).await;
-            }
-            (Verdict::Allow, Err(rejection)) => session.reject(&rejection),
-            (Verdict::Reject, parsed) => session.reject(&Rejection {
+    }
+}
+
+/// The connection's frame limiter, made at its first frame: a member who only listens (most of
+/// a big room) never needs one, and a fresh limiter is full, as it would be by then anyway.
+enum Limiter {
+    Unused,
+    Off,
+    On(Box<FrameLimiter>),
+}
+
+/// What one client frame asks of the connection's task.
+enum Step<'a> {
+    /// Answered already (or dropped).
+    Done,
+    /// A command to run while the socket keeps writing.
+    Run(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+    /// Close the connection.
+    End(Ending),
+}
+
+/// Parses and rate-limits one text frame. A plain function, so that nothing of the frame is part
+/// of the connection's task state while a command runs or the socket waits.
+fn on_frame<'a>(
+    socket: &Socket,
+    session: &'a mut Session,
+    state: &AppState,
+    limiter: &mut Limiter,
+    payload: Payload,
+) -> Step<'a> {
+    let limits = Limits {
+        max_message_bytes: state.config.max_message_bytes,
+    };
+    let parsed = parse_client_frame(socket.text(&payload), limits);
+    let kind = parsed
+        .as_ref()
+        .map_or(FrameKind::Other, |request| FrameKind::of(&request.frame));
+    if matches!(limiter, Limiter::Unused) {
+        *limiter = match FrameLimiter::new(&state.config) {
+            Some(made) => Limiter::On(Box::new(made)),
+            None => Limiter::Off,
+        };
+    }
+    let verdict = match limiter {
+        Limiter::On(limiter) => limiter.check(kind),
+        Limiter::Unused | Limiter::Off => Verdict::Allow,
+    };
+    if verdict != Verdict::Allow {
+        state.metrics.rate_limited.inc();
+    }
+    match (verdict, parsed) {
+        (Verdict::Allow, Ok(request)) => Step::Run(Box::pin(session.handle(request))),
+        (Verdict::Allow, Err(rejection)) => {
+            session.reject(&rejection);
+            Step::Done
+        }
+        (Verdict::Reject, parsed) => {
+            session.reject(&Rejection {
                 code: ErrorCode::RateLimited,
                 message: "over the rate limit; nothing was done".to_owned(),
                 reference: match parsed {
                     Ok(request) => request.reference,
                     Err(rejection) => rejection.reference,
                 },
-            }),
-            (Verdict::Drop, _) => {}
-            (Verdict::Abuse, _) => {
-                state.metrics.flood_closes.inc();
-                return Ending::Close(CloseReason::Policy(
-                    "sustained flooding over the rate limit",
-                ));
-            }
+            });
+            Step::Done
+        }
+        (Verdict::Drop, _) => Step::Done,
+        (Verdict::Abuse, _) => {
+            state.metrics.flood_closes.inc();
+            Step::End(Ending::Close(CloseReason::Policy(
+                "sustained flooding over the rate limit",
+            )))
         }
     }
 }
