@@ -205,12 +205,14 @@ struct Shared {
     /// Raised when a frame is queued, or the connection starts closing (the transport waits on
     /// it). On a wired outbox only when the queue stops being empty.
     queued: Signal,
-    /// Signalled when frames leave the queue (a `send` waiting for room waits on it).
+    /// Signalled when frames leave the queue (a `send` waiting for room waits on it) and when
+    /// the connection starts closing (so does whoever waits for that). One `Notify` for both:
+    /// every waiter checks its own condition again, and each costs 32 bytes per connection.
     drained: Notify,
+    /// A `send` is waiting for room: the next drain must signal `drained`.
+    room_wanted: AtomicBool,
     /// Set once the connection starts closing: an atomic, because every push checks it.
     closed: AtomicBool,
-    /// Wakes every task waiting for the close.
-    closed_wakeup: Notify,
     capacity: usize,
     /// Where frames go at once when nothing is queued (`None`: the transport pulls, as SSE does).
     wire: Option<Arc<dyn Wire>>,
@@ -237,7 +239,6 @@ impl Shared {
     fn close(&self, reason: CloseReason) {
         self.lock().reason.get_or_insert(reason);
         self.closed.store(true, Ordering::Release);
-        self.closed_wakeup.notify_waiters();
         // Wake the writer and any `send` waiting for room so they see the close.
         self.queued.raise();
         self.drained.notify_waiters();
@@ -247,9 +248,17 @@ impl Shared {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Frames left the queue: wakes a `send` waiting for room, if one asked. Asked, because
+    /// whoever waits for the close waits on the same `Notify` and need not hear every drain.
+    fn frames_left(&self) {
+        if self.room_wanted.swap(false, Ordering::SeqCst) {
+            self.drained.notify_waiters();
+        }
+    }
+
     async fn wait_closed(&self) {
         loop {
-            let wakeup = self.closed_wakeup.notified();
+            let wakeup = self.drained.notified();
             tokio::pin!(wakeup);
             // Register before checking, so a close in between is not missed.
             wakeup.as_mut().enable();
@@ -285,7 +294,7 @@ impl Shared {
             state.frames.shrink_to(RETAINED_CAPACITY);
         }
         if popped {
-            self.drained.notify_waiters();
+            self.frames_left();
         }
         Ok(state.frames.is_empty())
     }
@@ -323,8 +332,8 @@ impl Outbox {
             state: Mutex::new(State::default()),
             queued: Signal::default(),
             drained: Notify::new(),
+            room_wanted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            closed_wakeup: Notify::new(),
             capacity: capacity.max(1),
             wire,
         });
@@ -408,19 +417,7 @@ impl Outbox {
     /// Queues a frame, waiting for room: only for a connection's own bulk answers (replay,
     /// history), where waiting slows nobody but that connection.
     pub async fn send(&self, frame: Outgoing) -> bool {
-        loop {
-            let drained = self.shared.drained.notified();
-            tokio::pin!(drained);
-            // Register before trying, so a drain between the try and the wait is not missed.
-            drained.as_mut().enable();
-            match self.offer(std::slice::from_ref(&frame)) {
-                Offered::All => return true,
-                Offered::Closed => return false,
-                Offered::Full => {}
-            }
-            // `close` wakes this too.
-            drained.await;
-        }
+        self.offer_waiting(std::slice::from_ref(&frame)).await
     }
 
     /// [`Outbox::send`] for several frames in order (a page of replay): they leave in as few
@@ -429,19 +426,30 @@ impl Outbox {
     pub async fn send_all(&self, frames: &[Outgoing]) -> bool {
         // At most a queue's worth at a time, so that a chunk always fits once the queue drains.
         for chunk in frames.chunks(self.shared.capacity) {
-            loop {
-                let drained = self.shared.drained.notified();
-                tokio::pin!(drained);
-                drained.as_mut().enable();
-                match self.offer(chunk) {
-                    Offered::All => break,
-                    Offered::Closed => return false,
-                    // Only a non-empty queue refuses, and then nothing of the chunk was taken.
-                    Offered::Full => drained.await,
-                }
+            if !self.offer_waiting(chunk).await {
+                return false;
             }
         }
         true
+    }
+
+    /// Offers `frames` until the queue takes them all (`true`) or the connection closes.
+    async fn offer_waiting(&self, frames: &[Outgoing]) -> bool {
+        loop {
+            let drained = self.shared.drained.notified();
+            tokio::pin!(drained);
+            // Register, then ask for the wake-up, then try: a drain after any of these steps
+            // wakes us, and one before the try left the room the try finds.
+            drained.as_mut().enable();
+            self.shared.room_wanted.store(true, Ordering::SeqCst);
+            match self.offer(frames) {
+                Offered::All => return true,
+                Offered::Closed => return false,
+                // Only a non-empty queue refuses, and then nothing of the frames was taken.
+                // `close` wakes this too.
+                Offered::Full => drained.await,
+            }
+        }
     }
 
     /// Starts closing the connection; the first reason given wins.
@@ -488,7 +496,7 @@ impl OutboxReceiver {
             frame
         };
         if frame.is_some() {
-            self.shared.drained.notify_waiters();
+            self.shared.frames_left();
         }
         frame
     }
@@ -698,5 +706,52 @@ mod tests {
         let (outbox, receiver) = Outbox::new(2);
         drop(receiver);
         assert!(outbox.is_closing());
+    }
+
+    #[tokio::test]
+    async fn send_waits_for_room_and_wakes_when_the_writer_drains() {
+        let (outbox, receiver) = Outbox::new(1);
+        assert_eq!(outbox.push(frame()), Pushed::Queued);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(frame()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a full queue makes send wait");
+        assert!(receiver.try_recv().is_some());
+        assert!(waiting.await.unwrap(), "the drain woke the waiting send");
+        assert!(receiver.try_recv().is_some());
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_a_waiting_send_and_whoever_waits_for_the_close() {
+        let (outbox, receiver) = Outbox::new(1);
+        assert_eq!(outbox.push(frame()), Pushed::Queued);
+        let send = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(frame()).await }
+        });
+        let closing = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.closing().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // A drain wakes the send, and the close waiter stays asleep.
+        assert!(receiver.try_recv().is_some());
+        assert!(send.await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!closing.is_finished(), "a drain is not a close");
+        outbox.close(CloseReason::Shutdown);
+        closing.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_work_signal_raised_before_the_wait_is_kept() {
+        let (outbox, receiver) = Outbox::new(2);
+        assert_eq!(outbox.push(frame()), Pushed::Queued);
+        // Nobody was waiting when the frame was queued; the wait still returns at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), receiver.work())
+            .await
+            .expect("the raise was kept");
     }
 }

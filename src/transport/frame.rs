@@ -89,7 +89,8 @@ struct Partial {
 #[derive(Debug)]
 pub(super) struct Decoder {
     max_message: usize,
-    partial: Option<Partial>,
+    /// Boxed: every connection holds a decoder, few are ever in the middle of a fragmented one.
+    partial: Option<Box<Partial>>,
 }
 
 impl Decoder {
@@ -149,11 +150,11 @@ impl Decoder {
                         Incoming::Binary(payload)
                     }));
                 }
-                let mut partial = Partial {
+                let mut partial = Box::new(Partial {
                     text,
                     data: payload.to_vec(),
                     checked: 0,
-                };
+                });
                 partial.check()?;
                 self.partial = Some(partial);
                 Ok(None)

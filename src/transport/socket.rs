@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -26,7 +26,7 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::warn;
 
 use super::AppState;
@@ -278,15 +278,34 @@ impl WsWire {
     }
 }
 
-/// Timing settings of one socket.
+/// Timing settings of one socket, in milliseconds: every connection holds a copy, and a
+/// `Duration` takes 16 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timing {
-    /// How often the server pings.
-    pub ping_every: Duration,
-    /// A peer silent this long is closed (1008).
-    pub idle: Duration,
+    ping_every_ms: u32,
+    idle_ms: u32,
     /// When the connection's token expires (1008 then).
-    pub expiry: Option<Instant>,
+    expiry: Option<Instant>,
+}
+
+impl Timing {
+    /// Pings every `ping_every`, closes (1008) a peer silent for `idle` or at `expiry`.
+    pub(super) fn new(ping_every: Duration, idle: Duration, expiry: Option<Instant>) -> Self {
+        let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Self {
+            ping_every_ms: millis(ping_every),
+            idle_ms: millis(idle),
+            expiry,
+        }
+    }
+
+    fn ping_every(&self) -> Duration {
+        Duration::from_millis(self.ping_every_ms.into())
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.into())
+    }
 }
 
 /// How a socket's conversation ended.
@@ -360,7 +379,7 @@ impl Socket {
         let wire = Arc::new(WsWire { tcp });
         let (outbox, receiver) = Outbox::wired(outbox_frames, wire.clone());
         let now = Instant::now();
-        let next_ping = now + timing.ping_every;
+        let next_ping = now + timing.ping_every();
         let mut socket = Socket {
             wire,
             pending: early.to_vec(),
@@ -391,11 +410,7 @@ impl Socket {
         expiry: Option<Instant>,
     ) -> Socket {
         let config = &state.config;
-        let timing = Timing {
-            ping_every: config.ping_interval,
-            idle: config.idle_timeout,
-            expiry,
-        };
+        let timing = Timing::new(config.ping_interval, config.idle_timeout, expiry);
         Socket::new(
             tcp,
             early,
@@ -427,16 +442,28 @@ impl Socket {
     /// The next message from the peer, answering pings and writing the backlog meanwhile; ends
     /// when the peer leaves, breaks a rule, goes silent, the outbox closes or the server stops.
     pub(super) async fn next(&mut self) -> Event {
-        loop {
-            match self.decode_one() {
-                Ok(Some(event)) => return event,
-                Ok(None) => {}
-                Err(err) => return Event::Ended(Ending::Close(close_reason(err))),
+        // A clone, so that the poll below may borrow all of `self`; one per message read.
+        let token = self.shutdown.clone();
+        let shutdown = token.cancelled();
+        tokio::pin!(shutdown);
+        // One poll function, not nested `async fn`s: each level would store its own copy of
+        // `self` in every idle connection's task.
+        std::future::poll_fn(|cx| {
+            loop {
+                match self.decode_one() {
+                    Ok(Some(event)) => return Poll::Ready(event),
+                    Ok(None) => {}
+                    Err(err) => return Poll::Ready(Event::Ended(Ending::Close(close_reason(err)))),
+                }
+                let Poll::Ready(wake) = self.poll_wake(shutdown.as_mut(), cx) else {
+                    return Poll::Pending;
+                };
+                if let Err(ending) = self.on_wake(wake) {
+                    return Poll::Ready(Event::Ended(ending));
+                }
             }
-            if let Err(ending) = self.wait().await {
-                return Event::Ended(ending);
-            }
-        }
+        })
+        .await
     }
 
     /// Decodes one frame from what was read; `None` when a whole frame has not arrived yet.
@@ -483,41 +510,36 @@ impl Socket {
         }
     }
 
-    /// Waits for something to do and does it: read, write the backlog, ping, or end.
-    async fn wait(&mut self) -> Result<(), Ending> {
-        let wake = {
-            let Socket {
-                shutdown,
-                receiver,
-                wire,
-                timer,
-                backlog,
-                ..
-            } = self;
-            let shutdown = shutdown.cancelled();
-            tokio::pin!(shutdown);
-            // Every source but the shutdown is polled in place rather than awaited through a
-            // future of its own: an idle connection's task then holds no state for them.
-            std::future::poll_fn(|cx| {
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Shutdown);
-                }
-                if receiver.poll_work(cx).is_ready() {
-                    return Poll::Ready(Wake::Outbox);
-                }
-                if *backlog && let Poll::Ready(ready) = wire.tcp.poll_write_ready(cx) {
-                    return Poll::Ready(Wake::Writable(ready));
-                }
-                if let Poll::Ready(ready) = wire.tcp.poll_read_ready(cx) {
-                    return Poll::Ready(Wake::Readable(ready));
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-                Poll::Pending
-            })
-            .await
-        };
+    /// What needs doing first, if anything: the shutdown, the outbox's backlog, the socket, the
+    /// timer. Every source but the shutdown is polled in place rather than awaited through a
+    /// future of its own: an idle connection's task then holds no state for them.
+    fn poll_wake(
+        &mut self,
+        shutdown: Pin<&mut WaitForCancellationFuture<'_>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Wake> {
+        if shutdown.poll(cx).is_ready() {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        if self.receiver.poll_work(cx).is_ready() {
+            return Poll::Ready(Wake::Outbox);
+        }
+        if self.backlog
+            && let Poll::Ready(ready) = self.wire.tcp.poll_write_ready(cx)
+        {
+            return Poll::Ready(Wake::Writable(ready));
+        }
+        if let Poll::Ready(ready) = self.wire.tcp.poll_read_ready(cx) {
+            return Poll::Ready(Wake::Readable(ready));
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// Does what woke the task: read, write the backlog, ping, or end.
+    fn on_wake(&mut self, wake: Wake) -> Result<(), Ending> {
         match wake {
             Wake::Shutdown => Err(Ending::Close(CloseReason::Shutdown)),
             Wake::Outbox if self.receiver.is_closing() => {
@@ -586,13 +608,13 @@ impl Socket {
         if std::mem::take(&mut self.active) {
             self.last_seen = now;
         }
-        if now >= self.last_seen + self.timing.idle {
+        if now >= self.last_seen + self.timing.idle() {
             return Err(Ending::Close(CloseReason::Policy(
                 "no frames or pongs within the idle timeout",
             )));
         }
         if now >= self.next_ping {
-            self.next_ping = now + self.timing.ping_every;
+            self.next_ping = now + self.timing.ping_every();
             let ping = frame::encode(frame::OP_PING, &[]);
             self.outbox.push(Outgoing::framed(Bytes::from(ping)));
         }
@@ -603,7 +625,7 @@ impl Socket {
     /// Sets the one timer to the earliest of the next ping, the idle deadline and the expiry.
     /// Activity only sets `active`; the timer finds out when it fires.
     fn arm_timer(&mut self) {
-        let mut at = self.next_ping.min(self.last_seen + self.timing.idle);
+        let mut at = self.next_ping.min(self.last_seen + self.timing.idle());
         if let Some(expiry) = self.timing.expiry {
             at = at.min(expiry);
         }

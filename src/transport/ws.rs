@@ -136,7 +136,27 @@ impl Connection {
                 let join = Box::pin(self.session.join(room, None, None));
                 self.socket.drive(join).await;
             }
-            let ending = read_loop(&mut self.socket, &mut self.session, &self.state).await;
+            // Inline, not an `async fn`: that would store its references once more.
+            let mut limiter = Limiter::Unused;
+            let ending = loop {
+                let payload = match self.socket.next().await {
+                    Event::Text(payload) => payload,
+                    Event::Binary(_) => break Ending::Close(CloseReason::Unsupported),
+                    Event::Ended(ending) => break ending,
+                };
+                let step = on_frame(
+                    &self.socket,
+                    &mut self.session,
+                    &self.state,
+                    &mut limiter,
+                    payload,
+                );
+                match step {
+                    Step::Done => {}
+                    Step::Run(work) => self.socket.drive(work).await,
+                    Step::End(ending) => break ending,
+                }
+            };
             // Pending acks go out before the close frame; then the session leaves its rooms.
             // These run once per connection, so they are boxed: their state would otherwise be
             // part of every idle connection's task.
@@ -149,23 +169,6 @@ impl Connection {
             // Named so that the block owns it (it captures only the fields it uses), and so
             // the connection keeps its place under the caps until here.
             drop(self.permit);
-        }
-    }
-}
-
-/// Reads client frames until the client leaves, breaks a rule, goes silent, or the server stops.
-async fn read_loop(socket: &mut Socket, session: &mut Session, state: &AppState) -> Ending {
-    let mut limiter = Limiter::Unused;
-    loop {
-        let payload = match socket.next().await {
-            Event::Text(payload) => payload,
-            Event::Binary(_) => return Ending::Close(CloseReason::Unsupported),
-            Event::Ended(ending) => return ending,
-        };
-        match on_frame(socket, session, state, &mut limiter, payload) {
-            Step::Done => {}
-            Step::Run(work) => socket.drive(work).await,
-            Step::End(ending) => return ending,
         }
     }
 }
