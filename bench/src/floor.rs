@@ -38,6 +38,27 @@ pub struct FloorReport {
     pub woken: Option<WokenFloor>,
 }
 
+/// The woken-reader floor at the smallest and the largest room of the fan-out scenario: the
+/// kernel's own growth, against which a server's growth is judged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FloorGrowth {
+    pub small_sockets: usize,
+    pub small: WokenFloor,
+    pub large_sockets: usize,
+    pub large: WokenFloor,
+}
+
+impl FloorGrowth {
+    /// The large floor over the small one.
+    pub fn ratio(&self) -> f64 {
+        if self.small.cpu_us_per_write > 0.0 {
+            self.large.cpu_us_per_write / self.small.cpu_us_per_write
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The floor with sleeping readers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WokenFloor {

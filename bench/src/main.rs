@@ -59,6 +59,10 @@ enum Cmd {
         /// woken by every write.
         #[arg(long)]
         reader_cpus: Option<String>,
+        /// Only the woken-reader floor (needs `--reader-cpus`): the writer then holds one end of
+        /// each connection, so up to 19,000 sockets fit under the open-file limit.
+        #[arg(long)]
+        woken_only: bool,
     },
     /// Internal: the reading side of the woken-reader floor.
     FloorReader {
@@ -130,8 +134,15 @@ fn main() -> Result<()> {
             rounds,
             bytes,
             reader_cpus,
+            woken_only,
         } => {
             let rounds = rounds.unwrap_or((100_000 / sockets.max(1)).max(10));
+            if woken_only {
+                let cpus = reader_cpus.context("--woken-only needs --reader-cpus")?;
+                let w = floor::measure_woken(sockets, rounds, bytes, &cpus)?;
+                println!("{}", serde_json::to_string(&w)?);
+                return Ok(());
+            }
             let mut r = floor::measure(sockets, rounds, bytes)?;
             if let Some(cpus) = reader_cpus {
                 r.woken = Some(floor::measure_woken(sockets, rounds, bytes, &cpus)?);

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::floor::FloorReport;
+use crate::floor::{FloorGrowth, FloorReport};
 use crate::scenario::Size;
 
 /// One measured row: a server, a scenario, a size, and its numbers.
@@ -83,6 +83,9 @@ pub struct Results {
     pub started: String,
     pub finished: String,
     pub floor: Option<FloorReport>,
+    /// The woken-reader floor at the smallest and largest fan-out room.
+    #[serde(default)]
+    pub floor_growth: Option<FloorGrowth>,
     pub records: Vec<Record>,
     pub failures: Vec<String>,
 }
@@ -220,6 +223,43 @@ fn woken_multiples(res: &Results, woken_us: f64) -> String {
         " Fan-out CPU per delivery at {n} members as a multiple of it: {}.",
         parts.join(", ")
     )
+}
+
+/// "Woken-reader floor against room size: …", with every server's fan-out CPU per delivery as
+/// a multiple of the floor at the same size.
+fn floor_growth_line(res: &Results, g: &FloorGrowth) -> String {
+    let (small, large) = (g.small.cpu_us_per_write, g.large.cpu_us_per_write);
+    let mut line = format!(
+        "Woken-reader floor against room size: **{:.2} µs** per write to {} sockets, **{:.2} µs** to {} ({} writes each): the kernel's own cost per delivery grows **{:.2}×** between the fan-out scenario's smallest and largest room.",
+        small,
+        g.small_sockets,
+        large,
+        g.large_sockets,
+        g.small.writes.min(g.large.writes),
+        g.ratio()
+    );
+    let parts: Vec<String> = servers(res)
+        .iter()
+        .filter_map(|s| {
+            let at = |n: usize, floor: f64| {
+                find(res, s, "fanout", n)
+                    .and_then(|r| clean(r, "cpu_us_per_delivery"))
+                    .filter(|_| floor > 0.0)
+                    .map(|cpu| cpu / floor)
+            };
+            let (a, b) = (at(g.small_sockets, small)?, at(g.large_sockets, large)?);
+            Some(format!("{s} {a:.2}× → {b:.2}×"))
+        })
+        .collect();
+    if !parts.is_empty() {
+        line.push_str(&format!(
+            " Fan-out CPU per delivery as a multiple of the woken floor at the same size, {} → {} members: {}.",
+            g.small_sockets,
+            g.large_sockets,
+            parts.join(", ")
+        ));
+    }
+    line
 }
 
 /// The record of `server` in `scenario` at size `n` (the last one, if repeated).
@@ -492,6 +532,9 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
                 woken_multiples(res, w.cpu_us_per_write)
             );
         }
+    }
+    if let Some(g) = &res.floor_growth {
+        let _ = writeln!(md, "{}\n", floor_growth_line(res, g));
     }
     let foreign = res
         .records

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::floor::FloorReport;
+use crate::floor::{FloorGrowth, FloorReport, WokenFloor};
 use crate::report::{Machine, Record, Results};
 use crate::scenario::{self, Plan, Scenario, Size};
 use crate::servers::{ServerKind, ServerPaths};
@@ -57,7 +57,41 @@ impl Run {
 
 /// Measure the kernel floor in a child process pinned like the servers.
 pub fn measure_floor(paths: &ServerPaths, sockets: usize) -> Result<FloorReport> {
-    let exe = std::env::current_exe()?;
+    let mut cmd = floor_command(paths, sockets);
+    let out = cmd.output().context("run floor")?;
+    if !out.status.success() {
+        anyhow::bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).context("parse floor report")
+}
+
+/// The woken-reader floor at the fan-out scenario's smallest and largest room, so that a
+/// server's growth between them can be set against the kernel's own.
+pub fn measure_floor_growth(
+    paths: &ServerPaths,
+    small: usize,
+    large: usize,
+) -> Result<FloorGrowth> {
+    let woken = |sockets: usize| -> Result<WokenFloor> {
+        let mut cmd = floor_command(paths, sockets);
+        cmd.arg("--woken-only");
+        let out = cmd.output().context("run floor")?;
+        if !out.status.success() {
+            anyhow::bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).context("parse woken floor")
+    };
+    Ok(FloorGrowth {
+        small_sockets: small,
+        small: woken(small)?,
+        large_sockets: large,
+        large: woken(large)?,
+    })
+}
+
+/// `hubbub-bench floor --sockets N` pinned like the servers, its readers on this process's CPUs.
+fn floor_command(paths: &ServerPaths, sockets: usize) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hubbub-bench"));
     let launcher = paths.launcher();
     let mut cmd = match launcher.split_first() {
         Some((first, rest)) => {
@@ -72,11 +106,7 @@ pub fn measure_floor(paths: &ServerPaths, sockets: usize) -> Result<FloorReport>
     if let Some(cpus) = own_cpus() {
         cmd.arg("--reader-cpus").arg(cpus);
     }
-    let out = cmd.output().context("run floor")?;
-    if !out.status.success() {
-        anyhow::bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    serde_json::from_slice(&out.stdout).context("parse floor report")
+    cmd
 }
 
 /// The CPUs this process may run on (`Cpus_allowed_list`), e.g. `1`.
@@ -105,6 +135,7 @@ pub async fn run(
         started: date(),
         finished: String::new(),
         floor: None,
+        floor_growth: None,
         records: Vec::new(),
         failures: Vec::new(),
     };
@@ -135,6 +166,25 @@ pub async fn run(
             run.results.floor = Some(f);
         }
         Err(e) => run.results.failures.push(format!("floor: {e:#}")),
+    }
+    let fanout = &run.plan.fanout_stages;
+    if scenarios.contains(&Scenario::Fanout)
+        && let (Some(&(small, _)), Some(&(large, _))) = (fanout.first(), fanout.last())
+    {
+        match measure_floor_growth(&run.paths, small, large) {
+            Ok(g) => {
+                eprintln!(
+                    "[bench] woken floor: {:.2} µs at {} sockets, {:.2} µs at {} ({:.2}×)",
+                    g.small.cpu_us_per_write,
+                    g.small_sockets,
+                    g.large.cpu_us_per_write,
+                    g.large_sockets,
+                    g.ratio()
+                );
+                run.results.floor_growth = Some(g);
+            }
+            Err(e) => run.results.failures.push(format!("floor growth: {e:#}")),
+        }
     }
     run.save()?;
     for &sc in scenarios {

@@ -150,6 +150,13 @@ fn every_scenario_runs_against_hubbub() {
         "woken-reader floor measured: {}",
         v["floor"]
     );
+    let growth = &v["floor_growth"];
+    assert!(
+        growth["small"]["writes"].as_u64().unwrap_or(0) > 0
+            && growth["large"]["writes"].as_u64().unwrap_or(0) > 0
+            && growth["small_sockets"].as_u64() < growth["large_sockets"].as_u64(),
+        "woken floor measured at the smallest and largest fan-out room: {growth}"
+    );
     let idle = records(&v, "hubbub", "idle");
     assert_eq!(idle.len(), 1);
     assert_eq!(metric(idle[0], "open"), 20.0, "every idle connection held");

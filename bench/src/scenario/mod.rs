@@ -125,7 +125,8 @@ impl Plan {
             Size::Tiny => Plan {
                 idle_stages: vec![20],
                 idle_room_size: 10,
-                fanout_stages: vec![(20, 10.0)],
+                // Two stages, so that growth and the floor's growth are measured too.
+                fanout_stages: vec![(10, 10.0), (20, 10.0)],
                 fanout_senders: 2,
                 phase_ms: 1_500,
                 drain_ms: 1_000,
