@@ -26,20 +26,6 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
-impl Cli {
-    /// Threads the runtime should run: `--worker-threads`, else the CPUs this process may use
-    /// (its affinity, so `taskset -c 0` means one).
-    pub fn worker_threads(&self) -> usize {
-        let serve = match &self.command {
-            Some(Command::Serve(args)) => args,
-            _ => &self.serve,
-        };
-        serve.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
-    }
-}
-
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 // Parsed once at start-up; the size difference costs nothing.
@@ -127,10 +113,6 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for connections to close.
     #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
-    /// Threads running connections (default: the CPUs this process may use). With one, the
-    /// server runs on a single-threaded runtime: no work stealing to pay for.
-    #[arg(long, env = "HUBBUB_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
     /// Open connections (/ws, /events, /echo) before upgrades are refused with 503 (default: the
     /// open-file limit minus 64).
     #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]

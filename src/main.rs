@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = hubbub::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -16,23 +17,6 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let workers = cli.worker_threads();
-    tracing::info!(workers, "runtime");
-    runtime(workers)?.block_on(hubbub::cli::run(cli))?;
+    hubbub::cli::run(cli).await?;
     Ok(())
-}
-
-/// One worker thread means a single-threaded runtime: a server pinned to one core then pays
-/// nothing for a scheduler built to share work between threads.
-fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-    }
 }

@@ -1,7 +1,7 @@
 //! Crashes and restarts of the real binary: acked messages survive `kill -9` during a burst from
 //! several concurrent posters with their ids, ids keep increasing across restarts and are never
 //! reused, and SIGTERM during a burst closes every socket with 1001, loses no acked message and
-//! exits 0; on the multi-threaded runtime and on the single-threaded one alike.
+//! exits 0.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -123,11 +123,6 @@ async fn acked_messages_survive_kill_9_during_a_concurrent_burst() {
 }
 
 #[tokio::test]
-async fn acked_messages_survive_kill_9_on_a_single_threaded_runtime() {
-    kill_9_during_a_burst(&["--worker-threads", "1"]).await;
-}
-
-#[tokio::test]
 async fn acked_messages_survive_kill_9_with_process_durability() {
     // Without an fsync per commit an ack must still survive a crash of the process.
     kill_9_during_a_burst(&["--durability", "process"]).await;
@@ -193,20 +188,9 @@ async fn ids_strictly_increase_across_a_restart() {
 
 #[tokio::test]
 async fn sigterm_during_a_concurrent_burst_closes_1001_loses_no_ack_and_exits_0() {
-    sigterm_during_a_burst(&[]).await;
-}
-
-#[tokio::test]
-async fn a_single_threaded_runtime_shuts_down_the_same_way() {
-    // `--worker-threads 1` (the default under `taskset -c 0`) runs on tokio's current-thread
-    // runtime: the same 1001 closes, no lost ack, exit 0.
-    sigterm_during_a_burst(&["--worker-threads", "1"]).await;
-}
-
-async fn sigterm_during_a_burst(flags: &[&str]) {
     let (_dir, data) = scratch();
     let port = free_port();
-    let server = Binary::start(&data, port, flags).await;
+    let server = Binary::start(&data, port, &[]).await;
     let mut watcher = server.client("").await;
     watcher.join("r").await;
     let progress = Arc::new(AtomicUsize::new(0));
@@ -233,7 +217,7 @@ async fn sigterm_during_a_burst(flags: &[&str]) {
     assert_eq!(watcher.closed().await, Closed::Code(1001));
     assert!(server.wait().await.success(), "exit status 0");
 
-    let server = Binary::start(&data, port, flags).await;
+    let server = Binary::start(&data, port, &[]).await;
     let stored = stored_ids(server.addr, "r").await;
     let acked = assert_acks_stored(&outcomes, &stored);
     eprintln!("{acked} acked of 900 sent; {} stored", stored.len());

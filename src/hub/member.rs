@@ -708,14 +708,17 @@ mod tests {
         assert!(outbox.is_closing());
     }
 
+    /// A task sending one frame into a queue that is full: it waits for room.
+    fn spawn_send(outbox: &Outbox) -> tokio::task::JoinHandle<bool> {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { outbox.send(frame()).await })
+    }
+
     #[tokio::test]
     async fn send_waits_for_room_and_wakes_when_the_writer_drains() {
         let (outbox, receiver) = Outbox::new(1);
         assert_eq!(outbox.push(frame()), Pushed::Queued);
-        let waiting = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.send(frame()).await }
-        });
+        let waiting = spawn_send(&outbox);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "a full queue makes send wait");
         assert!(receiver.try_recv().is_some());
@@ -727,10 +730,7 @@ mod tests {
     async fn closing_wakes_a_waiting_send_and_whoever_waits_for_the_close() {
         let (outbox, receiver) = Outbox::new(1);
         assert_eq!(outbox.push(frame()), Pushed::Queued);
-        let send = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.send(frame()).await }
-        });
+        let send = spawn_send(&outbox);
         let closing = tokio::spawn({
             let outbox = outbox.clone();
             async move { outbox.closing().await }
