@@ -11,11 +11,10 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-use prometheus_client::metrics::gauge::Gauge;
 
 use super::auth::Caller;
 use super::frame::Payload;
