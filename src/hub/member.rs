@@ -481,7 +481,7 @@ impl OutboxReceiver {
             }
             // A raise with nobody waiting is kept, so a push (or close) between the checks above
             // and this wait still wakes us.
-            std::future::poll_fn(|cx| self.shared.queued.poll(cx)).await;
+            self.work().await;
         }
     }
 
@@ -501,8 +501,9 @@ impl OutboxReceiver {
         frame
     }
 
-    /// Resolves when a wired outbox has a backlog to write or the connection starts closing
-    /// (spuriously at times: check [`OutboxReceiver::flush`]'s answer).
+    /// Resolves when frames were queued (on a wired outbox: when a backlog began) or the
+    /// connection starts closing; spuriously at times, so check the queue (or
+    /// [`OutboxReceiver::flush`]'s answer) after it.
     pub async fn work(&self) {
         std::future::poll_fn(|cx| self.poll_work(cx)).await;
     }
@@ -714,6 +715,14 @@ mod tests {
         tokio::spawn(async move { outbox.send(frame()).await })
     }
 
+    /// `task`'s result, or a failure naming `what` if a lost wake-up leaves it waiting.
+    async fn woken<T>(task: tokio::task::JoinHandle<T>, what: &str) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still waiting after 5 s"))
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn send_waits_for_room_and_wakes_when_the_writer_drains() {
         let (outbox, receiver) = Outbox::new(1);
@@ -722,7 +731,7 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "a full queue makes send wait");
         assert!(receiver.try_recv().is_some());
-        assert!(waiting.await.unwrap(), "the drain woke the waiting send");
+        assert!(woken(waiting, "the drain wakes the waiting send").await);
         assert!(receiver.try_recv().is_some());
     }
 
@@ -738,11 +747,11 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         // A drain wakes the send, and the close waiter stays asleep.
         assert!(receiver.try_recv().is_some());
-        assert!(send.await.unwrap());
+        assert!(woken(send, "the drain wakes the waiting send").await);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!closing.is_finished(), "a drain is not a close");
         outbox.close(CloseReason::Shutdown);
-        closing.await.unwrap();
+        woken(closing, "the close wakes its waiter").await;
     }
 
     #[tokio::test]

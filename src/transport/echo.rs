@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::frame::{self, OP_BINARY, OP_TEXT};
@@ -30,10 +31,11 @@ pub async fn echo(
         let tracker = state.tracker.clone();
         let mut socket = Socket::open(tcp, early, &state, state.config.max_echo_bytes, None);
         let gauge = state.metrics.connections("echo");
+        let shutdown = state.shutdown.clone();
         // Owns what it uses in place: see `ws::Connection` on why this is not an `async fn`.
         tracker.track_future(async move {
             gauge.inc();
-            echo_loop(&mut socket).await;
+            echo_loop(&mut socket, &shutdown).await;
             gauge.dec();
             // Held until here: the connection's place under the caps.
             drop(permit);
@@ -41,9 +43,9 @@ pub async fn echo(
     })
 }
 
-async fn echo_loop(socket: &mut Socket) {
+async fn echo_loop(socket: &mut Socket, shutdown: &CancellationToken) {
     let ending = loop {
-        let (opcode, payload) = match socket.next().await {
+        let (opcode, payload) = match socket.next(shutdown).await {
             Event::Text(payload) => (OP_TEXT, payload),
             Event::Binary(payload) => (OP_BINARY, payload),
             Event::Ended(ending) => break ending,

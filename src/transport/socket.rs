@@ -351,9 +351,6 @@ pub(super) struct Socket {
     active: bool,
     next_ping: Instant,
     timer: Pin<Box<Sleep>>,
-    /// Asked anew at each wait: a stored `cancelled()` future would be one more allocation per
-    /// idle connection.
-    shutdown: CancellationToken,
 }
 
 /// What woke the socket task.
@@ -374,7 +371,6 @@ impl Socket {
         outbox_frames: usize,
         max_message: usize,
         timing: Timing,
-        shutdown: CancellationToken,
     ) -> Socket {
         let wire = Arc::new(WsWire { tcp });
         let (outbox, receiver) = Outbox::wired(outbox_frames, wire.clone());
@@ -394,14 +390,13 @@ impl Socket {
             active: false,
             next_ping,
             timer: Box::pin(sleep_until(next_ping)),
-            shutdown,
         };
         socket.arm_timer();
         socket
     }
 
-    /// [`Socket::new`] with the server's settings: its outbox size, ping interval, idle timeout
-    /// and shutdown signal; `max_message` is the endpoint's size limit, `expiry` the token's.
+    /// [`Socket::new`] with the server's settings: its outbox size, ping interval and idle
+    /// timeout; `max_message` is the endpoint's size limit, `expiry` the token's.
     pub(super) fn open(
         tcp: TcpStream,
         early: Bytes,
@@ -411,14 +406,7 @@ impl Socket {
     ) -> Socket {
         let config = &state.config;
         let timing = Timing::new(config.ping_interval, config.idle_timeout, expiry);
-        Socket::new(
-            tcp,
-            early,
-            config.hub.outbox_frames,
-            max_message,
-            timing,
-            state.shutdown.clone(),
-        )
+        Socket::new(tcp, early, config.hub.outbox_frames, max_message, timing)
     }
 
     /// The connection's outbox, for the session (or the echo loop) to push frames into.
@@ -440,11 +428,11 @@ impl Socket {
     }
 
     /// The next message from the peer, answering pings and writing the backlog meanwhile; ends
-    /// when the peer leaves, breaks a rule, goes silent, the outbox closes or the server stops.
-    pub(super) async fn next(&mut self) -> Event {
-        // A clone, so that the poll below may borrow all of `self`; one per message read.
-        let token = self.shutdown.clone();
-        let shutdown = token.cancelled();
+    /// when the peer leaves, breaks a rule, goes silent, the outbox closes or `shutdown` (the
+    /// server's) is cancelled. The token is the caller's, not the socket's: a field would have
+    /// to be cloned here, once per message, for the poll below to borrow all of `self`.
+    pub(super) async fn next(&mut self, shutdown: &CancellationToken) -> Event {
+        let shutdown = shutdown.cancelled();
         tokio::pin!(shutdown);
         // One poll function, not nested `async fn`s: each level would store its own copy of
         // `self` in every idle connection's task.

@@ -138,7 +138,7 @@ impl Connection {
             // Inline, not an `async fn`: that would store its references once more.
             let mut limiter = Limiter::Unused;
             let ending = loop {
-                let payload = match self.socket.next().await {
+                let payload = match self.socket.next(&self.state.shutdown).await {
                     Event::Text(payload) => payload,
                     Event::Binary(_) => break Ending::Close(CloseReason::Unsupported),
                     Event::Ended(ending) => break ending,
