@@ -4,14 +4,16 @@
 //!   servers (Node `ws`, Socket.IO, Go gorilla hub), writing results JSON, Markdown and SVG.
 //! - `worker` is the child process the suite spawns to hold up to ~9,000 connections each.
 //! - `floor` measures what one small loopback `write()` costs (the kernel floor).
+//! - `echo-floor` is the least a WebSocket echo server can be (the echo scenario's reference).
 //! - `report` re-renders Markdown and plots from a results file.
 //!
 //! Module map: `spec` (coordinator ↔ worker messages), `client` (one module per wire mode),
 //! `worker`, `coordinator`, `servers`, `scenario` (one module per scenario), `procfs`,
-//! `floor`, `hist`, `report`, `suite`.
+//! `floor`, `echo_floor`, `hist`, `report`, `suite`.
 
 mod client;
 mod coordinator;
+mod echo_floor;
 mod floor;
 mod hist;
 mod procfs;
@@ -70,6 +72,12 @@ enum Cmd {
         addr: std::net::SocketAddr,
         #[arg(long)]
         sockets: usize,
+    },
+    /// The echo floor: a minimal single-threaded epoll WebSocket echo server (the echo
+    /// scenario's reference; not a chat server).
+    EchoFloor {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
     },
     /// Render Markdown and SVG from a results file.
     Report(ReportArgs),
@@ -150,6 +158,7 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Cmd::EchoFloor { addr } => echo_floor::serve(addr),
         Cmd::Report(a) => render(&a.results, &a.md, &a.svg_dir),
         Cmd::Suite(a) => {
             tracing_subscriber::fmt()

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::floor::{FloorGrowth, FloorReport};
 use crate::scenario::Size;
+use crate::servers::ECHO_FLOOR;
 
 /// One measured row: a server, a scenario, a size, and its numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,6 +263,35 @@ fn floor_growth_line(res: &Results, g: &FloorGrowth) -> String {
     line
 }
 
+/// "echo-floor is the least …": every server's echo round trips per CPU-second as a fraction
+/// of the echo floor's, and what the 1.2× target asks of it.
+fn echo_floor_line(res: &Results) -> Option<String> {
+    let &n = sizes(res, "echo").first()?;
+    let key = "round_trips_per_cpu_s";
+    let floor = find(res, ECHO_FLOOR, "echo", n).and_then(|r| clean(r, key))?;
+    let parts: Vec<String> = servers(res)
+        .iter()
+        .filter_map(|s| {
+            let v = find(res, s, "echo", n).and_then(|r| clean(r, key))?;
+            Some(format!("{s} {:.2}", v / floor))
+        })
+        .collect();
+    let mut line = format!(
+        "`echo-floor` is a reference, not a peer: `hubbub-bench echo-floor`, one thread on one edge-triggered `epoll` with no runtime and no allocation per frame, the least a WebSocket echo server can cost here ({} round trips per CPU-second). Each server as a fraction of it: {}.",
+        fmt(floor),
+        parts.join(", ")
+    );
+    if let Some((peer, best)) = best_peer(res, "echo", n, key, Better::Higher) {
+        let _ = write!(
+            line,
+            " The target (≥ 1.2× {peer}) asks for **{:.2}** of the floor; the floor itself is {:.2}× {peer}.",
+            1.2 * best / floor,
+            floor / best
+        );
+    }
+    Some(line)
+}
+
 /// The record of `server` in `scenario` at size `n` (the last one, if repeated).
 fn find<'a>(res: &'a Results, server: &str, scenario: &str, n: usize) -> Option<&'a Record> {
     res.records
@@ -270,10 +300,11 @@ fn find<'a>(res: &'a Results, server: &str, scenario: &str, n: usize) -> Option<
         .find(|r| r.server == server && r.scenario == scenario && r.n == n)
 }
 
+/// The servers compared, in the order they ran; the echo floor is a reference, not one of them.
 fn servers(res: &Results) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for r in &res.records {
-        if !v.contains(&r.server) {
+        if r.server != ECHO_FLOOR && !v.contains(&r.server) {
             v.push(r.server.clone());
         }
     }
@@ -742,12 +773,16 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
             ("round_trips_per_s", "round trips/s"),
             ("round_trips_per_cpu_s", "per CPU-s"),
             ("cpu_us_per_round_trip", "CPU µs/rt"),
+            ("server_busy", "server busy"),
             ("p50_ms", "p50 ms"),
             ("p99_ms", "p99 ms"),
             ("server_sys_fraction", "sys share"),
             ("gen_cpu_fraction", "generator CPU"),
         ],
     );
+    if let Some(line) = echo_floor_line(res) {
+        let _ = writeln!(md, "{line}\n");
+    }
     if !res.failures.is_empty() {
         let _ = writeln!(md, "### What failed in this run\n");
         for f in &res.failures {

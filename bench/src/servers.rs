@@ -24,6 +24,10 @@ pub enum ServerKind {
     NodeWs,
     Socketio,
     GoGorilla,
+    /// The echo scenario's reference (`hubbub-bench echo-floor`), not a peer: run by the suite
+    /// beside the echo scenario, never chosen with `--servers`.
+    #[value(skip)]
+    EchoFloor,
 }
 
 impl ServerKind {
@@ -41,6 +45,7 @@ impl ServerKind {
             ServerKind::NodeWs => "node-ws",
             ServerKind::Socketio => "socketio",
             ServerKind::GoGorilla => "go-gorilla",
+            ServerKind::EchoFloor => ECHO_FLOOR,
         }
     }
 
@@ -49,10 +54,13 @@ impl ServerKind {
         match self {
             ServerKind::Hubbub => Mode::Hubbub,
             ServerKind::Socketio => Mode::Socketio,
-            ServerKind::NodeWs | ServerKind::GoGorilla => Mode::Raw,
+            ServerKind::NodeWs | ServerKind::GoGorilla | ServerKind::EchoFloor => Mode::Raw,
         }
     }
 }
+
+/// The echo floor's name in results: a reference, left out wherever peers are compared.
+pub const ECHO_FLOOR: &str = "echo-floor";
 
 /// Where the server programs live.
 #[derive(Debug, Clone)]
@@ -150,6 +158,15 @@ impl Server {
             ServerKind::GoGorilla => vec![
                 paths.go_bin.display().to_string(),
                 "-addr".into(),
+                addr.to_string(),
+            ],
+            ServerKind::EchoFloor => vec![
+                std::env::current_exe()
+                    .context("find hubbub-bench")?
+                    .display()
+                    .to_string(),
+                "echo-floor".into(),
+                "--addr".into(),
                 addr.to_string(),
             ],
         };

@@ -188,7 +188,9 @@ pub async fn run(
     }
     run.save()?;
     for &sc in scenarios {
-        for &kind in servers {
+        // The echo floor runs after the servers, under the same conditions, as their reference.
+        let reference = (sc == Scenario::Echo).then_some(ServerKind::EchoFloor);
+        for kind in servers.iter().copied().chain(reference) {
             if !sc.applies_to(kind) {
                 continue;
             }

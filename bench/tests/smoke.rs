@@ -171,6 +171,7 @@ fn every_scenario_runs_against_hubbub() {
         "acks timed"
     );
     check_echo(&v, "hubbub");
+    check_echo(&v, "echo-floor");
 }
 
 #[test]

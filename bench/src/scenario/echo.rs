@@ -47,6 +47,9 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             rts as f64 / (plan.echo_ms as f64 / 1000.0),
         );
         rec.m.insert("server_cpu_s".into(), cpu_s);
+        // Below 1 the server slept between frames, and each wake-up costs both sides: with the
+        // generator's core saturated, that (not the server's own code) sets the figure of merit.
+        rec.m.insert("server_busy".into(), cpu_s / wall.max(1e-9));
         rec.m
             .insert("server_sys_fraction".into(), cpu0.sys_fraction_until(&cpu1));
         rec.m.insert(

@@ -176,10 +176,12 @@ impl Scenario {
 
     /// Whether the scenario means anything for `kind`: rooms and acks exist only in hubbub's
     /// protocol (the peers broadcast everything to everyone and acknowledge nothing).
+    /// The echo floor is only an echo server.
     pub fn applies_to(self, kind: ServerKind) -> bool {
         match self {
             Scenario::Rooms | Scenario::Acks => kind == ServerKind::Hubbub,
-            _ => true,
+            Scenario::Echo => true,
+            _ => kind != ServerKind::EchoFloor,
         }
     }
 
