@@ -213,15 +213,27 @@ fn woken_multiples(res: &Results, woken_us: f64) -> String {
     let parts: Vec<String> = servers(res)
         .iter()
         .filter_map(|s| {
-            let cpu = find(res, s, "fanout", n).and_then(|r| clean(r, "cpu_us_per_delivery"))?;
-            (woken_us > 0.0).then(|| format!("{s} {:.2}×", cpu / woken_us))
+            let r = find(res, s, "fanout", n)?;
+            let cpu = clean(r, "cpu_us_per_delivery")?;
+            // The woken floor measured just before this server ran, when the run has it.
+            let woken = r.get("woken_floor_us").unwrap_or(woken_us);
+            (woken > 0.0).then(|| format!("{s} {:.2}×", cpu / woken))
         })
         .collect();
     if parts.is_empty() {
         return String::new();
     }
+    let beside = res
+        .records
+        .iter()
+        .any(|r| r.scenario == "fanout" && r.get("woken_floor_us").is_some());
+    let of = if beside {
+        "of the woken floor measured just before each server ran"
+    } else {
+        "of it"
+    };
     format!(
-        " Fan-out CPU per delivery at {n} members as a multiple of it: {}.",
+        " Fan-out CPU per delivery at {n} members as a multiple {of}: {}.",
         parts.join(", ")
     )
 }
@@ -413,10 +425,18 @@ fn headlines(res: &Results) -> Vec<Headline> {
             better: Better::Lower,
             absolute: None,
         });
-        let floor = res.floor.as_ref().map(|f| f.cpu_us_per_write);
+        // Each server's multiple is of the floor measured just before it ran (`floor_us`);
+        // older results files only have the run's first floor.
+        let beside = get(HUBBUB, "fanout", n, "floor_us");
+        let floor = beside.or(res.floor.as_ref().map(|f| f.cpu_us_per_write));
+        let when = if beside.is_some() {
+            ", measured just before hubbub ran"
+        } else {
+            ""
+        };
         out.push(Headline {
             what: format!(
-                "… as a multiple of the kernel floor ({} µs/write)",
+                "… as a multiple of the kernel floor ({} µs/write{when})",
                 fmt_opt(floor)
             ),
             target: "≤ 1.15× floor".into(),
@@ -692,6 +712,7 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
             ("p999_ms", "p99.9 ms"),
             ("max_ms", "max ms"),
             ("cpu_us_per_delivery", "CPU µs/delivery"),
+            ("floor_us", "floor µs"),
             ("floor_multiple", "× floor"),
             ("core_us_per_delivery", "core µs/delivery"),
             ("server_sys_fraction", "sys share"),

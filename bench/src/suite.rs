@@ -31,6 +31,11 @@ impl Run {
             .unwrap_or(0.0)
     }
 
+    /// Sockets the plain floor writes to: the fan-out scenario's reference room.
+    pub fn floor_sockets(&self) -> usize {
+        floor_sockets(self.plan.size)
+    }
+
     /// Append a record and save the results file.
     pub fn push(&mut self, rec: Record) -> Result<()> {
         eprintln!(
@@ -52,6 +57,14 @@ impl Run {
         let json = serde_json::to_string_pretty(&self.results)?;
         std::fs::write(&self.out_file, json)
             .with_context(|| format!("write {}", self.out_file.display()))
+    }
+}
+
+fn floor_sockets(size: Size) -> usize {
+    match size {
+        Size::Tiny => 50,
+        Size::Quick => 1_000,
+        Size::Full => 2_000,
     }
 }
 
@@ -145,12 +158,7 @@ pub async fn run(
         results,
         out_file,
     };
-    let sockets = match size {
-        Size::Tiny => 50,
-        Size::Quick => 1_000,
-        Size::Full => 2_000,
-    };
-    match measure_floor(&run.paths, sockets) {
+    match measure_floor(&run.paths, run.floor_sockets()) {
         Ok(f) => {
             eprintln!(
                 "[bench] kernel floor: {:.2} µs per write ({} sockets); with woken readers: {}",

@@ -162,6 +162,12 @@ fn every_scenario_runs_against_hubbub() {
     assert_eq!(metric(idle[0], "open"), 20.0, "every idle connection held");
     assert!(metric(idle[0], "kib_per_conn") >= 0.0);
     check_fanout(&v, "hubbub", "fanout");
+    for r in records(&v, "hubbub", "fanout") {
+        assert!(
+            metric(r, "floor_us") > 0.0 && metric(r, "woken_floor_us") > 0.0,
+            "floors measured just before the server: {r}"
+        );
+    }
     check_fanout(&v, "hubbub", "saturation");
     check_fanout(&v, "hubbub", "rooms");
     check_fanout(&v, "hubbub", "acks");

@@ -16,7 +16,7 @@ use crate::procfs::{self, CpuSample};
 use crate::report::Record;
 use crate::servers::{Server, ServerKind};
 use crate::spec::{FanoutPhase, FanoutReport, RoomLayout, Route};
-use crate::suite::Run;
+use crate::suite::{self, Run};
 
 use super::{Scenario, nonce, record};
 
@@ -148,6 +148,22 @@ pub fn summarize(
 /// Run the fan-out stages against `kind`.
 pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
+    // On a shared machine the floor moves by a fifth from one minute to the next: measured
+    // again right before this server, its multiple compares costs taken under the same load.
+    let beside = match suite::measure_floor(&run.paths, run.floor_sockets()) {
+        Ok(floor) => Some(floor),
+        Err(err) => {
+            eprintln!("[bench] floor beside {}: {err:#}", kind.name());
+            None
+        }
+    };
+    let floor_us = beside
+        .as_ref()
+        .map_or(run.floor_us(), |f| f.cpu_us_per_write);
+    let woken_us = beside
+        .as_ref()
+        .and_then(|f| f.woken.as_ref())
+        .map(|w| w.cpu_us_per_write);
     let mut server = Server::start(kind, &run.paths)?;
     let total = plan.fanout_stages.iter().map(|s| s.0).max().unwrap_or(0);
     let mut fleet = Fleet::new(
@@ -190,7 +206,11 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
                 room_members: fleet.connected,
             };
             let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
-            summarize(&mut rec, &reports, &samples, &phase, run.floor_us());
+            summarize(&mut rec, &reports, &samples, &phase, floor_us);
+            rec.m.insert("floor_us".into(), floor_us);
+            if let Some(woken) = woken_us {
+                rec.m.insert("woken_floor_us".into(), woken);
+            }
             if c.failed > 0 && rec.note.is_none() {
                 rec.note = c.errors.first().cloned();
             }
