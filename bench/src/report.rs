@@ -1097,6 +1097,60 @@ pub fn splice(md_path: &Path, section: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn echo_record(server: &str, per_cpu_s: f64) -> Record {
+        Record {
+            server: server.into(),
+            scenario: "echo".into(),
+            n: 50,
+            label: String::new(),
+            m: BTreeMap::from([("round_trips_per_cpu_s".to_string(), per_cpu_s)]),
+            note: None,
+        }
+    }
+
+    fn echo_results() -> Results {
+        Results {
+            machine: Machine::default(),
+            command: "test".into(),
+            size: Size::Tiny,
+            started: String::new(),
+            finished: String::new(),
+            floor: None,
+            floor_growth: None,
+            records: vec![
+                echo_record(HUBBUB, 120.0),
+                echo_record("go-gorilla", 100.0),
+                echo_record(ECHO_FLOOR, 150.0),
+            ],
+            failures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_echo_floor_is_never_the_best_peer() {
+        let res = echo_results();
+        let best = best_peer(&res, "echo", 50, "round_trips_per_cpu_s", Better::Higher);
+        assert_eq!(best, Some(("go-gorilla".to_string(), 100.0)));
+        assert!(!servers(&res).contains(&ECHO_FLOOR.to_string()));
+    }
+
+    #[test]
+    fn the_echo_section_sets_every_server_against_the_floor() {
+        let md = markdown(&echo_results(), "bench");
+        assert!(
+            md.contains("| echo-floor | 50 |"),
+            "floor row in the table:\n{md}"
+        );
+        assert!(
+            md.contains("hubbub 0.80, go-gorilla 0.67"),
+            "fractions of the floor:\n{md}"
+        );
+        assert!(
+            md.contains("asks for **0.80** of the floor"),
+            "what 1.2× the best peer means against the floor:\n{md}"
+        );
+    }
+
     #[test]
     fn nice_ceilings() {
         assert_eq!(nice_ceiling(7.0), 10.0);
