@@ -198,7 +198,18 @@ pub async fn run(
     for &sc in scenarios {
         // The echo floor runs after the servers, under the same conditions, as their reference.
         let reference = (sc == Scenario::Echo).then_some(ServerKind::EchoFloor);
-        for kind in servers.iter().copied().chain(reference) {
+        let rounds = if sc == Scenario::Echo {
+            run.plan.echo_rounds.max(1)
+        } else {
+            1
+        };
+        for (round, kind) in (0..rounds).flat_map(|r| {
+            servers
+                .iter()
+                .copied()
+                .chain(reference)
+                .map(move |k| (r, k))
+        }) {
             if !sc.applies_to(kind) {
                 continue;
             }
@@ -209,7 +220,7 @@ pub async fn run(
                 Scenario::Saturation => scenario::saturation::run(&mut run, kind).await,
                 Scenario::Rooms => scenario::rooms::run(&mut run, kind).await,
                 Scenario::Acks => scenario::acks::run(&mut run, kind).await,
-                Scenario::Echo => scenario::echo::run(&mut run, kind).await,
+                Scenario::Echo => scenario::echo::run(&mut run, kind, round, rounds).await,
             };
             if let Err(e) = r {
                 eprintln!(

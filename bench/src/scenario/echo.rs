@@ -16,7 +16,8 @@ use crate::suite::Run;
 
 use super::{Scenario, record};
 
-pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
+/// Round `round` of `rounds` against `kind` (the rounds alternate between the servers).
+pub async fn run(run: &mut Run, kind: ServerKind, round: usize, rounds: usize) -> Result<()> {
     let plan = run.plan.clone();
     let mut server = Server::start(kind, &run.paths)?;
     let n = plan.echo_conns;
@@ -39,7 +40,12 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
         }
         let cpu_s = cpu0.secs_until(&cpu1);
         let p = Percentiles::of(&lat);
-        let mut rec = record(kind, Scenario::Echo, n, "");
+        let label = if rounds > 1 {
+            format!("round {}", round + 1)
+        } else {
+            String::new()
+        };
+        let mut rec = record(kind, Scenario::Echo, n, label);
         rec.m.insert("failed".into(), c.failed as f64);
         rec.m.insert("round_trips".into(), rts as f64);
         rec.m.insert(

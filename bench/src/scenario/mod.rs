@@ -63,6 +63,9 @@ pub struct Plan {
     /// Echo: connections doing back-to-back round trips.
     pub echo_conns: usize,
     pub echo_ms: u64,
+    /// Echo rounds, each over every server in turn: the verdict is the median, since one
+    /// 10-second round on a shared machine moves by a fifth.
+    pub echo_rounds: usize,
     /// Bytes of text per post (the marker plus padding).
     pub text_len: usize,
     pub connect_timeout: Duration,
@@ -99,6 +102,7 @@ impl Plan {
             acks_rate: 200.0,
             echo_conns: 50,
             echo_ms: 10_000,
+            echo_rounds: 3,
             text_len: 120,
             connect_timeout: Duration::from_secs(300),
         };
@@ -145,6 +149,7 @@ impl Plan {
                 acks_rate: 20.0,
                 echo_conns: 4,
                 echo_ms: 1_000,
+                echo_rounds: 2,
                 connect_timeout: Duration::from_secs(30),
                 ..base
             },
