@@ -304,12 +304,22 @@ fn echo_floor_line(res: &Results) -> Option<String> {
     Some(line)
 }
 
-/// The record of `server` in `scenario` at size `n` (the last one, if repeated).
-fn find<'a>(res: &'a Results, server: &str, scenario: &str, n: usize) -> Option<&'a Record> {
+/// Every record of `server` in `scenario` at size `n`, in the order they ran (several when the
+/// scenario runs in rounds).
+fn records_at<'a>(
+    res: &'a Results,
+    server: &'a str,
+    scenario: &'a str,
+    n: usize,
+) -> impl DoubleEndedIterator<Item = &'a Record> {
     res.records
         .iter()
-        .rev()
-        .find(|r| r.server == server && r.scenario == scenario && r.n == n)
+        .filter(move |r| r.server == server && r.scenario == scenario && r.n == n)
+}
+
+/// The record of `server` in `scenario` at size `n` (the last one, if repeated).
+fn find<'a>(res: &'a Results, server: &'a str, scenario: &'a str, n: usize) -> Option<&'a Record> {
+    records_at(res, server, scenario, n).next_back()
 }
 
 /// The servers compared, in the order they ran; the echo floor is a reference, not one of them.
@@ -347,22 +357,11 @@ fn clean(r: &Record, key: &str) -> Option<f64> {
 /// The median of `key` over every clean record of `server` at (`scenario`, `n`): one record's
 /// value, or the middle of repeated rounds (the lower middle of an even count).
 fn median(res: &Results, server: &str, scenario: &str, n: usize, key: &str) -> Option<f64> {
-    let mut values: Vec<f64> = res
-        .records
-        .iter()
-        .filter(|r| r.server == server && r.scenario == scenario && r.n == n)
+    let mut values: Vec<f64> = records_at(res, server, scenario, n)
         .filter_map(|r| clean(r, key))
         .collect();
     values.sort_by(f64::total_cmp);
     values.get(values.len().saturating_sub(1) / 2).copied()
-}
-
-/// Rounds of `scenario` that `server` ran at `n`.
-fn rounds(res: &Results, server: &str, scenario: &str, n: usize) -> usize {
-    res.records
-        .iter()
-        .filter(|r| r.server == server && r.scenario == scenario && r.n == n)
-        .count()
 }
 
 /// Best peer value of `key` at (`scenario`, `n`).
@@ -545,7 +544,7 @@ fn headlines(res: &Results) -> Vec<Headline> {
         });
     }
     if let Some(&n) = sizes(res, "echo").first() {
-        let of = match rounds(res, HUBBUB, "echo", n) {
+        let of = match records_at(res, HUBBUB, "echo", n).count() {
             0 | 1 => String::new(),
             k => format!(", median of {k} rounds"),
         };
@@ -1154,8 +1153,9 @@ mod tests {
     #[test]
     fn repeated_rounds_count_by_their_median() {
         let mut res = echo_results();
-        res.records.push(echo_record(HUBBUB, 300.0));
+        // Neither the first round (120) nor the last (300) is the middle one.
         res.records.push(echo_record(HUBBUB, 200.0));
+        res.records.push(echo_record(HUBBUB, 300.0));
         let key = "round_trips_per_cpu_s";
         assert_eq!(median(&res, HUBBUB, "echo", 50, key), Some(200.0));
         assert_eq!(median(&res, "go-gorilla", "echo", 50, key), Some(100.0));

@@ -33,7 +33,11 @@ impl Run {
 
     /// Sockets the plain floor writes to: the fan-out scenario's reference room.
     pub fn floor_sockets(&self) -> usize {
-        floor_sockets(self.plan.size)
+        match self.plan.size {
+            Size::Tiny => 50,
+            Size::Quick => 1_000,
+            Size::Full => 2_000,
+        }
     }
 
     /// Append a record and save the results file.
@@ -57,14 +61,6 @@ impl Run {
         let json = serde_json::to_string_pretty(&self.results)?;
         std::fs::write(&self.out_file, json)
             .with_context(|| format!("write {}", self.out_file.display()))
-    }
-}
-
-fn floor_sockets(size: Size) -> usize {
-    match size {
-        Size::Tiny => 50,
-        Size::Quick => 1_000,
-        Size::Full => 2_000,
     }
 }
 
@@ -203,41 +199,48 @@ pub async fn run(
         } else {
             1
         };
-        for (round, kind) in (0..rounds).flat_map(|r| {
-            servers
-                .iter()
-                .copied()
-                .chain(reference)
-                .map(move |k| (r, k))
-        }) {
-            if !sc.applies_to(kind) {
-                continue;
-            }
-            eprintln!("[bench] === {} against {} ===", sc.name(), kind.name());
-            let r = match sc {
-                Scenario::Idle => scenario::idle::run(&mut run, kind).await,
-                Scenario::Fanout => scenario::fanout::run(&mut run, kind).await,
-                Scenario::Saturation => scenario::saturation::run(&mut run, kind).await,
-                Scenario::Rooms => scenario::rooms::run(&mut run, kind).await,
-                Scenario::Acks => scenario::acks::run(&mut run, kind).await,
-                Scenario::Echo => scenario::echo::run(&mut run, kind, round, rounds).await,
-            };
-            if let Err(e) = r {
-                eprintln!(
-                    "[bench] {} against {} failed: {e:#}",
-                    sc.name(),
-                    kind.name()
-                );
-                run.results
-                    .failures
-                    .push(format!("{} against {}: {e:#}", sc.name(), kind.name()));
-                run.save()?;
+        for round in 0..rounds {
+            for kind in servers.iter().copied().chain(reference) {
+                if sc.applies_to(kind) {
+                    run_one(&mut run, sc, kind, round, rounds).await?;
+                }
             }
         }
     }
     run.results.finished = date();
     run.save()?;
     Ok(run.results)
+}
+
+/// One scenario against one server; a failure is recorded in the results, not returned.
+async fn run_one(
+    run: &mut Run,
+    sc: Scenario,
+    kind: ServerKind,
+    round: usize,
+    rounds: usize,
+) -> Result<()> {
+    eprintln!("[bench] === {} against {} ===", sc.name(), kind.name());
+    let r = match sc {
+        Scenario::Idle => scenario::idle::run(run, kind).await,
+        Scenario::Fanout => scenario::fanout::run(run, kind).await,
+        Scenario::Saturation => scenario::saturation::run(run, kind).await,
+        Scenario::Rooms => scenario::rooms::run(run, kind).await,
+        Scenario::Acks => scenario::acks::run(run, kind).await,
+        Scenario::Echo => scenario::echo::run(run, kind, round, rounds).await,
+    };
+    if let Err(e) = r {
+        eprintln!(
+            "[bench] {} against {} failed: {e:#}",
+            sc.name(),
+            kind.name()
+        );
+        run.results
+            .failures
+            .push(format!("{} against {}: {e:#}", sc.name(), kind.name()));
+        run.save()?;
+    }
+    Ok(())
 }
 
 /// The current UTC time, from `date` (no time-zone crate needed for one line).
