@@ -98,3 +98,40 @@ async fn members_request_returns_the_whole_list() {
     assert_eq!(asker.recv_type("error").await["data"]["code"], "not_member");
     server.stop().await;
 }
+
+/// A room larger than the fan-out slice is served a slice of members at a time; every member
+/// still gets every message once and in order, and one who joins in the middle misses nothing.
+#[tokio::test]
+async fn a_room_served_in_slices_delivers_every_message_once_in_order() {
+    let server = start_server_with(|c| {
+        c.hub.fan_out_slice = 2;
+        c.rate_burst = 100;
+    })
+    .await;
+    let mut members = Vec::new();
+    for i in 0..5 {
+        let mut member = server.client(&format!("name=m{i}")).await;
+        member.join("sliced").await;
+        members.push(member);
+    }
+    let mut poster = server.client("name=poster").await;
+    poster.join("sliced").await;
+    for i in 1..=20 {
+        poster
+            .send(json!({"type": "msg", "room": "sliced", "data": format!("{i}"), "ref": i}))
+            .await;
+    }
+    let mut late = server.client("name=late").await;
+    late.join("sliced").await;
+    members.push(late);
+    members.push(poster);
+    for member in &mut members {
+        let mut ids = Vec::new();
+        while ids.last() != Some(&20) {
+            ids.push(member.recv_msg().await["id"].as_u64().unwrap());
+        }
+        assert_eq!(ids, (1..=20).collect::<Vec<u64>>());
+        member.assert_no("msg", Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}

@@ -36,7 +36,7 @@ impl Broker for LocalBroker {
             .get()
             .and_then(Weak::upgrade)
             .ok_or(BrokerError::NoReceiver)?;
-        receiver.deliver_messages(messages);
+        receiver.deliver_messages(messages).await;
         Ok(())
     }
 }

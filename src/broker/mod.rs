@@ -40,13 +40,15 @@ pub enum RoomEvent {
 }
 
 /// Receives events from the broker: the hub implements this.
+#[async_trait]
 pub trait Deliver: Send + Sync + 'static {
     /// Fans `event` out to this node's members of `room`. Must not block.
     fn deliver(&self, room: &str, event: RoomEvent);
 
-    /// Fans out one commit's messages, in order. A receiver that can hand each member all of
-    /// its room's messages at once (one socket write instead of several) overrides this.
-    fn deliver_messages(&self, messages: &[StoredMessage]) {
+    /// Fans out one commit's messages, in order; returns once every member has them queued. A
+    /// receiver that can hand each member all of its room's messages at once (one socket write
+    /// instead of several), or that lets other work run during a long fan-out, overrides this.
+    async fn deliver_messages(&self, messages: &[StoredMessage]) {
         for message in messages {
             self.deliver(&message.room, RoomEvent::Message(message.clone()));
         }

@@ -30,7 +30,7 @@ pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed, Wire};
 pub use session::{Access, Session};
 
 use committer::PostJob;
-use room::{Member, Room};
+use room::{FanOut, Member, Room};
 
 /// Tunables the hub enforces (a slice of the server config).
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct HubSettings {
     pub presence_limit: usize,
     /// How often large rooms announce their member count.
     pub presence_tick: Duration,
+    /// Members served per slice of a large room's message fan-out before other tasks get a turn.
+    pub fan_out_slice: usize,
 }
 
 impl Default for HubSettings {
@@ -63,6 +65,7 @@ impl Default for HubSettings {
             max_batch: 256,
             presence_limit: 200,
             presence_tick: Duration::from_secs(1),
+            fan_out_slice: 512,
         }
     }
 }
@@ -136,14 +139,16 @@ impl Hub {
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
         broker.register(receiver);
+        let (committed, to_broadcast) = mpsc::channel(committer::BROADCAST_QUEUE);
         tracker.spawn(committer::run(
             queue,
             store,
-            broker,
+            committed,
             metrics,
             settings.max_batch,
             stop.clone(),
         ));
+        tracker.spawn(committer::broadcast(to_broadcast, broker));
         tracker.spawn(presence_ticker(Arc::downgrade(&inner), stop));
         Hub { inner }
     }
@@ -350,9 +355,46 @@ impl Inner {
             let json = ServerFrame::Presence { room: name, data }.encode();
             let frame = [Outgoing::control(json)];
             let result = room.fan_out(&frame, None, self.settings.outbox_frames);
-            self.metrics.messages_out.inc_by(result.delivered);
-            self.metrics.slow_consumers.inc_by(result.overflowed);
+            self.count(result);
         }
+    }
+
+    /// Queues one room's share of a commit for its members. A room larger than
+    /// `fan_out_slice` is served a slice of members at a time, yielding between slices, so that
+    /// its 19,000 writes do not stop every other task (readers, joins, the committer storing the
+    /// next post) for their whole quarter of a second. Members who join meanwhile are not in the
+    /// list: they read the message from the store (or the recent frames) with their replay.
+    async fn fan_out_messages(&self, room: &str, frames: &[Outgoing]) {
+        let slice = self.settings.fan_out_slice.max(1);
+        let members: Vec<ConnId> = {
+            let mut rooms = self.lock_rooms();
+            let Some(entry) = rooms.get_mut(room) else {
+                return;
+            };
+            if entry.members.len() <= slice {
+                let result = entry.fan_out(frames, None, self.settings.outbox_frames);
+                drop(rooms);
+                self.count(result);
+                return;
+            }
+            entry.members.keys().copied().collect()
+        };
+        for ids in members.chunks(slice) {
+            let result = self
+                .lock_rooms()
+                .get_mut(room)
+                .map(|entry| entry.fan_out_to(ids, frames, self.settings.outbox_frames));
+            if let Some(result) = result {
+                self.count(result);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Books one fan-out's outcome in the metrics.
+    fn count(&self, result: FanOut) {
+        self.metrics.messages_out.inc_by(result.delivered);
+        self.metrics.slow_consumers.inc_by(result.overflowed);
     }
 
     fn lock_rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
@@ -364,10 +406,11 @@ impl Inner {
     }
 }
 
+#[async_trait::async_trait]
 impl Deliver for Inner {
     /// Encodes each message once, then gives every member its room's share of the commit in one
     /// push (one `writev` when its socket keeps up).
-    fn deliver_messages(&self, messages: &[StoredMessage]) {
+    async fn deliver_messages(&self, messages: &[StoredMessage]) {
         let mut by_room: Vec<(&str, Vec<Outgoing>)> = Vec::new();
         for message in messages {
             let frame = Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id);
@@ -376,13 +419,8 @@ impl Deliver for Inner {
                 None => by_room.push((&message.room, vec![frame])),
             }
         }
-        let mut rooms = self.lock_rooms();
         for (room, frames) in by_room {
-            if let Some(members) = rooms.get_mut(room) {
-                let result = members.fan_out(&frames, None, self.settings.outbox_frames);
-                self.metrics.messages_out.inc_by(result.delivered);
-                self.metrics.slow_consumers.inc_by(result.overflowed);
-            }
+            self.fan_out_messages(room, &frames).await;
         }
     }
 
@@ -427,8 +465,7 @@ impl Deliver for Inner {
             ),
             None => return,
         };
-        self.metrics.messages_out.inc_by(result.delivered);
-        self.metrics.slow_consumers.inc_by(result.overflowed);
+        self.count(result);
     }
 }
 
@@ -455,4 +492,121 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerError;
+    use crate::config::Durability;
+    use crate::protocol::RoomName;
+    use crate::store::SqliteStore;
+    use async_trait::async_trait;
+    use std::sync::OnceLock;
+    use tokio::sync::Semaphore;
+
+    /// A local broker that lets a batch through only when the test hands out a permit, so a
+    /// test can hold a broadcast "in progress" for as long as it likes.
+    struct GatedBroker {
+        receiver: OnceLock<Weak<dyn Deliver>>,
+        gate: Semaphore,
+        published: Mutex<Vec<Vec<u64>>>,
+    }
+
+    impl GatedBroker {
+        fn closed() -> Self {
+            Self {
+                receiver: OnceLock::new(),
+                gate: Semaphore::new(0),
+                published: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Broker for GatedBroker {
+        fn register(&self, receiver: Weak<dyn Deliver>) {
+            let _ = self.receiver.set(receiver);
+        }
+
+        async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError> {
+            if let Some(receiver) = self.receiver.get().and_then(Weak::upgrade) {
+                receiver.deliver(room, event);
+            }
+            Ok(())
+        }
+
+        async fn publish_messages(&self, messages: &[StoredMessage]) -> Result<(), BrokerError> {
+            let permit = self
+                .gate
+                .acquire()
+                .await
+                .map_err(|_| BrokerError::NoReceiver)?;
+            permit.forget();
+            let ids = messages.iter().map(|m| m.id).collect();
+            self.published
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(ids);
+            Ok(())
+        }
+    }
+
+    async fn hub_with(broker: Arc<GatedBroker>) -> (Hub, Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(
+                &dir.path().join("hub.db"),
+                Duration::from_secs(5),
+                Durability::Process,
+            )
+            .await
+            .expect("store"),
+        );
+        let hub = Hub::new(
+            store.clone(),
+            broker,
+            HubSettings::default(),
+            Metrics::new(),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        (hub, store, dir)
+    }
+
+    fn spawn_post(
+        hub: &Hub,
+        text: &str,
+    ) -> tokio::task::JoinHandle<Result<StoredMessage, PostError>> {
+        let (hub, text) = (hub.clone(), text.to_owned());
+        tokio::spawn(async move { hub.post(RoomName::lobby(), "a".into(), text).await })
+    }
+
+    async fn stored_up_to(store: &dyn Store, id: u64) {
+        for _ in 0..500 {
+            if store.last_id(&RoomName::lobby()).await.expect("last_id") >= id {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("message {id} was never stored");
+    }
+
+    #[tokio::test]
+    async fn a_post_is_stored_while_the_previous_broadcast_is_still_going_out() {
+        let broker = Arc::new(GatedBroker::closed());
+        let (hub, store, _dir) = hub_with(broker.clone()).await;
+        let first = spawn_post(&hub, "one");
+        stored_up_to(store.as_ref(), 1).await;
+        let second = spawn_post(&hub, "two");
+        // The first broadcast is held at the gate, and the second post is committed anyway.
+        stored_up_to(store.as_ref(), 2).await;
+        assert!(!first.is_finished(), "acked before its broadcast");
+        broker.gate.add_permits(2);
+        assert_eq!(first.await.expect("join").expect("post").id, 1);
+        assert_eq!(second.await.expect("join").expect("post").id, 2);
+        // What was committed during the held broadcast left in the next one, in id order.
+        let published = broker.published.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(published.concat(), vec![1, 2]);
+    }
 }

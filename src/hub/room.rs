@@ -22,6 +22,34 @@ pub(crate) struct Member {
     pub has_up_to: u64,
 }
 
+impl Member {
+    /// Queues the frames the member lacks, or holds them while it replays.
+    fn take(&mut self, frames: &[Outgoing], hold_limit: usize, result: &mut FanOut) {
+        // Messages come in id order, so the ones the member lacks are a suffix.
+        let has_up_to = self.has_up_to;
+        let lacks = |frame: &Outgoing| frame.msg_id.is_none_or(|id| id > has_up_to);
+        let fresh = &frames[frames.iter().position(lacks).unwrap_or(frames.len())..];
+        if fresh.is_empty() {
+            return;
+        }
+        match &mut self.held {
+            Some(held) if held.len() + fresh.len() <= hold_limit => {
+                held.extend_from_slice(fresh);
+                result.delivered += fresh.len() as u64;
+            }
+            Some(_) => {
+                self.outbox.close(super::member::CloseReason::SlowConsumer);
+                result.overflowed += 1;
+            }
+            None => match self.outbox.push_all(fresh) {
+                Pushed::Queued => result.delivered += fresh.len() as u64,
+                Pushed::Overflowed => result.overflowed += 1,
+                Pushed::Closed => {}
+            },
+        }
+    }
+}
+
 /// The members of one room on this node.
 #[derive(Default)]
 pub(crate) struct Room {
@@ -51,31 +79,20 @@ impl Room {
     ) -> FanOut {
         let mut result = FanOut::default();
         for (id, member) in &mut self.members {
-            if Some(*id) == skip {
-                continue;
+            if Some(*id) != skip {
+                member.take(frames, hold_limit, &mut result);
             }
-            // Messages come in id order, so the ones the member lacks are a suffix.
-            let lacks = |frame: &Outgoing| frame.msg_id.is_none_or(|id| id > member.has_up_to);
-            let fresh = &frames[frames.iter().position(lacks).unwrap_or(frames.len())..];
-            if fresh.is_empty() {
-                continue;
-            }
-            match &mut member.held {
-                Some(held) if held.len() + fresh.len() <= hold_limit => {
-                    held.extend_from_slice(fresh);
-                    result.delivered += fresh.len() as u64;
-                }
-                Some(_) => {
-                    member
-                        .outbox
-                        .close(super::member::CloseReason::SlowConsumer);
-                    result.overflowed += 1;
-                }
-                None => match member.outbox.push_all(fresh) {
-                    Pushed::Queued => result.delivered += fresh.len() as u64,
-                    Pushed::Overflowed => result.overflowed += 1,
-                    Pushed::Closed => {}
-                },
+        }
+        result
+    }
+
+    /// [`Room::fan_out`] for the members among `ids` that are still here: one slice of a large
+    /// room's fan-out, which runs in slices so that the room's lock is not held for all of it.
+    pub fn fan_out_to(&mut self, ids: &[ConnId], frames: &[Outgoing], hold_limit: usize) -> FanOut {
+        let mut result = FanOut::default();
+        for id in ids {
+            if let Some(member) = self.members.get_mut(id) {
+                member.take(frames, hold_limit, &mut result);
             }
         }
         result
