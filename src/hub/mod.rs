@@ -2,9 +2,10 @@
 //! nodes only through `dyn Store` and `dyn Broker`, and sees no HTTP, JSON parsing or SQL.
 //!
 //! Path of one message: a transport calls [`Session::handle`] → [`Hub::post`] → the group-commit
-//! [`committer`] stores a batch → publishes each message, in id order, through the broker → every
-//! node's hub [`Deliver`]s it: encoded once, queued to each member's [`Outbox`] → the sender's
-//! `ack` follows its own broadcast.
+//! `committer` stores a batch → the broadcaster task publishes each message, in id order,
+//! through the broker (while the committer already stores the next batch) → every node's hub
+//! [`Deliver`]s it: encoded once, queued to each member's [`Outbox`], a large room a slice of
+//! members at a time → the sender's `ack` follows its own broadcast.
 
 mod committer;
 pub mod member;
