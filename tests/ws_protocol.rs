@@ -372,3 +372,77 @@ async fn since_beyond_the_newest_id_still_gets_new_messages() {
     assert_eq!(msg["data"], "m2");
     server.stop().await;
 }
+
+/// While a room has members, a join replays its newest messages from memory: what the first
+/// join read from the store merged with what was posted since, exactly as the store has them.
+#[tokio::test]
+async fn join_into_an_occupied_room_replays_the_last_50_from_memory() {
+    let server = start_server().await;
+    for i in 1..=30 {
+        api_post(server.addr, "r", "x", &format!("m{i}")).await;
+    }
+    let mut keeper = server.client("").await;
+    keeper.join("r").await;
+    for i in 31..=60 {
+        api_post(server.addr, "r", "x", &format!("m{i}")).await;
+    }
+    let mut client = server.client("").await;
+    assert_eq!(client.join("r").await["data"]["last_id"], 60);
+    for id in 11..=60 {
+        let msg = client.recv_msg().await;
+        assert_eq!(msg["id"], id);
+        assert_eq!(msg["data"], format!("m{id}"));
+    }
+    client.assert_no("msg", Duration::from_millis(200)).await;
+    server.stop().await;
+}
+
+/// A resume from further back than the room keeps in memory reads the store.
+#[tokio::test]
+async fn resume_from_before_the_recent_messages_reads_them_from_the_store() {
+    let server = start_server().await;
+    let mut keeper = server.client("").await;
+    keeper.join("r").await;
+    for i in 1..=60 {
+        api_post(server.addr, "r", "x", &format!("m{i}")).await;
+    }
+    let mut client = server.client("").await;
+    client
+        .send(json!({"type": "join", "room": "r", "data": {"since": 5}}))
+        .await;
+    client.recv_type("joined").await;
+    for id in 6..=60 {
+        assert_eq!(client.recv_msg().await["id"], id);
+    }
+    client.assert_no("msg", Duration::from_millis(200)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resume_into_an_occupied_room_has_no_gap_and_no_duplicate_while_others_post() {
+    let server = start_server().await;
+    let mut keeper = server.client("").await;
+    keeper.join("r").await;
+    for i in 1..=10 {
+        api_post(server.addr, "r", "w", &format!("m{i}")).await;
+    }
+    let addr = server.addr;
+    let writer = tokio::spawn(async move {
+        for i in 11..=200 {
+            api_post(addr, "r", "w", &format!("m{i}")).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut reader = server.client("").await;
+    reader
+        .send(json!({"type": "join", "room": "r", "data": {"since": 10}}))
+        .await;
+    reader.recv_type("joined").await;
+    writer.await.unwrap();
+    for expected in 11..=200 {
+        let msg = reader.recv_msg().await;
+        assert_eq!(msg["id"], expected, "in order, no gap, no duplicate");
+    }
+    reader.assert_no("msg", Duration::from_millis(300)).await;
+    server.stop().await;
+}

@@ -24,14 +24,14 @@ use tracing::warn;
 
 use crate::broker::{Broker, ConnId, Deliver, RoomEvent};
 use crate::metrics::Metrics;
-use crate::protocol::{PresenceChange, RoomName, ServerFrame};
+use crate::protocol::{Joined, PresenceChange, RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
 
 pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed, Wire};
 pub use session::{Access, Session};
 
 use committer::PostJob;
-use room::{FanOut, Member, Room};
+use room::{FanOut, Member, RecentSnapshot, Room};
 
 /// Tunables the hub enforces (a slice of the server config).
 #[derive(Debug, Clone)]
@@ -87,6 +87,19 @@ pub enum PostError {
 pub(crate) enum JoinRefusal {
     /// The room is at `max_room_members`.
     RoomFull,
+}
+
+/// Messages replayed on a join without `since`, and so the messages each room keeps in memory.
+const JOIN_BACKLOG: usize = 50;
+
+/// What a join learns while the member is added, under the rooms lock.
+pub(crate) struct Admitted {
+    /// Up to `presence_limit` member names, the new one included.
+    pub names: Vec<String>,
+    /// Members in the room now.
+    pub count: usize,
+    /// The room's newest messages, if memory has them.
+    pub recent: Option<RecentSnapshot>,
 }
 
 /// One row of the room list.
@@ -240,14 +253,15 @@ impl Hub {
     }
 
     /// Adds a member whose live frames are held until [`Hub::release_held`]; returns the member
-    /// names (bounded by `presence_limit`) including the new one, and the member count.
+    /// names (bounded by `presence_limit`) including the new one, the member count, and the
+    /// room's newest messages if memory has them (else the replay reads the store).
     fn add_member(
         &self,
         room: &RoomName,
         id: ConnId,
         name: &str,
         outbox: &Outbox,
-    ) -> Result<(Vec<String>, usize), JoinRefusal> {
+    ) -> Result<Admitted, JoinRefusal> {
         let mut rooms = self.lock_rooms();
         let is_new = !rooms.contains_key(room.as_str());
         let entry = rooms.entry(room.as_str().to_owned()).or_default();
@@ -263,30 +277,66 @@ impl Hub {
                 outbox: outbox.clone(),
                 held: Some(Vec::new()),
                 has_up_to: 0,
+                missed_presence: false,
             },
         );
-        let names = entry.member_names(self.settings().presence_limit);
-        let count = entry.members.len();
+        let admitted = Admitted {
+            names: entry.member_names(self.settings().presence_limit),
+            count: entry.members.len(),
+            recent: entry.recent.snapshot(JOIN_BACKLOG),
+        };
         if is_new {
             self.inner.metrics.rooms.inc();
         }
-        Ok((names, count))
+        Ok(admitted)
+    }
+
+    /// Gives a room the newest messages a join read from the store, so later joins replay from
+    /// memory (see [`room::Recent`]).
+    fn seed_recent(&self, room: &RoomName, page: &[Outgoing]) {
+        if let Some(entry) = self.lock_rooms().get_mut(room.as_str()) {
+            entry.recent.seed(page, JOIN_BACKLOG);
+        }
     }
 
     /// Ends a member's replay: queues the live frames held meanwhile, skipping messages the
     /// member already has (id ≤ `has_up_to`), and from then on skips live messages at or below
-    /// it too (see `Member::has_up_to`).
+    /// it too (see `Member::has_up_to`). A member who missed presence while held gets a fresh
+    /// `joined` (the member list as it is now) after what was held.
     fn release_held(&self, room: &RoomName, id: ConnId, has_up_to: u64) {
+        let limit = self.settings().presence_limit;
         let mut rooms = self.lock_rooms();
-        let Some(member) = rooms
-            .get_mut(room.as_str())
-            .and_then(|r| r.members.get_mut(&id))
-        else {
+        let Some(entry) = rooms.get_mut(room.as_str()) else {
+            return;
+        };
+        let resync = entry
+            .members
+            .get(&id)
+            .is_some_and(|member| member.missed_presence)
+            .then(|| {
+                let last_id = has_up_to.max(entry.recent.last_id());
+                let names = entry.member_names(limit);
+                let joined = Joined {
+                    members: &names,
+                    count: entry.members.len(),
+                    last_id,
+                };
+                let json = ServerFrame::Joined {
+                    room: room.as_str(),
+                    data: joined,
+                }
+                .encode();
+                Outgoing::control(json)
+            });
+        let Some(member) = entry.members.get_mut(&id) else {
             return;
         };
         member.has_up_to = has_up_to;
+        member.missed_presence = false;
         let mut held = member.held.take().unwrap_or_default();
         held.retain(|frame| frame.msg_id.is_none_or(|msg_id| msg_id > has_up_to));
+        // Presence dropped while held: the current member list stands in for it.
+        held.extend(resync);
         // One push, so what piled up during the replay leaves in one write.
         if member.outbox.push_all(&held) == Pushed::Overflowed {
             self.inner.metrics.slow_consumers.inc();
@@ -372,6 +422,7 @@ impl Inner {
             let Some(entry) = rooms.get_mut(room) else {
                 return;
             };
+            entry.recent.record(frames, JOIN_BACKLOG);
             if entry.members.len() <= slice {
                 let result = entry.fan_out(frames, None, self.settings.outbox_frames);
                 drop(rooms);
@@ -459,11 +510,16 @@ impl Deliver for Inner {
             }
         };
         let result = match self.lock_rooms().get_mut(room) {
-            Some(members) => members.fan_out(
-                std::slice::from_ref(&frame),
-                skip,
-                self.settings.outbox_frames,
-            ),
+            Some(members) => {
+                members
+                    .recent
+                    .record(std::slice::from_ref(&frame), JOIN_BACKLOG);
+                members.fan_out(
+                    std::slice::from_ref(&frame),
+                    skip,
+                    self.settings.outbox_frames,
+                )
+            }
             None => return,
         };
         self.count(result);

@@ -1,7 +1,7 @@
 //! One room's local membership: who is in it on this node, and which members are still catching
 //! up on replay (their live frames are held back so replay and live traffic never interleave).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::member::{Outbox, Outgoing, Pushed};
 use crate::broker::ConnId;
@@ -20,10 +20,18 @@ pub(crate) struct Member {
     /// the replay and delivered after it ended is already in the replay and must not be queued
     /// again.
     pub has_up_to: u64,
+    /// Presence or typing frames were dropped while held (see [`Member::take`]): the member
+    /// gets a fresh `joined` when its replay ends instead.
+    pub missed_presence: bool,
 }
 
 impl Member {
     /// Queues the frames the member lacks, or holds them while it replays.
+    ///
+    /// Messages beyond `hold_limit` close the member as a slow consumer (it resumes with
+    /// `since`). Presence and typing are held only while the hold buffer is less than half full:
+    /// a busy room's arrivals and departures during one slow store read must not close a member
+    /// who is not slow at all, and a fresh member list replaces what was dropped.
     fn take(&mut self, frames: &[Outgoing], hold_limit: usize, result: &mut FanOut) {
         // Messages come in id order, so the ones the member lacks are a suffix.
         let has_up_to = self.has_up_to;
@@ -32,7 +40,11 @@ impl Member {
         if fresh.is_empty() {
             return;
         }
+        let control = fresh.iter().all(|frame| frame.msg_id.is_none());
         match &mut self.held {
+            Some(held) if control && held.len() >= hold_limit / 2 => {
+                self.missed_presence = true;
+            }
             Some(held) if held.len() + fresh.len() <= hold_limit => {
                 held.extend_from_slice(fresh);
                 result.delivered += fresh.len() as u64;
@@ -56,6 +68,111 @@ pub(crate) struct Room {
     pub members: HashMap<ConnId, Member>,
     /// A large room's membership changed since the last presence tick.
     pub presence_dirty: bool,
+    /// The room's newest messages, encoded, for the replay of a join.
+    pub recent: Recent,
+}
+
+/// The newest messages of a room as encoded frames, so that a join replays them from memory:
+/// filling a room of thousands would otherwise read and encode the same rows from the store
+/// once per member. Kept up to date where the hub fans messages out, which sees every message
+/// of the room in id order; it is trusted only once a replay read from the store has seeded it,
+/// because a room entry is created by its first join, when the store may already hold history.
+#[derive(Default)]
+pub(crate) struct Recent {
+    frames: VecDeque<Outgoing>,
+    /// Highest message id in `frames` or fanned out since.
+    last_id: u64,
+    /// `frames` holds the room's newest messages (all of them, if fewer than the capacity).
+    seeded: bool,
+}
+
+/// What a joining member can be replayed from memory.
+pub(crate) struct RecentSnapshot {
+    /// The newest messages, oldest first.
+    pub frames: Vec<Outgoing>,
+    /// The room's newest message id as this node has seen it.
+    pub last_id: u64,
+    /// `frames` is the whole history of the room.
+    pub whole_history: bool,
+}
+
+impl RecentSnapshot {
+    /// The frames after `since` (all of them without), if memory holds everything after it.
+    pub fn after(&self, since: Option<u64>) -> Option<&[Outgoing]> {
+        let Some(since) = since else {
+            return Some(&self.frames);
+        };
+        let first = self.frames.first().and_then(|f| f.msg_id);
+        if !self.whole_history && first.is_none_or(|first| first > since + 1) {
+            return None;
+        }
+        let start = self
+            .frames
+            .iter()
+            .position(|f| f.msg_id.is_some_and(|id| id > since))
+            .unwrap_or(self.frames.len());
+        Some(&self.frames[start..])
+    }
+}
+
+impl Recent {
+    /// Notes messages being fanned out (one room's share of a commit, in id order).
+    pub fn record(&mut self, frames: &[Outgoing], capacity: usize) {
+        for frame in frames {
+            if let Some(id) = frame.msg_id.filter(|id| *id > self.last_id) {
+                self.push(frame.clone(), id, capacity);
+            }
+        }
+    }
+
+    /// Merges the newest messages a join read from the store (id order) after the room entry
+    /// existed: together with what was fanned out since, they are the room's newest messages.
+    pub fn seed(&mut self, page: &[Outgoing], capacity: usize) {
+        if self.seeded {
+            return;
+        }
+        let mut merged: Vec<Outgoing> = Vec::with_capacity(page.len() + self.frames.len());
+        let mut cached = std::mem::take(&mut self.frames).into_iter().peekable();
+        for frame in page {
+            while let Some(next) = cached.next_if(|c| c.msg_id < frame.msg_id) {
+                merged.push(next);
+            }
+            cached.next_if(|c| c.msg_id == frame.msg_id);
+            merged.push(frame.clone());
+        }
+        merged.extend(cached);
+        let skip = merged.len().saturating_sub(capacity);
+        self.frames = merged.into_iter().skip(skip).collect();
+        self.last_id = self
+            .frames
+            .back()
+            .and_then(|f| f.msg_id)
+            .unwrap_or(0)
+            .max(self.last_id);
+        self.seeded = true;
+    }
+
+    /// The highest message id this room entry has seen.
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// A copy for a joining member, once seeded. `capacity` tells whether it is all there is.
+    pub fn snapshot(&self, capacity: usize) -> Option<RecentSnapshot> {
+        self.seeded.then(|| RecentSnapshot {
+            frames: self.frames.iter().cloned().collect(),
+            last_id: self.last_id,
+            whole_history: self.frames.len() < capacity,
+        })
+    }
+
+    fn push(&mut self, frame: Outgoing, id: u64, capacity: usize) {
+        if self.frames.len() == capacity {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(frame);
+        self.last_id = id;
+    }
 }
 
 /// The outcome of one fan-out, for the metrics.
@@ -118,7 +235,15 @@ mod tests {
     use bytes::Bytes;
 
     fn msg(id: u64) -> Outgoing {
-        Outgoing::message(Bytes::from_static(b"{}"), id)
+        Outgoing::message(Bytes::from(format!("{{\"id\":{id}}}")), id)
+    }
+
+    fn ids(frames: &[Outgoing]) -> Vec<u64> {
+        frames.iter().filter_map(|f| f.msg_id).collect()
+    }
+
+    fn page(range: std::ops::RangeInclusive<u64>) -> Vec<Outgoing> {
+        range.map(msg).collect()
     }
 
     #[test]
@@ -132,6 +257,7 @@ mod tests {
                 outbox,
                 held: None,
                 has_up_to: 5,
+                missed_presence: false,
             },
         );
         // Committed during the replay (so replayed), published after it ended.
@@ -139,5 +265,110 @@ mod tests {
         room.fan_out(&[msg(6)], None, 8);
         assert_eq!(receiver.try_recv().and_then(|f| f.msg_id), Some(6));
         assert!(receiver.try_recv().is_none());
+    }
+
+    fn held_member(outbox: Outbox) -> Room {
+        let mut room = Room::default();
+        room.members.insert(
+            1,
+            Member {
+                name: "a".into(),
+                outbox,
+                held: Some(Vec::new()),
+                has_up_to: 0,
+                missed_presence: false,
+            },
+        );
+        room
+    }
+
+    #[test]
+    fn presence_beyond_half_the_hold_buffer_is_dropped_not_fatal() {
+        let (outbox, receiver) = Outbox::new(8);
+        let mut room = held_member(outbox);
+        let presence = Outgoing::control(Bytes::from_static(b"{}"));
+        for _ in 0..10 {
+            room.fan_out(std::slice::from_ref(&presence), None, 8);
+        }
+        // Messages still have the rest of the buffer.
+        room.fan_out(&page(1..=4), None, 8);
+        let member = &room.members[&1];
+        assert!(
+            !receiver.is_closing(),
+            "a replaying member was closed for presence"
+        );
+        assert!(member.missed_presence);
+        assert_eq!(member.held.as_ref().map(Vec::len), Some(8));
+        room.fan_out(&page(5..=5), None, 8);
+        assert!(
+            receiver.is_closing(),
+            "messages beyond the hold limit close it"
+        );
+    }
+
+    #[test]
+    fn nothing_is_replayed_from_memory_before_a_store_read_seeded_it() {
+        let mut recent = Recent::default();
+        recent.record(&page(7..=8), 5);
+        assert!(recent.snapshot(5).is_none());
+    }
+
+    #[test]
+    fn a_seed_merges_with_what_was_fanned_out_meanwhile() {
+        let mut recent = Recent::default();
+        // 9 and 10 were fanned out after the room entry appeared; the join's store read saw
+        // up to 9 (10 was committed after it).
+        recent.record(&page(9..=10), 5);
+        recent.seed(&page(5..=9), 5);
+        let snapshot = recent.snapshot(5).expect("seeded");
+        assert_eq!(ids(&snapshot.frames), vec![6, 7, 8, 9, 10]);
+        assert_eq!(snapshot.last_id, 10);
+        assert!(!snapshot.whole_history);
+    }
+
+    #[test]
+    fn a_message_read_from_the_store_before_its_fan_out_is_not_kept_twice() {
+        let mut recent = Recent::default();
+        recent.seed(&page(1..=3), 5);
+        recent.record(&page(3..=4), 5);
+        assert_eq!(
+            ids(&recent.snapshot(5).expect("seeded").frames),
+            vec![1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn the_newest_messages_are_kept_up_to_the_capacity() {
+        let mut recent = Recent::default();
+        recent.seed(&[], 3);
+        recent.record(&page(1..=2), 3);
+        assert!(recent.snapshot(3).expect("seeded").whole_history);
+        recent.record(&page(3..=5), 3);
+        let snapshot = recent.snapshot(3).expect("seeded");
+        assert_eq!(ids(&snapshot.frames), vec![3, 4, 5]);
+        assert!(!snapshot.whole_history);
+    }
+
+    #[test]
+    fn a_resume_is_served_from_memory_only_when_memory_reaches_back_to_it() {
+        let mut recent = Recent::default();
+        recent.seed(&page(10..=14), 5);
+        let snapshot = recent.snapshot(5).expect("seeded");
+        assert_eq!(
+            snapshot.after(Some(9)).map(ids),
+            Some(vec![10, 11, 12, 13, 14])
+        );
+        assert_eq!(snapshot.after(Some(12)).map(ids), Some(vec![13, 14]));
+        assert_eq!(snapshot.after(Some(14)).map(ids), Some(vec![]));
+        assert!(snapshot.after(Some(8)).is_none(), "9 is only in the store");
+        assert_eq!(snapshot.after(None).map(ids).map(|v| v.len()), Some(5));
+    }
+
+    #[test]
+    fn a_short_history_held_whole_serves_any_resume() {
+        let mut recent = Recent::default();
+        recent.seed(&page(1..=2), 5);
+        let snapshot = recent.snapshot(5).expect("seeded");
+        assert_eq!(snapshot.after(Some(0)).map(ids), Some(vec![1, 2]));
     }
 }

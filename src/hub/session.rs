@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use rand::RngExt;
 
-use super::{Hub, JoinRefusal, Outbox, Outgoing};
+use super::{Admitted, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing};
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
     ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
@@ -16,8 +16,6 @@ use crate::store::StoredMessage;
 
 /// Messages read from the store per replay query when resuming with `since`.
 const REPLAY_PAGE: u32 = 500;
-/// Messages replayed on a join without `since`.
-const JOIN_BACKLOG: u32 = 50;
 
 /// What one connection may do. The transport builds it from the connection's token before the
 /// session starts, so the hub enforces room permissions without knowing about tokens or HTTP.
@@ -179,31 +177,40 @@ impl Session {
             let message = format!("a connection may be in at most {limit} rooms");
             return self.reject_with(ErrorCode::TooManyRooms, &message, reference);
         }
-        let (members, count) = match self
+        let admitted = match self
             .hub
             .add_member(&room, self.id, &self.name, &self.outbox)
         {
-            Ok(members) => members,
+            Ok(admitted) => admitted,
             Err(JoinRefusal::RoomFull) => {
                 return self.reject_with(ErrorCode::RoomFull, "the room is full", reference);
             }
         };
+        let Admitted {
+            names,
+            count,
+            recent,
+        } = admitted;
         self.rooms.insert(room.clone());
         self.ever_joined = true;
         // Read after the member was added: anything committed later is held for it, anything
-        // earlier is in the store, so the replay below cannot miss a message.
-        let last_id = match self.hub.store().last_id(&room).await {
-            Ok(id) => id,
-            Err(err) => {
-                self.reject_with(
-                    ErrorCode::StoreUnavailable,
-                    &err.to_string(),
-                    reference.clone(),
-                );
-                0
-            }
+        // earlier is in the store (or in the recent frames taken with the member's admission),
+        // so the replay below cannot miss a message.
+        let last_id = match &recent {
+            Some(recent) => recent.last_id,
+            None => match self.hub.store().last_id(&room).await {
+                Ok(id) => id,
+                Err(err) => {
+                    self.reject_with(
+                        ErrorCode::StoreUnavailable,
+                        &err.to_string(),
+                        reference.clone(),
+                    );
+                    0
+                }
+            },
         };
-        self.send_joined(&room, &members, count, last_id);
+        self.send_joined(&room, &names, count, last_id);
         self.announce(&room, self.name.clone(), true).await;
         // A `since` beyond the room's newest id (a client that remembers a server whose data was
         // wiped) would otherwise hide every new message up to it.
@@ -211,7 +218,10 @@ impl Session {
         // The highest id this member now surely has: what the replay sent, or what it said it
         // had. A message the replay read from the store may still be on its way to the hub; at
         // or below this id it is not queued again.
-        let has_up_to = self.replay(&room, since, reference).await;
+        let has_up_to = match recent.as_ref().and_then(|recent| recent.after(since)) {
+            Some(frames) => self.send_frames(frames, since.unwrap_or(0)).await,
+            None => self.replay(&room, since, reference).await,
+        };
         self.hub.release_held(&room, self.id, has_up_to);
     }
 
@@ -233,8 +243,14 @@ impl Session {
     async fn replay(&self, room: &RoomName, since: Option<u64>, reference: Option<Ref>) -> u64 {
         let store = self.hub.store();
         let Some(since) = since else {
-            return match store.before(room, None, JOIN_BACKLOG).await {
-                Ok(page) => self.send_messages(&page.messages, 0).await,
+            let backlog = JOIN_BACKLOG as u32;
+            return match store.before(room, None, backlog).await {
+                Ok(page) => {
+                    let frames = encode(&page.messages);
+                    let up_to = self.send_frames(&frames, 0).await;
+                    self.hub.seed_recent(room, &frames);
+                    up_to
+                }
                 Err(err) => {
                     self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference);
                     0
@@ -261,12 +277,14 @@ impl Session {
     /// Sends a page of stored messages as one batch; returns the highest id sent (`up_to` if the
     /// connection closed first).
     async fn send_messages(&self, messages: &[StoredMessage], up_to: u64) -> u64 {
-        let frames: Vec<Outgoing> = messages
-            .iter()
-            .map(|m| Outgoing::message(ServerFrame::Msg(m.view()).encode(), m.id))
-            .collect();
-        match messages.last() {
-            Some(last) if self.outbox.send_all(&frames).await => last.id,
+        self.send_frames(&encode(messages), up_to).await
+    }
+
+    /// Sends encoded messages as one batch; returns the highest id sent (`up_to` if there were
+    /// none or the connection closed first).
+    async fn send_frames(&self, frames: &[Outgoing], up_to: u64) -> u64 {
+        match frames.last().and_then(|last| last.msg_id) {
+            Some(last) if self.outbox.send_all(frames).await => last,
             _ => up_to,
         }
     }
@@ -407,6 +425,14 @@ impl Drop for Session {
             }
         }
     }
+}
+
+/// Stored messages as the `msg` frames members get.
+fn encode(messages: &[StoredMessage]) -> Vec<Outgoing> {
+    messages
+        .iter()
+        .map(|m| Outgoing::message(ServerFrame::Msg(m.view()).encode(), m.id))
+        .collect()
 }
 
 /// A name for a connection that gave none.
