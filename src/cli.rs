@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// Milliseconds between member-count announcements in large rooms.
     #[arg(long, env = "HUBBUB_PRESENCE_TICK_MS", default_value_t = 1000)]
     pub presence_tick_ms: u64,
+    /// Members a large room's message fan-out serves before other work gets a turn.
+    #[arg(long, env = "HUBBUB_FAN_OUT_SLICE", default_value_t = 512)]
+    pub fan_out_slice: usize,
     /// Seconds between server pings.
     #[arg(long, env = "HUBBUB_PING_INTERVAL", default_value_t = 25)]
     pub ping_interval_secs: u64,
@@ -193,6 +196,7 @@ impl ServeArgs {
                 max_room_members: self.max_room_members,
                 presence_limit: self.presence_limit,
                 presence_tick: Duration::from_millis(self.presence_tick_ms.max(10)),
+                fan_out_slice: self.fan_out_slice.max(1),
                 ..HubSettings::default()
             },
         })
