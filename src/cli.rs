@@ -105,7 +105,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HUBBUB_PRESENCE_TICK_MS", default_value_t = 1000)]
     pub presence_tick_ms: u64,
     /// Members a large room's message fan-out serves before other work gets a turn.
-    #[arg(long, env = "HUBBUB_FAN_OUT_SLICE", default_value_t = 512)]
+    #[arg(long, env = "HUBBUB_FAN_OUT_SLICE", default_value_t = 4096)]
     pub fan_out_slice: usize,
     /// Seconds between server pings.
     #[arg(long, env = "HUBBUB_PING_INTERVAL", default_value_t = 25)]

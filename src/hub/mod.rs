@@ -66,7 +66,7 @@ impl Default for HubSettings {
             max_batch: 256,
             presence_limit: 200,
             presence_tick: Duration::from_secs(1),
-            fan_out_slice: 512,
+            fan_out_slice: 4096,
         }
     }
 }
