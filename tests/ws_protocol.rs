@@ -118,12 +118,7 @@ async fn join_without_since_replays_the_last_50() {
     }
     let mut client = server.client("").await;
     client.join("r").await;
-    for id in 11..=60 {
-        let msg = client.recv_msg().await;
-        assert_eq!(msg["id"], id);
-        assert_eq!(msg["data"], format!("m{id}"));
-    }
-    client.assert_no("msg", Duration::from_millis(200)).await;
+    expect_messages(&mut client, 11..=60).await;
     server.stop().await;
 }
 
@@ -323,7 +318,17 @@ async fn messages_to_different_rooms_stay_in_their_room() {
 
 #[tokio::test]
 async fn resume_with_since_has_no_gap_and_no_duplicate_while_others_post() {
+    resume_while_others_post(false).await;
+}
+
+/// Posts continue while a reader is away and while it rejoins with `since`; with `occupied` a
+/// keeper stays in the room, so the rejoin replays from memory when it can.
+async fn resume_while_others_post(occupied: bool) {
     let server = start_server().await;
+    let mut keeper = server.client("").await;
+    if occupied {
+        keeper.join("r").await;
+    }
     let mut reader = server.client("").await;
     reader.join("r").await;
     for i in 1..=10 {
@@ -335,7 +340,6 @@ async fn resume_with_since_has_no_gap_and_no_duplicate_while_others_post() {
     }
     drop(reader);
 
-    // Posts continue while the reader is away and while it rejoins.
     let addr = server.addr;
     let writer = tokio::spawn(async move {
         for i in 11..=200 {
@@ -388,12 +392,7 @@ async fn join_into_an_occupied_room_replays_the_last_50_from_memory() {
     }
     let mut client = server.client("").await;
     assert_eq!(client.join("r").await["data"]["last_id"], 60);
-    for id in 11..=60 {
-        let msg = client.recv_msg().await;
-        assert_eq!(msg["id"], id);
-        assert_eq!(msg["data"], format!("m{id}"));
-    }
-    client.assert_no("msg", Duration::from_millis(200)).await;
+    expect_messages(&mut client, 11..=60).await;
     server.stop().await;
 }
 
@@ -411,38 +410,21 @@ async fn resume_from_before_the_recent_messages_reads_them_from_the_store() {
         .send(json!({"type": "join", "room": "r", "data": {"since": 5}}))
         .await;
     client.recv_type("joined").await;
-    for id in 6..=60 {
-        assert_eq!(client.recv_msg().await["id"], id);
-    }
-    client.assert_no("msg", Duration::from_millis(200)).await;
+    expect_messages(&mut client, 6..=60).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn resume_into_an_occupied_room_has_no_gap_and_no_duplicate_while_others_post() {
-    let server = start_server().await;
-    let mut keeper = server.client("").await;
-    keeper.join("r").await;
-    for i in 1..=10 {
-        api_post(server.addr, "r", "w", &format!("m{i}")).await;
+    resume_while_others_post(true).await;
+}
+
+/// The next messages are exactly `ids`, in order, each with the text `m{id}` it was posted with.
+async fn expect_messages(client: &mut Client, ids: std::ops::RangeInclusive<u64>) {
+    for id in ids {
+        let msg = client.recv_msg().await;
+        assert_eq!(msg["id"], id);
+        assert_eq!(msg["data"], format!("m{id}"));
     }
-    let addr = server.addr;
-    let writer = tokio::spawn(async move {
-        for i in 11..=200 {
-            api_post(addr, "r", "w", &format!("m{i}")).await;
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut reader = server.client("").await;
-    reader
-        .send(json!({"type": "join", "room": "r", "data": {"since": 10}}))
-        .await;
-    reader.recv_type("joined").await;
-    writer.await.unwrap();
-    for expected in 11..=200 {
-        let msg = reader.recv_msg().await;
-        assert_eq!(msg["id"], expected, "in order, no gap, no duplicate");
-    }
-    reader.assert_no("msg", Duration::from_millis(300)).await;
-    server.stop().await;
+    client.assert_no("msg", Duration::from_millis(200)).await;
 }
