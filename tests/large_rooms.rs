@@ -14,6 +14,8 @@ async fn large_room_server() -> common::TestServer {
     start_server_with(|c| {
         c.hub.presence_limit = 2;
         c.hub.presence_tick = Duration::from_millis(50);
+        // Count frames go out in slices too.
+        c.hub.fan_out_slice = 2;
     })
     .await
 }

@@ -395,27 +395,33 @@ impl Inner {
     }
 
     /// Sends `presence` `{"count": N}` to every large room whose membership changed.
-    fn announce_counts(&self) {
-        let mut rooms = self.lock_rooms();
-        for (name, room) in rooms.iter_mut().filter(|(_, r)| r.presence_dirty) {
-            room.presence_dirty = false;
+    async fn announce_counts(&self) {
+        let changed: Vec<(String, usize)> = self
+            .lock_rooms()
+            .iter_mut()
+            .filter(|(_, room)| room.presence_dirty)
+            .map(|(name, room)| {
+                room.presence_dirty = false;
+                (name.clone(), room.members.len())
+            })
+            .collect();
+        for (room, count) in changed {
             let data = PresenceChange {
-                count: Some(room.members.len()),
+                count: Some(count),
                 ..PresenceChange::default()
             };
-            let json = ServerFrame::Presence { room: name, data }.encode();
-            let frame = [Outgoing::control(json)];
-            let result = room.fan_out(&frame, None, self.settings.outbox_frames);
-            self.count(result);
+            let json = ServerFrame::Presence { room: &room, data }.encode();
+            self.fan_out_sliced(&room, &[Outgoing::control(json)]).await;
         }
     }
 
-    /// Queues one room's share of a commit for its members. A room larger than
-    /// `fan_out_slice` is served a slice of members at a time, yielding between slices, so that
-    /// its 19,000 writes do not stop every other task (readers, joins, the committer storing the
-    /// next post) for their whole quarter of a second. Members who join meanwhile are not in the
-    /// list: they read the message from the store (or the recent frames) with their replay.
-    async fn fan_out_messages(&self, room: &str, frames: &[Outgoing]) {
+    /// Queues `frames` (one room's share of a commit, or a count) for the room's members, and
+    /// notes messages in its recent frames. A room larger than `fan_out_slice` is served a slice
+    /// of members at a time, yielding between slices, so that its 19,000 writes do not stop
+    /// every other task (readers, joins, the committer storing the next post) for their whole
+    /// quarter of a second. Members who join meanwhile are not in the list: they get a message
+    /// from their replay (recorded before the list was taken), and a count next tick.
+    async fn fan_out_sliced(&self, room: &str, frames: &[Outgoing]) {
         let slice = self.settings.fan_out_slice.max(1);
         let members: Vec<ConnId> = {
             let mut rooms = self.lock_rooms();
@@ -472,7 +478,7 @@ impl Deliver for Inner {
             }
         }
         for (room, frames) in by_room {
-            self.fan_out_messages(room, &frames).await;
+            self.fan_out_sliced(room, &frames).await;
         }
     }
 
@@ -537,7 +543,7 @@ async fn presence_ticker(inner: Weak<Inner>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = interval.tick() => match inner.upgrade() {
-                Some(inner) => inner.announce_counts(),
+                Some(inner) => inner.announce_counts().await,
                 None => return,
             },
         }
