@@ -93,7 +93,7 @@ pub(crate) enum JoinRefusal {
 const JOIN_BACKLOG: usize = 50;
 
 /// What a join learns while the member is added, under the rooms lock.
-pub(crate) struct Admitted {
+pub(crate) struct Admission {
     /// Up to `presence_limit` member names, the new one included.
     pub names: Vec<String>,
     /// Members in the room now.
@@ -261,7 +261,7 @@ impl Hub {
         id: ConnId,
         name: &str,
         outbox: &Outbox,
-    ) -> Result<Admitted, JoinRefusal> {
+    ) -> Result<Admission, JoinRefusal> {
         let mut rooms = self.lock_rooms();
         let is_new = !rooms.contains_key(room.as_str());
         let entry = rooms.entry(room.as_str().to_owned()).or_default();
@@ -280,7 +280,7 @@ impl Hub {
                 missed_presence: false,
             },
         );
-        let admitted = Admitted {
+        let admitted = Admission {
             names: entry.member_names(self.settings().presence_limit),
             count: entry.members.len(),
             recent: entry.recent.snapshot(JOIN_BACKLOG),

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use rand::RngExt;
 
-use super::{Admitted, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing};
+use super::{Admission, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing};
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
     ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
@@ -186,7 +186,7 @@ impl Session {
                 return self.reject_with(ErrorCode::RoomFull, "the room is full", reference);
             }
         };
-        let Admitted {
+        let Admission {
             names,
             count,
             recent,
