@@ -655,6 +655,97 @@ mod tests {
         panic!("message {id} was never stored");
     }
 
+    /// A store that counts the reads a join makes.
+    struct CountingStore {
+        inner: SqliteStore,
+        reads: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Store for CountingStore {
+        async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
+            self.inner.append(batch).await
+        }
+
+        async fn after(
+            &self,
+            room: &RoomName,
+            since: u64,
+            limit: u32,
+        ) -> Result<Vec<StoredMessage>, StoreError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.after(room, since, limit).await
+        }
+
+        async fn before(
+            &self,
+            room: &RoomName,
+            before: Option<u64>,
+            limit: u32,
+        ) -> Result<Page, StoreError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.before(room, before, limit).await
+        }
+
+        async fn last_id(&self, room: &RoomName) -> Result<u64, StoreError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.last_id(room).await
+        }
+
+        async fn rooms(&self) -> Result<Vec<crate::store::RoomSummary>, StoreError> {
+            self.inner.rooms().await
+        }
+    }
+
+    fn message_ids(receiver: &OutboxReceiver) -> Vec<u64> {
+        std::iter::from_fn(|| receiver.try_recv())
+            .filter_map(|frame| frame.msg_id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_join_into_an_occupied_room_reads_nothing_from_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = SqliteStore::open(
+            &dir.path().join("hub.db"),
+            Duration::from_secs(5),
+            Durability::Process,
+        )
+        .await
+        .expect("store");
+        let store = Arc::new(CountingStore {
+            inner,
+            reads: AtomicU64::new(0),
+        });
+        let hub = Hub::new(
+            store.clone(),
+            crate::broker::local(),
+            HubSettings::default(),
+            Metrics::new(),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let (outbox, _keeper_frames) = Outbox::new(64);
+        let mut keeper = hub.connect(Some("keeper".into()), outbox);
+        keeper.join(RoomName::lobby(), None, None).await;
+        for text in ["one", "two", "three"] {
+            hub.post(RoomName::lobby(), "keeper".into(), text.into())
+                .await
+                .expect("post");
+        }
+        store.reads.store(0, Ordering::Relaxed);
+
+        let (outbox, frames) = Outbox::new(64);
+        let mut joiner = hub.connect(Some("joiner".into()), outbox);
+        joiner.join(RoomName::lobby(), None, None).await;
+        assert_eq!(message_ids(&frames), vec![1, 2, 3]);
+        let (outbox, frames) = Outbox::new(64);
+        let mut resumer = hub.connect(Some("resumer".into()), outbox);
+        resumer.join(RoomName::lobby(), Some(1), None).await;
+        assert_eq!(message_ids(&frames), vec![2, 3]);
+        assert_eq!(store.reads.load(Ordering::Relaxed), 0);
+    }
+
     #[tokio::test]
     async fn a_post_is_stored_while_the_previous_broadcast_is_still_going_out() {
         let broker = Arc::new(GatedBroker::closed());
