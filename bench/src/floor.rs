@@ -65,8 +65,17 @@ pub struct WokenFloor {
     pub writes: u64,
     /// On-CPU time of the writing thread per write, microseconds.
     pub cpu_us_per_write: f64,
-    /// CPUs the reader process ran on.
+    /// CPUs the reader processes ran on.
     pub reader_cpus: String,
+    /// How many reader processes held the reading ends.
+    #[serde(default = "one")]
+    pub readers: usize,
+    #[serde(default)]
+    pub order: WriteOrder,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn thread_run_ns() -> Result<u64> {
@@ -129,39 +138,72 @@ pub fn measure(sockets: usize, rounds: usize, len: usize) -> Result<FloorReport>
     })
 }
 
-/// The floor loop against `sockets` connections whose reading ends belong to a `floor-reader`
-/// child process run on `reader_cpus` (`taskset -c`), which reads everything as it arrives.
-/// `rounds` writes per socket, with a pause between rounds long enough for the reader to drain
-/// and fall asleep again, as a chat room's members do between messages.
+/// In which order the woken floor's loop visits its sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteOrder {
+    /// Every socket of one reader process, then every socket of the next: the order a server
+    /// that writes its members in join order gives a load generator whose worker processes
+    /// joined one after the other.
+    #[default]
+    Blocks,
+    /// A fixed pseudo-random permutation, the same every round: the order of a hash map.
+    Shuffled,
+}
+
+/// The floor loop against `sockets` connections whose reading ends belong to `readers`
+/// `floor-reader` child processes run on `reader_cpus` (`taskset -c`), which read everything
+/// as it arrives. `rounds` writes per socket, with a pause between rounds long enough for the
+/// readers to drain and fall asleep again, as a chat room's members do between messages.
 pub fn measure_woken(
     sockets: usize,
     rounds: usize,
     len: usize,
     reader_cpus: &str,
+    readers: usize,
+    order: WriteOrder,
 ) -> Result<WokenFloor> {
+    let readers = readers.clamp(1, sockets.max(1));
     let listener = TcpListener::bind("127.0.0.1:0").context("bind")?;
     let addr = listener.local_addr()?;
     let exe = std::env::current_exe()?;
-    let mut reader = Command::new("taskset")
-        .args(["-c", reader_cpus])
-        .arg(&exe)
-        .args(["floor-reader", "--addr", &addr.to_string()])
-        .args(["--sockets", &sockets.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("spawn floor-reader")?;
+    let mut children = Vec::with_capacity(readers);
     let result = (|| {
-        let mut servers = Vec::with_capacity(sockets);
-        for _ in 0..sockets {
-            let (s, _) = listener.accept().context("accept")?;
-            s.set_nodelay(true)?;
-            servers.push(s);
+        for k in 0..readers {
+            // Reader k connects from 127.0.0.(2 + k), which is how its sockets are told apart.
+            let share = sockets / readers + usize::from(k < sockets % readers);
+            let child = Command::new("taskset")
+                .args(["-c", reader_cpus])
+                .arg(&exe)
+                .args(["floor-reader", "--addr", &addr.to_string()])
+                .args(["--sockets", &share.to_string()])
+                .args(["--source", &format!("127.0.0.{}", 2 + k)])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("spawn floor-reader")?;
+            children.push(child);
         }
-        let stdout = reader.stdout.take().context("reader stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        anyhow::ensure!(line.trim() == "ready", "floor-reader said {line:?}");
+        let mut by_reader: Vec<Vec<TcpStream>> = (0..readers).map(|_| Vec::new()).collect();
+        for _ in 0..sockets {
+            let (s, peer) = listener.accept().context("accept")?;
+            s.set_nodelay(true)?;
+            let k = match peer.ip() {
+                std::net::IpAddr::V4(ip) => usize::from(ip.octets()[3]).saturating_sub(2),
+                std::net::IpAddr::V6(_) => 0,
+            };
+            by_reader[k.min(readers - 1)].push(s);
+        }
+        for child in children.iter_mut() {
+            let stdout = child.stdout.take().context("reader stdout")?;
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            anyhow::ensure!(line.trim() == "ready", "floor-reader said {line:?}");
+        }
+        let mut servers: Vec<TcpStream> = by_reader.into_iter().flatten().collect();
+        if order == WriteOrder::Shuffled {
+            shuffle(&mut servers);
+        }
         let payload = vec![b'x'; len];
         let mut run_ns = 0u64;
         for _ in 0..rounds {
@@ -170,7 +212,7 @@ pub fn measure_woken(
                 s.write_all(&payload)?;
             }
             run_ns += thread_run_ns()? - run0;
-            // Let the reader catch up and go back to sleep.
+            // Let the readers catch up and go back to sleep.
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let writes = (sockets * rounds) as u64;
@@ -178,17 +220,33 @@ pub fn measure_woken(
             writes,
             cpu_us_per_write: run_ns as f64 / 1000.0 / writes as f64,
             reader_cpus: reader_cpus.to_string(),
+            readers,
+            order,
         })
     })();
-    // Closing its stdin ends the reader.
-    drop(reader.stdin.take());
-    let _ = reader.wait();
+    // Closing its stdin ends a reader.
+    for mut child in children {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
     result
+}
+
+/// Fisher-Yates with a fixed xorshift seed: the same permutation every run, no dependency.
+fn shuffle<T>(items: &mut [T]) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let j = (state % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
 }
 
 /// The reading side of [`measure_woken`]: `sockets` connections to `addr`, each read by its own
 /// task on a single-threaded runtime (like a load-generator worker), until stdin closes.
-pub fn reader_main(addr: SocketAddr, sockets: usize) -> Result<()> {
+pub fn reader_main(addr: SocketAddr, sockets: usize, source: std::net::IpAddr) -> Result<()> {
     use tokio::io::AsyncReadExt;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -196,7 +254,9 @@ pub fn reader_main(addr: SocketAddr, sockets: usize) -> Result<()> {
     rt.block_on(async move {
         let mut tasks = Vec::with_capacity(sockets);
         for _ in 0..sockets {
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            let mut stream = socket.connect(addr).await?;
             stream.set_nodelay(true)?;
             tasks.push(tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];

@@ -65,6 +65,13 @@ enum Cmd {
         /// each connection, so up to 19,000 sockets fit under the open-file limit.
         #[arg(long)]
         woken_only: bool,
+        /// Reader processes for the woken floor (sockets split evenly, one source address each),
+        /// as the load generator splits a large room over its worker processes.
+        #[arg(long, default_value_t = 1)]
+        readers: usize,
+        /// The order the woken floor writes its sockets in.
+        #[arg(long, value_enum, default_value_t = floor::WriteOrder::Blocks)]
+        order: floor::WriteOrder,
     },
     /// Internal: the reading side of the woken-reader floor.
     FloorReader {
@@ -72,6 +79,9 @@ enum Cmd {
         addr: std::net::SocketAddr,
         #[arg(long)]
         sockets: usize,
+        /// Source address to connect from.
+        #[arg(long, default_value = "127.0.0.1")]
+        source: std::net::IpAddr,
     },
     /// The echo floor: a minimal single-threaded epoll WebSocket echo server (the echo
     /// scenario's reference; not a chat server).
@@ -136,24 +146,32 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Worker => worker::main(),
-        Cmd::FloorReader { addr, sockets } => floor::reader_main(addr, sockets),
+        Cmd::FloorReader {
+            addr,
+            sockets,
+            source,
+        } => floor::reader_main(addr, sockets, source),
         Cmd::Floor {
             sockets,
             rounds,
             bytes,
             reader_cpus,
             woken_only,
+            readers,
+            order,
         } => {
             let rounds = rounds.unwrap_or((100_000 / sockets.max(1)).max(10));
             if woken_only {
                 let cpus = reader_cpus.context("--woken-only needs --reader-cpus")?;
-                let w = floor::measure_woken(sockets, rounds, bytes, &cpus)?;
+                let w = floor::measure_woken(sockets, rounds, bytes, &cpus, readers, order)?;
                 println!("{}", serde_json::to_string(&w)?);
                 return Ok(());
             }
             let mut r = floor::measure(sockets, rounds, bytes)?;
             if let Some(cpus) = reader_cpus {
-                r.woken = Some(floor::measure_woken(sockets, rounds, bytes, &cpus)?);
+                r.woken = Some(floor::measure_woken(
+                    sockets, rounds, bytes, &cpus, readers, order,
+                )?);
             }
             println!("{}", serde_json::to_string(&r)?);
             Ok(())

@@ -347,7 +347,7 @@ impl Hub {
     fn remove_member(&self, room: &RoomName, id: ConnId) {
         let mut rooms = self.lock_rooms();
         if let Some(entry) = rooms.get_mut(room.as_str()) {
-            entry.members.remove(&id);
+            entry.members.swap_remove(&id);
             if entry.members.is_empty() {
                 rooms.remove(room.as_str());
                 self.inner.metrics.rooms.dec();
