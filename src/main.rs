@@ -16,6 +16,8 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("HUBBUB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     hubbub::cli::run(cli).await?;
     Ok(())

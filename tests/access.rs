@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_api_error, http, refusal, start_server_with, try_connect};
+use common::{
+    Binary, assert_api_error, free_port, http, refusal, scratch, start_server_with, try_connect,
+};
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint, now_secs, sign};
 use serde_json::{Value, json};
@@ -394,4 +396,45 @@ async fn binary_flags_turn_on_auth_caps_and_rate_limits() {
         "--rate-limit overrides the env"
     );
     assert_eq!(error["ref"], "second");
+}
+
+#[tokio::test]
+async fn access_log_names_the_path_but_never_the_token() {
+    let (_dir, data) = scratch();
+    let log = data.join("hubbub.log");
+    let server =
+        Binary::start_logging_to(&data, free_port(), &["--auth-secret", SECRET], &log).await;
+    let token = token("alice", None);
+    let mut client = try_connect(server.addr, &format!("/ws?token={token}"), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await["data"]["name"], "alice");
+    let events = http()
+        .get(format!(
+            "http://{}/events?room=r&token={token}",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    drop(events);
+    drop(client);
+    server.signal("TERM");
+    assert!(server.wait().await.success());
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        written.contains("path=/ws"),
+        "no access line for /ws in {written}"
+    );
+    assert!(
+        written.contains("path=/events"),
+        "no access line for /events"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !written.contains(signature),
+        "the token is in the log: {written}"
+    );
+    assert!(!written.contains('\u{1b}'), "colour codes in a log file");
 }

@@ -28,8 +28,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::{Level, Span};
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -135,7 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             ServiceBuilder::new()
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                        .make_span_with(request_span)
                         .on_request(())
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
                 )
@@ -145,6 +145,17 @@ pub fn router(state: Arc<AppState>) -> Router {
                     request_timeout,
                 )),
         )
+}
+
+/// The access log's span: method, path and HTTP version, never the query string, because
+/// browsers can only send a token as `?token=` and a log is not the place for credentials.
+fn request_span(request: &Request) -> Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        version = ?request.version(),
+    )
 }
 
 async fn healthz() -> &'static str {

@@ -102,7 +102,20 @@ impl Binary {
     /// Starts `hubbub serve` on `port` with its database in `data`, and waits until it answers.
     /// Rate limiting is off (`HUBBUB_RATE_LIMIT=0`) unless `extra` passes `--rate-limit`.
     pub async fn start(data: &Path, port: u16, extra: &[&str]) -> Binary {
+        Self::spawn(data, port, extra, None).await
+    }
+
+    /// [`Binary::start`] with its log at `info` written to `log` instead of the test's stderr.
+    pub async fn start_logging_to(data: &Path, port: u16, extra: &[&str], log: &Path) -> Binary {
+        Self::spawn(data, port, extra, Some(log)).await
+    }
+
+    async fn spawn(data: &Path, port: u16, extra: &[&str], log: Option<&Path>) -> Binary {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (level, stderr) = match log {
+            Some(path) => ("info", Stdio::from(std::fs::File::create(path).unwrap())),
+            None => ("warn", Stdio::inherit()),
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
             .arg("serve")
             .arg("--addr")
@@ -110,10 +123,10 @@ impl Binary {
             .arg("--data")
             .arg(data)
             .args(extra)
-            .env("HUBBUB_LOG", "warn")
+            .env("HUBBUB_LOG", level)
             .env("HUBBUB_RATE_LIMIT", "0")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let binary = Binary { addr, child };
