@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Milliseconds between member-count announcements in large rooms.
     #[arg(long, env = "HUBBUB_PRESENCE_TICK_MS", default_value_t = 1000)]
     pub presence_tick_ms: u64,
+    /// Count frames per second one large room's announcements may cost: a room of N members gets
+    /// its count at most every N / budget seconds (never more often than every tick).
+    #[arg(long, env = "HUBBUB_PRESENCE_COUNT_BUDGET", default_value_t = 5000)]
+    pub presence_count_budget: usize,
     /// Members a large room's message fan-out serves before other work gets a turn.
     #[arg(long, env = "HUBBUB_FAN_OUT_SLICE", default_value_t = 4096)]
     pub fan_out_slice: usize,
@@ -196,6 +200,7 @@ impl ServeArgs {
                 max_room_members: self.max_room_members,
                 presence_limit: self.presence_limit,
                 presence_tick: Duration::from_millis(self.presence_tick_ms.max(10)),
+                presence_count_budget: self.presence_count_budget.max(1),
                 fan_out_slice: self.fan_out_slice.max(1),
                 ..HubSettings::default()
             },

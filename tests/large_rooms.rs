@@ -63,6 +63,86 @@ async fn joins_beyond_the_presence_limit_are_coalesced_into_a_count() {
 }
 
 #[tokio::test]
+async fn a_filling_large_room_is_counted_no_more_often_than_its_budget_allows() {
+    let server = start_server_with(|c| {
+        c.hub.presence_limit = 2;
+        c.hub.presence_tick = Duration::from_millis(50);
+        // At 10 count frames per second a room of N members is counted every N / 10 s (0.5 s
+        // and more here), where the tick alone would allow one count per 50 ms.
+        c.hub.presence_count_budget = 10;
+    })
+    .await;
+    let mut first = server.client("name=a").await;
+    first.join("big").await;
+    let mut others = Vec::new();
+    for name in ["b", "c", "d"] {
+        let mut client = server.client(&format!("name={name}")).await;
+        client.join("big").await;
+        others.push(client);
+    }
+    while first.recv_type("presence").await["data"]["count"] != 4 {}
+    let addr = server.addr;
+    let fill = tokio::spawn(async move {
+        let mut joined = Vec::new();
+        for i in 0..20 {
+            let mut client = common::Client::connect(addr, &format!("name=j{i}")).await;
+            client.join("big").await;
+            joined.push(client);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        joined
+    });
+    let frames = first.frames_within(Duration::from_secs(2)).await;
+    let _joined = fill.await.unwrap();
+    let counts: Vec<_> = frames
+        .iter()
+        .filter(|f| f["type"] == "presence")
+        .map(|f| f["data"]["count"].clone())
+        .collect();
+    assert!(
+        counts.len() <= 6,
+        "2 s of joins at one count per 0.5 s or more: {counts:?}"
+    );
+    // The count catches up once it is due.
+    while first.recv_type("presence").await["data"]["count"] != 24 {}
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn joins_and_leaves_that_cancel_out_send_no_count() {
+    let server = large_room_server().await;
+    let mut first = server.client("name=a").await;
+    first.join("big").await;
+    let mut others = Vec::new();
+    for name in ["b", "c"] {
+        let mut client = server.client(&format!("name={name}")).await;
+        client.join("big").await;
+        others.push(client);
+    }
+    while first.recv_type("presence").await["data"]["count"] != 3 {}
+    let mut visitor = server.client("name=v").await;
+    let visits = tokio::spawn(async move {
+        // Eight visits spread over ten ticks: each leaves the room as it found it.
+        for _ in 0..8 {
+            visitor.join("big").await;
+            visitor.send(json!({"type": "leave", "room": "big"})).await;
+            visitor.recv_type("left").await;
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    });
+    let frames = first.frames_within(Duration::from_millis(600)).await;
+    visits.await.unwrap();
+    let counts = frames.iter().filter(|f| f["type"] == "presence").count();
+    // Counting every dirty tick would send about eight; a tick that lands inside a visit
+    // announces 4 and then 3 again, which is allowed.
+    assert!(counts <= 4, "counts for nothing: {frames:?}");
+    first
+        .assert_no("presence", Duration::from_millis(300))
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn joined_in_a_large_room_lists_a_bounded_sample_with_the_count() {
     let server = large_room_server().await;
     let mut clients = Vec::new();

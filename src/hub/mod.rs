@@ -15,7 +15,7 @@ mod session;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,11 @@ pub struct HubSettings {
     pub presence_limit: usize,
     /// How often large rooms announce their member count.
     pub presence_tick: Duration,
+    /// Count frames per second one room's announcements may cost: a room of N members gets its
+    /// count at most every N / budget seconds (and never more often than every tick), so a
+    /// 19,000-member room with a join or leave every second does not write 19,000 frames every
+    /// second for as long as it lives.
+    pub presence_count_budget: usize,
     /// Members served per slice of a large room's message fan-out before other tasks get a turn.
     pub fan_out_slice: usize,
 }
@@ -66,6 +71,7 @@ impl Default for HubSettings {
             max_batch: 256,
             presence_limit: 200,
             presence_tick: Duration::from_secs(1),
+            presence_count_budget: 5000,
             fan_out_slice: 4096,
         }
     }
@@ -390,19 +396,36 @@ impl Inner {
                 entry.presence_dirty = true;
                 true
             }
-            _ => false,
+            Some(entry) => {
+                // Announced one by one from here on: members no longer hold the last count.
+                entry.announced_count = None;
+                false
+            }
+            None => false,
         }
     }
 
-    /// Sends `presence` `{"count": N}` to every large room whose membership changed.
+    /// Sends `presence` `{"count": N}` to every large room whose membership changed and whose
+    /// count is due (see `HubSettings::presence_count_budget`).
     async fn announce_counts(&self) {
+        let now = Instant::now();
+        let tick = self.settings.presence_tick;
+        let budget = self.settings.presence_count_budget;
         let changed: Vec<(String, usize)> = self
             .lock_rooms()
             .iter_mut()
-            .filter(|(_, room)| room.presence_dirty)
-            .map(|(name, room)| {
+            .filter(|(_, room)| room.presence_dirty && room.count_due(now, tick, budget))
+            .filter_map(|(name, room)| {
                 room.presence_dirty = false;
-                (name.clone(), room.members.len())
+                // Arrivals and departures that cancelled out since the last count: nothing
+                // a member can see has changed.
+                let count = room.members.len();
+                if room.announced_count == Some(count) {
+                    return None;
+                }
+                room.last_count = Some(now);
+                room.announced_count = Some(count);
+                Some((name.clone(), count))
             })
             .collect();
         for (room, count) in changed {

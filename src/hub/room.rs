@@ -2,6 +2,7 @@
 //! up on replay (their live frames are held back so replay and live traffic never interleave).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
@@ -72,8 +73,12 @@ pub(crate) struct Room {
     /// writing sockets in the order they were created costs the kernel 15–30 % less per write
     /// at 19,000 sockets than a hash map's order (docs/benchmarks.md, round 7).
     pub members: IndexMap<ConnId, Member>,
-    /// A large room's membership changed since the last presence tick.
+    /// A large room's membership changed since its last count.
     pub presence_dirty: bool,
+    /// When the room's count was last announced.
+    pub last_count: Option<Instant>,
+    /// The count last announced (`None` once the room announces members one by one again).
+    pub announced_count: Option<usize>,
     /// The room's newest messages, encoded, for the replay of a join.
     pub recent: Recent,
 }
@@ -221,6 +226,15 @@ impl Room {
         result
     }
 
+    /// Whether a changed count may go out at `now`: one room's counts cost at most `budget`
+    /// frames per second, and the ticker runs once per `tick` (half a tick of slack, so a
+    /// ticker that fires a little early does not skip a whole tick).
+    pub fn count_due(&self, now: Instant, tick: Duration, budget: usize) -> bool {
+        let interval = count_interval(self.members.len(), tick, budget);
+        self.last_count
+            .is_none_or(|last| now.saturating_duration_since(last) + tick / 2 >= interval)
+    }
+
     /// Up to `limit` member names, sorted so `joined` is stable. Bounded so that filling a
     /// room of N members costs O(N · limit), not O(N²).
     pub fn member_names(&self, limit: usize) -> Vec<String> {
@@ -233,6 +247,14 @@ impl Room {
         names.sort();
         names
     }
+}
+
+/// How often a room of `members` may have its count announced: every tick, or every
+/// `members / budget` seconds when that is longer.
+pub(crate) fn count_interval(members: usize, tick: Duration, budget: usize) -> Duration {
+    tick.max(Duration::from_secs_f64(
+        members as f64 / budget.max(1) as f64,
+    ))
 }
 
 #[cfg(test)]
@@ -336,6 +358,39 @@ mod tests {
         assert_eq!(room.member_names(3), vec!["m1", "m2", "m6"]);
         let result = room.fan_out(&page(1..=1), None, 8);
         assert_eq!(result.delivered, 5);
+    }
+
+    #[test]
+    fn counts_of_a_very_large_room_are_spaced_to_the_budget() {
+        let tick = Duration::from_secs(1);
+        assert_eq!(count_interval(2_000, tick, 5_000), tick);
+        assert_eq!(count_interval(5_000, tick, 5_000), tick);
+        assert_eq!(
+            count_interval(19_000, tick, 5_000),
+            Duration::from_millis(3_800)
+        );
+        let mut room = Room::default();
+        for id in 0..19_000 {
+            let (outbox, _receiver) = Outbox::new(1);
+            room.members.insert(
+                id,
+                Member {
+                    name: String::new(),
+                    outbox,
+                    held: None,
+                    has_up_to: 0,
+                    missed_presence: false,
+                },
+            );
+        }
+        let start = Instant::now();
+        assert!(
+            room.count_due(start, tick, 5_000),
+            "the first count is due at once"
+        );
+        room.last_count = Some(start);
+        assert!(!room.count_due(start + Duration::from_secs(3), tick, 5_000));
+        assert!(room.count_due(start + Duration::from_secs(4), tick, 5_000));
     }
 
     #[test]

@@ -269,6 +269,18 @@ impl Client {
         self.recv_type("msg").await
     }
 
+    /// Every text frame that arrives within `wait`.
+    pub async fn frames_within(&mut self, wait: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut frames = Vec::new();
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            if let Message::Text(text) = message {
+                frames.push(serde_json::from_str(text.as_str()).unwrap());
+            }
+        }
+        frames
+    }
+
     /// Asserts no frame of `kind` arrives within `wait` (other frames are consumed).
     pub async fn assert_no(&mut self, kind: &str, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
