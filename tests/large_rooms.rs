@@ -143,6 +143,32 @@ async fn joins_and_leaves_that_cancel_out_send_no_count() {
 }
 
 #[tokio::test]
+async fn a_room_that_shrinks_to_the_limit_and_grows_again_is_counted_again() {
+    let server = large_room_server().await;
+    let mut first = server.client("name=a").await;
+    first.join("big").await;
+    let mut second = server.client("name=b").await;
+    second.join("big").await;
+    let mut third = server.client("name=c").await;
+    third.join("big").await;
+    while first.recv_type("presence").await["data"]["count"] != 3 {}
+    // Back to the limit: the departure is announced by name, so members now hold 2.
+    third.send(json!({"type": "leave", "room": "big"})).await;
+    third.recv_type("left").await;
+    assert_eq!(
+        first.recv_type("presence").await["data"],
+        json!({"left": "c"})
+    );
+    // Over it again with the count that was last announced: it must be announced again.
+    third.join("big").await;
+    assert_eq!(
+        first.recv_type("presence").await["data"],
+        json!({"count": 3})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn joined_in_a_large_room_lists_a_bounded_sample_with_the_count() {
     let server = large_room_server().await;
     let mut clients = Vec::new();

@@ -387,15 +387,12 @@ impl Hub {
 }
 
 impl Inner {
-    /// In a large room, marks the membership as changed for the next presence tick instead of
-    /// announcing one member; returns whether it did.
+    /// Whether a room is large, so that one member's arrival or departure is left to the next
+    /// count (see [`Inner::announce_counts`]) instead of being announced.
     fn coalesce_presence(&self, room: &str) -> bool {
         let mut rooms = self.lock_rooms();
         match rooms.get_mut(room) {
-            Some(entry) if entry.members.len() > self.settings.presence_limit => {
-                entry.presence_dirty = true;
-                true
-            }
+            Some(entry) if entry.members.len() > self.settings.presence_limit => true,
             Some(entry) => {
                 // Announced one by one from here on: members no longer hold the last count.
                 entry.announced_count = None;
@@ -405,8 +402,9 @@ impl Inner {
         }
     }
 
-    /// Sends `presence` `{"count": N}` to every large room whose membership changed and whose
-    /// count is due (see `HubSettings::presence_count_budget`).
+    /// Sends `presence` `{"count": N}` to every large room whose count differs from the one
+    /// last announced (arrivals and departures that cancel out change nothing a member sees)
+    /// and is due (see `HubSettings::presence_count_budget`).
     async fn announce_counts(&self) {
         let now = Instant::now();
         let tick = self.settings.presence_tick;
@@ -414,18 +412,17 @@ impl Inner {
         let changed: Vec<(String, usize)> = self
             .lock_rooms()
             .iter_mut()
-            .filter(|(_, room)| room.presence_dirty && room.count_due(now, tick, budget))
-            .filter_map(|(name, room)| {
-                room.presence_dirty = false;
-                // Arrivals and departures that cancelled out since the last count: nothing
-                // a member can see has changed.
+            .filter(|(_, room)| {
                 let count = room.members.len();
-                if room.announced_count == Some(count) {
-                    return None;
-                }
+                count > self.settings.presence_limit
+                    && room.announced_count != Some(count)
+                    && room.count_due(now, tick, budget)
+            })
+            .map(|(name, room)| {
+                let count = room.members.len();
                 room.last_count = Some(now);
                 room.announced_count = Some(count);
-                Some((name.clone(), count))
+                (name.clone(), count)
             })
             .collect();
         for (room, count) in changed {

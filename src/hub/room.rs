@@ -73,8 +73,6 @@ pub(crate) struct Room {
     /// writing sockets in the order they were created costs the kernel 15–30 % less per write
     /// at 19,000 sockets than a hash map's order (docs/benchmarks.md, round 7).
     pub members: IndexMap<ConnId, Member>,
-    /// A large room's membership changed since its last count.
-    pub presence_dirty: bool,
     /// When the room's count was last announced.
     pub last_count: Option<Instant>,
     /// The count last announced (`None` once the room announces members one by one again).
@@ -251,7 +249,7 @@ impl Room {
 
 /// How often a room of `members` may have its count announced: every tick, or every
 /// `members / budget` seconds when that is longer.
-pub(crate) fn count_interval(members: usize, tick: Duration, budget: usize) -> Duration {
+fn count_interval(members: usize, tick: Duration, budget: usize) -> Duration {
     tick.max(Duration::from_secs_f64(
         members as f64 / budget.max(1) as f64,
     ))

@@ -283,12 +283,8 @@ impl Client {
 
     /// Asserts no frame of `kind` arrives within `wait` (other frames are consumed).
     pub async fn assert_no(&mut self, kind: &str, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
-            if let Message::Text(text) = message {
-                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-                assert_ne!(frame["type"], kind, "unexpected frame {frame}");
-            }
+        for frame in self.frames_within(wait).await {
+            assert_ne!(frame["type"], kind, "unexpected frame {frame}");
         }
     }
 
