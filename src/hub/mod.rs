@@ -101,7 +101,7 @@ const JOIN_BACKLOG: usize = 50;
 /// What a join learns while the member is added, under the rooms lock.
 pub(crate) struct Admission {
     /// Up to `presence_limit` member names, the new one included.
-    pub names: Vec<String>,
+    pub names: Arc<[String]>,
     /// Members in the room now.
     pub count: usize,
     /// The room's newest messages, if memory has them.
@@ -227,7 +227,7 @@ impl Hub {
         let mut counts: HashMap<String, usize> = self
             .lock_rooms()
             .iter()
-            .map(|(name, room)| (name.clone(), room.members.len()))
+            .map(|(name, room)| (name.clone(), room.len()))
             .collect();
         let mut list: Vec<RoomInfo> = stored
             .into_iter()
@@ -272,11 +272,11 @@ impl Hub {
         let is_new = !rooms.contains_key(room.as_str());
         let entry = rooms.entry(room.as_str().to_owned()).or_default();
         if let Some(max) = self.settings().max_room_members
-            && entry.members.len() >= max
+            && entry.len() >= max
         {
             return Err(JoinRefusal::RoomFull);
         }
-        entry.members.insert(
+        entry.insert(
             id,
             Member {
                 name: name.to_owned(),
@@ -288,7 +288,7 @@ impl Hub {
         );
         let admitted = Admission {
             names: entry.member_names(self.settings().presence_limit),
-            count: entry.members.len(),
+            count: entry.len(),
             recent: entry.recent.snapshot(JOIN_BACKLOG),
         };
         if is_new {
@@ -316,15 +316,14 @@ impl Hub {
             return;
         };
         let resync = entry
-            .members
-            .get(&id)
+            .member_mut(id)
             .is_some_and(|member| member.missed_presence)
             .then(|| {
                 let last_id = has_up_to.max(entry.recent.last_id());
                 let names = entry.member_names(limit);
                 let joined = Joined {
                     members: &names,
-                    count: entry.members.len(),
+                    count: entry.len(),
                     last_id,
                 };
                 let json = ServerFrame::Joined {
@@ -334,7 +333,7 @@ impl Hub {
                 .encode();
                 Outgoing::control(json)
             });
-        let Some(member) = entry.members.get_mut(&id) else {
+        let Some(member) = entry.member_mut(id) else {
             return;
         };
         member.has_up_to = has_up_to;
@@ -353,8 +352,8 @@ impl Hub {
     fn remove_member(&self, room: &RoomName, id: ConnId) {
         let mut rooms = self.lock_rooms();
         if let Some(entry) = rooms.get_mut(room.as_str()) {
-            entry.members.swap_remove(&id);
-            if entry.members.is_empty() {
+            entry.remove(id);
+            if entry.is_empty() {
                 rooms.remove(room.as_str());
                 self.inner.metrics.rooms.dec();
             }
@@ -362,20 +361,25 @@ impl Hub {
     }
 
     fn rename_member(&self, room: &RoomName, id: ConnId, name: &str) {
-        let mut rooms = self.lock_rooms();
-        if let Some(member) = rooms
-            .get_mut(room.as_str())
-            .and_then(|r| r.members.get_mut(&id))
-        {
-            name.clone_into(&mut member.name);
+        if let Some(entry) = self.lock_rooms().get_mut(room.as_str()) {
+            entry.rename(id, name);
         }
     }
 
-    /// Up to `limit` member names and the member count.
-    fn member_names(&self, room: &RoomName, limit: usize) -> (Vec<String>, usize) {
+    /// Up to `presence_limit` member names (as `joined` carries them) and the member count.
+    fn member_sample(&self, room: &RoomName) -> (Arc<[String]>, usize) {
+        let limit = self.settings().presence_limit;
+        self.lock_rooms()
+            .get_mut(room.as_str())
+            .map(|r| (r.member_names(limit), r.len()))
+            .unwrap_or_else(|| (Arc::from([]), 0))
+    }
+
+    /// Every member name and the member count.
+    fn all_member_names(&self, room: &RoomName) -> (Vec<String>, usize) {
         self.lock_rooms()
             .get(room.as_str())
-            .map(|r| (r.member_names(limit), r.members.len()))
+            .map(|r| (r.all_member_names(), r.len()))
             .unwrap_or_default()
     }
 
@@ -392,7 +396,7 @@ impl Inner {
     fn coalesce_presence(&self, room: &str) -> bool {
         let mut rooms = self.lock_rooms();
         match rooms.get_mut(room) {
-            Some(entry) if entry.members.len() > self.settings.presence_limit => true,
+            Some(entry) if entry.len() > self.settings.presence_limit => true,
             Some(entry) => {
                 // Announced one by one from here on: members no longer hold the last count.
                 entry.announced_count = None;
@@ -413,13 +417,13 @@ impl Inner {
             .lock_rooms()
             .iter_mut()
             .filter(|(_, room)| {
-                let count = room.members.len();
+                let count = room.len();
                 count > self.settings.presence_limit
                     && room.announced_count != Some(count)
                     && room.count_due(now, tick, budget)
             })
             .map(|(name, room)| {
-                let count = room.members.len();
+                let count = room.len();
                 room.last_count = Some(now);
                 room.announced_count = Some(count);
                 (name.clone(), count)
@@ -449,13 +453,13 @@ impl Inner {
                 return;
             };
             entry.recent.record(frames, JOIN_BACKLOG);
-            if entry.members.len() <= slice {
+            if entry.len() <= slice {
                 let result = entry.fan_out(frames, None, self.settings.outbox_frames);
                 drop(rooms);
                 self.count(result);
                 return;
             }
-            entry.members.keys().copied().collect()
+            entry.ids()
         };
         for ids in members.chunks(slice) {
             let result = self

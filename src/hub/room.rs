@@ -2,6 +2,7 @@
 //! up on replay (their live frames are held back so replay and live traffic never interleave).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -71,8 +72,14 @@ pub(crate) struct Room {
     /// In join order (a leave moves the newest member into its place), which is the order a
     /// fan-out writes in: on loopback each write also runs the reader's receive path, and
     /// writing sockets in the order they were created costs the kernel 15–30 % less per write
-    /// at 19,000 sockets than a hash map's order (docs/benchmarks.md, round 7).
-    pub members: IndexMap<ConnId, Member>,
+    /// at 19,000 sockets than a hash map's order (docs/benchmarks.md, round 7). Private so
+    /// that every change goes through [`Room::insert`], [`Room::remove`] and [`Room::rename`],
+    /// which keep `names` true.
+    members: IndexMap<ConnId, Member>,
+    /// The sorted names of the first `.0` members, kept until a change among them: every join
+    /// sends them, and a room filling to thousands would otherwise clone and sort the same
+    /// names once per join.
+    names: Option<(usize, Arc<[String]>)>,
     /// When the room's count was last announced.
     pub last_count: Option<Instant>,
     /// The count last announced (`None` once the room announces members one by one again).
@@ -233,9 +240,26 @@ impl Room {
             .is_none_or(|last| now.saturating_duration_since(last) + tick / 2 >= interval)
     }
 
-    /// Up to `limit` member names, sorted so `joined` is stable. Bounded so that filling a
-    /// room of N members costs O(N · limit), not O(N²).
-    pub fn member_names(&self, limit: usize) -> Vec<String> {
+    /// Up to `limit` member names (the longest present), sorted so `joined` is stable. Bounded
+    /// so that filling a room of N members costs O(N · limit), not O(N²).
+    pub fn member_names(&mut self, limit: usize) -> Arc<[String]> {
+        if let Some((cached, names)) = &self.names
+            && *cached == limit
+        {
+            return Arc::clone(names);
+        }
+        let names: Arc<[String]> = self.sorted_names(limit).into();
+        self.names = Some((limit, Arc::clone(&names)));
+        names
+    }
+
+    /// Every member's name, sorted (for a `members` request; not cached, as any change to the
+    /// room would stale it).
+    pub fn all_member_names(&self) -> Vec<String> {
+        self.sorted_names(usize::MAX)
+    }
+
+    fn sorted_names(&self, limit: usize) -> Vec<String> {
         let mut names: Vec<String> = self
             .members
             .values()
@@ -244,6 +268,54 @@ impl Room {
             .collect();
         names.sort();
         names
+    }
+
+    /// Members in the room on this node.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the last member left.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The member behind `id`, to change its replay state (not its name: see [`Room::rename`]).
+    pub fn member_mut(&mut self, id: ConnId) -> Option<&mut Member> {
+        self.members.get_mut(&id)
+    }
+
+    /// Every member's id, in join order.
+    pub fn ids(&self) -> Vec<ConnId> {
+        self.members.keys().copied().collect()
+    }
+
+    /// Adds a member at the end of the join order (or replaces the one with the same id).
+    pub fn insert(&mut self, id: ConnId, member: Member) {
+        let (index, _) = self.members.insert_full(id, member);
+        self.forget_names_at(index);
+    }
+
+    /// Removes a member; the newest moves into its place.
+    pub fn remove(&mut self, id: ConnId) {
+        if let Some((index, _, _)) = self.members.swap_remove_full(&id) {
+            self.forget_names_at(index);
+        }
+    }
+
+    /// Changes a member's display name.
+    pub fn rename(&mut self, id: ConnId, name: &str) {
+        if let Some((index, _, member)) = self.members.get_full_mut(&id) {
+            name.clone_into(&mut member.name);
+            self.forget_names_at(index);
+        }
+    }
+
+    /// Drops the cached names if the member at `index` is among them.
+    fn forget_names_at(&mut self, index: usize) {
+        if self.names.as_ref().is_some_and(|(limit, _)| index < *limit) {
+            self.names = None;
+        }
     }
 }
 
@@ -276,7 +348,7 @@ mod tests {
     fn message_already_replayed_is_not_queued_again() {
         let (outbox, receiver) = Outbox::new(8);
         let mut room = Room::default();
-        room.members.insert(
+        room.insert(
             1,
             Member {
                 name: "a".into(),
@@ -295,7 +367,7 @@ mod tests {
 
     fn held_member(outbox: Outbox) -> Room {
         let mut room = Room::default();
-        room.members.insert(
+        room.insert(
             1,
             Member {
                 name: "a".into(),
@@ -339,7 +411,7 @@ mod tests {
         for id in 1..=6 {
             let (outbox, receiver) = Outbox::new(8);
             receivers.push(receiver);
-            room.members.insert(
+            room.insert(
                 id,
                 Member {
                     name: format!("m{id}"),
@@ -350,12 +422,53 @@ mod tests {
                 },
             );
         }
-        room.members.swap_remove(&3);
+        room.remove(3);
         let order: Vec<ConnId> = room.members.keys().copied().collect();
         assert_eq!(order, vec![1, 2, 6, 4, 5]);
-        assert_eq!(room.member_names(3), vec!["m1", "m2", "m6"]);
+        assert_eq!(&*room.member_names(3), ["m1", "m2", "m6"]);
         let result = room.fan_out(&page(1..=1), None, 8);
         assert_eq!(result.delivered, 5);
+    }
+
+    fn named(name: &str) -> Member {
+        let (outbox, _receiver) = Outbox::new(1);
+        Member {
+            name: name.into(),
+            outbox,
+            held: None,
+            has_up_to: 0,
+            missed_presence: false,
+        }
+    }
+
+    #[test]
+    fn the_cached_member_sample_follows_joins_leaves_and_renames() {
+        let mut room = Room::default();
+        for (id, name) in [(1, "d"), (2, "b"), (3, "c")] {
+            room.insert(id, named(name));
+        }
+        assert_eq!(&*room.member_names(3), ["b", "c", "d"]);
+        room.insert(4, named("a"));
+        assert_eq!(&*room.member_names(3), ["b", "c", "d"], "beyond the sample");
+        room.remove(2);
+        assert_eq!(
+            &*room.member_names(3),
+            ["a", "c", "d"],
+            "the newest moves in"
+        );
+        room.rename(3, "e");
+        assert_eq!(&*room.member_names(3), ["a", "d", "e"]);
+        room.insert(5, named("f"));
+        room.remove(5);
+        assert_eq!(&*room.member_names(3), ["a", "d", "e"]);
+        assert_eq!(
+            &*room.member_names(2),
+            ["a", "d"],
+            "another limit is not served stale"
+        );
+        room.remove(1);
+        assert_eq!(&*room.member_names(2), ["a", "e"]);
+        assert_eq!(room.all_member_names(), ["a", "e"]);
     }
 
     #[test]
@@ -370,7 +483,7 @@ mod tests {
         let mut room = Room::default();
         for id in 0..19_000 {
             let (outbox, _receiver) = Outbox::new(1);
-            room.members.insert(
+            room.insert(
                 id,
                 Member {
                     name: String::new(),

@@ -166,8 +166,7 @@ impl Session {
             return self.unauthorized(&room, reference);
         }
         if self.rooms.contains(&room) {
-            let limit = self.hub.settings().presence_limit;
-            let (members, count) = self.hub.member_names(&room, limit);
+            let (members, count) = self.hub.member_sample(&room);
             let last_id = self.hub.store().last_id(&room).await.unwrap_or(0);
             self.send_joined(&room, &members, count, last_id);
             return;
@@ -379,7 +378,7 @@ impl Session {
         if !self.rooms.contains(&room) {
             return self.not_member(&room, reference);
         }
-        let (members, count) = self.hub.member_names(&room, usize::MAX);
+        let (members, count) = self.hub.all_member_names(&room);
         let json = ServerFrame::Members {
             room: room.as_str(),
             data: MemberList {
