@@ -316,7 +316,7 @@ impl Hub {
             return;
         };
         let resync = entry
-            .member_mut(id)
+            .member(id)
             .is_some_and(|member| member.missed_presence)
             .then(|| {
                 let last_id = has_up_to.max(entry.recent.last_id());

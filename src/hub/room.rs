@@ -280,6 +280,11 @@ impl Room {
         self.members.is_empty()
     }
 
+    /// The member behind `id`.
+    pub fn member(&self, id: ConnId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
     /// The member behind `id`, to change its replay state (not its name: see [`Room::rename`]).
     pub fn member_mut(&mut self, id: ConnId) -> Option<&mut Member> {
         self.members.get_mut(&id)
@@ -444,10 +449,16 @@ mod tests {
     #[test]
     fn the_cached_member_sample_follows_joins_leaves_and_renames() {
         let mut room = Room::default();
-        for (id, name) in [(1, "d"), (2, "b"), (3, "c")] {
+        for (id, name) in [(1, "d"), (2, "b")] {
             room.insert(id, named(name));
         }
-        assert_eq!(&*room.member_names(3), ["b", "c", "d"]);
+        assert_eq!(&*room.member_names(3), ["b", "d"]);
+        room.insert(3, named("c"));
+        assert_eq!(
+            &*room.member_names(3),
+            ["b", "c", "d"],
+            "a join into the sample"
+        );
         room.insert(4, named("a"));
         assert_eq!(&*room.member_names(3), ["b", "c", "d"], "beyond the sample");
         room.remove(2);
