@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::PostError;
 use crate::broker::Broker;
@@ -37,8 +37,8 @@ pub(super) struct Committed {
 /// post queue filling, the posters wait too).
 pub(super) const BROADCAST_QUEUE: usize = 8;
 
-/// Runs until `stop` is cancelled, then stores whatever is still queued and returns; dropping
-/// `broadcast` then lets the broadcaster finish what it was handed.
+/// Runs until `stop` is cancelled, then stores whatever is still queued, closes the store and
+/// returns; dropping `broadcast` then lets the broadcaster finish what it was handed.
 pub(super) async fn run(
     mut queue: mpsc::Receiver<PostJob>,
     store: Arc<dyn Store>,
@@ -48,6 +48,7 @@ pub(super) async fn run(
     stop: CancellationToken,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
+    let mut outage = Outage::default();
     loop {
         let received = tokio::select! {
             n = queue.recv_many(&mut jobs, max_batch) => n,
@@ -59,9 +60,10 @@ pub(super) async fn run(
         };
         if received == 0 {
             info!("committer drained, stopping");
+            store.close().await;
             return;
         }
-        if let Some(committed) = commit(&mut jobs, store.as_ref(), &metrics).await
+        if let Some(committed) = commit(&mut jobs, store.as_ref(), &metrics, &mut outage).await
             && broadcast.send(committed).await.is_err()
         {
             // The broadcaster only stops once this sender is gone; nothing to do but log.
@@ -94,11 +96,51 @@ pub(super) async fn broadcast(mut queue: mpsc::Receiver<Committed>, broker: Arc<
     }
 }
 
+/// A run of failed commits: the committer logs when the store stops taking posts and when it
+/// takes them again, with what the outage cost, so an operator sees its start and end among the
+/// per-batch errors.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When the first batch of the run failed; `None` while commits succeed.
+    since: Option<Instant>,
+    /// Batches and posts refused since then.
+    batches: u64,
+    posts: u64,
+}
+
+impl Outage {
+    fn failed(&mut self, posts: usize, cause: &str) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            error!(
+                cause,
+                "store unavailable: posts are refused with store_unavailable until a commit succeeds"
+            );
+        }
+        self.batches += 1;
+        self.posts += posts as u64;
+    }
+
+    fn succeeded(&mut self) {
+        if let Some(since) = self.since.take() {
+            warn!(
+                refused_batches = self.batches,
+                refused_posts = self.posts,
+                outage_secs = since.elapsed().as_secs_f64(),
+                "store recovered: posts are stored again"
+            );
+            self.batches = 0;
+            self.posts = 0;
+        }
+    }
+}
+
 /// Stores one batch. A store failure is answered here; a success goes on to the broadcaster.
 async fn commit(
     jobs: &mut Vec<PostJob>,
     store: &dyn Store,
     metrics: &Metrics,
+    outage: &mut Outage,
 ) -> Option<Committed> {
     let (batch, replies): (Vec<NewMessage>, Vec<_>) =
         jobs.drain(..).map(|job| (job.message, job.reply)).unzip();
@@ -110,13 +152,15 @@ async fn commit(
     metrics.store_batch_size.observe(batch.len() as f64);
     match outcome {
         Ok(stored) => {
+            outage.succeeded();
             metrics.messages_in.inc_by(stored.len() as u64);
             Some(Committed { stored, replies })
         }
         Err(err) => {
-            error!(cause = %err, posts = batch.len(), "group commit failed");
-            metrics.store_errors.inc_by(batch.len() as u64);
             let reason = err.to_string();
+            outage.failed(batch.len(), &reason);
+            error!(cause = %reason, posts = batch.len(), "group commit failed");
+            metrics.store_errors.inc_by(batch.len() as u64);
             for reply in replies {
                 let _ = reply.send(Err(PostError::Store(
                     crate::store::StoreError::Unavailable(reason.clone()),

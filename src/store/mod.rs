@@ -113,4 +113,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room that has messages.
     async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
+
+    /// Closes the store once nothing will post to it again (the committer calls it after its
+    /// last batch). SQLite checkpoints and removes its WAL here: a WAL left beside a database
+    /// file that is later deleted or replaced would be applied to whatever file is there next.
+    /// The default does nothing.
+    async fn close(&self) {}
 }

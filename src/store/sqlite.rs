@@ -1,13 +1,40 @@
-//! The embedded default store: one SQLite file in WAL mode. Writes go through a single-connection
-//! pool (SQLite has one writer anyway, and the hub batches posts into one transaction per group
-//! commit); reads use their own pool so history never waits behind a commit.
+//! The embedded default store: one SQLite file in WAL mode. Writes go through one dedicated
+//! connection (SQLite has one writer anyway, and the hub batches posts into one transaction per
+//! group commit); reads use their own pool so history never waits behind a commit.
+//!
+//! Two faults of the file system under a running server are handled here rather than left to
+//! SQLite, because SQLite alone would acknowledge posts that are then lost:
+//!
+//! - **A failed commit can leave the connection inside a transaction.** When a commit meets a
+//!   full disk or a file it may not write, SQLite sometimes rolls the transaction back itself and
+//!   sometimes leaves it open. sqlx's `Transaction` counts nesting depth on its own; once SQLite
+//!   and that count disagree, sqlx opens every later "transaction" as a `SAVEPOINT` inside a
+//!   transaction that is never committed, and every later post is acknowledged without ever
+//!   reaching the file. So the writer runs `BEGIN IMMEDIATE` / `COMMIT` itself and, after any
+//!   failure, proves no transaction is left open before it writes again (`Writer::recover`).
+//! - **The file can be deleted or replaced under the server.** SQLite keeps writing to the inode
+//!   it opened: after `rm hubbub.db` (or a backup restored by renaming a file over it) commits
+//!   succeed into a file nobody will ever open again. So every commit checks, before it writes and
+//!   again after it committed and before anything is acknowledged, that the database file and its
+//!   WAL at their paths are still the files this server opened (device and inode). If not, the
+//!   batch fails with `store_unavailable` and an error is logged; the server does not reopen the
+//!   path by itself, because a new empty file there would reuse ids from 1. A restart by the
+//!   operator opens whatever is at the path then.
+//!
+//! The server never opens the database files itself besides through SQLite: closing any other
+//! descriptor of the file would drop SQLite's POSIX locks on it (only `stat` is used here).
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
 
 use super::{NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage};
 use crate::config::Durability;
@@ -16,8 +43,9 @@ use crate::protocol::RoomName;
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Arc<Mutex<Writer>>,
     reader: SqlitePool,
+    files: Arc<DatabaseFiles>,
 }
 
 impl SqliteStore {
@@ -44,21 +72,302 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(busy_timeout);
-        Self::open_with(options).await
+        Self::open_with(path, options).await
     }
 
-    async fn open_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
+    async fn open_with(path: &Path, options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        refuse_orphaned_wal(path)?;
+        let mut conn = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run_direct(None, &mut conn, false)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        // The writer connection stays open for the server's life, so SQLite never deletes and
+        // recreates the WAL under it and the WAL's identity taken below stays the right one.
+        let files = DatabaseFiles::identify(path)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        let writer = Writer {
+            conn: Some(conn),
+            options,
+            in_doubt: false,
+        };
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            reader,
+            files: Arc::new(files),
+        })
     }
+}
+
+/// The one connection every commit goes through, and whether its last transaction may still be
+/// open.
+#[derive(Debug)]
+struct Writer {
+    /// `None` once the store is closed.
+    conn: Option<SqliteConnection>,
+    options: SqliteConnectOptions,
+    /// Set before `BEGIN`, cleared once the transaction is known to be over: a commit that failed,
+    /// or was abandoned half-way, is cleaned up before the next one starts.
+    in_doubt: bool,
+}
+
+impl Writer {
+    /// Stores the batch in one transaction of our own (`BEGIN IMMEDIATE` ... `COMMIT`), never
+    /// through sqlx's `Transaction` (see the module doc). A failure is cleaned up at once, so the
+    /// write lock is not held while the store is down.
+    async fn commit(&mut self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        if self.in_doubt {
+            self.recover().await;
+        }
+        self.in_doubt = true;
+        let outcome = self.transaction(batch).await;
+        match outcome {
+            Ok(_) => self.in_doubt = false,
+            Err(_) => self.recover().await,
+        }
+        outcome
+    }
+
+    async fn transaction(
+        &mut self,
+        batch: &[NewMessage],
+    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        let conn = self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let stored = insert_all(conn, batch).await?;
+        sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+        Ok(stored)
+    }
+
+    /// Ends whatever a failed commit left behind. SQLite may already have rolled the transaction
+    /// back (then `ROLLBACK` fails harmlessly) or may have left it open (then `ROLLBACK` ends it).
+    /// A plain `BEGIN` succeeds only outside a transaction, so it proves which; if a transaction
+    /// is still open after all, the connection is replaced, and closing it rolls the rest back.
+    async fn recover(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        let clean = sqlx::raw_sql("BEGIN").execute(&mut *conn).await.is_ok()
+            && sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_ok();
+        if clean {
+            self.in_doubt = false;
+            return;
+        }
+        warn!("the store's writer connection is stuck in a transaction; opening a new one");
+        // The new connection is opened before the old one closes, so the old one is never the
+        // database's last connection (which would delete the WAL and change its identity).
+        // Never created anew: a database file deleted meanwhile must not come back empty.
+        match self
+            .options
+            .clone()
+            .create_if_missing(false)
+            .connect()
+            .await
+        {
+            Ok(fresh) => {
+                if let Some(stuck) = self.conn.replace(fresh)
+                    && let Err(err) = stuck.close().await
+                {
+                    warn!(cause = %err, "closing the stuck writer connection failed");
+                }
+                self.in_doubt = false;
+            }
+            // Still in doubt: the next commit tries again, and fails loudly until it can.
+            Err(err) => error!(cause = %err, "could not open a new writer connection"),
+        }
+    }
+}
+
+/// Inserts each message, allocating its per-room id in the same transaction.
+async fn insert_all(
+    conn: &mut SqliteConnection,
+    batch: &[NewMessage],
+) -> Result<Vec<StoredMessage>, sqlx::Error> {
+    let mut stored = Vec::with_capacity(batch.len());
+    for message in batch {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO rooms (name, last_id) VALUES (?1, 1) \
+             ON CONFLICT (name) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+        )
+        .bind(message.room.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO messages (room, id, ts, sender, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(message.room.as_str())
+        .bind(id)
+        .bind(message.ts)
+        .bind(&message.from)
+        .bind(&message.text)
+        .execute(&mut *conn)
+        .await?;
+        stored.push(StoredMessage {
+            room: message.room.as_str().to_owned(),
+            id: id as u64,
+            ts: message.ts,
+            from: message.from.clone(),
+            text: message.text.clone(),
+        });
+    }
+    Ok(stored)
+}
+
+/// Which file a path names: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` now (symlinks followed, as SQLite follows them).
+    fn of(path: &Path) -> std::io::Result<FileId> {
+        let meta = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// The database file and its WAL as this server opened them.
+#[derive(Debug)]
+struct DatabaseFiles {
+    db: PathBuf,
+    wal: PathBuf,
+    db_id: FileId,
+    wal_id: FileId,
+    /// Whether the loss of the files has been logged (once per loss, not once per batch).
+    reported: AtomicBool,
+}
+
+/// What a poster is told when the files are gone (the log line has the paths).
+const FILES_GONE: &str = "the database file was deleted or replaced while hubbub was running; \
+                          the message was not stored, and posts are refused until hubbub is \
+                          restarted";
+
+impl DatabaseFiles {
+    /// Takes the identity of the open database's files. SQLite names the WAL after the database's
+    /// resolved path, so the WAL is looked for there.
+    fn identify(path: &Path) -> Result<Self, StoreError> {
+        let unavailable = |what: &str, err: std::io::Error| {
+            StoreError::Unavailable(format!("cannot stat the {what}: {err}"))
+        };
+        let resolved = std::fs::canonicalize(path).map_err(|e| unavailable("database file", e))?;
+        let mut wal = resolved.into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        Ok(Self {
+            db_id: FileId::of(path).map_err(|e| unavailable("database file", e))?,
+            wal_id: FileId::of(&wal).map_err(|e| unavailable("database's WAL", e))?,
+            db: path.to_owned(),
+            wal,
+            reported: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the paths still name the files this server writes to. Called before a commit
+    /// (so nothing is written to a lost file) and after it, before any ack: a commit that went to
+    /// a file deleted meanwhile is refused like one that failed.
+    fn check(&self) -> Result<(), Lost> {
+        let db = FileId::of(&self.db);
+        let wal = FileId::of(&self.wal);
+        let intact = matches!(&db, Ok(id) if *id == self.db_id)
+            && matches!(&wal, Ok(id) if *id == self.wal_id);
+        if intact {
+            if self.reported.swap(false, Ordering::Relaxed) {
+                info!(path = %self.db.display(), "the database files are back; posts are stored again");
+            }
+            return Ok(());
+        }
+        let first = !self.reported.swap(true, Ordering::Relaxed);
+        if first {
+            error!(
+                path = %self.db.display(),
+                opened = ?self.db_id,
+                now = ?db,
+                wal_opened = ?self.wal_id,
+                wal_now = ?wal,
+                "DATABASE FILE DELETED OR REPLACED under the running server: SQLite would go on \
+                 writing to the unlinked file and every ack would be lost, so every post is \
+                 refused with store_unavailable until hubbub is restarted"
+            );
+        }
+        Err(Lost { first })
+    }
+}
+
+/// The database's files are not the ones this server opened; `first` the first time this is
+/// seen since they last were.
+#[derive(Debug)]
+struct Lost {
+    first: bool,
+}
+
+/// Says in plain words why SQLite refused a commit, for the log and the posters; the code stays
+/// in the text for whoever needs it.
+fn explain(err: sqlx::Error) -> StoreError {
+    let code = err
+        .as_database_error()
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse::<i32>().ok());
+    // Primary result codes (the low byte of the extended code): https://sqlite.org/rescode.html
+    let plain = match code.map(|code| code & 0xff) {
+        Some(5 | 6) => "the database is locked by another process",
+        Some(8) => "the database is read-only",
+        Some(10) => "the database files could not be written (read-only, failing or full storage)",
+        Some(11 | 26) => "the database file is damaged or not a database",
+        Some(13) => "the disk holding the database is full",
+        Some(14) => "the database file could not be opened",
+        _ => return StoreError::Database(err),
+    };
+    StoreError::Unavailable(format!("{plain}; the message was not stored ({err})"))
+}
+
+impl SqliteStore {
+    /// [`DatabaseFiles::check`]; the first time it fails, the writer also empties its WAL into
+    /// the lost file (`wal_checkpoint(TRUNCATE)`). The WAL at the path is still this server's
+    /// when only the database file went, and left full it would be applied to whatever database
+    /// file is at the path at the next start, even after a `kill -9`.
+    async fn check_files(&self, writer: &mut Writer) -> Result<(), StoreError> {
+        let outcome = self.files.check();
+        if let Err(Lost { first: true }) = outcome
+            && let Some(conn) = writer.conn.as_mut()
+        {
+            match sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => info!("this server's WAL was checkpointed into the lost file and emptied"),
+                Err(err) => warn!(cause = %err, "could not empty this server's WAL"),
+            }
+        }
+        outcome.map_err(|_| StoreError::Unavailable(FILES_GONE.to_owned()))
+    }
+}
+
+/// Refuses to open a database whose file is missing while a non-empty WAL for it exists: that
+/// WAL belongs to a database that was deleted (the server was killed before it could remove it),
+/// and SQLite would apply its pages to the new, empty file.
+fn refuse_orphaned_wal(path: &Path) -> Result<(), StoreError> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let wal_len = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+    if wal_len > 0 && !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "{} exists but {} does not: the WAL belongs to a database file that was deleted, and \
+             SQLite would apply it to a new empty database; restore the database file, or move \
+             the WAL (and its -shm) away to start empty",
+            wal.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn row_to_message(row: &sqlx::sqlite::SqliteRow, room: &str) -> Result<StoredMessage, sqlx::Error> {
@@ -74,35 +383,10 @@ fn row_to_message(row: &sqlx::sqlite::SqliteRow, room: &str) -> Result<StoredMes
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let mut stored = Vec::with_capacity(batch.len());
-        for message in batch {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO rooms (name, last_id) VALUES (?1, 1) \
-                 ON CONFLICT (name) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
-            )
-            .bind(message.room.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO messages (room, id, ts, sender, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(message.room.as_str())
-            .bind(id)
-            .bind(message.ts)
-            .bind(&message.from)
-            .bind(&message.text)
-            .execute(&mut *tx)
-            .await?;
-            stored.push(StoredMessage {
-                room: message.room.as_str().to_owned(),
-                id: id as u64,
-                ts: message.ts,
-                from: message.from.clone(),
-                text: message.text.clone(),
-            });
-        }
-        tx.commit().await?;
+        let mut writer = self.writer.lock().await;
+        self.check_files(&mut writer).await?;
+        let stored = writer.commit(batch).await.map_err(explain)?;
+        self.check_files(&mut writer).await?;
         Ok(stored)
     }
 
@@ -173,5 +457,17 @@ impl Store for SqliteStore {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
+    }
+
+    /// Closes the readers, then the writer: the last connection to close checkpoints the WAL into
+    /// the database file and removes the WAL and its `-shm`.
+    async fn close(&self) {
+        self.reader.close().await;
+        let mut writer = self.writer.lock().await;
+        if let Some(conn) = writer.conn.take()
+            && let Err(err) = conn.close().await
+        {
+            warn!(cause = %err, "closing the database failed");
+        }
     }
 }
