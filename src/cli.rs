@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::config::{Config, Durability, Secret};
+use crate::config::{Config, Database, Durability, Secret};
 use crate::error::{Error, Result};
 use crate::hub::HubSettings;
 use crate::token::{Claims, mint};
@@ -36,6 +36,21 @@ pub enum Command {
     /// Print an auth token for `--auth-secret` servers: `hubbub token --sub alice --rooms
     /// 'team-*' --ttl 1h`.
     Token(TokenArgs),
+    /// Apply the database schema's pending migrations for `--db`, then exit (`serve` does this
+    /// at start unless `--no-migrate`).
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `hubbub migrate`: the same database flags and variables as `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Directory for the embedded SQLite database.
+    #[arg(long, env = "HUBBUB_DATA", default_value = "hubbub-data")]
+    pub data: PathBuf,
+    /// Database: `postgres://USER@HOST:PORT/DB`, `sqlite://PATH` or a file path (default:
+    /// DATA/hubbub.db).
+    #[arg(long, env = "HUBBUB_DB", hide_env_values = true, value_parser = DatabaseParser)]
+    pub db: Option<Database>,
 }
 
 /// Flags of `hubbub token`.
@@ -65,9 +80,14 @@ pub struct ServeArgs {
     /// Directory for the embedded SQLite database.
     #[arg(long, env = "HUBBUB_DATA", default_value = "hubbub-data")]
     pub data: PathBuf,
-    /// Database: `sqlite://PATH` or a file path (default: DATA/hubbub.db).
-    #[arg(long, env = "HUBBUB_DB")]
-    pub db: Option<String>,
+    /// Database: `postgres://USER@HOST:PORT/DB` (or `postgresql://`), `sqlite://PATH` or a file
+    /// path (default: DATA/hubbub.db).
+    #[arg(long, env = "HUBBUB_DB", hide_env_values = true, value_parser = DatabaseParser)]
+    pub db: Option<Database>,
+    /// Do not apply schema migrations at start, only check the PostgreSQL schema is current
+    /// (run `hubbub migrate` as a deployment step instead).
+    #[arg(long, env = "HUBBUB_NO_MIGRATE")]
+    pub no_migrate: bool,
     /// Milliseconds a commit waits on a database lock held by another process before the posts
     /// in it fail with `store_unavailable`.
     #[arg(long, env = "HUBBUB_DB_BUSY_TIMEOUT_MS", default_value_t = 5000)]
@@ -158,14 +178,13 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The config these flags describe.
     pub fn to_config(&self) -> Result<Config> {
-        let db_path = match self.db.as_deref() {
-            None => None,
-            Some(url) => Some(sqlite_path(url)?),
-        };
+        let (db_path, postgres) = database_fields(self.db.as_ref());
         Ok(Config {
             addr: self.addr,
             data_dir: self.data.clone(),
             db_path,
+            postgres,
+            migrate_at_start: !self.no_migrate,
             db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
             durability: self.durability,
             max_message_bytes: self.max_message_bytes,
@@ -212,20 +231,54 @@ impl ServeArgs {
 /// token.
 const MIN_SECRET_BYTES: usize = 16;
 
-/// Accepts `sqlite://PATH`, `sqlite:PATH` or a bare path.
-fn sqlite_path(url: &str) -> Result<PathBuf> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        return Ok(PathBuf::from(path));
+/// Parses `--db` with [`Database::parse`]. clap's own error for a function parser quotes the
+/// value, and a URL may carry a password: this one names only what is wrong.
+#[derive(Debug, Clone, Copy)]
+struct DatabaseParser;
+
+impl clap::builder::TypedValueParser for DatabaseParser {
+    type Value = Database;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<Database, clap::Error> {
+        let invalid = |message: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid --db: {message}\n"),
+            )
+        };
+        let url = value
+            .to_str()
+            .ok_or_else(|| invalid("not valid UTF-8".to_owned()))?;
+        Database::parse(url).map_err(invalid)
     }
-    if url.contains("://") {
-        return Err(Error::Config(format!(
-            "unsupported database {url:?}: use sqlite://PATH"
-        )));
+}
+
+/// `--db` as the two [`Config`] fields: a SQLite path or a PostgreSQL URL (neither: the
+/// default SQLite file in the data directory).
+fn database_fields(db: Option<&Database>) -> (Option<PathBuf>, Option<crate::config::PostgresUrl>) {
+    match db {
+        None => (None, None),
+        Some(Database::Sqlite(path)) => (Some(path.clone()), None),
+        Some(Database::Postgres(url)) => (None, Some(url.clone())),
     }
-    Ok(PathBuf::from(url))
+}
+
+impl MigrateArgs {
+    /// The config `hubbub migrate` opens the database with: defaults but for the database.
+    pub fn to_config(&self) -> Config {
+        let (db_path, postgres) = database_fields(self.db.as_ref());
+        Config {
+            data_dir: self.data.clone(),
+            db_path,
+            postgres,
+            ..Config::default()
+        }
+    }
 }
 
 /// Runs the chosen subcommand.
@@ -234,6 +287,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Token(args)) => {
             println!("{}", token(&args)?);
+            Ok(())
+        }
+        Some(Command::Migrate(args)) => {
+            println!("{}", crate::migrate(&args.to_config()).await?);
             Ok(())
         }
         None => serve(cli.serve).await,

@@ -27,8 +27,15 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Directory for the embedded database.
     pub data_dir: PathBuf,
-    /// Database file; `None` means `<data_dir>/hubbub.db`.
+    /// Database file; `None` means `<data_dir>/hubbub.db`. Unused when [`Config::postgres`] is set.
     pub db_path: Option<PathBuf>,
+    /// PostgreSQL database that holds history instead of the SQLite file (`--db postgres://...`),
+    /// so several nodes can share one history.
+    pub postgres: Option<PostgresUrl>,
+    /// Whether `serve` applies pending schema migrations at start. `false` (`--no-migrate`) only
+    /// checks that the PostgreSQL schema is current, for operators who run `hubbub migrate` as a
+    /// separate deployment step. The embedded SQLite file is always brought up to date when opened.
+    pub migrate_at_start: bool,
     /// How long a commit waits on a database lock held elsewhere before its posts fail with
     /// `store_unavailable`.
     pub db_busy_timeout: Duration,
@@ -105,6 +112,96 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where history lives, as `--db` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded SQLite file at this path.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server.
+    Postgres(PostgresUrl),
+}
+
+impl Database {
+    /// Reads `postgres://...` or `postgresql://...` (PostgreSQL), `sqlite://PATH`, `sqlite:PATH`
+    /// or a bare path (SQLite). Any other scheme is refused rather than taken for a file name.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(PostgresUrl::new(url)));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if url.contains("://") {
+            let scheme = url.split("://").next().unwrap_or_default();
+            return Err(format!(
+                "unsupported database scheme {scheme:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
+            ));
+        }
+        Ok(Self::Sqlite(PathBuf::from(url)))
+    }
+}
+
+/// A PostgreSQL connection URL. It may carry a password, so its `Debug` and `Display` show
+/// [`PostgresUrl::redacted`]: logs and error messages can name the database without leaking it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Wraps a `postgres://` or `postgresql://` URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, for the one place that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`: the one in `user:password@` and a
+    /// `password=` query parameter.
+    pub fn redacted(&self) -> String {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", self.0.as_str()));
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***@{host}"),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some(("password", _)) => "password=***".to_owned(),
+                        _ => pair.to_owned(),
+                    })
+                    .collect();
+                format!("{path}?{}", query.join("&"))
+            }
+            None => tail.to_owned(),
+        };
+        format!("{scheme}://{authority}{tail}")
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 impl Config {
     /// Rejections within the abuse window that close a connection.
     pub fn abuse_threshold(&self) -> u32 {
@@ -127,6 +224,8 @@ impl Default for Config {
             addr: SocketAddr::from(([0, 0, 0, 0], 3000)),
             data_dir: PathBuf::from("hubbub-data"),
             db_path: None,
+            postgres: None,
+            migrate_at_start: true,
             db_busy_timeout: Duration::from_secs(5),
             durability: Durability::Machine,
             max_message_bytes: 4096,
@@ -165,5 +264,57 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redacted"), "{shown}");
+    }
+
+    #[test]
+    fn debug_output_redacts_a_postgres_password() {
+        let config = Config {
+            postgres: Some(PostgresUrl::new(
+                "postgres://hub:hunter2@db.example:5432/chat",
+            )),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://hub:***@db.example:5432/chat"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_redacted_url_keeps_everything_but_the_password() {
+        let redacted = |url: &str| PostgresUrl::new(url).redacted();
+        assert_eq!(
+            redacted("postgresql://hub:p%40ss:w@db:5432/chat?sslmode=require"),
+            "postgresql://hub:***@db:5432/chat?sslmode=require"
+        );
+        assert_eq!(
+            redacted("postgres://db/chat?user=hub&password=hunter2&sslmode=disable"),
+            "postgres://db/chat?user=hub&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redacted("postgres://hub@127.0.0.1:5433/chat"),
+            "postgres://hub@127.0.0.1:5433/chat"
+        );
+    }
+
+    #[test]
+    fn db_urls_select_sqlite_or_postgres() {
+        assert_eq!(
+            Database::parse("sqlite:///var/lib/hubbub.db"),
+            Ok(Database::Sqlite(PathBuf::from("/var/lib/hubbub.db")))
+        );
+        assert_eq!(
+            Database::parse("chat.db"),
+            Ok(Database::Sqlite(PathBuf::from("chat.db")))
+        );
+        for url in ["postgres://hub@db/chat", "postgresql://hub@db/chat"] {
+            assert_eq!(
+                Database::parse(url),
+                Ok(Database::Postgres(PostgresUrl::new(url)))
+            );
+        }
+        assert!(Database::parse("mysql://db/chat").is_err());
     }
 }

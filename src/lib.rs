@@ -6,7 +6,8 @@
 //! - [`hub`]: rooms, membership, per-room ordering, fan-out into each connection's bounded
 //!   outbox (which writes straight to a socket that keeps up), group commit, and the
 //!   transport-independent [`hub::Session`].
-//! - [`store`]: durable history behind the [`store::Store`] trait (SQLite by default).
+//! - [`store`]: durable history behind the [`store::Store`] trait (SQLite by default, PostgreSQL
+//!   with `--db postgres://...`).
 //! - [`broker`]: cross-node delivery behind the [`broker::Broker`] trait (in-process by default).
 //! - `transport`: WebSocket (its own RFC 6455 framing, one task per connection), echo, SSE and
 //!   the HTTP API; decodes, enforces limits, calls the hub. It gives the hub's outboxes a
@@ -44,8 +45,55 @@ pub use error::{Error, Result};
 
 use hub::Hub;
 use metrics::Metrics;
-use store::{SqliteStore, Store};
+use store::{PostgresStore, SchemaAtOpen, SqliteStore, Store};
 use transport::AppState;
+
+/// Opens the store the config names: PostgreSQL when `config.postgres` is set (migrated, or only
+/// checked under `--no-migrate`), otherwise the SQLite file (created and migrated as needed).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    if let Some(url) = &config.postgres {
+        let schema = if config.migrate_at_start {
+            SchemaAtOpen::Migrate
+        } else {
+            SchemaAtOpen::RequireCurrent
+        };
+        let store =
+            PostgresStore::open(url, config.db_busy_timeout, config.durability, schema).await?;
+        return Ok(Arc::new(store));
+    }
+    if config.db_path.is_none() {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let store = SqliteStore::open(
+        &config.database_path(),
+        config.db_busy_timeout,
+        config.durability,
+    )
+    .await?;
+    Ok(Arc::new(store))
+}
+
+/// The database as logs may show it: the SQLite path, or the PostgreSQL URL without password.
+fn database_name(config: &Config) -> String {
+    match &config.postgres {
+        Some(url) => url.redacted(),
+        None => format!("sqlite://{}", config.database_path().display()),
+    }
+}
+
+/// Brings the configured database's schema up to date and returns a line saying so: what
+/// `hubbub migrate` does. PostgreSQL is migrated under sqlx's advisory lock, so running this
+/// while nodes start is safe; the SQLite file is created if missing.
+pub async fn migrate(config: &Config) -> Result<String> {
+    let database = database_name(config);
+    if let Some(url) = &config.postgres {
+        let version = PostgresStore::migrate(url).await?;
+        return Ok(format!("{database}: schema up to date (version {version})"));
+    }
+    let store = open_store(config).await?;
+    drop(store);
+    Ok(format!("{database}: schema up to date"))
+}
 
 /// Runs a server on `listener` until `shutdown` resolves, then shuts down gracefully: stop
 /// accepting, close every socket with 1001 after flushing pending acks, commit what was queued,
@@ -55,17 +103,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    if config.db_path.is_none() {
-        std::fs::create_dir_all(&config.data_dir)?;
-    }
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(
-            &config.database_path(),
-            config.db_busy_timeout,
-            config.durability,
-        )
-        .await?,
-    );
+    let store = open_store(&config).await?;
+    let database = database_name(&config);
     let metrics = Metrics::new();
     let sockets = TaskTracker::new();
     let background = TaskTracker::new();
@@ -110,7 +149,7 @@ pub async fn serve(
         max_connections,
     ));
     let app = transport::router(state);
-    info!(addr = %listener.local_addr()?, database = ?"sqlite", "hubbub listening");
+    info!(addr = %listener.local_addr()?, %database, "hubbub listening");
 
     let stop = stop_sockets.clone();
     transport::serve_http(listener, app, http, async move {

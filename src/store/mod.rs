@@ -3,12 +3,14 @@
 //! ids (it is the only thing that can make them survive restarts) and knows nothing of members,
 //! sockets or the broker.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 
 use crate::protocol::{MessageView, RoomName};
 
+pub use postgres::{PostgresStore, SchemaAtOpen};
 pub use sqlite::SqliteStore;
 
 /// A message the hub wants stored; the store gives it an id.
@@ -82,6 +84,26 @@ pub enum StoreError {
     /// The schema could not be brought up to date at start-up.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database server could not be reached or refused us at start-up. `url` is the
+    /// redacted URL (no password), so the message can be shown and logged as it is.
+    #[error("could not connect to {url}")]
+    Connect {
+        /// The database's URL without its password.
+        url: String,
+        /// What the driver reported.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Started with `--no-migrate` against a schema that lacks migrations this build needs:
+    /// serving on it would fail at the first query, so the server refuses to start instead.
+    #[error(
+        "the database schema lacks migration(s) {missing:?} this hubbub needs: run `hubbub migrate` \
+         first, or start without --no-migrate"
+    )]
+    SchemaBehind {
+        /// Versions of the embedded migrations the database has not applied.
+        missing: Vec<i64>,
+    },
 }
 
 /// Durable, ordered history of every room. Methods are ordered create, read.

@@ -2,6 +2,8 @@
 //! and a small WebSocket client that speaks protocol v1.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -44,6 +46,7 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         rate_limit: 0,
         ..Config::default()
     };
+    pg::use_test_db(&mut config).await; // HUBBUB_TEST_DB: a fresh PostgreSQL schema
     adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -122,6 +125,7 @@ impl Binary {
             .arg(addr.to_string())
             .arg("--data")
             .arg(data)
+            .args(pg::binary_db_args(data, extra).await) // HUBBUB_TEST_DB: its own PostgreSQL schema
             .args(extra)
             .env("HUBBUB_LOG", level)
             .env("HUBBUB_RATE_LIMIT", "0")

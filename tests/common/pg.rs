@@ -1,0 +1,96 @@
+//! The test harness on PostgreSQL. With `HUBBUB_TEST_DB=postgres://...` (scripts/test.sh sets
+//! it for its second run, pointing at the private server of scripts/pg.sh) every test server,
+//! in-process or the real binary, gets a schema of its own in that database, so tests stay as
+//! independent as with a fresh SQLite file each: every table hubbub uses, `_sqlx_migrations`
+//! included, is unqualified and lands in the schema named by the connection's `search_path`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hubbub::config::PostgresUrl;
+use sqlx::{Connection, PgConnection};
+
+/// The variable that moves test servers onto PostgreSQL.
+pub const TEST_DB_VAR: &str = "HUBBUB_TEST_DB";
+
+/// The file in a [`super::Binary`]'s data directory that remembers its schema's URL, so a
+/// restarted binary (tests/durability.rs) finds the history it left behind.
+const URL_FILE: &str = "test-postgres-url";
+
+/// The PostgreSQL URL test servers should use, if the run is a PostgreSQL one.
+pub fn test_db() -> Option<String> {
+    std::env::var(TEST_DB_VAR)
+        .ok()
+        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+}
+
+/// Whether this run puts test servers on PostgreSQL.
+pub fn on_postgres() -> bool {
+    test_db().is_some()
+}
+
+/// For a test that only makes sense on SQLite: returns true (and says why on stderr) when the
+/// run is on PostgreSQL, so the test can return early.
+pub fn skip_on_postgres(test: &str, reason: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on PostgreSQL: {test}: {reason}");
+        return true;
+    }
+    false
+}
+
+/// A new, empty schema in the database at `base`, and `base` extended to use it.
+pub async fn fresh_schema_url(base: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let schema = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        nanos
+    );
+    let mut conn = PgConnection::connect(base)
+        .await
+        .unwrap_or_else(|err| panic!("{TEST_DB_VAR} is not reachable: {err}"));
+    // The name is built here from digits and a prefix, never from input.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create the test's schema");
+    conn.close().await.expect("close");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// On a PostgreSQL run, points an in-process server's config at a fresh schema.
+pub async fn use_test_db(config: &mut hubbub::Config) {
+    if let Some(base) = test_db() {
+        config.postgres = Some(PostgresUrl::new(fresh_schema_url(&base).await));
+    }
+}
+
+/// On a PostgreSQL run, the `--db` flag for a binary whose data directory is `data`: a fresh
+/// schema the first time, the same one when the binary is started again on that directory.
+/// Nothing when the test passes its own `--db` in `extra`.
+pub async fn binary_db_args(data: &Path, extra: &[&str]) -> Vec<String> {
+    let Some(base) = test_db() else {
+        return Vec::new();
+    };
+    if extra.contains(&"--db") {
+        return Vec::new();
+    }
+    let remembered = data.join(URL_FILE);
+    let url = match std::fs::read_to_string(&remembered) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = fresh_schema_url(&base).await;
+            std::fs::create_dir_all(data).expect("data directory");
+            std::fs::write(&remembered, &url).expect("remember the schema");
+            url
+        }
+    };
+    vec!["--db".to_owned(), url]
+}
