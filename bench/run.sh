@@ -7,6 +7,7 @@
 #   bench/run.sh            full plan: up to 19,000 connections (about 10-15 minutes)
 #   bench/run.sh --quick    quick plan: up to 2,000 connections (a few minutes)
 #   bench/run.sh --quick --servers hubbub,node-ws --scenarios fanout,echo   (subset)
+#   bench/run.sh --smoke    the test suite's end-to-end check (seconds; its numbers mean nothing)
 #
 # Every server and worker process it starts is stopped by PID when its scenario ends.
 set -euo pipefail
@@ -18,7 +19,7 @@ for arg in "$@"; do
   case "$arg" in
     --quick) size=quick ;;
     --full) size=full ;;
-    --tiny) size=tiny ;;
+    --smoke|--tiny) size=smoke ;;
     *) extra+=("$arg") ;;
   esac
 done

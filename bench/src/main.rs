@@ -55,6 +55,10 @@ enum Cmd {
         /// Writes per socket; default gives ~100,000 writes in all.
         #[arg(long)]
         rounds: Option<usize>,
+        /// Writes per socket in the woken-reader floor, whose rounds each pause 20 ms (default:
+        /// `--rounds`); the smoke plan keeps it short.
+        #[arg(long)]
+        woken_rounds: Option<usize>,
         #[arg(long, default_value_t = 150)]
         bytes: usize,
         /// Also measure with the reading ends in a process on these CPUs (`taskset -c` list),
@@ -95,7 +99,8 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct SuiteArgs {
-    /// tiny (smoke test), quick (≤ 2,000 connections) or full (up to 19,000).
+    /// smoke (the test suite's end-to-end check), quick (≤ 2,000 connections) or full (up to
+    /// 19,000).
     #[arg(long, value_enum, default_value = "quick")]
     size: Size,
     /// Servers to run (default: all four).
@@ -154,6 +159,7 @@ fn main() -> Result<()> {
         Cmd::Floor {
             sockets,
             rounds,
+            woken_rounds,
             bytes,
             reader_cpus,
             woken_only,
@@ -161,16 +167,22 @@ fn main() -> Result<()> {
             order,
         } => {
             let rounds = rounds.unwrap_or((100_000 / sockets.max(1)).max(10));
+            let woken_rounds = woken_rounds.unwrap_or(rounds);
             if woken_only {
                 let cpus = reader_cpus.context("--woken-only needs --reader-cpus")?;
-                let w = floor::measure_woken(sockets, rounds, bytes, &cpus, readers, order)?;
+                let w = floor::measure_woken(sockets, woken_rounds, bytes, &cpus, readers, order)?;
                 println!("{}", serde_json::to_string(&w)?);
                 return Ok(());
             }
             let mut r = floor::measure(sockets, rounds, bytes)?;
             if let Some(cpus) = reader_cpus {
                 r.woken = Some(floor::measure_woken(
-                    sockets, rounds, bytes, &cpus, readers, order,
+                    sockets,
+                    woken_rounds,
+                    bytes,
+                    &cpus,
+                    readers,
+                    order,
                 )?);
             }
             println!("{}", serde_json::to_string(&r)?);

@@ -1136,7 +1136,7 @@ mod tests {
         Results {
             machine: Machine::default(),
             command: "test".into(),
-            size: Size::Tiny,
+            size: Size::Smoke,
             started: String::new(),
             finished: String::new(),
             floor: None,

@@ -129,8 +129,9 @@ fn free_port() -> Result<u16> {
 }
 
 impl Server {
-    /// Start `kind` and wait until it accepts TCP connections.
-    pub fn start(kind: ServerKind, paths: &ServerPaths) -> Result<Server> {
+    /// Start `kind`, wait until it accepts TCP connections, then leave it alone for `warmup`
+    /// so that its runtime finishes starting (JIT, GC heaps) before a baseline is taken.
+    pub fn start(kind: ServerKind, paths: &ServerPaths, warmup: Duration) -> Result<Server> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut data_dir = None;
@@ -214,8 +215,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Let the runtime finish starting (JIT, GC heaps) before the baseline is taken.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(warmup);
         Ok(server)
     }
 

@@ -7,6 +7,7 @@
 //! free for human-readable diagnostics.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +157,12 @@ pub struct FanoutPhase {
     /// 0 means "use the layout's room size".
     #[serde(default)]
     pub room_members: usize,
+    /// End the drain as soon as every delivery a worker expects (and, from hubbub, every ack of
+    /// its own posts) has arrived, so that `drain_ms` is only a deadline: the smoke plan's
+    /// phases are counted, not timed. Off in the measured plans, whose full drain also catches
+    /// late duplicates.
+    #[serde(default)]
+    pub until_delivered: bool,
 }
 
 /// Senders wait this long after a phase starts before their first post, so every worker has
@@ -167,6 +174,34 @@ impl FanoutPhase {
     pub fn is_sender(&self, idx: usize) -> bool {
         let stride = self.sender_stride.max(1);
         idx.is_multiple_of(stride) && idx / stride < self.senders
+    }
+
+    /// Time between two posts of one sender.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate)
+    }
+
+    /// When sender `idx` posts first, after the lead-in: the senders' first posts are spread
+    /// evenly over one interval so that posts do not arrive in bursts of `senders` at once.
+    pub fn first_post(&self, idx: usize) -> Duration {
+        let slot = (idx / self.sender_stride.max(1)) as f64 / self.senders.max(1) as f64;
+        self.interval().mul_f64(slot)
+    }
+
+    /// How many posts connection `idx` makes in this phase, by the schedule the worker follows:
+    /// the first post goes out even when it falls after the end, each later one only before it.
+    pub fn posts_by(&self, idx: usize) -> u64 {
+        if !self.is_sender(idx) || self.rate <= 0.0 {
+            return 0;
+        }
+        let end = Duration::from_millis(self.duration_ms);
+        let mut next = self.first_post(idx) + self.interval();
+        let mut posts = 1;
+        while next < end {
+            posts += 1;
+            next += self.interval();
+        }
+        posts
     }
 }
 

@@ -34,7 +34,7 @@ impl Run {
     /// Sockets the plain floor writes to: the fan-out scenario's reference room.
     pub fn floor_sockets(&self) -> usize {
         match self.plan.size {
-            Size::Tiny => 50,
+            Size::Smoke => 50,
             Size::Quick => 1_000,
             Size::Full => 2_000,
         }
@@ -64,9 +64,14 @@ impl Run {
     }
 }
 
-/// Measure the kernel floor in a child process pinned like the servers.
-pub fn measure_floor(paths: &ServerPaths, sockets: usize) -> Result<FloorReport> {
-    let mut cmd = floor_command(paths, sockets);
+/// Measure the kernel floor in a child process pinned like the servers; `woken_rounds` bounds
+/// the woken-reader part (`None`: the floor's default).
+pub fn measure_floor(
+    paths: &ServerPaths,
+    sockets: usize,
+    woken_rounds: Option<usize>,
+) -> Result<FloorReport> {
+    let mut cmd = floor_command(paths, sockets, woken_rounds);
     let out = cmd.output().context("run floor")?;
     if !out.status.success() {
         anyhow::bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -80,9 +85,10 @@ pub fn measure_floor_growth(
     paths: &ServerPaths,
     small: usize,
     large: usize,
+    woken_rounds: Option<usize>,
 ) -> Result<FloorGrowth> {
     let woken = |sockets: usize| -> Result<WokenFloor> {
-        let mut cmd = floor_command(paths, sockets);
+        let mut cmd = floor_command(paths, sockets, woken_rounds);
         cmd.arg("--woken-only");
         let out = cmd.output().context("run floor")?;
         if !out.status.success() {
@@ -99,7 +105,7 @@ pub fn measure_floor_growth(
 }
 
 /// `hubbub-bench floor --sockets N` pinned like the servers, its readers on this process's CPUs.
-fn floor_command(paths: &ServerPaths, sockets: usize) -> Command {
+fn floor_command(paths: &ServerPaths, sockets: usize, woken_rounds: Option<usize>) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hubbub-bench"));
     let launcher = paths.launcher();
     let mut cmd = match launcher.split_first() {
@@ -111,6 +117,9 @@ fn floor_command(paths: &ServerPaths, sockets: usize) -> Command {
         None => Command::new(&exe),
     };
     cmd.arg("floor").arg("--sockets").arg(sockets.to_string());
+    if let Some(rounds) = woken_rounds {
+        cmd.arg("--woken-rounds").arg(rounds.to_string());
+    }
     // The woken-reader floor's readers run where the load generator runs: here.
     if let Some(cpus) = own_cpus() {
         cmd.arg("--reader-cpus").arg(cpus);
@@ -154,7 +163,7 @@ pub async fn run(
         results,
         out_file,
     };
-    match measure_floor(&run.paths, run.floor_sockets()) {
+    match measure_floor(&run.paths, run.floor_sockets(), run.plan.floor_woken_rounds) {
         Ok(f) => {
             eprintln!(
                 "[bench] kernel floor: {:.2} µs per write ({} sockets); with woken readers: {}",
@@ -175,7 +184,7 @@ pub async fn run(
     if scenarios.contains(&Scenario::Fanout)
         && let (Some(&(small, _)), Some(&(large, _))) = (fanout.first(), fanout.last())
     {
-        match measure_floor_growth(&run.paths, small, large) {
+        match measure_floor_growth(&run.paths, small, large, run.plan.floor_woken_rounds) {
             Ok(g) => {
                 eprintln!(
                     "[bench] woken floor: {:.2} µs at {} sockets, {:.2} µs at {} ({:.2}×)",

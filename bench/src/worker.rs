@@ -16,11 +16,11 @@ use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Incoming, Marker, Ws};
+use crate::client::{self, Incoming, Marker, Mode, Ws};
 use crate::hist::{self, Buckets};
 use crate::spec::{Command, EchoReport, Event, FanoutPhase, FanoutReport, WorkerSpec};
 
@@ -69,6 +69,9 @@ struct Shared {
     spec: WorkerSpec,
     stats: Mutex<Stats>,
     open: AtomicUsize,
+    /// Signalled on every counted delivery and ack of a phase that ends when everything has
+    /// arrived ([`FanoutPhase::until_delivered`]).
+    progress: Notify,
 }
 
 impl Shared {
@@ -103,6 +106,7 @@ async fn run() -> Result<()> {
         spec: spec.clone(),
         stats: Mutex::new(Stats::new()),
         open: AtomicUsize::new(0),
+        progress: Notify::new(),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
 
@@ -171,12 +175,20 @@ async fn run() -> Result<()> {
             Command::Fanout(p) => {
                 let wait =
                     Duration::from_millis(crate::spec::LEAD_IN_MS + p.duration_ms + p.drain_ms);
+                let wanted = p.until_delivered.then(|| Arrivals::expected(&spec, &p));
                 shared.with_stats(|s| *s = Stats::new());
                 let _ = phase_tx.send(Phase::Fanout {
                     p,
                     start: Instant::now(),
                 });
-                tokio::time::sleep(wait).await;
+                match wanted {
+                    Some(wanted) => {
+                        // Everything arrived, or the drain's deadline passed: the report says
+                        // which.
+                        let _ = tokio::time::timeout(wait, all_arrived(&shared, wanted)).await;
+                    }
+                    None => tokio::time::sleep(wait).await,
+                }
                 let _ = phase_tx.send(Phase::Idle);
                 let report = shared.with_stats(|s| {
                     let mut r = std::mem::take(&mut s.report);
@@ -224,6 +236,59 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
+/// What a worker's connections should see in a phase once every post has been delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arrivals {
+    /// Deliveries to this worker's connections: each receives every post to its room.
+    deliveries: u64,
+    /// Acks of this worker's own posts (hubbub acknowledges each one; the peers none).
+    acks: u64,
+}
+
+impl Arrivals {
+    /// Counted from the phase's schedule, assuming every connection is open: a connection that
+    /// failed only means the count is never reached and the drain runs to its deadline.
+    fn expected(spec: &WorkerSpec, p: &FanoutPhase) -> Arrivals {
+        let layout = spec.layout;
+        let mut posts_to_room = std::collections::HashMap::<usize, u64>::new();
+        for idx in (0..spec.total).filter(|&i| p.is_sender(i)) {
+            *posts_to_room
+                .entry(layout.room_of(idx, spec.total))
+                .or_default() += p.posts_by(idx);
+        }
+        let own = spec.first..spec.first + spec.count;
+        let deliveries = own
+            .clone()
+            .map(|idx| {
+                posts_to_room
+                    .get(&layout.room_of(idx, spec.total))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
+        let acks = if spec.mode == Mode::Hubbub {
+            own.map(|idx| p.posts_by(idx)).sum()
+        } else {
+            0
+        };
+        Arrivals { deliveries, acks }
+    }
+}
+
+/// Wait until this phase's counters reach `wanted`.
+async fn all_arrived(shared: &Shared, wanted: Arrivals) {
+    loop {
+        let reached = shared
+            .with_stats(|s| s.report.received >= wanted.deliveries && s.report.acks >= wanted.acks);
+        if reached {
+            return;
+        }
+        // A signal sent before this wait is kept (`notify_one` stores a permit), so none is
+        // missed between the check and the wait.
+        shared.progress.notified().await;
+    }
+}
+
 async fn connect_with_retry(spec: &WorkerSpec, idx: usize) -> Result<Ws> {
     let room = spec.layout.room_name(spec.layout.room_of(idx, spec.total));
     let name = format!("b{idx}");
@@ -262,13 +327,10 @@ impl Schedule {
         if !p.is_sender(idx) || p.rate <= 0.0 {
             return None;
         }
-        let interval = Duration::from_secs_f64(1.0 / p.rate);
-        // Spread the senders' first posts evenly over one interval so posts do not arrive
-        // in bursts of `senders` at once.
-        let slot = (idx / p.sender_stride.max(1)) as f64 / p.senders.max(1) as f64;
+        let interval = p.interval();
         let start = start + Duration::from_millis(crate::spec::LEAD_IN_MS);
         Some(Schedule {
-            next: start + interval.mul_f64(slot),
+            next: start + p.first_post(idx),
             end: start + Duration::from_millis(p.duration_ms),
             interval,
             seq: 0,
@@ -380,6 +442,9 @@ async fn connection(
                                         st.report.received += 1;
                                         hist::record(&mut st.latency, now.saturating_sub(m.sent_us));
                                     });
+                                    if p.until_delivered {
+                                        shared.progress.notify_one();
+                                    }
                                 }
                                 Phase::Echo { nonce, .. } if m.nonce == *nonce && m.seq == echo_seq => {
                                     shared.with_stats(|st| {
@@ -404,6 +469,9 @@ async fn connection(
                                     st.report.acks += 1;
                                     hist::record(&mut st.ack_latency, lat);
                                 });
+                                if let Phase::Fanout { p, .. } = &phase && p.until_delivered {
+                                    shared.progress.notify_one();
+                                }
                             }
                         }
                     }
@@ -434,4 +502,95 @@ fn note_closed(shared: &Shared, phase: &Phase, why: String) {
             st.report.first_error = Some(why);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::spec::{RoomLayout, Route};
+
+    fn phase(senders: usize, stride: usize, rate: f64, duration_ms: u64) -> FanoutPhase {
+        FanoutPhase {
+            nonce: 1,
+            senders,
+            sender_stride: stride,
+            rate,
+            duration_ms,
+            drain_ms: 1_000,
+            text_len: 120,
+            room_members: 0,
+            until_delivered: true,
+        }
+    }
+
+    fn spec(layout: RoomLayout, first: usize, count: usize, total: usize) -> WorkerSpec {
+        WorkerSpec {
+            mode: Mode::Hubbub,
+            route: Route::Chat,
+            server: ([127, 0, 0, 1], 1).into(),
+            source_ip: Ipv4Addr::new(127, 0, 0, 2),
+            first,
+            count,
+            total,
+            layout,
+            concurrency: 1,
+            connect_timeout_ms: 1_000,
+        }
+    }
+
+    /// Posts the connection task makes by following `Schedule` exactly as it does.
+    fn walk_schedule(p: &FanoutPhase, idx: usize) -> u64 {
+        let Some(mut s) = Schedule::for_phase(p, Instant::now(), idx) else {
+            return 0;
+        };
+        let mut posts = 0;
+        loop {
+            posts += 1;
+            s.next += s.interval;
+            if s.next >= s.end {
+                return posts;
+            }
+        }
+    }
+
+    #[test]
+    fn posts_by_counts_what_the_schedule_posts() {
+        for p in [
+            phase(2, 1, 5.0, 500),
+            phase(2, 1, 10.0, 500),
+            phase(6, 5, 10.0 / 6.0, 500),
+            phase(10, 1, 2.0, 10_000),
+            phase(3, 1, 3.0, 1_000),
+        ] {
+            for idx in 0..40 {
+                assert_eq!(
+                    p.posts_by(idx),
+                    walk_schedule(&p, idx),
+                    "{p:?} sender {idx}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn expected_arrivals_over_all_workers_match_the_senders_expected_deliveries() {
+        let total = 30;
+        let layout = RoomLayout::Zipf { rooms: 3 };
+        let p = phase(6, 5, 10.0 / 6.0, 500);
+        // What the senders report as `expected`: each post times the size of its room.
+        let by_senders: u64 = (0..total)
+            .map(|i| p.posts_by(i) * layout.room_size(layout.room_of(i, total), total) as u64)
+            .sum();
+        let workers = [spec(layout, 0, 12, total), spec(layout, 12, 18, total)];
+        let arrivals: Vec<Arrivals> = workers.iter().map(|w| Arrivals::expected(w, &p)).collect();
+        assert!(by_senders > 0);
+        assert_eq!(
+            arrivals.iter().map(|a| a.deliveries).sum::<u64>(),
+            by_senders
+        );
+        let posts: u64 = (0..total).map(|i| p.posts_by(i)).sum();
+        assert_eq!(arrivals.iter().map(|a| a.acks).sum::<u64>(), posts);
+    }
 }

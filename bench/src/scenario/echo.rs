@@ -19,7 +19,7 @@ use super::{Scenario, record};
 /// Round `round` of `rounds` against `kind` (the rounds alternate between the servers).
 pub async fn run(run: &mut Run, kind: ServerKind, round: usize, rounds: usize) -> Result<()> {
     let plan = run.plan.clone();
-    let mut server = Server::start(kind, &run.paths)?;
+    let mut server = Server::start(kind, &run.paths, plan.server_warmup)?;
     let n = plan.echo_conns;
     let mut fleet = Fleet::new(kind.mode(), Route::Echo, server.addr, RoomLayout::Single, n);
     let result = async {

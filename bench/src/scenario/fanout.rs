@@ -150,13 +150,14 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
     // On a shared machine the floor moves by a fifth from one minute to the next: measured
     // again right before this server, its multiple compares costs taken under the same load.
-    let beside = match suite::measure_floor(&run.paths, run.floor_sockets()) {
-        Ok(floor) => Some(floor),
-        Err(err) => {
-            eprintln!("[bench] floor beside {}: {err:#}", kind.name());
-            None
-        }
-    };
+    let beside =
+        match suite::measure_floor(&run.paths, run.floor_sockets(), plan.floor_woken_rounds) {
+            Ok(floor) => Some(floor),
+            Err(err) => {
+                eprintln!("[bench] floor beside {}: {err:#}", kind.name());
+                None
+            }
+        };
     let floor_us = beside
         .as_ref()
         .map_or(run.floor_us(), |f| f.cpu_us_per_write);
@@ -164,7 +165,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
         .as_ref()
         .and_then(|f| f.woken.as_ref())
         .map(|w| w.cpu_us_per_write);
-    let mut server = Server::start(kind, &run.paths)?;
+    let mut server = Server::start(kind, &run.paths, plan.server_warmup)?;
     let total = plan.fanout_stages.iter().map(|s| s.0).max().unwrap_or(0);
     let mut fleet = Fleet::new(
         kind.mode(),
@@ -204,6 +205,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
                 drain_ms: plan.drain_ms,
                 text_len: plan.text_len,
                 room_members: fleet.connected,
+                until_delivered: plan.drain_until_delivered,
             };
             let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
             summarize(&mut rec, &reports, &samples, &phase, floor_us);

@@ -5,8 +5,6 @@
 //! hubbub members join rooms of 100 (`Blocks`); the peers have no rooms, a connection is all
 //! they hold.
 
-use std::time::Duration;
-
 use anyhow::Result;
 
 use crate::coordinator::Fleet;
@@ -17,12 +15,9 @@ use crate::suite::Run;
 
 use super::{Scenario, record};
 
-/// How long to let the server settle after a stage connects, before reading its memory.
-const SETTLE: Duration = Duration::from_secs(2);
-
 pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
-    let mut server = Server::start(kind, &run.paths)?;
+    let mut server = Server::start(kind, &run.paths, plan.server_warmup)?;
     let total = plan.idle_stages.iter().copied().max().unwrap_or(0);
     let layout = RoomLayout::Blocks {
         size: plan.idle_room_size,
@@ -35,7 +30,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             let t0 = std::time::Instant::now();
             let c = fleet.grow_to(n, plan.connect_timeout).await?;
             let connect_s = t0.elapsed().as_secs_f64();
-            tokio::time::sleep(SETTLE).await;
+            tokio::time::sleep(plan.idle_settle).await;
             let rss = procfs::rss_kib(server.pid)?;
             let open = fleet.open().await?;
             let mut rec = record(kind, Scenario::Idle, n, "");

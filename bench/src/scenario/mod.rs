@@ -23,8 +23,13 @@ use crate::servers::ServerKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Size {
-    /// A few dozen connections for a second or two: the test suite's smoke run.
-    Tiny,
+    /// The test suite's smoke run: a few dozen connections, one short phase per step, one echo
+    /// round, no warm-up or settling pauses, and fan-out phases that end as soon as every post
+    /// has been delivered. It checks that every scenario runs end to end; its numbers mean
+    /// nothing. (`tiny` is its former name.)
+    #[value(alias = "tiny")]
+    #[serde(alias = "tiny")]
+    Smoke,
     /// Up to 2,000 connections, a few seconds per phase.
     Quick,
     /// Up to 19,000 connections, 10 s per phase.
@@ -69,6 +74,19 @@ pub struct Plan {
     /// Bytes of text per post (the marker plus padding).
     pub text_len: usize,
     pub connect_timeout: Duration,
+    /// How long a freshly started server is left alone before its baseline is read (JIT, GC
+    /// heaps).
+    pub server_warmup: Duration,
+    /// How long the idle scenario lets the server settle after a stage connects, before reading
+    /// its memory.
+    pub idle_settle: Duration,
+    /// Rounds of the woken-reader floor (each pauses 20 ms for the readers to fall asleep);
+    /// `None`: the floor's own default, about 100,000 writes.
+    pub floor_woken_rounds: Option<usize>,
+    /// End a fan-out phase's drain as soon as every expected delivery (and hubbub ack) has
+    /// arrived; `drain_ms` is then only the deadline. Off in the measured plans, whose full
+    /// drain also catches late duplicates.
+    pub drain_until_delivered: bool,
 }
 
 impl Plan {
@@ -105,6 +123,10 @@ impl Plan {
             echo_rounds: 3,
             text_len: 120,
             connect_timeout: Duration::from_secs(300),
+            server_warmup: Duration::from_millis(500),
+            idle_settle: Duration::from_secs(2),
+            floor_woken_rounds: None,
+            drain_until_delivered: false,
         };
         match size {
             Size::Full => base,
@@ -126,20 +148,21 @@ impl Plan {
                 connect_timeout: Duration::from_secs(120),
                 ..base
             },
-            Size::Tiny => Plan {
+            Size::Smoke => Plan {
                 idle_stages: vec![20],
                 idle_room_size: 10,
                 // Two stages, so that growth and the floor's growth are measured too.
                 fanout_stages: vec![(10, 10.0), (20, 10.0)],
                 fanout_senders: 2,
-                phase_ms: 1_500,
-                drain_ms: 1_000,
+                phase_ms: 500,
+                // Only a deadline: the drain ends once everything has arrived.
+                drain_ms: 10_000,
                 sat_members: 20,
                 sat_senders: 2,
                 sat_start_rate: 10.0,
                 sat_factor: 2.0,
                 sat_steps: 2,
-                sat_phase_ms: 1_000,
+                sat_phase_ms: 500,
                 rooms_members: 30,
                 rooms_rooms: 3,
                 rooms_rate: 10.0,
@@ -148,9 +171,14 @@ impl Plan {
                 acks_senders: 2,
                 acks_rate: 20.0,
                 echo_conns: 4,
-                echo_ms: 1_000,
-                echo_rounds: 2,
+                echo_ms: 300,
+                echo_rounds: 1,
                 connect_timeout: Duration::from_secs(30),
+                server_warmup: Duration::ZERO,
+                idle_settle: Duration::ZERO,
+                // 25 rounds of 50 sockets: enough writes for the thread's CPU clock to move.
+                floor_woken_rounds: Some(25),
+                drain_until_delivered: true,
                 ..base
             },
         }

@@ -14,7 +14,7 @@ use super::{Scenario, nonce, record};
 
 pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
-    let mut server = Server::start(kind, &run.paths)?;
+    let mut server = Server::start(kind, &run.paths, plan.server_warmup)?;
     let n = plan.rooms_members;
     let layout = RoomLayout::Zipf {
         rooms: plan.rooms_rooms,
@@ -33,6 +33,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             drain_ms: plan.drain_ms,
             text_len: plan.text_len,
             room_members: 0,
+            until_delivered: plan.drain_until_delivered,
         };
         let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
         let mut rec = record(

@@ -20,7 +20,7 @@ pub const P99_LIMIT_MS: f64 = 100.0;
 
 pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
-    let mut server = Server::start(kind, &run.paths)?;
+    let mut server = Server::start(kind, &run.paths, plan.server_warmup)?;
     let n = plan.sat_members;
     let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, RoomLayout::Single, n);
     let result = async {
@@ -40,6 +40,7 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
                 drain_ms: plan.drain_ms,
                 text_len: plan.text_len,
                 room_members: fleet.connected,
+                until_delivered: plan.drain_until_delivered,
             };
             let (reports, samples) = measured_phase(&mut fleet, &server, phase.clone()).await?;
             let mut rec = record(
