@@ -12,11 +12,9 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command as Proc};
 
-use crate::client::Mode;
+use crate::client::{Mode, Route};
 use crate::procfs::{self, CpuSample};
-use crate::spec::{
-    Command, EchoReport, Event, FanoutPhase, FanoutReport, RoomLayout, Route, WorkerSpec,
-};
+use crate::spec::{Command, EchoReport, Event, FanoutPhase, FanoutReport, RoomLayout, WorkerSpec};
 
 /// Connections per worker: well under the 20,000 open files one process may hold.
 pub const MAX_PER_WORKER: usize = 9_000;

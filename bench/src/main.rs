@@ -7,17 +7,20 @@
 //! - `echo-floor` is the least a WebSocket echo server can be (the echo scenario's reference).
 //! - `report` re-renders Markdown and plots from a results file.
 //!
-//! Module map: `spec` (coordinator ↔ worker messages), `client` (one module per wire mode),
-//! `worker`, `coordinator`, `servers`, `scenario` (one module per scenario), `procfs`,
-//! `floor`, `echo_floor`, `hist`, `report`, `suite`.
+//! Module map, each depending only on those before it: `hist`, `procfs`, `echo_floor`,
+//! `plan` (sizes), `client` (one module per wire mode), `spec` (coordinator ↔ worker
+//! messages), `worker`, `coordinator`, `servers`, `floor`, `report`, `run` (a run's state),
+//! `scenario` (one module per scenario, `phase` shared), `suite`.
 
 mod client;
 mod coordinator;
 mod echo_floor;
 mod floor;
 mod hist;
+mod plan;
 mod procfs;
 mod report;
+mod run;
 mod scenario;
 mod servers;
 mod spec;
@@ -29,7 +32,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use scenario::{Scenario, Size};
+use plan::Size;
+use scenario::Scenario;
 use servers::{ServerKind, ServerPaths};
 
 #[derive(Parser)]

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::floor::{FloorGrowth, FloorReport};
-use crate::scenario::Size;
+use crate::plan::Size;
 use crate::servers::ECHO_FLOOR;
 
 /// One measured row: a server, a scenario, a size, and its numbers.

@@ -11,18 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::Mode;
+use crate::client::{Mode, Route};
 use crate::hist::Buckets;
-
-/// Which WebSocket route a worker's connections open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Route {
-    /// The chat route: `/ws` (raw peers and hubbub) or the Socket.IO endpoint.
-    Chat,
-    /// The echo route: `/echo`, or Socket.IO's `echo` event.
-    Echo,
-}
 
 /// How members are spread over rooms. Deterministic in the global connection index so that the
 /// coordinator and every worker agree on room sizes without talking.

@@ -509,7 +509,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::spec::{RoomLayout, Route};
+    use crate::client::Route;
+    use crate::spec::RoomLayout;
 
     fn phase(senders: usize, stride: usize, rate: f64, duration_ms: u64) -> FanoutPhase {
         FanoutPhase {

@@ -19,10 +19,18 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::spec::Route;
-
 /// A client connection.
 pub type Ws = WebSocketStream<TcpStream>;
+
+/// Which WebSocket route a worker's connections open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// The chat route: `/ws` (raw peers and hubbub) or the Socket.IO endpoint.
+    Chat,
+    /// The echo route: `/echo`, or Socket.IO's `echo` event.
+    Echo,
+}
 
 /// Which wire protocol the load generator speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

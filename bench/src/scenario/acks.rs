@@ -4,12 +4,13 @@
 
 use anyhow::Result;
 
+use crate::client::Route;
 use crate::coordinator::Fleet;
+use crate::run::Run;
 use crate::servers::{Server, ServerKind};
-use crate::spec::{FanoutPhase, RoomLayout, Route};
-use crate::suite::Run;
+use crate::spec::{FanoutPhase, RoomLayout};
 
-use super::fanout::{measured_phase, summarize};
+use super::phase::{measured_phase, summarize};
 use super::{Scenario, nonce, record};
 
 pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {

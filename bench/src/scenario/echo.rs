@@ -7,12 +7,13 @@ use std::time::Instant;
 use anyhow::Result;
 use hdrhistogram::Histogram;
 
+use crate::client::Route;
 use crate::coordinator::Fleet;
 use crate::hist::{self, Percentiles};
 use crate::procfs;
+use crate::run::Run;
 use crate::servers::{Server, ServerKind};
-use crate::spec::{RoomLayout, Route};
-use crate::suite::Run;
+use crate::spec::RoomLayout;
 
 use super::{Scenario, record};
 

@@ -7,11 +7,12 @@
 
 use anyhow::Result;
 
+use crate::client::Route;
 use crate::coordinator::Fleet;
 use crate::procfs;
+use crate::run::Run;
 use crate::servers::{Server, ServerKind};
-use crate::spec::{RoomLayout, Route};
-use crate::suite::Run;
+use crate::spec::RoomLayout;
 
 use super::{Scenario, record};
 
