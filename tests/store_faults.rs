@@ -57,6 +57,12 @@ const FILL_TEXT_BYTES: usize = 2000;
 
 #[tokio::test]
 async fn a_full_disk_refuses_posts_keeps_reads_and_recovers_once_space_is_freed() {
+    if common::pg::skip_on_postgres(
+        "a_full_disk_refuses_posts_keeps_reads_and_recovers_once_space_is_freed",
+        "fills the disk under the SQLite file",
+    ) {
+        return;
+    }
     let Some(disk) = Tmpfs::mount(DISK_SIZE) else {
         return;
     };
@@ -118,9 +124,11 @@ async fn a_full_disk_refuses_posts_keeps_reads_and_recovers_once_space_is_freed(
 
     // While the disk is full: exactly the acked posts are stored, and reads keep working.
     let stored = history(server.addr, "r").await;
-    assert_eq!(
-        stored, acked,
-        "exactly the acked posts are stored, under their ids"
+    assert!(
+        stored == acked,
+        "exactly the acked posts are stored, under their ids: stored {:?}, acked {:?}",
+        labels(&stored),
+        labels(&acked)
     );
     let mut joiner = server.client("name=joiner").await;
     joiner.join("quiet").await;
@@ -142,8 +150,8 @@ async fn a_full_disk_refuses_posts_keeps_reads_and_recovers_once_space_is_freed(
 
     // Nothing that was not stored was broadcast: the watcher got the acked posts, no more.
     let mut broadcast = BTreeMap::new();
+    assert_eq!(watcher.recv_msg().await["data"], "before");
     broadcast.insert(1, "before".to_owned());
-    watcher.recv_msg().await; // "before", already counted
     while broadcast.len() < acked.len() {
         let msg = watcher.recv_msg().await;
         broadcast.insert(
@@ -152,7 +160,12 @@ async fn a_full_disk_refuses_posts_keeps_reads_and_recovers_once_space_is_freed(
         );
     }
     watcher.assert_no("msg", Duration::from_millis(300)).await;
-    assert_eq!(broadcast, acked, "the watcher saw exactly the acked posts");
+    assert!(
+        broadcast == acked,
+        "the watcher saw exactly the acked posts: saw {:?}, acked {:?}",
+        labels(&broadcast),
+        labels(&acked)
+    );
     assert!(is_alive(server.pid()), "the server is still running");
 
     // Space comes back: posting resumes without a restart, with the next id (a failed batch
@@ -177,10 +190,25 @@ async fn a_full_disk_refuses_posts_keeps_reads_and_recovers_once_space_is_freed(
     server.signal("TERM");
     assert!(server.wait().await.success(), "exit status 0");
     let server = Binary::start(disk.path(), port, &[]).await;
-    assert_eq!(history(server.addr, "r").await, acked);
+    let stored = history(server.addr, "r").await;
+    assert!(
+        stored == acked,
+        "after a restart: stored {:?}, acked {:?}",
+        labels(&stored),
+        labels(&acked)
+    );
     assert_eq!(integrity_check(&disk.path().join(DB_FILE)).await, "ok");
     server.signal("TERM");
     assert!(server.wait().await.success());
+}
+
+/// Messages by id with each text cut to its label ("0042", "api-007", "before"), so a failed
+/// comparison prints something readable rather than kilobytes of filler.
+fn labels(messages: &BTreeMap<u64, String>) -> BTreeMap<u64, &str> {
+    messages
+        .iter()
+        .map(|(id, text)| (*id, text.trim_end_matches(['x', 'y']).trim_end_matches('-')))
+        .collect()
 }
 
 /// A tmpfs of a given size mounted on a fresh directory for one test. Dropping it unmounts it
@@ -294,6 +322,12 @@ const GONE_IN_LOG: &str = "DATABASE FILE DELETED OR REPLACED";
 
 #[tokio::test]
 async fn a_deleted_database_file_is_reported_and_no_post_is_acked_after_it() {
+    if common::pg::skip_on_postgres(
+        "a_deleted_database_file_is_reported_and_no_post_is_acked_after_it",
+        "deletes the SQLite file",
+    ) {
+        return;
+    }
     let (_dir, data) = scratch();
     let (_logs, log_dir) = scratch();
     let log = log_dir.join("hubbub.log");
@@ -343,6 +377,12 @@ async fn a_deleted_database_file_is_reported_and_no_post_is_acked_after_it() {
 
 #[tokio::test]
 async fn a_replaced_database_file_is_reported_and_a_restart_serves_the_replacement() {
+    if common::pg::skip_on_postgres(
+        "a_replaced_database_file_is_reported_and_a_restart_serves_the_replacement",
+        "replaces the SQLite file",
+    ) {
+        return;
+    }
     let (_dir, data) = scratch();
     let (_logs, log_dir) = scratch();
     let log = log_dir.join("hubbub.log");
@@ -379,6 +419,12 @@ async fn a_replaced_database_file_is_reported_and_a_restart_serves_the_replaceme
 
 #[tokio::test]
 async fn read_only_database_files_refuse_posts_keep_reads_and_recover_once_writable() {
+    if common::pg::skip_on_postgres(
+        "read_only_database_files_refuse_posts_keep_reads_and_recover_once_writable",
+        "makes the SQLite files immutable",
+    ) {
+        return;
+    }
     let (_dir, data) = scratch();
     if let Err(why) = immutable_stops_open_writers(&data) {
         return skip(&why);
@@ -435,6 +481,65 @@ async fn read_only_database_files_refuse_posts_keep_reads_and_recover_once_writa
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("could not be written"), "{log_text}");
     assert!(log_text.contains("store recovered"));
+}
+
+/// Posts in the read-only-file test, in bursts: together about 24 MB of text, well past the size
+/// at which the server looks into a growing WAL (16 MiB). Large texts (under a raised
+/// `--max-message-bytes`) so that takes few posts.
+const WAL_BURSTS: usize = 8;
+const WAL_BURST: usize = 50;
+const WAL_TEXT_BYTES: usize = 60_000;
+
+#[tokio::test]
+async fn a_read_only_database_file_beside_a_writable_wal_keeps_every_ack_and_is_reported() {
+    let (_dir, data) = scratch();
+    if let Err(why) = immutable_stops_open_writers(&data) {
+        return skip(&why);
+    }
+    let (_logs, log_dir) = scratch();
+    let log = log_dir.join("hubbub.log");
+    let port = free_port();
+    let flags = ["--max-message-bytes", "65536"];
+    let server = Binary::start_logging_to(&data, port, &flags, &log).await;
+    let mut poster = server.client("name=poster").await;
+    poster.join("r").await;
+    assert_eq!(poster.post("r", "before").await["id"], 1);
+
+    // Commits append to the WAL, which stays writable, so they succeed and are durable; only
+    // the checkpoints into the database file fail, which SQLite does not report.
+    let db = data.join(DB_FILE);
+    let read_only = Immutable::set(&[&db]);
+    let filler = "z".repeat(WAL_TEXT_BYTES);
+    for burst in 0..WAL_BURSTS {
+        for i in 0..WAL_BURST {
+            poster
+                .send(json!({"type": "msg", "room": "r", "data": format!("{burst}-{i}-{filler}")}))
+                .await;
+        }
+        for _ in 0..WAL_BURST {
+            let frame = answer(&mut poster).await;
+            assert_eq!(frame["type"], "ack", "every post is stored: {frame}");
+        }
+    }
+    assert!(
+        count_in_log(&log, "WAL CHECKPOINT FAILED") >= 1,
+        "the failing checkpoints are reported"
+    );
+    assert!(is_alive(server.pid()));
+
+    // Writable again: a clean stop checkpoints the WAL into the file, and every ack is there.
+    drop(read_only);
+    server.signal("TERM");
+    assert!(server.wait().await.success(), "exit status 0");
+    assert!(
+        !data.join(format!("{DB_FILE}-wal")).exists(),
+        "the WAL was checkpointed and removed at the clean stop"
+    );
+    let server = Binary::start(&data, port, &[]).await;
+    let stored = history(server.addr, "r").await;
+    assert_eq!(stored.len(), 1 + WAL_BURSTS * WAL_BURST);
+    assert_eq!(stored.keys().last().copied(), Some(stored.len() as u64));
+    assert_eq!(integrity_check(&db).await, "ok");
 }
 
 /// Files made immutable (`chattr +i`) for a test; made mutable again on drop, also when the test
@@ -542,7 +647,7 @@ fn count_in_log(log: &Path, needle: &str) -> usize {
 // ---------------------------------------------------------------------------------------------
 
 /// Rounds of start, traffic, `kill -9` (`HUBBUB_KILL_ROUNDS` overrides).
-const KILL_ROUNDS: usize = 16;
+const KILL_ROUNDS: usize = 30;
 /// The rooms the traffic uses.
 const ROOMS: [&str; 3] = ["a", "b", "c"];
 /// Pipelined posts a WebSocket poster sends before reading their answers.
@@ -550,6 +655,12 @@ const POST_BURST: usize = 16;
 
 #[tokio::test]
 async fn acked_messages_survive_kill_9_at_random_moments_many_times_in_a_row() {
+    if common::pg::skip_on_postgres(
+        "acked_messages_survive_kill_9_at_random_moments_many_times_in_a_row",
+        "checks the SQLite file between rounds (integrity_check, vacuum into a copy)",
+    ) {
+        return;
+    }
     let seed = std::env::var("HUBBUB_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -92,6 +92,7 @@ impl SqliteStore {
             conn: Some(conn),
             options,
             in_doubt: false,
+            wal_alarm: WAL_ALARM_BYTES,
         };
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
@@ -111,7 +112,15 @@ struct Writer {
     /// Set before `BEGIN`, cleared once the transaction is known to be over: a commit that failed,
     /// or was abandoned half-way, is cleaned up before the next one starts.
     in_doubt: bool,
+    /// WAL size at which [`Writer::watch_wal`] next looks into why the WAL keeps growing.
+    wal_alarm: u64,
 }
+
+/// WAL size past which the writer checks that checkpoints still work. SQLite checkpoints after a
+/// commit once the WAL holds 1000 pages (about 4 MiB) and then reuses the file from its start, so
+/// a healthy WAL stays near that size. One that grows past this has its checkpoints failing (the
+/// database file is not writable while its WAL is) or blocked, and SQLite says nothing of either.
+const WAL_ALARM_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Writer {
     /// Stores the batch in one transaction of our own (`BEGIN IMMEDIATE` ... `COMMIT`), never
@@ -139,6 +148,38 @@ impl Writer {
         let stored = insert_all(conn, batch).await?;
         sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
         Ok(stored)
+    }
+
+    /// Once the WAL has grown past the alarm size, runs a checkpoint to learn why and logs it;
+    /// the next look is when the WAL has doubled again. Commits that reach the WAL are durable,
+    /// so this loses nothing: it makes a silent, unbounded growth visible.
+    async fn watch_wal(&mut self, wal_bytes: u64) {
+        if wal_bytes < self.wal_alarm {
+            return;
+        }
+        self.wal_alarm = wal_bytes.saturating_mul(2);
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let checkpoint = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
+            .await;
+        match checkpoint {
+            Err(err) => error!(
+                wal_bytes,
+                cause = %explain(err),
+                "WAL CHECKPOINT FAILED: the database file cannot be written (read-only?) while its \
+                 WAL can; commits go on into the WAL and nothing acked is lost, but the WAL grows \
+                 until the file is writable again"
+            ),
+            Ok((busy, frames, checkpointed)) => warn!(
+                wal_bytes,
+                busy,
+                frames,
+                checkpointed,
+                "the WAL has grown large: checkpoints are blocked or were failing"
+            ),
+        }
     }
 
     /// Ends whatever a failed commit left behind. SQLite may already have rolled the transaction
@@ -225,12 +266,15 @@ struct FileId {
 
 impl FileId {
     /// The identity of the file at `path` now (symlinks followed, as SQLite follows them).
-    fn of(path: &Path) -> std::io::Result<FileId> {
-        let meta = std::fs::metadata(path)?;
-        Ok(FileId {
+    fn at(path: &Path) -> std::io::Result<FileId> {
+        std::fs::metadata(path).map(|meta| FileId::of(&meta))
+    }
+
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
             dev: meta.dev(),
             ino: meta.ino(),
-        })
+        }
     }
 }
 
@@ -262,8 +306,8 @@ impl DatabaseFiles {
         wal.push("-wal");
         let wal = PathBuf::from(wal);
         Ok(Self {
-            db_id: FileId::of(path).map_err(|e| unavailable("database file", e))?,
-            wal_id: FileId::of(&wal).map_err(|e| unavailable("database's WAL", e))?,
+            db_id: FileId::at(path).map_err(|e| unavailable("database file", e))?,
+            wal_id: FileId::at(&wal).map_err(|e| unavailable("database's WAL", e))?,
             db: path.to_owned(),
             wal,
             reported: AtomicBool::new(false),
@@ -273,16 +317,18 @@ impl DatabaseFiles {
     /// Whether the paths still name the files this server writes to. Called before a commit
     /// (so nothing is written to a lost file) and after it, before any ack: a commit that went to
     /// a file deleted meanwhile is refused like one that failed.
-    fn check(&self) -> Result<(), Lost> {
-        let db = FileId::of(&self.db);
-        let wal = FileId::of(&self.wal);
+    /// Returns the WAL's size when they do.
+    fn check(&self) -> Result<u64, Lost> {
+        let db = FileId::at(&self.db);
+        let wal_meta = std::fs::metadata(&self.wal);
+        let wal = wal_meta.as_ref().map(FileId::of);
         let intact = matches!(&db, Ok(id) if *id == self.db_id)
             && matches!(&wal, Ok(id) if *id == self.wal_id);
         if intact {
             if self.reported.swap(false, Ordering::Relaxed) {
                 info!(path = %self.db.display(), "the database files are back; posts are stored again");
             }
-            return Ok(());
+            return Ok(wal_meta.map_or(0, |meta| meta.len()));
         }
         let first = !self.reported.swap(true, Ordering::Relaxed);
         if first {
@@ -333,7 +379,7 @@ impl SqliteStore {
     /// the lost file (`wal_checkpoint(TRUNCATE)`). The WAL at the path is still this server's
     /// when only the database file went, and left full it would be applied to whatever database
     /// file is at the path at the next start, even after a `kill -9`.
-    async fn check_files(&self, writer: &mut Writer) -> Result<(), StoreError> {
+    async fn check_files(&self, writer: &mut Writer) -> Result<u64, StoreError> {
         let outcome = self.files.check();
         if let Err(Lost { first: true }) = outcome
             && let Some(conn) = writer.conn.as_mut()
@@ -386,7 +432,8 @@ impl Store for SqliteStore {
         let mut writer = self.writer.lock().await;
         self.check_files(&mut writer).await?;
         let stored = writer.commit(batch).await.map_err(explain)?;
-        self.check_files(&mut writer).await?;
+        let wal_bytes = self.check_files(&mut writer).await?;
+        writer.watch_wal(wal_bytes).await;
         Ok(stored)
     }
 
