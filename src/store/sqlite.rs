@@ -2,8 +2,8 @@
 //! connection (SQLite has one writer anyway, and the hub batches posts into one transaction per
 //! group commit); reads use their own pool so history never waits behind a commit.
 //!
-//! Two faults of the file system under a running server are handled here rather than left to
-//! SQLite, because SQLite alone would acknowledge posts that are then lost:
+//! Three faults of the file system under a running server are handled here rather than left to
+//! SQLite, because SQLite alone would acknowledge posts that are then lost, or say nothing:
 //!
 //! - **A failed commit can leave the connection inside a transaction.** When a commit meets a
 //!   full disk or a file it may not write, SQLite sometimes rolls the transaction back itself and
@@ -20,6 +20,10 @@
 //!   batch fails with `store_unavailable` and an error is logged; the server does not reopen the
 //!   path by itself, because a new empty file there would reuse ids from 1. A restart by the
 //!   operator opens whatever is at the path then.
+//! - **Only the database file can become read-only** (its WAL still writable): commits succeed
+//!   into the WAL and are durable, but SQLite's checkpoints fail without a word and the WAL grows
+//!   for ever. The writer notices a WAL far past its normal size and logs why
+//!   (`Writer::watch_wal`).
 //!
 //! The server never opens the database files itself besides through SQLite: closing any other
 //! descriptor of the file would drop SQLite's POSIX locks on it (only `stat` is used here).
