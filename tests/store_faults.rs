@@ -913,13 +913,17 @@ async fn api_poster(addr: SocketAddr, tag: String, progress: Arc<AtomicUsize>) -
     acked
 }
 
-/// Joins each room with `since` (replay from the store), leaves it, reads a page of history,
-/// until the connection ends.
+/// Joins each room with a `since` a little below the newest id it saw there (a replay of up to
+/// 50 messages, from memory or the store), leaves it, reads a page of history, until the
+/// connection ends.
 async fn reader(mut client: Client, addr: SocketAddr) {
     let history = http();
-    for turn in 0_u64.. {
-        let room = ROOMS[turn as usize % ROOMS.len()];
-        let join = json!({"type": "join", "room": room, "data": {"since": turn % 50}});
+    let mut newest = [0_u64; ROOMS.len()];
+    for turn in 0_usize.. {
+        let slot = turn % ROOMS.len();
+        let room = ROOMS[slot];
+        let since = newest[slot].saturating_sub((turn % 50) as u64);
+        let join = json!({"type": "join", "room": room, "data": {"since": since}});
         if client
             .ws
             .send(Message::text(join.to_string()))
@@ -931,7 +935,10 @@ async fn reader(mut client: Client, addr: SocketAddr) {
         loop {
             match next_frame(&mut client).await {
                 None => return,
-                Some(frame) if frame["type"] == "joined" => break,
+                Some(frame) if frame["type"] == "joined" => {
+                    newest[slot] = frame["data"]["last_id"].as_u64().unwrap_or(0);
+                    break;
+                }
                 Some(_) => {}
             }
         }
