@@ -1001,6 +1001,13 @@ const handlers = {
     }
   },
   onOpen() {
+    const t = state.transport;
+    if (t?.kind === "websocket" && state.wantedName && t.openedName !== state.wantedName) {
+      // The name was picked while this socket was connecting, after its URL was made: ask for
+      // it now, before the joins, so the rooms see us under it (not as the guest name).
+      state.nickPending = state.wantedName;
+      t.sendFrame({ type: "nick", data: state.wantedName, ref: "nick" });
+    }
     for (const room of state.rooms.values()) sendJoin(room);
     refreshDirectorySoon();
   },
@@ -1145,7 +1152,8 @@ function commitName() {
       state.nickPending = v.name;
       t.sendFrame({ type: "nick", data: v.name, ref: "nick" });
     }
-    // Not connected: the next connection carries ?name=.
+    // Not connected: the next connection carries ?name=; one still connecting sends `nick`
+    // when it opens (handlers.onOpen).
   } else if (t) {
     t.nick(v.name);
   }

@@ -165,6 +165,9 @@ export class WsTransport {
     clearTimeout(this.timer);
     if (this.stopped) return;
     const name = this.getName();
+    // The name this socket asks for. A name picked while it is still connecting is not in its
+    // URL: the core sends `nick` once it opens (see openedName in app.js).
+    this.openedName = name;
     const url = wsUrl(withToken(name ? `/ws?name=${encodeURIComponent(name)}` : "/ws"));
     this.h.onState({ state: "connecting" });
     let ws;

@@ -5,13 +5,14 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
-import { cleanupTmp, launchBrowser, repoRoot, startServer } from "./lib/harness.mjs";
+import { after, afterEach, before, describe, test } from "node:test";
+import { cleanupTmp, dumpOnFailure, launchBrowser, repoRoot, startServer } from "./lib/harness.mjs";
 
 const webDir = path.join(repoRoot, "web");
 const TYPES = { ".html": /^text\/html/, ".js": /^(text|application)\/javascript/, ".css": /^text\/css/ };
 
 describe("embedded assets", () => {
+  afterEach(dumpOnFailure);
   let server;
   before(async () => {
     server = await startServer();

@@ -5,9 +5,10 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import {
   cleanupTmp,
+  dumpOnFailure,
   hubbubBin,
   launchBrowser,
   messages,
@@ -33,6 +34,7 @@ function mint(sub, { rooms = "team-*", ttl = "1h" } = {}) {
 const notice = (page) => page.locator("#alert");
 
 describe("token auth in the web client", () => {
+  afterEach(dumpOnFailure);
   let server, alice, bob, carol, anon, late, pa, pb;
   const aliceSent = []; // frames alice's page sent over its WebSocket
   const aliceSockets = []; // URLs of the WebSockets alice's page opened

@@ -1,13 +1,16 @@
 // Two people in two separate headless Chromium instances chat through a real hubbub server.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import {
   cleanupTmp,
+  dumpOnFailure,
   launchBrowser,
   messages,
   openChat,
   say,
+  setName,
+  startHandshakeHoldingProxy,
   startServer,
   waitForMessage,
 } from "./lib/harness.mjs";
@@ -15,6 +18,7 @@ import {
 describe("two browsers in one room", () => {
   let server, alice, bob, pa, pb;
   const sentByAlice = []; // every frame alice's page sent, parsed
+  afterEach(dumpOnFailure);
 
   before(async () => {
     server = await startServer();
@@ -204,5 +208,49 @@ describe("two browsers in one room", () => {
   test("no uncaught errors in either page", () => {
     assert.deepEqual(alice.pageErrors, []);
     assert.deepEqual(bob.pageErrors, []);
+  });
+});
+
+describe("a name typed while the connection is still being set up", () => {
+  let server, proxy, browser, other;
+  afterEach(dumpOnFailure);
+
+  before(async () => {
+    server = await startServer();
+    proxy = await startHandshakeHoldingProxy(server);
+    browser = await launchBrowser();
+    other = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await other?.close();
+    await proxy?.close();
+    await server?.stop();
+    cleanupTmp();
+  });
+
+  // The page opens its socket as it loads, before anyone can type: the name typed then is not
+  // in that socket's URL. (This was the rooms.test.mjs flake: on a loaded machine the handshake
+  // took longer than the test took to type the name, the page stayed "guest-NNNN", and the
+  // other member waited for "alice" forever.)
+  test("is the name the server and the other members use", async () => {
+    const po = await openChat(other, server, { name: "olga" });
+    const page = await openChat(browser, proxy, { waitConnected: false });
+    await proxy.waitHeld();
+    assert.equal(await page.locator("#conn").getAttribute("data-state"), "connecting");
+    await setName(page, "dana");
+    proxy.release();
+    await page.locator('#conn[data-state="connected"]').waitFor();
+    await page.locator('#member-list li[data-name="dana"]').waitFor();
+    await po.locator('#member-list li[data-name="dana"]').waitFor();
+    assert.equal(await page.getByLabel("Your name").inputValue(), "dana");
+    await say(page, "hello as dana");
+    await waitForMessage(po, "hello as dana");
+    assert.equal((await messages(po)).at(-1).from, "dana");
+    // Nobody of that session was ever announced as a guest.
+    const notices = await po.locator('[role="log"] li.notice').allTextContents();
+    assert.ok(!notices.some((n) => n.startsWith("guest-")), `notices: ${notices}`);
+    assert.deepEqual(browser.pageErrors, []);
   });
 });

@@ -3,9 +3,10 @@
 // seen>, show every missed message exactly once and in order, and deliver the queued message.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import {
   cleanupTmp,
+  dumpOnFailure,
   HubbubServer,
   freePort,
   launchBrowser,
@@ -17,6 +18,7 @@ import {
 } from "./lib/harness.mjs";
 
 describe("reconnect after the server restarts", () => {
+  afterEach(dumpOnFailure);
   let server, browser, page;
   const joinsSent = [];
 

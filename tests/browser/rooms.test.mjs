@@ -2,9 +2,10 @@
 // links, and loading older history when scrolling to the top.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import {
   cleanupTmp,
+  dumpOnFailure,
   launchBrowser,
   messages,
   openChat,
@@ -18,6 +19,7 @@ const roomItem = (page, room) => page.locator(`#room-list li[data-room="${room}"
 
 describe("rooms", () => {
   let server, alice, bob, pa, pb;
+  afterEach(dumpOnFailure);
 
   before(async () => {
     server = await startServer();
@@ -208,6 +210,7 @@ describe("rooms", () => {
 describe("large rooms (more members than --presence-limit)", () => {
   let server, browser;
   const members = [];
+  afterEach(dumpOnFailure);
 
   before(async () => {
     server = await startServer({ extraArgs: ["--presence-limit", "3", "--presence-tick-ms", "200"] });

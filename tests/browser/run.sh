@@ -8,6 +8,8 @@
 # Installs what is missing: Debian's chromium (apt-get), playwright-core (npm ci), and the
 # release binary (cargo build --release, unless HUBBUB_BIN names one). The tests start the real
 # hubbub binary on 127.0.0.1 and write docs/screenshots/*.png.
+#
+#   HUBBUB_LOG=debug bash tests/browser/run.sh rooms.test.mjs   # debug server logs in failure dumps
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,15 +52,11 @@ else
   files=(*.test.mjs)
 fi
 # One file at a time: each starts its own servers and browsers, and the machine has 2 cores.
-run() { node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 "$@"; }
-# Known flake (under investigation): rooms.test.mjs now and then times out waiting for a
-# presence/unread update on a shared, loaded machine. A file that fails gets one more run; a
-# real regression fails twice and fails the suite.
+# No retries: a failing file fails the suite the first time. A failing test writes every page's
+# WebSocket frames and the servers' logs to tests/browser/failures/ (run with HUBBUB_LOG=debug
+# for the hub's debug lines).
 status=0
 for f in "${files[@]}"; do
-  if ! run "$f"; then
-    echo "run.sh: $f failed; running it once more" >&2
-    run "$f" || status=1
-  fi
+  node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 "$f" || status=1
 done
 exit "$status"

@@ -4,9 +4,10 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { after, describe, test } from "node:test";
+import { after, afterEach, describe, test } from "node:test";
 import {
   cleanupTmp,
+  dumpOnFailure,
   launchBrowser,
   openChat,
   saveScreenshot,
@@ -17,6 +18,7 @@ import {
 } from "./lib/harness.mjs";
 
 describe("screenshots", () => {
+  afterEach(dumpOnFailure);
   const servers = [];
   const browsers = [];
 

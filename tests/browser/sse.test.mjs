@@ -2,9 +2,10 @@
 // sending. Forced with ?transport=sse, and chosen by itself when the WebSocket cannot open.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import {
   cleanupTmp,
+  dumpOnFailure,
   launchBrowser,
   messages,
   openChat,
@@ -16,6 +17,7 @@ import {
 } from "./lib/harness.mjs";
 
 describe("SSE fallback (?transport=sse)", () => {
+  afterEach(dumpOnFailure);
   let server, sseBrowser, wsBrowser, ps, pw;
   const sockets = [];
   const requests = [];
@@ -127,6 +129,7 @@ describe("SSE fallback (?transport=sse)", () => {
 });
 
 describe("automatic fallback when the WebSocket cannot open", () => {
+  afterEach(dumpOnFailure);
   let server, browser;
 
   before(async () => {

@@ -33,6 +33,57 @@ const CHROMIUM_ARGS = [
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// ---------------------------------------------------------------------------------------------
+// Diagnostics, dumped only when a test fails: one timeline of every WebSocket frame each page
+// sent and received, each page's console and failed requests, and the servers' logs (set
+// HUBBUB_LOG=debug for the hub's debug lines). With it a failure tells "the server never sent
+// the frame" from "the page got it and did not show it" from "the test looked too early".
+
+const timeline = [];
+const TIMELINE_MAX = 50000;
+const servers = new Set();
+const stamp = () => new Date().toISOString().slice(11, 23);
+
+/** Adds one line to the diagnostic timeline. */
+export function note(who, what) {
+  timeline.push(`${stamp()} ${who} ${what}`);
+  if (timeline.length > TIMELINE_MAX) timeline.splice(0, timeline.length - TIMELINE_MAX);
+}
+
+/** Records a page's WebSocket frames, console and failed requests under `label`. */
+export function watchPage(page, label) {
+  if (page.hubbubWatched) return;
+  page.hubbubWatched = label;
+  page.on("websocket", (ws) => {
+    const id = ws.url().replace(/token=[^&]+/, "token=…");
+    note(label, `ws created ${id}`);
+    ws.on("framesent", (f) => note(label, `-> ${f.payload}`));
+    ws.on("framereceived", (f) => note(label, `<- ${f.payload}`));
+    ws.on("socketerror", (e) => note(label, `ws error ${e}`));
+    ws.on("close", () => note(label, `ws closed ${id}`));
+  });
+  page.on("console", (m) => note(label, `console.${m.type()} ${m.text()}`));
+  page.on("pageerror", (e) => note(label, `pageerror ${e}`));
+  page.on("requestfailed", (r) => note(label, `request failed ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  page.on("framenavigated", (f) => f === page.mainFrame() && note(label, `navigated ${f.url()}`));
+}
+
+let dumps = 0;
+/** For `afterEach`: when the test failed, writes the timeline and every server's log to
+ *  tests/browser/failures/ and prints where, with the last part of the timeline. */
+export function dumpOnFailure(t) {
+  if (t.passed) return;
+  const dir = path.join(here, "..", "failures");
+  fs.mkdirSync(dir, { recursive: true });
+  const safe = `${t.name}`.replace(/[^A-Za-z0-9_.-]+/g, "-").slice(0, 80);
+  const file = path.join(dir, `${Date.now()}-${process.pid}-${++dumps}-${safe}.log`);
+  const parts = [`# failed: ${t.name}\n# ${t.error?.message ?? ""}\n\n## timeline (pages)\n`, timeline.join("\n")];
+  for (const s of servers) parts.push(`\n\n## server 127.0.0.1:${s.port} log\n`, s.log.join(""));
+  fs.writeFileSync(file, parts.join(""));
+  const tail = timeline.slice(-150).join("\n");
+  process.stderr.write(`\n--- ${t.name} failed; pages' frames and server logs in ${file}; last frames:\n${tail}\n---\n`);
+}
+
 /** A free loopback TCP port: bind port 0, read the port, close. */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -90,11 +141,12 @@ export class HubbubServer {
       env: { HUBBUB_RATE_LIMIT: "0", ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
     });
     this.proc = proc;
+    servers.add(this);
     live.add(proc);
     proc.once("exit", () => live.delete(proc));
     const keep = (chunk) => {
       this.log.push(chunk.toString());
-      if (this.log.length > 400) this.log.splice(0, this.log.length - 400);
+      if (this.log.length > 20000) this.log.splice(0, this.log.length - 20000);
     };
     proc.stdout.on("data", keep);
     proc.stderr.on("data", keep);
@@ -109,7 +161,10 @@ export class HubbubServer {
       }
       try {
         const r = await fetch(this.url("/healthz"));
-        if (r.ok) return this;
+        if (r.ok) {
+          note(`server:${this.port}`, `started (pid ${proc.pid})`);
+          return this;
+        }
       } catch (e) {
         lastErr = e;
       }
@@ -125,6 +180,7 @@ export class HubbubServer {
       this.proc = null;
       return;
     }
+    note(`server:${this.port}`, `stopping with ${signal}`);
     try {
       process.kill(proc.pid, signal);
     } catch {
@@ -221,6 +277,7 @@ export async function openChat(context, server, { name, hash = "", query = "", w
   const page = blank || (await context.newPage());
   page.hubbubUsed = true;
   page.on("pageerror", (e) => context.pageErrors.push(String(e)));
+  watchPage(page, name || hash || "page");
   if (beforeGoto) await beforeGoto(page);
   await page.goto(server.url(`/${query}${hash}`));
   if (name) await setName(page, name);
@@ -307,6 +364,70 @@ export async function startNoWebSocketProxy(server) {
     close: () =>
       new Promise((resolve) => {
         proxy.closeAllConnections?.();
+        proxy.close(() => resolve());
+      }),
+  };
+}
+
+/** A TCP proxy on loopback in front of `server` that passes everything through but holds each
+ *  WebSocket handshake (a request for /ws) until `release()`: the page's socket stays
+ *  "connecting" for as long as the test needs, without any timing. */
+export async function startHandshakeHoldingProxy(server, { holding: holdAtFirst = true } = {}) {
+  const held = [];
+  const waiters = [];
+  let holding = holdAtFirst;
+  const sockets = new Set();
+  const pass = (client, first) => {
+    const up = net.connect(server.port, "127.0.0.1");
+    sockets.add(up);
+    up.on("close", () => sockets.delete(up));
+    up.write(first);
+    client.pipe(up);
+    up.pipe(client);
+    client.on("error", () => up.destroy());
+    up.on("error", () => client.destroy());
+    client.resume();
+  };
+  const proxy = net.createServer((client) => {
+    sockets.add(client);
+    client.on("close", () => sockets.delete(client));
+    client.once("data", (first) => {
+      client.pause();
+      if (holding && /^GET \/ws[?\s]/.test(first.toString("latin1"))) {
+        held.push([client, first]);
+        for (const w of waiters.splice(0)) w();
+      } else pass(client, first);
+    });
+  });
+  proxy.unref(); // a test that forgets to close it still ends
+  const port = await freePort();
+  await new Promise((resolve) => proxy.listen(port, "127.0.0.1", resolve));
+  return {
+    port,
+    url: (p = "/") => `http://127.0.0.1:${port}${p}`,
+    /** Resolves once a handshake is being held (rejects after `timeout` ms). */
+    waitHeld(timeout = 15000) {
+      if (held.length) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no WebSocket handshake within ${timeout} ms`)), timeout);
+        waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+    /** Holds every later handshake (until `release`). */
+    hold() {
+      holding = true;
+    },
+    /** Lets the held handshakes (and every later one) through. */
+    release() {
+      holding = false;
+      for (const [client, first] of held.splice(0)) pass(client, first);
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
         proxy.close(() => resolve());
       }),
   };
