@@ -83,14 +83,29 @@ impl PostgresStore {
             ("synchronous_commit", synchronous_commit.to_owned()),
             ("lock_timeout", format!("{lock_timeout_ms}ms")),
         ]);
+        // Both pools open all their connections now and keep them: start-up fails here, with
+        // the cause, if the server refuses them, the first reads pay no connection set-up, and
+        // the node holds a fixed number of connections (README, "PostgreSQL").
+        let connect_error = |source| StoreError::Connect {
+            url: url.redacted(),
+            source,
+        };
         let writer = PgPoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
             .acquire_timeout(busy_timeout.max(Duration::from_millis(100)))
-            .connect_lazy_with(writer_options);
+            .connect_with(writer_options)
+            .await
+            .map_err(connect_error)?;
         let reader = PgPoolOptions::new()
             .max_connections(READ_CONNECTIONS)
+            .min_connections(READ_CONNECTIONS)
+            .idle_timeout(None)
             .acquire_timeout(busy_timeout.max(Duration::from_secs(1)))
-            .connect_lazy_with(options);
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
         Ok(Self { writer, reader })
     }
 
@@ -104,12 +119,6 @@ impl PostgresStore {
         let options = connect_options(url)?;
         migrate_with(url, &options).await?;
         Ok(latest_version())
-    }
-
-    /// Ends both pools' connections; waits until they are closed.
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
     }
 }
 
@@ -354,5 +363,12 @@ impl Store for PostgresStore {
                 last_id: last_id as u64,
             })
             .collect())
+    }
+
+    /// Ends both pools' connections cleanly (a Terminate message each), so the server does not
+    /// log them as lost.
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
     }
 }

@@ -136,6 +136,7 @@ impl Binary {
         let binary = Binary { addr, child };
         for _ in 0..200 {
             if TcpStream::connect(addr).await.is_ok() {
+                pg::until_serving(addr).await; // the port is bound before the store opens
                 return binary;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -4,6 +4,7 @@
 //! independent as with a fresh SQLite file each: every table hubbub uses, `_sqlx_migrations`
 //! included, is unqualified and lands in the schema named by the connection's `search_path`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -93,4 +94,20 @@ pub async fn binary_db_args(data: &Path, extra: &[&str]) -> Vec<String> {
         }
     };
     vec!["--db".to_owned(), url]
+}
+
+/// Waits until a binary that accepts connections also serves them. The binary binds its port
+/// before it opens the store, and opening PostgreSQL (migrations, the pools' connections) takes
+/// long enough to be seen: a request queued on the port is answered once it is done.
+pub async fn until_serving(addr: SocketAddr) {
+    let response = super::http()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("hubbub on {addr} accepted but did not serve: {err}"));
+    assert!(
+        response.status().is_success(),
+        "/healthz: {}",
+        response.status()
+    );
 }
