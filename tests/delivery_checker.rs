@@ -75,6 +75,8 @@ struct Plan {
     sse_readers: usize,
     /// Steps between one actor's bursts.
     burst_every: usize,
+    /// Actors 1, 1 + stride, 1 + 2 × stride, ... post bursts.
+    burst_stride: usize,
     /// Pause between an actor's actions (0 for as fast as it goes).
     think: Duration,
     /// The server's `--outbox-frames`: small, so that slow readers are closed with 1013.
@@ -89,6 +91,7 @@ impl Plan {
             actors: 12,
             steps: 120,
             burst_every: 120,
+            burst_stride: 10,
             duration: None,
             listeners: 24,
             sse_readers: 3,
@@ -336,13 +339,15 @@ impl Client {
         }
         let reader = tokio::spawn(read_frames(
             source,
-            self.name.clone(),
-            self.seen.clone(),
-            self.ledger.clone(),
-            self.answers_tx.clone(),
-            self.progress.clone(),
-            self.paused.clone(),
-            self.stalls,
+            ReaderLinks {
+                name: self.name.clone(),
+                seen: self.seen.clone(),
+                ledger: self.ledger.clone(),
+                answers: self.answers_tx.clone(),
+                progress: self.progress.clone(),
+                paused: self.paused.clone(),
+                stalls: self.stalls,
+            },
         ));
         self.conn = Some((sink, reader));
         for room in self.rooms.clone() {
@@ -554,9 +559,8 @@ impl Client {
     }
 }
 
-/// Reads one connection's frames, checking every `msg` and passing answers to the actor.
-async fn read_frames(
-    mut source: Source,
+/// What a connection's reader task shares with its client.
+struct ReaderLinks {
     name: String,
     seen: Arc<Mutex<Seen>>,
     ledger: Arc<Ledger>,
@@ -564,7 +568,19 @@ async fn read_frames(
     progress: Arc<Notify>,
     paused: Arc<AtomicBool>,
     stalls: bool,
-) {
+}
+
+/// Reads one connection's frames, checking every `msg` and passing answers to the actor.
+async fn read_frames(mut source: Source, links: ReaderLinks) {
+    let ReaderLinks {
+        name,
+        seen,
+        ledger,
+        answers,
+        progress,
+        paused,
+        stalls,
+    } = links;
     let close_code = loop {
         if paused.swap(false, Ordering::AcqRel) {
             // A consumer busy elsewhere for a while.
@@ -713,15 +729,13 @@ async fn actor(
     mut client: Client,
     mut rng: Rng,
     plan: Plan,
+    bursts: bool,
     done: Arc<Barrier>,
     mut last: watch::Receiver<Option<BTreeMap<String, u64>>>,
 ) {
     client.connect().await;
     let started = Instant::now();
     let mut step = 0;
-    // Actors 1 and 11 (and every tenth after) post a burst now and then (in the quick run,
-    // once, halfway): megabytes past the 4 MiB a socket buffer may grow to.
-    let bursts = client.name.ends_with('1');
     while match plan.duration {
         Some(duration) => started.elapsed() < duration,
         None => step < plan.steps,
@@ -808,7 +822,12 @@ async fn listener(
     client.connect().await;
     while !stop.load(Ordering::Acquire) {
         // Reconnects are spread out: a listener mostly just listens.
-        tokio::time::sleep(Duration::from_millis(200 + rng.below(800) as u64)).await;
+        let pause = if plan.think.is_zero() {
+            Duration::from_millis(200 + rng.below(800) as u64)
+        } else {
+            plan.think * (2 + rng.below(8) as u32)
+        };
+        tokio::time::sleep(pause).await;
         // A stalling listener stays on its connection until the server closes it.
         if !client.stalls && rng.percent(if plan.duration.is_some() { 5 } else { 20 }) {
             client.drop_abruptly();
@@ -1023,10 +1042,13 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
         // A third read behind a small buffer, so that their pauses overflow the outbox.
         client.small_buffer = i % 3 == 0;
         let rng = Rng::new(plan.seed, i as u64);
+        // A few actors post bursts: megabytes past the 4 MiB a socket buffer may grow to.
+        let bursts = i % plan.burst_stride == 1;
         tasks.spawn(actor(
             client,
             rng,
             plan.clone(),
+            bursts,
             done.clone(),
             last_rx.clone(),
         ));
@@ -1172,12 +1194,13 @@ async fn soak_30_minutes() {
     let csv = std::env::var("HUBBUB_SOAK_CSV").unwrap_or_else(|_| "soak.csv".into());
     let plan = Plan {
         rooms: 20,
-        actors: 200,
+        actors: 100,
         duration: Some(Duration::from_secs(secs)),
-        listeners: 3000,
+        listeners: 2000,
         sse_readers: 20,
-        think: Duration::from_millis(100),
-        burst_every: 2000,
+        think: Duration::from_millis(1000),
+        burst_every: 600,
+        burst_stride: 100,
         outbox_frames: 256,
         ..Plan::quick(seed())
     };
