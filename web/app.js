@@ -6,9 +6,11 @@
 // - per room we keep the highest message id seen (lastId) and de-duplicate by id, so a rejoin
 //   with since=lastId shows every missed message exactly once, in order;
 // - messages typed while offline wait in the outbox, shown as pending, and are sent once the
-//   room is back in sync; "pending" clears when the server's ack arrives.
+//   room is back in sync; "pending" clears when the server's ack arrives. The outbox is kept in
+//   localStorage (outbox.js), so a reload shows and sends what was not acked yet.
 
 import { WsTransport, SseTransport, setToken, authHeaders } from "./transport.js";
+import { PersistentOutbox, messagesAfter } from "./outbox.js";
 import { h, linkify, timeEl, nameHue } from "./render.js";
 
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -143,6 +145,7 @@ function takeToken() {
 
 const auth = takeToken();
 setToken(auth.token);
+const persisted = new PersistentOutbox(auth.claims?.sub || "");
 
 function tokenExpired() {
   return !!auth.claims && typeof auth.claims.exp === "number" && auth.claims.exp * 1000 <= Date.now();
@@ -167,7 +170,7 @@ const state = {
   rooms: new Map(), // room name -> Room, for rooms we are in (or want to be in)
   current: null, // Room in view
   directory: new Map(), // room name -> {members, last_id}, from GET /api/rooms
-  outbox: [], // {ref, room, text, state, el, id, tries}
+  outbox: [], // {ref, room, text, from, ts, afterId, state, el, id, tries, restored}
   refSeq: 0,
   transport: null,
   conn: { state: "connecting", retryAt: 0 },
@@ -370,7 +373,8 @@ function addMessage(m, { live }) {
         e.room === room.name &&
         e.id == null &&
         (e.state === "sent" || e.state === "unconfirmed") &&
-        e.text === m.data,
+        e.text === m.data &&
+        m.id > e.afterId,
     );
     if (entry) {
       entry.id = m.id;
@@ -468,14 +472,54 @@ function sendMessage(text) {
   const room = state.current;
   if (!room) return;
   const ref = `m${Date.now().toString(36)}-${++state.refSeq}`;
-  const el = messageEl({ from: state.name || state.wantedName || "you", ts: Date.now(), data: text }, { mine: true });
-  el.classList.add("unsent");
-  const entry = { ref, room: room.name, text, state: "queued", el, id: null, tries: 0 };
-  state.outbox.push(entry);
-  room.list.append(el);
+  const from = state.name || state.wantedName || "you";
+  const entry = addEntry({ ref, room: room.name, text, from, ts: Date.now(), afterId: room.lastId, state: "queued" });
   scrollToBottom();
   updateEntryStatus(entry);
   flush(room);
+}
+
+/** Shows an outbox entry as a pending message of its room and adds it to the outbox. */
+function addEntry(fields) {
+  const room = state.rooms.get(fields.room);
+  const el = messageEl({ from: fields.from, ts: fields.ts, data: fields.text }, { mine: true });
+  el.classList.add("unsent");
+  const entry = { ...fields, el, id: null, tries: 0 };
+  state.outbox.push(entry);
+  room.list.append(el);
+  return entry;
+}
+
+function saveOutbox() {
+  persisted.save(state.outbox);
+}
+
+/** Entries this page now owns from before a reload (or from a tab that closed): shown as
+ *  pending again. Never-sent ones are sent when their room is in sync; ones that were sent but
+ *  not acked are first looked up in the room's history (resolveUnconfirmed). */
+function adoptEntries(list) {
+  const touched = new Set();
+  for (const e of list) {
+    if (typeof e.room !== "string" || typeof e.text !== "string" || state.outbox.some((x) => x.ref === e.ref)) continue;
+    const room = state.rooms.get(e.room) || joinRoom(e.room, { show: false });
+    if (!room) continue;
+    const restored = e.state === "failed" ? "failed" : e.state === "queued" ? "queued" : "unconfirmed";
+    const entry = addEntry({
+      ref: e.ref,
+      room: e.room,
+      text: e.text,
+      from: typeof e.from === "string" ? e.from : state.wantedName,
+      ts: Number(e.ts) || Date.now(),
+      afterId: Number(e.afterId) || 0,
+      state: restored,
+      error: e.error,
+      restored: true,
+    });
+    updateEntryStatus(entry);
+    touched.add(room);
+  }
+  for (const room of touched) if (room.synced) resolveUnconfirmed(room);
+  if (state.current?.stick) scrollToBottom();
 }
 
 function updateEntryStatus(entry) {
@@ -485,6 +529,7 @@ function updateEntryStatus(entry) {
     unconfirmed: "checking…",
     failed: `not sent: ${entry.error || "error"}`,
   }[entry.state];
+  saveOutbox();
   setStatus(entry.el, text, entry.state === "failed" ? "failed" : "pending");
   entry.el.querySelector(".retry")?.remove();
   if (entry.state === "failed") {
@@ -505,14 +550,21 @@ function updateEntryStatus(entry) {
 /** Sends the room's queued messages, oldest first, once the room is in sync. */
 function flush(room) {
   const t = state.transport;
-  if (!t || !t.canSend(room.name) || !room.synced) {
+  if (!t || !t.canSend(room.name) || !room.synced || room.checking) {
     for (const e of state.outbox) if (e.room === room.name && e.state === "queued") updateEntryStatus(e);
     return;
   }
   for (const e of state.outbox) {
     if (e.room !== room.name || e.state !== "queued") continue;
-    if (!t.send(room.name, e.text, e.ref)) break;
+    // Kept as "sent" before it goes: a reload from here on looks it up before sending again.
     e.state = "sent";
+    e.afterId = room.lastId;
+    saveOutbox();
+    if (!t.send(room.name, e.text, e.ref)) {
+      e.state = "queued";
+      updateEntryStatus(e);
+      break;
+    }
     e.tries += 1;
     updateEntryStatus(e);
   }
@@ -524,11 +576,13 @@ function settleEntry(entry) {
   entry.el.querySelector(".status").textContent = "";
   entry.el.querySelectorAll(".retry").forEach((b) => b.remove());
   state.outbox = state.outbox.filter((e) => e !== entry);
+  saveOutbox();
 }
 
 function dropEntry(entry) {
   if (entry.id == null) entry.el.remove();
   state.outbox = state.outbox.filter((e) => e !== entry);
+  saveOutbox();
 }
 
 function onAck(f) {
@@ -695,14 +749,55 @@ function markSynced(room) {
     renderTop(room);
     maybeFillHistory(room);
   }
-  // Sent before the connection dropped, ack lost: if its broadcast came back (it has an id) it
-  // is stored; if neither that nor the replay showed it, it never got stored: send it again.
+  resolveUnconfirmed(room);
+}
+
+/** Messages sent before the connection dropped whose ack was lost. If its broadcast came back
+ *  (it has an id) it is stored; if neither that nor the replay since the room's last id showed
+ *  it, it never got stored: send it again. After a reload the page has no such replay (it
+ *  joined afresh), so it asks the room's history for it first: there is no idempotency key in
+ *  the protocol, so only "not in the history" makes a second send safe. */
+function resolveUnconfirmed(room) {
+  const lookUp = [];
   for (const e of [...state.outbox]) {
     if (e.room !== room.name || e.state !== "unconfirmed") continue;
     if (e.id != null) settleEntry(e);
+    else if (e.restored) lookUp.push(e);
     else e.state = "queued";
   }
+  if (lookUp.length && !room.checking) lookUpStored(room, lookUp);
   flush(room);
+}
+
+async function lookUpStored(room, entries) {
+  room.checking = true;
+  let stored = null;
+  try {
+    stored = await messagesAfter(room.name, Math.min(...entries.map((e) => e.afterId)), authHeaders());
+  } catch {
+    /* the server cannot say now: ask again shortly */
+  }
+  room.checking = false;
+  if (!stored) {
+    setTimeout(() => room.synced && resolveUnconfirmed(room), 3000);
+    return;
+  }
+  const taken = new Set(state.outbox.map((e) => e.id).filter((id) => id != null));
+  for (const e of entries) {
+    if (e.state !== "unconfirmed" || e.id != null || !state.outbox.includes(e)) continue;
+    const hit = stored.find((m) => m.id > e.afterId && !taken.has(m.id) && m.from === state.name && m.data === e.text);
+    e.restored = false;
+    if (!hit) {
+      e.state = "queued";
+      continue;
+    }
+    // Stored before the reload: the replay or the history shows it; the copy here goes.
+    taken.add(hit.id);
+    e.id = hit.id;
+    if (room.byId.get(hit.id) !== e.el) e.el.remove();
+    settleEntry(e);
+  }
+  if (room.synced) resolveUnconfirmed(room);
 }
 
 function onPresence(f) {
@@ -1279,6 +1374,7 @@ function start() {
   for (const room of state.rooms.values()) renderTop(room);
   persistRooms();
   showRoom(state.rooms.get(first));
+  persisted.start(adoptEntries).catch((e) => console.warn("hubbub: the outbox is not kept across reloads:", e));
   renderConn();
   if (auth.badUrlToken) announce("The sign-in token in the address is not a valid token; it was ignored.", { sticky: true });
   if (tokenExpired()) {

@@ -50,9 +50,14 @@ export function note(who, what) {
   if (timeline.length > TIMELINE_MAX) timeline.splice(0, timeline.length - TIMELINE_MAX);
 }
 
-/** Records a page's WebSocket frames, console and failed requests under `label`. */
-export function watchPage(page, label) {
+/** Records a page's WebSocket frames, console and failed requests under its name (a second page
+ *  of the same name is "name#2"). */
+const labels = new Map();
+export function watchPage(page, name) {
   if (page.hubbubWatched) return;
+  const n = (labels.get(name) || 0) + 1;
+  labels.set(name, n);
+  const label = n > 1 ? `${name}#${n}` : name;
   page.hubbubWatched = label;
   page.on("websocket", (ws) => {
     const id = ws.url().replace(/token=[^&]+/, "token=…");
