@@ -113,7 +113,9 @@ pub trait Store: Send + Sync + 'static {
     /// order. All or nothing: on error no message of the batch is stored, so none may be acked.
     async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Up to `limit` messages with id greater than `since`, oldest first: the resume path.
+    /// Up to `limit` messages with id greater than `since`, oldest first: the resume path, and
+    /// how a node that saw a later id before an earlier one (messages from other nodes) fills
+    /// the gap from the shared store.
     async fn after(
         &self,
         room: &RoomName,
