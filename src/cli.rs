@@ -173,6 +173,20 @@ pub struct ServeArgs {
     /// Secret that turns token auth on (HS256); clients then need a token from `hubbub token`.
     #[arg(long, env = "HUBBUB_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<String>,
+    /// Redis that carries messages between nodes (`redis://HOST:PORT`): run several nodes on one
+    /// PostgreSQL `--db` as one chat. Refused with a SQLite database.
+    #[arg(long, env = "HUBBUB_BROKER", hide_env_values = true)]
+    pub broker: Option<String>,
+    /// This node's id in the cluster; unique per node (default: random at each start).
+    #[arg(long, env = "HUBBUB_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// The Redis pub/sub channel the cluster's nodes share.
+    #[arg(long, env = "HUBBUB_BROKER_CHANNEL", default_value = "hubbub:messages")]
+    pub broker_channel: String,
+    /// Milliseconds a node holds a message that arrived ahead of a gap before reading the gap
+    /// from the database.
+    #[arg(long, env = "HUBBUB_BROKER_GAP_WAIT_MS", default_value_t = 200)]
+    pub broker_gap_wait_ms: u64,
 }
 
 impl ServeArgs {
@@ -213,6 +227,14 @@ impl ServeArgs {
                 }
                 Some(secret) => Some(Secret::new(secret)),
             },
+            broker: self
+                .broker
+                .clone()
+                .filter(|url| !url.is_empty())
+                .map(Secret::new),
+            node_id: self.node_id,
+            broker_channel: self.broker_channel.clone(),
+            gap_wait: Duration::from_millis(self.broker_gap_wait_ms),
             hub: HubSettings {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,

@@ -84,6 +84,18 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// HS256 secret that turns token auth on; `None`: auth off.
     pub auth_secret: Option<Secret>,
+    /// The Redis server that carries committed messages between nodes (`--broker
+    /// redis://HOST:PORT`); `None`: the in-process broker of a single node. Needs a PostgreSQL
+    /// `--db` that every node shares. A `Secret`, as the URL may hold a password.
+    pub broker: Option<Secret>,
+    /// This node's id on the bus (`--node-id`); `None`: a random one each start. A node skips its
+    /// own batches coming back on the channel by it, so no two live nodes may share one.
+    pub node_id: Option<u64>,
+    /// The pub/sub channel the nodes share (`--broker-channel`): two clusters on one Redis use two.
+    pub broker_channel: String,
+    /// How long a node holds a message that arrived ahead of a gap (another node's earlier id
+    /// still on its way) before reading the gap from the store.
+    pub gap_wait: Duration,
 }
 
 /// Open files kept free for the database, the listener, logs and accept bursts when the
@@ -247,6 +259,10 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             allowed_origins: Vec::new(),
             auth_secret: None,
+            broker: None,
+            node_id: None,
+            broker_channel: "hubbub:messages".to_owned(),
+            gap_wait: Duration::from_millis(200),
         }
     }
 }

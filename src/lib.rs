@@ -73,6 +73,44 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// Refuses `--broker` without a shared database, before anything is opened or created: with
+/// SQLite each node would keep a history of its own and the chat would silently split.
+fn refuse_split_history(config: &Config) -> Result<()> {
+    if config.broker.is_some() && config.postgres.is_none() {
+        return Err(Error::Config(
+            "--broker needs a database every node shares (--db postgres://USER@HOST:PORT/DB): \
+             with SQLite each node would keep its own history and the chat would split"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The broker the config names: Redis with `--broker` (on the shared PostgreSQL database, see
+/// [`refuse_split_history`]), else the in-process one.
+/// The Redis broker is returned a second time so `serve` can stop its tasks at the end.
+async fn open_broker(
+    config: &Config,
+    store: &Arc<dyn Store>,
+) -> Result<(Arc<dyn broker::Broker>, Option<Arc<broker::RedisBroker>>)> {
+    let Some(url) = &config.broker else {
+        return Ok((broker::local(), None));
+    };
+    let settings = broker::RedisSettings {
+        url: url.expose().to_owned(),
+        node_id: config.node_id.unwrap_or_else(rand::random),
+        channel: config.broker_channel.clone(),
+        gap_wait: config.gap_wait,
+    };
+    let redis = broker::RedisBroker::start(settings, store.clone())
+        .await
+        .map_err(|err| match err {
+            broker::BrokerError::Store(err) => Error::Store(err),
+            other => Error::Config(other.to_string()),
+        })?;
+    Ok((redis.clone(), Some(redis)))
+}
+
 /// The database as logs may show it: the SQLite path, or the PostgreSQL URL without password.
 fn database_name(config: &Config) -> String {
     match &config.postgres {
@@ -103,7 +141,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    refuse_split_history(&config)?;
     let store = open_store(&config).await?;
+    let (broker, redis) = open_broker(&config, &store).await?;
     let database = database_name(&config);
     let metrics = Metrics::new();
     let sockets = TaskTracker::new();
@@ -112,7 +152,7 @@ pub async fn serve(
     let stop_committer = CancellationToken::new();
     let hub = Hub::new(
         store,
-        broker::local(),
+        broker,
         config.hub.clone(),
         metrics.clone(),
         &background,
@@ -171,6 +211,9 @@ pub async fn serve(
     stop_committer.cancel();
     background.close();
     background.wait().await;
+    if let Some(redis) = redis {
+        redis.shutdown().await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! the hub publishes, and the broker hands the event back to every node's hub, this one included.
 //! The broker never stores history, assigns ids or touches sockets.
 
+mod gate;
 mod local;
+mod redis;
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::store::StoredMessage;
 
+pub use self::redis::{RedisBroker, RedisSettings};
 pub use local::LocalBroker;
 
 /// Identifies one connection across the cluster, so "everyone but the sender" works on every node.
@@ -45,6 +48,13 @@ pub trait Deliver: Send + Sync + 'static {
     /// Fans `event` out to this node's members of `room`. Must not block.
     fn deliver(&self, room: &str, event: RoomEvent);
 
+    /// Whether this node has members in `room`. A cluster broker asks before it reads a gap or
+    /// catches a room up from the store: a room without members here needs neither. The default
+    /// (`true`) is the safe answer for a receiver that cannot tell.
+    fn has_room(&self, _room: &str) -> bool {
+        true
+    }
+
     /// Fans out one commit's messages, in order; returns once every member has them queued. A
     /// receiver that can hand each member all of its room's messages at once (one socket write
     /// instead of several), or that lets other work run during a long fan-out, overrides this.
@@ -61,6 +71,12 @@ pub enum BrokerError {
     /// No hub is registered to receive events (the node is shutting down).
     #[error("no receiver registered")]
     NoReceiver,
+    /// `--broker` is not a Redis URL the client accepts.
+    #[error("invalid --broker URL: {0}")]
+    InvalidUrl(String),
+    /// The store could not be read when the broker started (where each room's line begins).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Carries room events to every node. Implementations must keep per-room publish order.

@@ -490,6 +490,11 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Deliver for Inner {
+    /// A room is in the map exactly while it has members on this node.
+    fn has_room(&self, room: &str) -> bool {
+        self.lock_rooms().contains_key(room)
+    }
+
     /// Encodes each message once, then gives every member its room's share of the commit in one
     /// push (one `writev` when its socket keeps up).
     async fn deliver_messages(&self, messages: &[StoredMessage]) {
