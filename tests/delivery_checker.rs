@@ -41,7 +41,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Barrier, Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -52,10 +52,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// Filler after each message's unique name, so that deliveries are not all tiny.
 const PADDING: usize = 200;
 
-/// Messages one burst posts without waiting for acks, and their filler: a burst is several
-/// megabytes, more than the socket buffers of a member that is not reading take, so the
-/// server's outbox for that member fills and it is closed as a slow consumer (1013).
-const BURST: usize = 1200;
+/// The filler of a burst's messages (see `Plan::burst`).
 const BURST_PADDING: usize = 4000;
 
 /// The size of one run.
@@ -77,6 +74,11 @@ struct Plan {
     burst_every: usize,
     /// Actors 1, 1 + stride, 1 + 2 × stride, ... post bursts.
     burst_stride: usize,
+    /// Messages one burst posts without waiting for acks. In the quick run a burst is 6 MB,
+    /// more than the socket buffers of a member that is not reading take (a send buffer may
+    /// grow to 4 MiB), so the server's outbox for that member fills and it is closed as a slow
+    /// consumer (1013).
+    burst: usize,
     /// Pause between an actor's actions (0 for as fast as it goes).
     think: Duration,
     /// The server's `--outbox-frames`: small, so that slow readers are closed with 1013.
@@ -92,6 +94,7 @@ impl Plan {
             steps: 120,
             burst_every: 120,
             burst_stride: 10,
+            burst: 1500,
             duration: None,
             listeners: 24,
             sse_readers: 3,
@@ -242,16 +245,18 @@ struct RoomView {
     next: Option<u64>,
 }
 
-/// What a connection's reader knows, shared with the actor driving it.
+/// What one connection's reader knows, shared with the actor driving it. A fresh one per
+/// connection: a reader being aborted may still be finishing a frame of the old connection.
 #[derive(Default)]
 struct Seen {
     rooms: HashMap<String, RoomView>,
     /// Joins sent and not yet answered: room → `since`.
     joining: HashMap<String, Option<u64>>,
-    /// Highest id received per room, over every connection of this client (for `since`).
-    known: HashMap<String, u64>,
     closed: bool,
 }
+
+/// Highest id received per room, over every connection of a client (its `since`).
+type Known = Arc<Mutex<HashMap<String, u64>>>;
 
 /// Answers the actor waits for; the reader checks `msg` frames itself.
 #[derive(Debug)]
@@ -276,11 +281,14 @@ struct Client {
     small_buffer: bool,
     ledger: Arc<Ledger>,
     seen: Arc<Mutex<Seen>>,
+    known: Known,
     progress: Arc<Notify>,
     /// Set while the reader pretends to be busy.
     paused: Arc<AtomicBool>,
     /// Stops reading while a burst is under way, so the server must close it (1013).
     stalls: bool,
+    /// Messages in each of this client's bursts.
+    burst_size: usize,
     conn: Option<(Sink, tokio::task::JoinHandle<()>)>,
     answers: mpsc::UnboundedReceiver<Answer>,
     answers_tx: mpsc::UnboundedSender<Answer>,
@@ -299,9 +307,11 @@ impl Client {
             small_buffer: false,
             ledger,
             seen: Arc::default(),
+            known: Known::default(),
             progress: Arc::new(Notify::new()),
             paused: Arc::default(),
             stalls: false,
+            burst_size: 0,
             conn: None,
             answers,
             answers_tx,
@@ -331,17 +341,13 @@ impl Client {
         let (answers_tx, answers) = mpsc::unbounded_channel();
         self.answers_tx = answers_tx;
         self.answers = answers;
-        {
-            let mut seen = self.seen.lock().unwrap();
-            seen.rooms.clear();
-            seen.joining.clear();
-            seen.closed = false;
-        }
+        self.seen = Arc::default();
         let reader = tokio::spawn(read_frames(
             source,
             ReaderLinks {
                 name: self.name.clone(),
                 seen: self.seen.clone(),
+                known: self.known.clone(),
                 ledger: self.ledger.clone(),
                 answers: self.answers_tx.clone(),
                 progress: self.progress.clone(),
@@ -357,11 +363,26 @@ impl Client {
         }
     }
 
-    /// Drops the connection without a close frame.
-    fn drop_abruptly(&mut self) {
+    /// Drops the connection without a close frame, once its reader has stopped.
+    async fn drop_abruptly(&mut self) {
         if let Some((sink, reader)) = self.conn.take() {
             reader.abort();
+            let _ = reader.await;
             drop(sink);
+        }
+    }
+
+    /// Closes the connection with a close frame and waits for the server's answer to it.
+    async fn close(&mut self) {
+        if let Some((mut sink, mut reader)) = self.conn.take() {
+            let _ = sink.send(Message::Close(None)).await;
+            // The reader ends when the server answers the close.
+            if tokio::time::timeout(DEADLINE, &mut reader).await.is_err() {
+                self.ledger
+                    .violation(format!("{}: the server never answered a close", self.name));
+                reader.abort();
+                let _ = reader.await;
+            }
         }
     }
 
@@ -406,16 +427,16 @@ impl Client {
 
     /// Joins `room`, with `since` when the client has seen it before and `resume` says so.
     async fn join(&mut self, room: &str, resume: bool) -> bool {
-        let since = {
-            let mut seen = self.seen.lock().unwrap();
-            let since = if resume {
-                seen.known.get(room).copied()
-            } else {
-                None
-            };
-            seen.joining.insert(room.to_owned(), since);
-            since
+        let since = if resume {
+            self.known.lock().unwrap().get(room).copied()
+        } else {
+            None
         };
+        self.seen
+            .lock()
+            .unwrap()
+            .joining
+            .insert(room.to_owned(), since);
         let frame = match since {
             Some(since) => json!({"type": "join", "room": room, "data": {"since": since}}),
             None => json!({"type": "join", "room": room}),
@@ -449,7 +470,7 @@ impl Client {
             .await
     }
 
-    /// Posts [`BURST`] large messages without waiting, then waits for all their acks; stalling
+    /// Posts a burst of large messages without waiting, then waits for all their acks; stalling
     /// listeners stop reading meanwhile.
     async fn burst(&mut self, room: &str) -> bool {
         self.ledger.bursting.fetch_add(1, Ordering::AcqRel);
@@ -461,7 +482,7 @@ impl Client {
 
     async fn burst_acked(&mut self, room: &str) -> bool {
         let mut pending = BTreeSet::new();
-        for _ in 0..BURST {
+        for _ in 0..self.burst_size {
             self.posts += 1;
             let reference = format!("{}#{}", self.name, self.posts);
             let text = self.ledger.text_for(&reference, BURST_PADDING);
@@ -528,24 +549,24 @@ impl Client {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (behind, closed) = {
-                let seen = self.seen.lock().unwrap();
+                let known = self.known.lock().unwrap();
                 let behind: Vec<(String, u64, u64)> = self
                     .rooms
                     .iter()
                     .filter_map(|room| {
                         let want = last.get(room).copied().unwrap_or(0);
-                        let have = seen.known.get(room).copied().unwrap_or(0);
+                        let have = known.get(room).copied().unwrap_or(0);
                         (have < want).then(|| (room.clone(), have, want))
                     })
                     .collect();
-                (behind, seen.closed)
+                (behind, self.seen.lock().unwrap().closed)
             };
             if behind.is_empty() {
                 return;
             }
             if closed {
                 // Closed by the server (a slow consumer): resume.
-                self.drop_abruptly();
+                self.drop_abruptly().await;
                 continue;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -563,6 +584,7 @@ impl Client {
 struct ReaderLinks {
     name: String,
     seen: Arc<Mutex<Seen>>,
+    known: Known,
     ledger: Arc<Ledger>,
     answers: mpsc::UnboundedSender<Answer>,
     progress: Arc<Notify>,
@@ -575,6 +597,7 @@ async fn read_frames(mut source: Source, links: ReaderLinks) {
     let ReaderLinks {
         name,
         seen,
+        known,
         ledger,
         answers,
         progress,
@@ -598,7 +621,7 @@ async fn read_frames(mut source: Source, links: ReaderLinks) {
             _ => continue,
         };
         let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-        let answer = check_frame(&frame, &name, &seen, &ledger);
+        let answer = check_frame(&frame, &name, &seen, &known, &ledger);
         progress.notify_waiters();
         if let Some(answer) = answer {
             let _ = answers.send(answer);
@@ -626,7 +649,13 @@ async fn stall_during_bursts(ledger: &Ledger) {
 }
 
 /// Checks one frame against the connection's view; returns what the actor must hear.
-fn check_frame(frame: &Value, name: &str, seen: &Mutex<Seen>, ledger: &Ledger) -> Option<Answer> {
+fn check_frame(
+    frame: &Value,
+    name: &str,
+    seen: &Mutex<Seen>,
+    known: &Mutex<HashMap<String, u64>>,
+    ledger: &Ledger,
+) -> Option<Answer> {
     let room = frame["room"].as_str().unwrap_or_default().to_owned();
     let mut seen = seen.lock().unwrap();
     match frame["type"].as_str().unwrap_or_default() {
@@ -671,9 +700,11 @@ fn check_frame(frame: &Value, name: &str, seen: &Mutex<Seen>, ledger: &Ledger) -
                 _ => {}
             }
             view.next = Some(id + 1);
-            let known = seen.known.entry(room.clone()).or_default();
-            *known = (*known).max(id);
             drop(seen);
+            let mut known = known.lock().unwrap();
+            let highest = known.entry(room.clone()).or_default();
+            *highest = (*highest).max(id);
+            drop(known);
             ledger.delivered.fetch_add(1, Ordering::Relaxed);
             ledger.agree(&room, id, text, name);
             None
@@ -681,7 +712,9 @@ fn check_frame(frame: &Value, name: &str, seen: &Mutex<Seen>, ledger: &Ledger) -
         "ack" => {
             let id = frame["id"].as_u64().unwrap();
             let reference = frame["ref"].as_str().unwrap_or_default().to_owned();
-            if seen.known.get(&room).copied().unwrap_or(0) < id {
+            // This connection's own `msg` for the id came first.
+            let received = seen.rooms.get(&room).and_then(|view| view.next);
+            if received.is_none_or(|next| next <= id) {
                 ledger.violation(format!("{name}: ack for {room}/{id} before its msg"));
             }
             drop(seen);
@@ -724,15 +757,9 @@ fn pick(rng: &mut Rng) -> Action {
     }
 }
 
-/// One actor: random actions, then (after everyone stopped posting) catching up.
-async fn actor(
-    mut client: Client,
-    mut rng: Rng,
-    plan: Plan,
-    bursts: bool,
-    done: Arc<Barrier>,
-    mut last: watch::Receiver<Option<BTreeMap<String, u64>>>,
-) {
+/// One actor's random actions; returns the client, still connected, to catch up once everyone
+/// has stopped posting.
+async fn actor(mut client: Client, mut rng: Rng, plan: Plan, bursts: bool) -> Client {
     client.connect().await;
     let started = Instant::now();
     let mut step = 0;
@@ -766,7 +793,7 @@ async fn actor(
             Action::Leave if client.rooms.contains(&room) => {
                 client.leave(&room).await;
             }
-            Action::DropAbruptly => client.drop_abruptly(),
+            Action::DropAbruptly => client.drop_abruptly().await,
             Action::CloseAndReconnect => {
                 if client.send(json!({"type": "close-me"})).await {
                     // An unknown type: the answer is an error, and the connection stays open.
@@ -776,17 +803,20 @@ async fn actor(
                         )
                         .await;
                 }
-                if let Some((mut sink, reader)) = client.conn.take() {
-                    let _ = sink.send(Message::Close(None)).await;
-                    // The reader ends when the server answers the close.
-                    let _ = tokio::time::timeout(DEADLINE, reader).await;
-                }
+                client.close().await;
             }
             Action::ReadSlowly => client.paused.store(true, Ordering::Release),
             Action::Burst => {
-                let joined: Vec<String> = client.rooms.iter().cloned().collect();
-                if let Some(room) = joined.first() {
-                    client.burst(&room.clone()).await;
+                // Into a room this actor is in (joining one first if need be): every room
+                // has a stalling listener.
+                if client.rooms.is_empty() {
+                    client.join(&room, true).await;
+                }
+                let target = client.rooms.iter().next().cloned();
+                if let Some(target) = target
+                    && client.conn.is_some()
+                {
+                    client.burst(&target).await;
                 }
             }
             Action::Join | Action::Leave => {}
@@ -798,15 +828,7 @@ async fn actor(
             .await;
         }
     }
-    done.wait().await;
-    let last = last
-        .wait_for(Option::is_some)
-        .await
-        .unwrap()
-        .clone()
-        .unwrap();
-    client.settle(&last).await;
-    client.drop_abruptly();
+    client
 }
 
 /// A listener: in one room, reading, reconnecting now and then; catches up at the end.
@@ -829,8 +851,11 @@ async fn listener(
         };
         tokio::time::sleep(pause).await;
         // A stalling listener stays on its connection until the server closes it.
-        if !client.stalls && rng.percent(if plan.duration.is_some() { 5 } else { 20 }) {
-            client.drop_abruptly();
+        let closed_by_server = client.seen.lock().unwrap().closed;
+        if closed_by_server
+            || !client.stalls && rng.percent(if plan.duration.is_some() { 5 } else { 20 })
+        {
+            client.drop_abruptly().await;
         }
         client.ensure_connected().await;
     }
@@ -841,7 +866,7 @@ async fn listener(
         .clone()
         .unwrap();
     client.settle(&last).await;
-    client.drop_abruptly();
+    client.drop_abruptly().await;
 }
 
 /// An `/events` reader of one room: checks ids, reconnects with `Last-Event-ID`.
@@ -1032,9 +1057,9 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
     let ledger = Ledger::new(plan.seed);
     let (last_tx, last_rx) = watch::channel(None);
     let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(Barrier::new(plan.actors + 1));
     let sampler = samples.map(|path| tokio::spawn(sample(pid, path, stop.clone())));
 
+    let mut actors = tokio::task::JoinSet::new();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..plan.actors {
         let source = format!("127.0.0.{}", 2 + i % 200);
@@ -1044,14 +1069,8 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
         let rng = Rng::new(plan.seed, i as u64);
         // A few actors post bursts: megabytes past the 4 MiB a socket buffer may grow to.
         let bursts = i % plan.burst_stride == 1;
-        tasks.spawn(actor(
-            client,
-            rng,
-            plan.clone(),
-            bursts,
-            done.clone(),
-            last_rx.clone(),
-        ));
+        client.burst_size = plan.burst;
+        actors.spawn(actor(client, rng, plan.clone(), bursts));
     }
     for i in 0..plan.listeners {
         let source = format!("127.0.1.{}", 2 + i % 200);
@@ -1084,10 +1103,21 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
     }
 
     // Everyone stops posting; then the rooms' last ids are what every member must reach.
-    done.wait().await;
+    // An actor that fails fails the run here, at once.
+    let mut clients = Vec::new();
+    while let Some(result) = actors.join_next().await {
+        clients.push(result.unwrap());
+    }
     stop.store(true, Ordering::Release);
     let last = last_ids(addr, &plan).await;
     last_tx.send(Some(last.clone())).unwrap();
+    for mut client in clients {
+        let last = last.clone();
+        tasks.spawn(async move {
+            client.settle(&last).await;
+            client.drop_abruptly().await;
+        });
+    }
     while let Some(result) = tasks.join_next().await {
         result.unwrap();
     }
@@ -1201,6 +1231,8 @@ async fn soak_30_minutes() {
         think: Duration::from_millis(1000),
         burst_every: 600,
         burst_stride: 100,
+        // A room of the soak has a hundred members: 6 MB each would be 600 MB per burst.
+        burst: 300,
         outbox_frames: 256,
         ..Plan::quick(seed())
     };
