@@ -8,16 +8,25 @@
 //! queue is full the connection is marked for closing (1013) instead of slowing the room down.
 //! Every write, from the broadcaster or from the transport, happens under the queue's lock, so
 //! frames never interleave and never overtake each other.
+//!
+//! The synchronisation is model-checked: `member/model.rs` runs the outbox's races (producers
+//! against the writer and a socket that takes all, part or none, a `send` waiting for room,
+//! close against push and recv, finish against push, the hold buffer of a replaying member)
+//! under loom; the primitives come from `member/sync.rs`, which swaps in loom's for that build.
+
+#[cfg(all(test, hubbub_loom))]
+mod model;
+mod sync;
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
+
+use sync::{AtomicBool, AtomicWaker, Mutex, MutexGuard, Notify};
 
 /// One encoded frame on its way to a client. The JSON bytes are shared by every recipient.
 #[derive(Debug, Clone)]
@@ -180,8 +189,14 @@ struct Signal {
 
 impl Signal {
     /// Raises the flag and wakes the task; a raise with nobody waiting is kept for the next poll.
+    ///
+    /// A swap, not a store: when every write of the flag reads the one before it, a poll that
+    /// sees any later raise also sees what came before each earlier one. With a plain store, a
+    /// poll could see a push's raise that followed a close's and still read `closed` as false
+    /// (the C++/Rust memory model allows it; x86's does not), and `recv` slept through the
+    /// close: the model test `a_close_racing_push_and_recv_is_seen...` found it.
     fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
+        self.raised.swap(true, Ordering::AcqRel);
         self.waker.wake();
     }
 
