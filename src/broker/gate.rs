@@ -51,6 +51,9 @@ pub(crate) enum Input {
     /// The bus subscription is (again) active: read from the store whatever went by while it was
     /// not, for every room this node has members in.
     Resubscribed,
+    /// The bus connection is lost: until [`Input::Resubscribed`], a gap cannot be closed by the
+    /// bus, so it is read from the store at once instead of after the wait.
+    BusLost,
 }
 
 /// One room's line: the last id delivered and what waits behind a gap.
@@ -225,6 +228,8 @@ pub(crate) struct Gate {
     waiters: Vec<Waiter>,
     /// A catch-up that failed (the store was unreachable) and is tried again at this time.
     catch_up_due: Option<Instant>,
+    /// Whether the bus subscription is active (a gap may still close by itself).
+    bus_up: bool,
 }
 
 impl Gate {
@@ -243,6 +248,7 @@ impl Gate {
             wait,
             waiters: Vec::new(),
             catch_up_due: None,
+            bus_up: false,
         })
     }
 
@@ -278,7 +284,11 @@ impl Gate {
                 self.take(messages).await;
                 self.answer_waiters();
             }
-            Input::Resubscribed => self.catch_up().await,
+            Input::Resubscribed => {
+                self.bus_up = true;
+                self.catch_up().await;
+            }
+            Input::BusLost => self.bus_up = false,
         }
     }
 
@@ -301,14 +311,34 @@ impl Gate {
     }
 
     /// Offers messages, lets a gap in a room without members here go at once (see
-    /// [`Gate::skip_unwatched`]), and delivers.
+    /// [`Gate::skip_unwatched`]), and delivers. While the bus is down, a gap in a room with
+    /// members here is read from the store at once: nothing else could close it.
     async fn take(&mut self, messages: Vec<StoredMessage>) {
         let mut out = Vec::new();
         let gaps = self.lines.offer(messages, Instant::now(), &mut out);
+        let mut read_now = Vec::new();
         for room in gaps {
-            self.skip_unwatched(&room, &mut out);
+            if self.watched(&room) {
+                read_now.push(room);
+            } else {
+                self.skip_unwatched(&room, &mut out);
+            }
         }
         self.deliver(out).await;
+        if self.bus_up {
+            return;
+        }
+        for room in read_now {
+            if let Some(first_held) = self.lines.first_held(&room) {
+                let last = self.lines.last(&room);
+                self.fill(DueGap {
+                    room,
+                    last,
+                    first_held,
+                })
+                .await;
+            }
+        }
     }
 
     /// A room with no member on this node needs no wait and no store read: the ids below the
@@ -316,9 +346,6 @@ impl Gate {
     /// later reads them in its replay, which starts after it was added; no member here can be
     /// waiting for them live.
     fn skip_unwatched(&mut self, room: &str, out: &mut Vec<StoredMessage>) {
-        if self.watched(room) {
-            return;
-        }
         if let Some(first) = self.lines.first_held(room) {
             self.lines.advance_to(room, first - 1, Instant::now(), out);
         }
@@ -541,7 +568,8 @@ mod tests {
         }
     }
 
-    /// A gate on a real SQLite store with `history` lobby messages committed before it starts.
+    /// A gate on a real SQLite store with `history` lobby messages committed before it starts;
+    /// its bus is up (subscribed) unless a test says otherwise.
     async fn setup(history: usize, has_members: bool) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
@@ -570,6 +598,7 @@ mod tests {
                 .await
                 .unwrap();
         }
+        setup.gate.handle(Input::Resubscribed).await;
         setup
     }
 
@@ -643,10 +672,11 @@ mod tests {
     async fn the_gate_task_reads_a_gap_when_its_timer_fires() {
         let s = setup(0, true).await;
         let committed = s.commit_elsewhere(2).await;
+        let gate = s.gate;
         let (inputs, queue) = mpsc::channel(8);
         let stop = CancellationToken::new();
         let recorder = s.recorder.clone();
-        let task = tokio::spawn(s.gate.run(queue, stop.clone()));
+        let task = tokio::spawn(gate.run(queue, stop.clone()));
         inputs
             .send(Input::Remote(vec![committed[1].clone()]))
             .await
@@ -664,6 +694,26 @@ mod tests {
         assert_eq!(*recorder.delivered.lock().unwrap(), vec![1, 2]);
         stop.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn while_the_bus_is_down_a_gap_is_read_from_the_store_at_once() {
+        let mut s = setup(0, true).await;
+        s.gate.handle(Input::BusLost).await;
+        let committed = s.commit_elsewhere(3).await;
+        let (done, delivered) = oneshot::channel();
+        s.gate
+            .handle(Input::Local {
+                messages: vec![committed[2].clone()],
+                done,
+            })
+            .await;
+        assert_eq!(
+            s.delivered(),
+            vec![1, 2, 3],
+            "no wait for a bus that is down"
+        );
+        delivered.await.unwrap();
     }
 
     #[tokio::test(flavor = "current_thread")]

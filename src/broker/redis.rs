@@ -446,6 +446,9 @@ async fn subscriber(
                         "redis connection lost: this node serves its own members until it is back"
                     ),
                 }
+                if gate.send(Input::BusLost).await.is_err() {
+                    return;
+                }
             }
             Err(err) => {
                 if backoff.loud() {
