@@ -64,6 +64,10 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting (and each publish) may take before Redis counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a commit's acks wait for the gate to deliver it here. Only a gap that the store
+/// cannot fill (the database unreachable) holds it that long; the acks then go (the messages
+/// are stored) and members get them when the gap is read.
+const LOCAL_DELIVERY_WAIT: Duration = Duration::from_secs(10);
 /// Reconnect backoff: first delay, doubling up to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -195,7 +199,15 @@ impl Broker for RedisBroker {
             .await
             .map_err(|_| BrokerError::NoReceiver)?;
         // Dropped unanswered only when the gate stops (shutdown): nothing left to wait for.
-        let _ = delivered.await;
+        if tokio::time::timeout(LOCAL_DELIVERY_WAIT, delivered)
+            .await
+            .is_err()
+        {
+            warn!(
+                posts = messages.len(),
+                "acks sent before local delivery: a gap before them could not be read yet"
+            );
+        }
         Ok(())
     }
 }
