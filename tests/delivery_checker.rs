@@ -289,6 +289,8 @@ struct Client {
     stalls: bool,
     /// Messages in each of this client's bursts.
     burst_size: usize,
+    /// The request whose answer is awaited (for the report when none comes).
+    awaiting: String,
     conn: Option<(Sink, tokio::task::JoinHandle<()>)>,
     answers: mpsc::UnboundedReceiver<Answer>,
     answers_tx: mpsc::UnboundedSender<Answer>,
@@ -312,6 +314,7 @@ impl Client {
             paused: Arc::default(),
             stalls: false,
             burst_size: 0,
+            awaiting: String::new(),
             conn: None,
             answers,
             answers_tx,
@@ -394,21 +397,37 @@ impl Client {
         sink.send(Message::text(frame.to_string())).await.is_ok()
     }
 
-    /// The next answer from the current connection's reader.
-    async fn answer(&mut self) -> Answer {
+    /// The next answer from the current connection's reader, `None` after [`DEADLINE`].
+    async fn answer(&mut self) -> Option<Answer> {
         let answer = tokio::time::timeout(DEADLINE, self.answers.recv()).await;
-        let seed = self.ledger.seed;
         answer
-            .unwrap_or_else(|_| {
-                panic!("{}: no answer within {DEADLINE:?} (seed {seed})", self.name)
-            })
-            .expect("the client holds a sender of its own channel")
+            .ok()
+            .map(|a| a.expect("the client holds a sender of its own channel"))
     }
 
-    /// Waits for an answer that `accept` takes; a close ends the wait with `false`.
+    /// Waits for an answer that `accept` takes; a close ends the wait with `false`. An answer
+    /// that never comes is a violation, naming what was awaited; the client then reconnects.
     async fn await_answer(&mut self, mut accept: impl FnMut(&Answer) -> bool) -> bool {
         loop {
-            match self.answer().await {
+            let Some(answer) = self.answer().await else {
+                let (rooms, joining) = {
+                    let seen = self.seen.lock().unwrap();
+                    let rooms: BTreeMap<_, _> = seen
+                        .rooms
+                        .iter()
+                        .map(|(room, view)| (room.clone(), (view.member, view.next)))
+                        .collect();
+                    (rooms, seen.joining.clone())
+                };
+                self.ledger.violation(format!(
+                    "{}: no answer within {DEADLINE:?} to {:?} (rooms (member, next id): \
+                     {rooms:?}, joining: {joining:?}, posts sent: {})",
+                    self.name, self.awaiting, self.posts
+                ));
+                self.drop_abruptly().await;
+                return false;
+            };
+            match answer {
                 Answer::Closed => {
                     self.conn = None;
                     return false;
@@ -445,6 +464,7 @@ impl Client {
         if !self.send(frame).await {
             return false;
         }
+        self.awaiting = format!("join {room} since {since:?}");
         self.await_answer(|a| matches!(a, Answer::Joined(r) if r == room))
             .await
     }
@@ -454,6 +474,7 @@ impl Client {
         if !self.send(json!({"type": "leave", "room": room})).await {
             return false;
         }
+        self.awaiting = format!("leave {room}");
         self.await_answer(|a| matches!(a, Answer::Left(r) if r == room))
             .await
     }
@@ -466,6 +487,7 @@ impl Client {
         if !self.send(frame).await {
             return false;
         }
+        self.awaiting = format!("msg {room} ref {reference}");
         self.await_answer(|a| matches!(a, Answer::Ack { reference: r } if *r == reference))
             .await
     }
@@ -493,6 +515,7 @@ impl Client {
             pending.insert(reference);
         }
         while !pending.is_empty() {
+            self.awaiting = format!("burst {room}: {} acks missing", pending.len());
             let mut matched = None;
             let acked = self
                 .await_answer(|answer| match answer {
@@ -797,6 +820,7 @@ async fn actor(mut client: Client, mut rng: Rng, plan: Plan, bursts: bool) -> Cl
             Action::CloseAndReconnect => {
                 if client.send(json!({"type": "close-me"})).await {
                     // An unknown type: the answer is an error, and the connection stays open.
+                    client.awaiting = "error unknown_type".into();
                     client
                         .await_answer(
                             |a| matches!(a, Answer::Error { code, .. } if code == "unknown_type"),
