@@ -17,7 +17,9 @@
 //!
 //! One task owns the state (no lock): inputs come through one channel, and a gap read or a
 //! catch-up runs inside that task, so nothing is delivered while it reads. Such reads are rare
-//! (a gap that outlives `gap_wait`, a Redis reconnect).
+//! (a gap that outlives `gap_wait`, a Redis reconnect). A line is kept for every room the store
+//! had at start or the gate has seen since (an id and an empty map each); rooms are not
+//! forgotten while the node runs.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
