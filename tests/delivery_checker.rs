@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Binary, free_port, http, scratch};
+use common::{Binary, free_port, history, http, scratch};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -1001,33 +1001,6 @@ async fn last_ids(addr: SocketAddr, plan: &Plan) -> BTreeMap<String, u64> {
     last
 }
 
-/// A room's whole stored history, oldest first.
-async fn history(addr: SocketAddr, room: &str) -> Vec<(u64, String)> {
-    let mut all = Vec::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let mut url = format!("http://{addr}/api/rooms/{room}/messages?limit=200");
-        if let Some(before) = before {
-            url.push_str(&format!("&before={before}"));
-        }
-        let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
-        let messages = page["messages"].as_array().unwrap();
-        let mut ids: Vec<(u64, String)> = messages
-            .iter()
-            .map(|m| {
-                let text = m["data"].as_str().unwrap_or_default().to_owned();
-                (m["id"].as_u64().unwrap(), text)
-            })
-            .collect();
-        before = ids.first().map(|(id, _)| *id);
-        ids.append(&mut all);
-        all = ids;
-        if !page["has_more"].as_bool().unwrap() {
-            return all;
-        }
-    }
-}
-
 /// The server's open file descriptors.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -1147,13 +1120,12 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
     }
 
     for (room, last_id) in &last {
-        let stored = history(addr, room).await;
-        let ids: Vec<u64> = stored.iter().map(|(id, _)| *id).collect();
+        let texts = history(addr, room).await;
+        let ids: Vec<u64> = texts.keys().copied().collect();
         let expected: Vec<u64> = (1..=*last_id).collect();
         if ids != expected {
             ledger.violation(format!("{room}: stored ids are not 1..={last_id}"));
         }
-        let texts: HashMap<u64, String> = stored.into_iter().collect();
         for ((acked_room, id), text) in ledger.acked.lock().unwrap().iter() {
             if acked_room == room && texts.get(id) != Some(text) {
                 ledger.violation(format!(

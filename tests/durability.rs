@@ -152,7 +152,7 @@ async fn kill_9_during_a_burst(flags: &[&str]) {
         "no close frame from a killed process"
     );
 
-    let server = Binary::start(&data, port, flags).await;
+    let server = Binary::start(&data, free_port(), flags).await;
     let stored = stored_ids(server.addr, "r").await;
     let acked = assert_acks_stored(&outcomes, &stored);
     eprintln!("{acked} acked of 2000 sent; {} stored", stored.len());
@@ -175,7 +175,7 @@ async fn ids_strictly_increase_across_a_restart() {
     server.signal("TERM");
     assert!(server.wait().await.success());
 
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, free_port(), &[]).await;
     assert_eq!(api_post(server.addr, "r", "a", "three").await, 3);
     let mut client = server.client("").await;
     client
@@ -217,7 +217,7 @@ async fn sigterm_during_a_concurrent_burst_closes_1001_loses_no_ack_and_exits_0(
     assert_eq!(watcher.closed().await, Closed::Code(1001));
     assert!(server.wait().await.success(), "exit status 0");
 
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, free_port(), &[]).await;
     let stored = stored_ids(server.addr, "r").await;
     let acked = assert_acks_stored(&outcomes, &stored);
     eprintln!("{acked} acked of 900 sent; {} stored", stored.len());

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    Binary, Client, TestServer, assert_api_error, free_port, http, scratch, start_server_with,
+    Binary, TestServer, answer, assert_api_error, free_port, history, http, scratch,
+    start_server_with,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -69,41 +70,6 @@ impl Locker {
             .await
             .unwrap();
         self.conn.close().await.unwrap();
-    }
-}
-
-/// Reads frames until the answer to a post (`ack` or `error`) arrives.
-async fn answer(client: &mut Client) -> Value {
-    loop {
-        let frame = client.recv().await;
-        if frame["type"] == "ack" || frame["type"] == "error" {
-            return frame;
-        }
-    }
-}
-
-/// Every stored message of `room` by id, read through the HTTP history route.
-async fn history(addr: SocketAddr, room: &str) -> BTreeMap<u64, String> {
-    let mut stored = BTreeMap::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let mut url = format!("http://{addr}/api/rooms/{room}/messages?limit=200");
-        if let Some(b) = before {
-            url.push_str(&format!("&before={b}"));
-        }
-        let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
-        let messages = page["messages"].as_array().unwrap();
-        for m in messages {
-            let previous = stored.insert(
-                m["id"].as_u64().unwrap(),
-                m["data"].as_str().unwrap().to_owned(),
-            );
-            assert!(previous.is_none(), "id {} listed twice", m["id"]);
-        }
-        if page["has_more"] != true {
-            return stored;
-        }
-        before = messages.first().and_then(|m| m["id"].as_u64());
     }
 }
 

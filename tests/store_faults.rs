@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Binary, Client, api_post, free_port, get_json, http, scratch};
+use common::{Binary, Client, answer, api_post, free_port, get_json, history, http, scratch};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -192,7 +192,7 @@ async fn a_full_disk_refuses_posts_keeps_reads_and_recovers_once_space_is_freed(
     // And everything acked is still there after a restart on the same disk.
     server.signal("TERM");
     assert!(server.wait().await.success(), "exit status 0");
-    let server = Binary::start(disk.path(), port, &[]).await;
+    let server = Binary::start(disk.path(), free_port(), &[]).await;
     let stored = history(server.addr, "r").await;
     assert!(
         stored == acked,
@@ -372,7 +372,7 @@ async fn a_deleted_database_file_is_reported_and_no_post_is_acked_after_it() {
     // deleted history went with its file), served normally.
     server.signal("TERM");
     assert!(server.wait().await.success(), "exit status 0");
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, free_port(), &[]).await;
     assert!(history(server.addr, "r").await.is_empty());
     assert_eq!(api_post(server.addr, "r", "a", "fresh").await, 1);
     assert_eq!(integrity_check(&data.join(DB_FILE)).await, "ok");
@@ -410,7 +410,7 @@ async fn a_replaced_database_file_is_reported_and_a_restart_serves_the_replaceme
     // Restarted, the server uses the replacement, which holds every acked message.
     server.signal("TERM");
     assert!(server.wait().await.success(), "exit status 0");
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, free_port(), &[]).await;
     let stored = history(server.addr, "r").await;
     assert_eq!(
         stored.values().map(String::as_str).collect::<Vec<_>>(),
@@ -544,7 +544,7 @@ async fn a_read_only_database_file_beside_a_writable_wal_keeps_every_ack_and_is_
         !data.join(format!("{DB_FILE}-wal")).exists(),
         "the WAL was checkpointed and removed at the clean stop"
     );
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, free_port(), &[]).await;
     let stored = history(server.addr, "r").await;
     assert_eq!(stored.len(), 1 + WAL_BURSTS * WAL_BURST);
     assert_eq!(stored.keys().last().copied(), Some(stored.len() as u64));
@@ -687,7 +687,6 @@ async fn acked_messages_survive_kill_9_at_random_moments_many_times_in_a_row() {
     let mut schedule = Schedule(seed);
     let (_dir, data) = scratch();
     let db = data.join(DB_FILE);
-    let port = free_port();
     let mut ledger = Ledger::default();
     for round in 0..rounds {
         // Either durability mode: both promise that an ack survives any crash of the process.
@@ -696,7 +695,7 @@ async fn acked_messages_survive_kill_9_at_random_moments_many_times_in_a_row() {
         } else {
             &["--durability", "process"]
         };
-        let server = Binary::start(&data, port, flags).await;
+        let server = Binary::start(&data, free_port(), flags).await;
         ledger.verify(&server, &db, round).await;
 
         let traffic = Traffic::start(&server, round).await;
@@ -715,7 +714,7 @@ async fn acked_messages_survive_kill_9_at_random_moments_many_times_in_a_row() {
         );
         ledger.record(acked, round);
     }
-    let server = Binary::start(&data, port, &[]).await;
+    let server = Binary::start(&data, free_port(), &[]).await;
     ledger.verify(&server, &db, rounds).await;
     eprintln!(
         "{} acked messages survived {rounds} kills",
@@ -1021,39 +1020,4 @@ async fn integrity_check(db: &Path) -> String {
         .unwrap();
     conn.close().await.unwrap();
     rows.join("; ")
-}
-
-/// Reads frames until the answer to a post (`ack` or `error`) arrives.
-async fn answer(client: &mut Client) -> Value {
-    loop {
-        let frame = client.recv().await;
-        if frame["type"] == "ack" || frame["type"] == "error" {
-            return frame;
-        }
-    }
-}
-
-/// Every stored message of `room` by id, read through the HTTP history route.
-async fn history(addr: SocketAddr, room: &str) -> BTreeMap<u64, String> {
-    let mut stored = BTreeMap::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let mut url = format!("http://{addr}/api/rooms/{room}/messages?limit=200");
-        if let Some(b) = before {
-            url.push_str(&format!("&before={b}"));
-        }
-        let page = get_json(url).await;
-        let messages = page["messages"].as_array().unwrap();
-        for m in messages {
-            let previous = stored.insert(
-                m["id"].as_u64().unwrap(),
-                m["data"].as_str().unwrap().to_owned(),
-            );
-            assert!(previous.is_none(), "id {} listed twice", m["id"]);
-        }
-        if page["has_more"] != true {
-            return stored;
-        }
-        before = messages.first().and_then(|m| m["id"].as_u64());
-    }
 }

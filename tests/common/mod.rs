@@ -4,6 +4,7 @@
 
 pub mod pg;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -427,4 +428,39 @@ pub async fn metrics(addr: SocketAddr) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Reads frames until the answer to a post (`ack` or `error`) arrives.
+pub async fn answer(client: &mut Client) -> Value {
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "ack" || frame["type"] == "error" {
+            return frame;
+        }
+    }
+}
+
+/// Every stored message of `room` by id, read through the HTTP history route.
+pub async fn history(addr: SocketAddr, room: &str) -> BTreeMap<u64, String> {
+    let mut stored = BTreeMap::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut url = format!("http://{addr}/api/rooms/{room}/messages?limit=200");
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        let messages = page["messages"].as_array().unwrap();
+        for m in messages {
+            let previous = stored.insert(
+                m["id"].as_u64().unwrap(),
+                m["data"].as_str().unwrap().to_owned(),
+            );
+            assert!(previous.is_none(), "id {} listed twice", m["id"]);
+        }
+        if page["has_more"] != true {
+            return stored;
+        }
+        before = messages.first().and_then(|m| m["id"].as_u64());
+    }
 }
