@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Binary, free_port, history, http, scratch};
+use common::{Binary, free_port, get_json, history, http, scratch};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -983,14 +983,7 @@ async fn sse_reader(
 
 /// The newest id of every room, from `GET /api/rooms`.
 async fn last_ids(addr: SocketAddr, plan: &Plan) -> BTreeMap<String, u64> {
-    let rooms: Value = http()
-        .get(format!("http://{addr}/api/rooms"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rooms = get_json(format!("http://{addr}/api/rooms")).await;
     let mut last: BTreeMap<String, u64> = (0..plan.rooms).map(|i| (plan.room(i), 0)).collect();
     for room in rooms.as_array().unwrap() {
         let name = room["room"].as_str().unwrap().to_owned();

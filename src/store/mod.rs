@@ -63,6 +63,20 @@ pub struct Page {
     pub has_more: bool,
 }
 
+impl Page {
+    /// A page from up to `limit + 1` messages read newest first: the extra one only tells that
+    /// there is more (one query instead of two), and the page is turned oldest first.
+    pub(crate) fn from_newest_first(mut newest_first: Vec<StoredMessage>, limit: u32) -> Page {
+        let has_more = newest_first.len() > limit as usize;
+        newest_first.truncate(limit as usize);
+        newest_first.reverse();
+        Page {
+            messages: newest_first,
+            has_more,
+        }
+    }
+}
+
 /// A room the store knows, for the room list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {

@@ -333,14 +333,11 @@ impl Store for PostgresStore {
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.reader)
         .await?;
-        let has_more = rows.len() > limit as usize;
-        let mut messages = rows
+        let newest_first = rows
             .iter()
-            .take(limit as usize)
             .map(|row| row_to_message(row, room.as_str()))
             .collect::<Result<Vec<_>, _>>()?;
-        messages.reverse();
-        Ok(Page { messages, has_more })
+        Ok(Page::from_newest_first(newest_first, limit))
     }
 
     async fn last_id(&self, room: &RoomName) -> Result<u64, StoreError> {
