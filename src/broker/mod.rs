@@ -86,6 +86,13 @@ pub trait Broker: Send + Sync + 'static {
     /// alive.
     fn register(&self, receiver: std::sync::Weak<dyn Deliver>);
 
+    /// Whether the broker reaches the other nodes now: what `/readyz` asks. A node whose broker
+    /// is cut off still serves its own members, but new clients are better sent to a node that
+    /// is connected. The in-process broker always is.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
     /// Sends `event` for `room` to every node, in call order per room.
     async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError>;
 

@@ -33,6 +33,7 @@
 //! broker); making them cross nodes, with presence in Redis, is the next step.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -92,6 +93,8 @@ pub struct RedisBroker {
     receiver: Arc<OnceLock<Weak<dyn Deliver>>>,
     gate: mpsc::Sender<Input>,
     publish: mpsc::Sender<Vec<u8>>,
+    /// Whether the subscription is up (set by the subscriber task): what `/readyz` reports.
+    subscribed: Arc<AtomicBool>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -112,6 +115,7 @@ impl RedisBroker {
         let (publish, payloads) = mpsc::channel(PUBLISH_QUEUE);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let subscribed = Arc::new(AtomicBool::new(false));
         tasks.spawn(gate.run(gate_inputs, stop.clone()));
         tasks.spawn(publisher(
             client.clone(),
@@ -124,6 +128,7 @@ impl RedisBroker {
             settings.channel,
             settings.node_id,
             to_gate.clone(),
+            subscribed.clone(),
             stop.clone(),
         ));
         info!(node_id = settings.node_id, "redis broker started");
@@ -132,6 +137,7 @@ impl RedisBroker {
             receiver,
             gate: to_gate,
             publish,
+            subscribed,
             stop,
             tasks,
         }))
@@ -156,6 +162,10 @@ impl Broker for RedisBroker {
     fn register(&self, receiver: Weak<dyn Deliver>) {
         // A second registration is a programming error; the first receiver stays.
         let _ = self.receiver.set(receiver);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
     }
 
     async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError> {
@@ -436,6 +446,7 @@ async fn subscriber(
     channel: String,
     node_id: u64,
     gate: mpsc::Sender<Input>,
+    subscribed: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
@@ -451,7 +462,10 @@ async fn subscriber(
                 if gate.send(Input::Resubscribed).await.is_err() {
                     return;
                 }
-                match listen(sink, stream, node_id, &gate, &stop).await {
+                subscribed.store(true, Ordering::Relaxed);
+                let ended = listen(sink, stream, node_id, &gate, &stop).await;
+                subscribed.store(false, Ordering::Relaxed);
+                match ended {
                     Listen::Stopped => return,
                     Listen::Lost(cause) => warn!(
                         %cause,

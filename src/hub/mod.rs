@@ -724,6 +724,10 @@ mod tests {
         async fn rooms(&self) -> Result<Vec<crate::store::RoomSummary>, StoreError> {
             self.inner.rooms().await
         }
+
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
     }
 
     fn message_ids(receiver: &OutboxReceiver) -> Vec<u64> {

@@ -152,6 +152,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every room that has messages.
     async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError>;
 
+    /// Answers once the database answers a trivial query: what `/readyz` asks, so a load
+    /// balancer stops sending clients to a node whose database is out of reach.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Closes the store once nothing will post to it again (the committer calls it after its
     /// last batch). SQLite checkpoints and removes its WAL here: a WAL left beside a database
     /// file that is later deleted or replaced would be applied to whatever file is there next.

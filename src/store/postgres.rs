@@ -348,6 +348,11 @@ impl Store for PostgresStore {
         Ok(last.unwrap_or(0) as u64)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
     async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT name, last_id FROM rooms ORDER BY name")

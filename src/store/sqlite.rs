@@ -492,6 +492,11 @@ impl Store for SqliteStore {
         Ok(last.unwrap_or(0) as u64)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
     async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
         let rows = sqlx::query("SELECT name, last_id FROM rooms ORDER BY name")
             .fetch_all(&self.reader)
