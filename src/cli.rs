@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::config::{Config, Database, Durability, Secret};
+use crate::config::{Config, Database, Durability, Secret, parse_trusted_proxy};
 use crate::error::{Error, Result};
 use crate::hub::HubSettings;
 use crate::token::{Claims, mint};
@@ -187,6 +188,17 @@ pub struct ServeArgs {
     /// from the database.
     #[arg(long, env = "HUBBUB_BROKER_GAP_WAIT_MS", default_value_t = 200)]
     pub broker_gap_wait_ms: u64,
+    /// A reverse proxy or load balancer (CIDR such as `10.0.0.0/8`, or one address) whose
+    /// `Forwarded`/`X-Forwarded-For` names the client for per-address limits and logs; repeatable,
+    /// or comma-separated in the variable. Everyone else's such headers are ignored.
+    #[arg(
+        long,
+        env = "HUBBUB_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_trusted_proxy
+    )]
+    pub trusted_proxy: Vec<IpNet>,
 }
 
 impl ServeArgs {
@@ -235,6 +247,7 @@ impl ServeArgs {
             node_id: self.node_id,
             broker_channel: self.broker_channel.clone(),
             gap_wait: Duration::from_millis(self.broker_gap_wait_ms),
+            trusted_proxies: self.trusted_proxy.clone(),
             hub: HubSettings {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,

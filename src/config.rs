@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::hub::HubSettings;
 
 /// What an acknowledged message survives. Both survive `kill -9` and any crash of hubbub itself;
@@ -96,6 +98,11 @@ pub struct Config {
     /// How long a node holds a message that arrived ahead of a gap (another node's earlier id
     /// still on its way) before reading the gap from the store.
     pub gap_wait: Duration,
+    /// Reverse proxies and load balancers (`--trusted-proxy`) whose `Forwarded` or
+    /// `X-Forwarded-For` header names the client: behind a proxy every connection comes from the
+    /// proxy's address, so without this every client would share one per-address limit. Empty:
+    /// those headers are ignored and the peer address is the client (no one can spoof it).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Open files kept free for the database, the listener, logs and accept bursts when the
@@ -214,6 +221,24 @@ impl fmt::Display for PostgresUrl {
     }
 }
 
+/// Reads one `--trusted-proxy` value: a network in CIDR notation (`10.0.0.0/8`,
+/// `fd00::/8`) or a single address (`192.0.2.10`, taken as its /32 or /128). Host bits after the
+/// prefix are dropped (`10.1.2.3/8` is `10.0.0.0/8`). Refused with a message naming the value,
+/// so a typo stops the server at start instead of silently trusting no one, or the wrong ones.
+pub fn parse_trusted_proxy(value: &str) -> Result<IpNet, String> {
+    let value = value.trim();
+    if let Ok(net) = value.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(addr) = value.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    Err(format!(
+        "{value:?} is not a network in CIDR notation (such as 10.0.0.0/8 or fd00::/8) or an IP \
+         address"
+    ))
+}
+
 impl Config {
     /// Rejections within the abuse window that close a connection.
     pub fn abuse_threshold(&self) -> u32 {
@@ -263,6 +288,7 @@ impl Default for Config {
             node_id: None,
             broker_channel: "hubbub:messages".to_owned(),
             gap_wait: Duration::from_millis(200),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -313,6 +339,20 @@ mod tests {
             redacted("postgres://hub@127.0.0.1:5433/chat"),
             "postgres://hub@127.0.0.1:5433/chat"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_single_addresses() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(parse_trusted_proxy("10.0.0.0/8"), Ok(net("10.0.0.0/8")));
+        assert_eq!(parse_trusted_proxy(" 10.1.2.3/8 "), Ok(net("10.0.0.0/8")));
+        assert_eq!(parse_trusted_proxy("192.0.2.10"), Ok(net("192.0.2.10/32")));
+        assert_eq!(parse_trusted_proxy("fd00::/8"), Ok(net("fd00::/8")));
+        assert_eq!(parse_trusted_proxy("::1"), Ok(net("::1/128")));
+        for bad in ["10.0.0.0/33", "10.0.0/8", "proxy.example", "", "10.0.0.0/"] {
+            let err = parse_trusted_proxy(bad).unwrap_err();
+            assert!(err.contains("CIDR"), "{bad}: {err}");
+        }
     }
 
     #[test]
