@@ -67,6 +67,8 @@ pub struct Fleet {
     mode: Mode,
     route: Route,
     server: SocketAddr,
+    /// The nodes connections are spread over (empty: all on `server`).
+    nodes: Vec<SocketAddr>,
     layout: RoomLayout,
     /// Total connections the test will reach (room sizes are computed against it).
     total: usize,
@@ -88,12 +90,23 @@ impl Fleet {
             mode,
             route,
             server,
+            nodes: Vec::new(),
             layout,
             total,
             workers: Vec::new(),
             next_index: 0,
             connected: 0,
         }
+    }
+
+    /// Spread the connections over the nodes of a cluster, round-robin by connection index:
+    /// every node gets members and senders alike.
+    pub fn spread_over(mut self, nodes: Vec<SocketAddr>) -> Self {
+        if let Some(&first) = nodes.first() {
+            self.server = first;
+        }
+        self.nodes = nodes;
+        self
     }
 
     /// Add workers until `target` connections have been attempted; waits for all of them to
@@ -111,6 +124,7 @@ impl Fleet {
                 mode: self.mode,
                 route: self.route,
                 server: self.server,
+                nodes: self.nodes.clone(),
                 source_ip: Ipv4Addr::new(127, 0, 0, 2 + w as u8),
                 first: self.next_index,
                 count,

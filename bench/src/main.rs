@@ -7,10 +7,14 @@
 //! - `echo-floor` is the least a WebSocket echo server can be (the echo scenario's reference).
 //! - `report` re-renders Markdown and plots from a results file.
 //!
+//! The `cluster` scenario (`--servers hubbub --scenarios cluster`, not in the default set) runs
+//! hubbub in five configurations side by side: one node on SQLite, one on PostgreSQL, and one,
+//! two and three nodes on PostgreSQL + Redis, which it starts privately (`services`).
+//!
 //! Module map, each depending only on those before it: `hist`, `procfs`, `echo_floor`,
 //! `plan` (sizes), `client` (one module per wire mode), `spec` (coordinator ↔ worker
-//! messages), `worker`, `coordinator`, `servers`, `floor`, `report`, `run` (a run's state),
-//! `scenario` (one module per scenario, `phase` shared), `suite`.
+//! messages), `worker`, `coordinator`, `servers`, `services`, `floor`, `report`, `run` (a
+//! run's state), `scenario` (one module per scenario, `phase` shared), `suite`.
 
 mod client;
 mod coordinator;
@@ -23,6 +27,7 @@ mod report;
 mod run;
 mod scenario;
 mod servers;
+mod services;
 mod spec;
 mod suite;
 mod worker;
@@ -110,7 +115,7 @@ struct SuiteArgs {
     /// Servers to run (default: all four).
     #[arg(long, value_enum, value_delimiter = ',')]
     servers: Vec<ServerKind>,
-    /// Scenarios to run (default: all).
+    /// Scenarios to run (default: all but `cluster`, which needs PostgreSQL and Redis).
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     #[arg(long, default_value = "target/release/hubbub")]
@@ -129,6 +134,10 @@ struct SuiteArgs {
     /// --hubbub-arg=process`).
     #[arg(long = "hubbub-arg", allow_hyphen_values = true)]
     hubbub_args: Vec<String>,
+    /// The project's scripts directory (`pg.sh` and `redis.sh` start the cluster scenario's
+    /// private PostgreSQL and Redis).
+    #[arg(long, default_value = "scripts")]
+    scripts_dir: PathBuf,
     /// Results file.
     #[arg(long, default_value = "docs/bench/results.json")]
     out: PathBuf,
@@ -220,6 +229,7 @@ fn main() -> Result<()> {
                 log_dir: a.log_dir.clone(),
                 nice: a.nice,
                 hubbub_args: a.hubbub_args.clone(),
+                scripts_dir: a.scripts_dir.clone(),
             };
             let command_line = std::env::var("HUBBUB_BENCH_COMMAND")
                 .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));

@@ -51,6 +51,22 @@ pub struct Plan {
     pub acks_members: usize,
     pub acks_senders: usize,
     pub acks_rate: f64,
+    /// Cluster: members of the one room, spread round-robin over a configuration's nodes (a
+    /// multiple of 6 spreads evenly over 1, 2 and 3 nodes).
+    pub cluster_members: usize,
+    /// Cluster: members that post (spread over the nodes like the rest); enough of them that
+    /// the highest saturation step stays under hubbub's per-connection rate limit (10/s).
+    pub cluster_senders: usize,
+    /// Cluster: the moderate fixed load (total posts per second) at which latency, acks and
+    /// CPU per delivery are compared.
+    pub cluster_moderate_rate: f64,
+    /// Cluster: an unmeasured phase at the moderate load before the measured ones (connection
+    /// pools, prepared statements, the Redis subscription), in ms; 0 for none.
+    pub cluster_warmup_ms: u64,
+    /// Cluster saturation: first total post rate, growth factor and step budget.
+    pub cluster_sat_start_rate: f64,
+    pub cluster_sat_factor: f64,
+    pub cluster_sat_steps: usize,
     /// Echo: connections doing back-to-back round trips.
     pub echo_conns: usize,
     pub echo_ms: u64,
@@ -104,6 +120,13 @@ impl Plan {
             acks_members: 200,
             acks_senders: 20,
             acks_rate: 200.0,
+            cluster_members: 1_002,
+            cluster_senders: 200,
+            cluster_moderate_rate: 40.0,
+            cluster_warmup_ms: 2_000,
+            cluster_sat_start_rate: 40.0,
+            cluster_sat_factor: 1.5,
+            cluster_sat_steps: 10,
             echo_conns: 50,
             echo_ms: 10_000,
             echo_rounds: 3,
@@ -129,6 +152,12 @@ impl Plan {
                 rooms_rooms: 20,
                 rooms_rate: 50.0,
                 acks_members: 200,
+                cluster_members: 204,
+                cluster_senders: 204,
+                cluster_moderate_rate: 100.0,
+                cluster_warmup_ms: 1_000,
+                cluster_sat_start_rate: 100.0,
+                cluster_sat_steps: 8,
                 echo_conns: 20,
                 echo_ms: 3_000,
                 connect_timeout: Duration::from_secs(120),
@@ -156,6 +185,13 @@ impl Plan {
                 acks_members: 10,
                 acks_senders: 2,
                 acks_rate: 20.0,
+                cluster_members: 12,
+                cluster_senders: 6,
+                cluster_moderate_rate: 12.0,
+                cluster_warmup_ms: 0,
+                cluster_sat_start_rate: 12.0,
+                cluster_sat_factor: 2.0,
+                cluster_sat_steps: 2,
                 echo_conns: 4,
                 echo_ms: 300,
                 echo_rounds: 1,

@@ -33,15 +33,116 @@ pub struct CpuSample {
 impl CpuSample {
     /// CPU seconds between `self` and a later sample.
     pub fn secs_until(&self, later: &CpuSample) -> f64 {
-        later.run_ns.saturating_sub(self.run_ns) as f64 / 1e9
+        self.spent_until(later).secs()
     }
 
-    /// Fraction of the CPU time that was system time, between `self` and a later sample.
-    pub fn sys_fraction_until(&self, later: &CpuSample) -> f64 {
-        let u = later.utime_ticks.saturating_sub(self.utime_ticks) as f64;
-        let s = later.stime_ticks.saturating_sub(self.stime_ticks) as f64;
+    /// The CPU spent between `self` and a later sample of the same process, as a sample that
+    /// counts from zero.
+    pub fn spent_until(&self, later: &CpuSample) -> CpuSample {
+        CpuSample {
+            run_ns: later.run_ns.saturating_sub(self.run_ns),
+            utime_ticks: later.utime_ticks.saturating_sub(self.utime_ticks),
+            stime_ticks: later.stime_ticks.saturating_sub(self.stime_ticks),
+        }
+    }
+
+    /// On-CPU seconds counted in this sample.
+    pub fn secs(&self) -> f64 {
+        self.run_ns as f64 / 1e9
+    }
+
+    /// Fraction of this sample's CPU time that was system time.
+    pub fn sys_fraction(&self) -> f64 {
+        let u = self.utime_ticks as f64;
+        let s = self.stime_ticks as f64;
         if u + s == 0.0 { 0.0 } else { s / (u + s) }
     }
+
+    /// The sum of two samples (of two processes, or two spans).
+    pub fn plus(&self, other: &CpuSample) -> CpuSample {
+        CpuSample {
+            run_ns: self.run_ns + other.run_ns,
+            utime_ticks: self.utime_ticks + other.utime_ticks,
+            stime_ticks: self.stime_ticks + other.stime_ticks,
+        }
+    }
+}
+
+/// The processes one part of a deployment runs as (the hubbub nodes, Redis, PostgreSQL), for
+/// CPU accounting.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The part's name in results (`hubbub`, `redis`, `postgres`).
+    pub name: &'static str,
+    pub pids: Vec<u32>,
+    /// Also count every child of these PIDs, found afresh at each sample: PostgreSQL runs a
+    /// process per connection (and its helpers) under the postmaster.
+    pub with_children: bool,
+}
+
+/// The CPU time of every process of some parts at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct PartsSample {
+    /// (part index, pid, sample).
+    per_pid: Vec<(usize, u32, CpuSample)>,
+}
+
+impl PartsSample {
+    /// Sample every process of `parts` (a process that has exited is skipped).
+    pub fn take(parts: &[Part]) -> PartsSample {
+        let mut per_pid = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let mut pids = part.pids.clone();
+            if part.with_children {
+                for &p in &part.pids {
+                    pids.extend(children_of(p));
+                }
+            }
+            for pid in pids {
+                if let Ok(s) = cpu(pid) {
+                    per_pid.push((i, pid, s));
+                }
+            }
+        }
+        PartsSample { per_pid }
+    }
+
+    /// The CPU each part spent between `self` and a later sample, by part index: a process
+    /// seen only in the later sample (a new PostgreSQL backend) counts from zero.
+    pub fn spent_by_part_until(&self, later: &PartsSample, parts: usize) -> Vec<CpuSample> {
+        let mut out = vec![CpuSample::default(); parts];
+        for &(i, pid, after) in &later.per_pid {
+            let before = self
+                .per_pid
+                .iter()
+                .find(|(j, p, _)| *j == i && *p == pid)
+                .map(|(_, _, s)| *s)
+                .unwrap_or_default();
+            if let Some(slot) = out.get_mut(i) {
+                *slot = slot.plus(&before.spent_until(&after));
+            }
+        }
+        out
+    }
+}
+
+/// The PIDs whose parent is `ppid`, from /proc/*/stat (field 4).
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| parent_of(pid) == Some(ppid))
+        .collect()
+}
+
+/// The parent PID of `pid` (field 4 of /proc/PID/stat), if it still runs.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(4 - 3)?.parse().ok()
 }
 
 /// Sample the CPU time of `pid`.
@@ -135,5 +236,31 @@ mod tests {
         assert!(x != 1);
         let b = cpu(pid).expect("cpu");
         assert!(a.secs_until(&b) > 0.0);
+    }
+
+    #[test]
+    fn a_child_process_is_found_under_its_parent_and_counted_in_its_part() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let me = std::process::id();
+        assert!(children_of(me).contains(&child.id()));
+        let parts = [Part {
+            name: "me",
+            pids: vec![me],
+            with_children: true,
+        }];
+        let before = PartsSample::take(&parts);
+        assert!(before.per_pid.iter().any(|&(_, p, _)| p == child.id()));
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        let spent = before.spent_by_part_until(&PartsSample::take(&parts), 1);
+        assert!(spent[0].secs() > 0.0);
+        child.kill().expect("kill sleep by its handle");
+        child.wait().expect("reap sleep");
     }
 }

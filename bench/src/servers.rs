@@ -79,6 +79,9 @@ pub struct ServerPaths {
     pub nice: Option<i32>,
     /// Extra flags for `hubbub serve` (e.g. `--durability process`).
     pub hubbub_args: Vec<String>,
+    /// The project's `scripts/`, whose `pg.sh` and `redis.sh` start the cluster scenario's
+    /// private PostgreSQL and Redis.
+    pub scripts_dir: PathBuf,
 }
 
 impl ServerPaths {
@@ -132,6 +135,27 @@ impl Server {
     /// Start `kind`, wait until it accepts TCP connections, then leave it alone for `warmup`
     /// so that its runtime finishes starting (JIT, GC heaps) before a baseline is taken.
     pub fn start(kind: ServerKind, paths: &ServerPaths, warmup: Duration) -> Result<Server> {
+        Server::launch(kind, paths, warmup, &[], kind.name())
+    }
+
+    /// Start one hubbub node of a cluster configuration: `hubbub serve` with `extra` flags
+    /// (`--db`, `--broker`, `--node-id`, ...) after the usual ones, logging to `log_name.log`.
+    pub fn start_node(
+        paths: &ServerPaths,
+        warmup: Duration,
+        extra: &[String],
+        log_name: &str,
+    ) -> Result<Server> {
+        Server::launch(ServerKind::Hubbub, paths, warmup, extra, log_name)
+    }
+
+    fn launch(
+        kind: ServerKind,
+        paths: &ServerPaths,
+        warmup: Duration,
+        extra: &[String],
+        log_name: &str,
+    ) -> Result<Server> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut data_dir = None;
@@ -151,6 +175,7 @@ impl Server {
                 let mut v = v;
                 v.extend(benchmark_flags(&paths.hubbub_bin));
                 v.extend(paths.hubbub_args.iter().cloned());
+                v.extend(extra.iter().cloned());
                 data_dir = Some(dir);
                 v
             }
@@ -173,7 +198,7 @@ impl Server {
         };
         let pin = format!("exec {} \"$@\"", paths.launcher().join(" "));
         std::fs::create_dir_all(&paths.log_dir).ok();
-        let log = File::create(paths.log_dir.join(format!("{}.log", kind.name())))
+        let log = File::create(paths.log_dir.join(format!("{log_name}.log")))
             .context("create server log")?;
         let child = Command::new("sh")
             .arg("-c")
@@ -188,7 +213,7 @@ impl Server {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("start {}", kind.name()))?;
+            .with_context(|| format!("start {}", log_name))?;
         let pid = child.id();
         let mut server = Server {
             addr,
@@ -205,13 +230,13 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 bail!(
                     "{} exited at start ({status}); see {}",
-                    kind.name(),
+                    log_name,
                     paths.log_dir.display()
                 );
             }
             if Instant::now() > deadline {
                 server.stop();
-                bail!("{} did not listen on {addr} within 30 s", kind.name());
+                bail!("{} did not listen on {addr} within 30 s", log_name);
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -93,12 +93,32 @@ pub fn zipf_sizes(rooms: usize, total: usize) -> Vec<usize> {
     sizes
 }
 
+impl WorkerSpec {
+    /// The server connection `idx` talks to: its node when the members are spread over nodes.
+    pub fn server_of(&self, idx: usize) -> SocketAddr {
+        node_of(idx, self.nodes.len())
+            .and_then(|n| self.nodes.get(n).copied())
+            .unwrap_or(self.server)
+    }
+}
+
+/// The node (index into [`WorkerSpec::nodes`]) that connection `idx` is on, when there are
+/// several nodes; `None` with zero or one, where no delivery crosses nodes.
+pub fn node_of(idx: usize, nodes: usize) -> Option<usize> {
+    (nodes > 1).then(|| idx % nodes)
+}
+
 /// Everything a worker needs to open and hold its share of the connections.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
     pub mode: Mode,
     pub route: Route,
     pub server: SocketAddr,
+    /// Several nodes of one cluster (the cluster scenario): connection `i` goes to
+    /// `nodes[i % nodes.len()]`, so members and senders are spread over every node. Empty: every
+    /// connection goes to `server`.
+    #[serde(default)]
+    pub nodes: Vec<SocketAddr>,
     /// Local address the worker binds its sockets to (127.0.0.2, 127.0.0.3, ...), so each
     /// worker has its own ephemeral port space.
     pub source_ip: Ipv4Addr,
@@ -229,6 +249,12 @@ pub struct FanoutReport {
     /// Post-to-ack latency (hubbub only), microseconds.
     pub ack_latency: Buckets,
     pub acks: u64,
+    /// With members spread over several nodes: delivery latency of posts made on another node
+    /// than the receiving member's (through Redis) and on the same node, microseconds.
+    #[serde(default)]
+    pub cross_latency: Buckets,
+    #[serde(default)]
+    pub local_latency: Buckets,
     /// `error` frames received (e.g. `rate_limited`).
     pub error_frames: u64,
     pub first_error: Option<String>,
@@ -255,6 +281,33 @@ mod tests {
             assert_eq!(s.iter().sum::<usize>(), total, "{rooms} {total}");
             assert!(s.iter().all(|&x| x >= 1));
         }
+    }
+
+    #[test]
+    fn connections_are_spread_round_robin_over_the_nodes() {
+        let node = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let spec = WorkerSpec {
+            mode: Mode::Hubbub,
+            route: Route::Chat,
+            server: node(1),
+            nodes: vec![node(1), node(2), node(3)],
+            source_ip: Ipv4Addr::new(127, 0, 0, 2),
+            first: 0,
+            count: 6,
+            total: 6,
+            layout: RoomLayout::Single,
+            concurrency: 1,
+            connect_timeout_ms: 1_000,
+        };
+        let ports: Vec<u16> = (0..6).map(|i| spec.server_of(i).port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
+        assert_eq!(node_of(4, 3), Some(1));
+        assert_eq!(node_of(4, 1), None, "one node: nothing crosses");
+        let single = WorkerSpec {
+            nodes: Vec::new(),
+            ..spec
+        };
+        assert_eq!(single.server_of(5), node(1));
     }
 
     #[test]

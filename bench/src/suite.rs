@@ -115,6 +115,7 @@ async fn run_one(
         Scenario::Rooms => scenario::rooms::run(run, kind).await,
         Scenario::Acks => scenario::acks::run(run, kind).await,
         Scenario::Echo => scenario::echo::run(run, kind, round, rounds).await,
+        Scenario::Cluster => scenario::cluster::run(run).await,
     };
     if let Err(e) = r {
         eprintln!(

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Incoming, Marker, Mode, Ws};
 use crate::hist::{self, Buckets};
-use crate::spec::{Command, EchoReport, Event, FanoutPhase, FanoutReport, WorkerSpec};
+use crate::spec::{Command, EchoReport, Event, FanoutPhase, FanoutReport, WorkerSpec, node_of};
 
 /// How many times one connection is attempted before it counts as failed.
 const CONNECT_ATTEMPTS: u32 = 3;
@@ -50,6 +50,9 @@ struct Stats {
     report: FanoutReport,
     latency: Histogram<u64>,
     ack_latency: Histogram<u64>,
+    /// Deliveries from another node / the same node, when the members are spread over nodes.
+    cross_latency: Histogram<u64>,
+    local_latency: Histogram<u64>,
     round_trips: u64,
 }
 
@@ -59,6 +62,8 @@ impl Stats {
             report: FanoutReport::default(),
             latency: hist::new_histogram(),
             ack_latency: hist::new_histogram(),
+            cross_latency: hist::new_histogram(),
+            local_latency: hist::new_histogram(),
             round_trips: 0,
         }
     }
@@ -194,6 +199,8 @@ async fn run() -> Result<()> {
                     let mut r = std::mem::take(&mut s.report);
                     r.latency = Buckets::from_histogram(&s.latency);
                     r.ack_latency = Buckets::from_histogram(&s.ack_latency);
+                    r.cross_latency = Buckets::from_histogram(&s.cross_latency);
+                    r.local_latency = Buckets::from_histogram(&s.local_latency);
                     r
                 });
                 emit(&Event::Fanout(report))?;
@@ -301,7 +308,7 @@ async fn connect_with_retry(spec: &WorkerSpec, idx: usize) -> Result<Ws> {
             spec.mode,
             spec.route,
             spec.source_ip,
-            spec.server,
+            spec.server_of(idx),
             &room,
             &name,
         )
@@ -438,9 +445,16 @@ async fn connection(
                         for m in Marker::all(text.as_str()) {
                             match &phase {
                                 Phase::Fanout { p, .. } if m.nonce == p.nonce => {
+                                    let us = now.saturating_sub(m.sent_us);
+                                    let crossed = crosses_nodes(spec, m.sender, idx);
                                     shared.with_stats(|st| {
                                         st.report.received += 1;
-                                        hist::record(&mut st.latency, now.saturating_sub(m.sent_us));
+                                        hist::record(&mut st.latency, us);
+                                        match crossed {
+                                            Some(true) => hist::record(&mut st.cross_latency, us),
+                                            Some(false) => hist::record(&mut st.local_latency, us),
+                                            None => {}
+                                        }
                                     });
                                     if p.until_delivered {
                                         shared.progress.notify_one();
@@ -492,6 +506,14 @@ async fn connection(
     }
 }
 
+/// Whether a post by connection `sender` reached member `receiver` from another node: `None`
+/// when the members are not spread over several nodes.
+fn crosses_nodes(spec: &WorkerSpec, sender: u64, receiver: usize) -> Option<bool> {
+    let nodes = spec.nodes.len();
+    let from = node_of(usize::try_from(sender).ok()?, nodes)?;
+    Some(Some(from) != node_of(receiver, nodes))
+}
+
 fn note_closed(shared: &Shared, phase: &Phase, why: String) {
     if matches!(phase, Phase::Stop) {
         return;
@@ -531,6 +553,7 @@ mod tests {
             mode: Mode::Hubbub,
             route: Route::Chat,
             server: ([127, 0, 0, 1], 1).into(),
+            nodes: Vec::new(),
             source_ip: Ipv4Addr::new(127, 0, 0, 2),
             first,
             count,

@@ -57,8 +57,10 @@ pub async fn run(run: &mut Run, kind: ServerKind, round: usize, rounds: usize) -
         // Below 1 the server slept between frames, and each wake-up costs both sides: with the
         // generator's core saturated, that (not the server's own code) sets the figure of merit.
         rec.m.insert("server_busy".into(), cpu_s / wall.max(1e-9));
-        rec.m
-            .insert("server_sys_fraction".into(), cpu0.sys_fraction_until(&cpu1));
+        rec.m.insert(
+            "server_sys_fraction".into(),
+            cpu0.spent_until(&cpu1).sys_fraction(),
+        );
         rec.m.insert(
             "gen_cpu_fraction".into(),
             gen0.secs_until(&gen1) / wall.max(1e-9),

@@ -5,6 +5,7 @@
 //! [`Record`]s to the results and stops everything it started.
 
 pub mod acks;
+pub mod cluster;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
@@ -30,6 +31,9 @@ pub enum Scenario {
     Rooms,
     Acks,
     Echo,
+    /// hubbub alone in five configurations (SQLite, PostgreSQL, 1–3 nodes on PostgreSQL +
+    /// Redis) on a private PostgreSQL and Redis: not in [`Scenario::ALL`], since it needs both.
+    Cluster,
 }
 
 impl Scenario {
@@ -47,7 +51,7 @@ impl Scenario {
     /// The echo floor is only an echo server.
     pub fn applies_to(self, kind: ServerKind) -> bool {
         match self {
-            Scenario::Rooms | Scenario::Acks => kind == ServerKind::Hubbub,
+            Scenario::Rooms | Scenario::Acks | Scenario::Cluster => kind == ServerKind::Hubbub,
             Scenario::Echo => true,
             _ => kind != ServerKind::EchoFloor,
         }
@@ -61,6 +65,7 @@ impl Scenario {
             Scenario::Rooms => "rooms",
             Scenario::Acks => "acks",
             Scenario::Echo => "echo",
+            Scenario::Cluster => "cluster",
         }
     }
 }

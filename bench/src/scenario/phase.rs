@@ -16,8 +16,9 @@ use crate::spec::{FanoutPhase, FanoutReport};
 
 /// Samples taken around one phase.
 pub struct Samples {
-    pub server0: CpuSample,
-    pub server1: CpuSample,
+    /// CPU the measured server processes spent during the phase (one server, or every process
+    /// of a cluster: nodes, Redis, PostgreSQL).
+    pub server: CpuSample,
     pub gen0: CpuSample,
     pub gen1: CpuSample,
     pub wall_s: f64,
@@ -31,27 +32,40 @@ pub async fn measured_phase(
     server: &Server,
     phase: FanoutPhase,
 ) -> Result<(Vec<FanoutReport>, Samples)> {
-    let core0 = server.core.and_then(procfs::core_busy_s);
-    let server0 = procfs::cpu(server.pid)?;
+    let pid = server.pid;
+    let (reports, before, after, mut samples) =
+        measured_phase_of(fleet, server.core, phase, || procfs::cpu(pid)).await?;
+    samples.server = before.spent_until(&after);
+    Ok((reports, samples))
+}
+
+/// Run one phase on `fleet` with the generator's CPU and `core`'s busy time sampled around it,
+/// and the servers' CPU read by `sample` before and after (the caller folds those into
+/// [`Samples::server`], which is left zero here).
+pub async fn measured_phase_of<S>(
+    fleet: &mut Fleet,
+    core: Option<usize>,
+    phase: FanoutPhase,
+    sample: impl Fn() -> Result<S>,
+) -> Result<(Vec<FanoutReport>, S, S, Samples)> {
+    let core0 = core.and_then(procfs::core_busy_s);
+    let before = sample()?;
     let gen0 = fleet.cpu();
     let t0 = Instant::now();
     let reports = fleet.fanout(phase).await?;
     let wall_s = t0.elapsed().as_secs_f64();
-    let server1 = procfs::cpu(server.pid)?;
+    let after = sample()?;
     let gen1 = fleet.cpu();
-    let core1 = server.core.and_then(procfs::core_busy_s);
+    let core1 = core.and_then(procfs::core_busy_s);
     let core_busy_s = core0.zip(core1).map(|(a, b)| b - a);
-    Ok((
-        reports,
-        Samples {
-            server0,
-            server1,
-            gen0,
-            gen1,
-            wall_s,
-            core_busy_s,
-        },
-    ))
+    let samples = Samples {
+        server: CpuSample::default(),
+        gen0,
+        gen1,
+        wall_s,
+        core_busy_s,
+    };
+    Ok((reports, before, after, samples))
 }
 
 /// Fold worker reports and samples into a record's metrics.
@@ -64,6 +78,8 @@ pub fn summarize(
 ) {
     let mut lat: Histogram<u64> = hist::new_histogram();
     let mut ack: Histogram<u64> = hist::new_histogram();
+    let mut cross: Histogram<u64> = hist::new_histogram();
+    let mut local: Histogram<u64> = hist::new_histogram();
     let (mut sent, mut expected, mut received, mut acks, mut errors, mut closed) =
         (0, 0, 0, 0, 0, 0);
     for r in reports {
@@ -75,11 +91,13 @@ pub fn summarize(
         closed += r.closed;
         r.latency.merge_into(&mut lat);
         r.ack_latency.merge_into(&mut ack);
+        r.cross_latency.merge_into(&mut cross);
+        r.local_latency.merge_into(&mut local);
         if rec.note.is_none() {
             rec.note = r.first_error.clone();
         }
     }
-    let cpu_s = s.server0.secs_until(&s.server1);
+    let cpu_s = s.server.secs();
     let phase_s = phase.duration_ms as f64 / 1000.0;
     let p = Percentiles::of(&lat);
     let m = &mut rec.m;
@@ -100,10 +118,7 @@ pub fn summarize(
     m.insert("p999_ms".into(), p.p999_ms);
     m.insert("max_ms".into(), p.max_ms);
     m.insert("server_cpu_s".into(), cpu_s);
-    m.insert(
-        "server_sys_fraction".into(),
-        s.server0.sys_fraction_until(&s.server1),
-    );
+    m.insert("server_sys_fraction".into(), s.server.sys_fraction());
     m.insert(
         "gen_cpu_fraction".into(),
         s.gen0.secs_until(&s.gen1) / s.wall_s.max(1e-9),
@@ -134,6 +149,16 @@ pub fn summarize(
         m.insert("ack_p50_ms".into(), a.p50_ms);
         m.insert("ack_p99_ms".into(), a.p99_ms);
         m.insert("ack_max_ms".into(), a.max_ms);
+    }
+    // Members spread over several nodes: deliveries that crossed nodes against those that did
+    // not, in the same phase.
+    for (h, key) in [(&cross, "cross"), (&local, "local")] {
+        if !h.is_empty() {
+            let p = Percentiles::of(h);
+            m.insert(format!("{key}_deliveries"), p.count as f64);
+            m.insert(format!("{key}_p50_ms"), p.p50_ms);
+            m.insert(format!("{key}_p99_ms"), p.p99_ms);
+        }
     }
     m.insert("error_frames".into(), errors as f64);
     m.insert("closed".into(), closed as f64);
