@@ -31,11 +31,10 @@ cargo test --workspace --all-targets
 
 # Model tests of the outbox (issue 17; src/hub/member/model.rs): loom explores every
 # interleaving of its races up to each test's preemption bound (LOOM_MAX_PREEMPTIONS caps it).
-# Built with --cfg hubbub_loom in a target dir of its own: the cfg changes every crate's
-# fingerprint, so sharing target/ would rebuild the normal build. About 30 s of tests.
+# The `loom-model` feature swaps in loom's primitives; only hubbub rebuilds (the dependencies of
+# the debug build above are reused; loom itself is optimised, see Cargo.toml).
 step "model tests of the outbox (loom)"
-LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg hubbub_loom" CARGO_TARGET_DIR=target/loom \
-  cargo test --release -p hubbub --lib hub::member::model
+LOOM_MAX_PREEMPTIONS=3 cargo test --workspace --features loom-model --lib hub::member::model
 
 # PostgreSQL (issue 18): the same Rust tests again with every test server on a private PostgreSQL
 # (scripts/pg.sh: own data dir, socket dir and loopback port; installs postgresql if missing).

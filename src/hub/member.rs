@@ -14,7 +14,7 @@
 //! close against push and recv, finish against push, the hold buffer of a replaying member)
 //! under loom; the primitives come from `member/sync.rs`, which swaps in loom's for that build.
 
-#[cfg(all(test, hubbub_loom))]
+#[cfg(all(test, feature = "loom-model"))]
 mod model;
 mod sync;
 

@@ -6,8 +6,8 @@
 //! twice, out of order, torn, or after the close frame.
 //!
 //! Run them with
-//! `RUSTFLAGS="--cfg hubbub_loom" CARGO_TARGET_DIR=target/loom cargo test --release -p hubbub --lib model`
-//! (`scripts/test.sh` does). Under `cfg(hubbub_loom)` only these tests can run: the outbox's primitives
+//! `cargo test --features loom-model --lib hub::member::model`
+//! (`scripts/test.sh` does). With that feature only these tests can run: the outbox's primitives
 //! are loom's (see `sync.rs`), which panic outside a model.
 //!
 //! What is modelled with the real code: `Outbox::offer`/`push_all`/`send_all`/`close`,

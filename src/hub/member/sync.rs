@@ -1,11 +1,11 @@
 //! The outbox's synchronisation primitives, named in one place so that its model tests
-//! (`model.rs`, built with `RUSTFLAGS="--cfg hubbub_loom"`) can put loom's in their place.
+//! (`model.rs`, built with `--features loom-model`) can put loom's in their place.
 //!
 //! The normal build re-exports exactly the types the outbox always used (std's `Mutex` and
 //! `AtomicBool`, futures' `AtomicWaker`, tokio's `Notify`): its layout, its size (192 bytes per
 //! connection, docs/benchmarks.md) and its behaviour are the same as without this module.
 //!
-//! Under `cfg(all(test, hubbub_loom))` the mutex and the flags are loom's, and the two primitives loom
+//! Under `cfg(all(test, feature = "loom-model"))` the mutex and the flags are loom's, and the two primitives loom
 //! has no faithful stand-in for are written here on loom's mutex, with the contract the outbox
 //! relies on and nothing more:
 //! - [`AtomicWaker`]: `register` replaces the stored waker, `wake` takes it and wakes it; a
@@ -16,23 +16,23 @@
 //!   this for `Notified`). tokio's permit for `notify_one` is not modelled, nor is its intrusive
 //!   waiter list: the model checks the outbox's use of the contract, not tokio's implementation.
 
-#[cfg(not(all(test, hubbub_loom)))]
+#[cfg(not(all(test, feature = "loom-model")))]
 pub(super) use futures_util::task::AtomicWaker;
-#[cfg(not(all(test, hubbub_loom)))]
+#[cfg(not(all(test, feature = "loom-model")))]
 pub(super) use std::sync::atomic::AtomicBool;
-#[cfg(not(all(test, hubbub_loom)))]
+#[cfg(not(all(test, feature = "loom-model")))]
 pub(super) use std::sync::{Mutex, MutexGuard};
-#[cfg(not(all(test, hubbub_loom)))]
+#[cfg(not(all(test, feature = "loom-model")))]
 pub(super) use tokio::sync::Notify;
 
-#[cfg(all(test, hubbub_loom))]
+#[cfg(all(test, feature = "loom-model"))]
 pub(super) use loom::sync::atomic::AtomicBool;
-#[cfg(all(test, hubbub_loom))]
+#[cfg(all(test, feature = "loom-model"))]
 pub(super) use loom::sync::{Mutex, MutexGuard};
-#[cfg(all(test, hubbub_loom))]
+#[cfg(all(test, feature = "loom-model"))]
 pub(super) use modelled::{AtomicWaker, Notify};
 
-#[cfg(all(test, hubbub_loom))]
+#[cfg(all(test, feature = "loom-model"))]
 mod modelled {
     use std::future::Future;
     use std::pin::Pin;
