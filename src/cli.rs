@@ -13,6 +13,7 @@ use tracing::info;
 use crate::config::{Config, Database, Durability, Secret, parse_trusted_proxy};
 use crate::error::{Error, Result};
 use crate::hub::HubSettings;
+use crate::store::copy;
 use crate::token::{Claims, mint};
 
 /// hubbub: a self-hosted real-time chat server. With no subcommand it serves.
@@ -40,6 +41,27 @@ pub enum Command {
     /// Apply the database schema's pending migrations for `--db`, then exit (`serve` does this
     /// at start unless `--no-migrate`).
     Migrate(MigrateArgs),
+    /// Write every room's history in `--db` to stdout as JSON Lines, ids unchanged
+    /// (docs/deploy.md): `hubbub export --db sqlite://hubbub-data/hubbub.db > history.jsonl`.
+    Export(MigrateArgs),
+    /// Read a `hubbub export` file from stdin into `--db` (migrated first), ids unchanged;
+    /// messages already there identically are skipped, anything else already there refuses.
+    Import(MigrateArgs),
+    /// Copy every room's history from one database to another, ids unchanged:
+    /// `hubbub copy --from sqlite://hubbub-data/hubbub.db --to postgres://USER@HOST:PORT/DB`.
+    Copy(CopyArgs),
+}
+
+/// Flags of `hubbub copy`.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The database to read: `sqlite://PATH` or a file path (must exist), or
+    /// `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, value_parser = DatabaseParser)]
+    pub from: Database,
+    /// The database to write, created or migrated as `serve` would.
+    #[arg(long, value_parser = DatabaseParser)]
+    pub to: Database,
 }
 
 /// Flags of `hubbub migrate`: the same database flags and variables as `serve`.
@@ -326,6 +348,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Migrate(args)) => {
             println!("{}", crate::migrate(&args.to_config()).await?);
+            Ok(())
+        }
+        Some(Command::Export(args)) => {
+            let db = copy::database_or_default(args.db.as_ref(), &args.data);
+            info!("{}", copy::export_to_stdout(&db).await?);
+            Ok(())
+        }
+        Some(Command::Import(args)) => {
+            let db = copy::database_or_default(args.db.as_ref(), &args.data);
+            println!("{}", copy::import_from_stdin(&db).await?);
+            Ok(())
+        }
+        Some(Command::Copy(args)) => {
+            println!("{}", copy::copy_between(&args.from, &args.to).await?);
             Ok(())
         }
         None => serve(cli.serve).await,

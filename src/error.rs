@@ -12,6 +12,9 @@ pub enum Error {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `hubbub export`, `import` or `copy` stopped (bad input, a refused batch, a database).
+    #[error(transparent)]
+    Transfer(#[from] crate::store::copy::TransferError),
     /// A flag or variable has a value the server cannot use.
     #[error("configuration error: {0}")]
     Config(String),

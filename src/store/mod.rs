@@ -3,6 +3,8 @@
 //! ids (it is the only thing that can make them survive restarts) and knows nothing of members,
 //! sockets or the broker.
 
+pub mod copy;
+mod import;
 mod postgres;
 mod sqlite;
 
@@ -10,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::protocol::{MessageView, RoomName};
 
+pub use import::{ImportConflict, ImportOutcome};
 pub use postgres::{PostgresStore, SchemaAtOpen};
 pub use sqlite::SqliteStore;
 
@@ -118,6 +121,10 @@ pub enum StoreError {
         /// Versions of the embedded migrations the database has not applied.
         missing: Vec<i64>,
     },
+    /// An import batch would have overwritten, duplicated or left a gap in a room's history
+    /// (`hubbub import`/`copy`): it was refused and nothing of it was stored.
+    #[error(transparent)]
+    Import(#[from] ImportConflict),
 }
 
 /// Durable, ordered history of every room. Methods are ordered create, read.
@@ -126,6 +133,23 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a batch in one transaction and returns the messages with their ids, in batch
     /// order. All or nothing: on error no message of the batch is stored, so none may be acked.
     async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Stores messages that already have ids (`hubbub import` and `hubbub copy` moving a history
+    /// from another database) in one transaction, and raises each room's counter to the newest
+    /// id stored, so the room's next post continues after it and clients' `since` stays valid.
+    /// A room's ids must continue its history without a gap; an id the room already holds is
+    /// skipped when the stored message is identical (so an interrupted run can be repeated) and
+    /// otherwise refuses the whole batch with [`StoreError::Import`] (the rule is in
+    /// store/import.rs). All or nothing, like [`Store::append`].
+    ///
+    /// SQLite and PostgreSQL implement it (tests/store_contract.rs); the default refuses, so a
+    /// store that only wraps another for a test need not.
+    async fn import(&self, batch: &[StoredMessage]) -> Result<ImportOutcome, StoreError> {
+        Err(StoreError::Unavailable(format!(
+            "this store cannot import history ({} messages refused)",
+            batch.len()
+        )))
+    }
 
     /// Up to `limit` messages with id greater than `since`, oldest first: the resume path, and
     /// how a node that saw a later id before an earlier one (messages from other nodes) fills

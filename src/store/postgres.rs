@@ -23,7 +23,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
 use tracing::info;
 
-use super::{NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage};
+use super::{
+    ImportOutcome, NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage, import,
+};
 use crate::config::{Durability, PostgresUrl};
 use crate::protocol::RoomName;
 
@@ -225,6 +227,71 @@ fn row_to_message(row: &PgRow, room: &str) -> Result<StoredMessage, sqlx::Error>
     })
 }
 
+/// The messages already stored in each room's id range (first, newest), by room, each room's by
+/// id: one query for the whole batch.
+async fn held_messages(
+    conn: &mut PgConnection,
+    ranges: &[(&str, (u64, u64))],
+) -> Result<HashMap<String, Vec<StoredMessage>>, sqlx::Error> {
+    let mut held: HashMap<String, Vec<StoredMessage>> = HashMap::new();
+    if ranges.is_empty() {
+        return Ok(held);
+    }
+    let rooms: Vec<&str> = ranges.iter().map(|(room, _)| *room).collect();
+    let firsts: Vec<i64> = ranges
+        .iter()
+        .map(|(_, (first, _))| id_param(*first))
+        .collect();
+    let newests: Vec<i64> = ranges
+        .iter()
+        .map(|(_, (_, newest))| id_param(*newest))
+        .collect();
+    let rows = sqlx::query(
+        "SELECT m.room, m.id, m.ts, m.sender, m.body \
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS wanted (room, first, newest) \
+         JOIN messages m ON m.room = wanted.room AND m.id BETWEEN wanted.first AND wanted.newest \
+         ORDER BY m.room, m.id",
+    )
+    .bind(&rooms)
+    .bind(&firsts)
+    .bind(&newests)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let room: String = row.try_get("room")?;
+        let message = row_to_message(row, &room)?;
+        held.entry(room).or_default().push(message);
+    }
+    Ok(held)
+}
+
+/// Inserts messages under the ids they already have, in one statement.
+async fn insert_with_ids(
+    conn: &mut PgConnection,
+    messages: &[&StoredMessage],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let rooms: Vec<&str> = messages.iter().map(|m| m.room.as_str()).collect();
+    let ids: Vec<i64> = messages.iter().map(|m| id_param(m.id)).collect();
+    let stamps: Vec<i64> = messages.iter().map(|m| m.ts).collect();
+    let senders: Vec<&str> = messages.iter().map(|m| m.from.as_str()).collect();
+    let bodies: Vec<&[u8]> = messages.iter().map(|m| m.text.as_bytes()).collect();
+    sqlx::query(
+        "INSERT INTO messages (room, id, ts, sender, body) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[])",
+    )
+    .bind(&rooms)
+    .bind(&ids)
+    .bind(&stamps)
+    .bind(&senders)
+    .bind(&bodies)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
@@ -293,6 +360,67 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// At most six round trips whatever the batch: begin; lock every room's counter (in byte order, as
+    /// `append` does, creating it at 0 for a new room) and read it; read the messages already
+    /// held in the batch's id ranges (skipped when every id is new, as in a first copy); insert
+    /// the new messages and raise the counters; commit.
+    async fn import(&self, batch: &[StoredMessage]) -> Result<ImportOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(ImportOutcome::default());
+        }
+        let parts = import::by_room(batch);
+        let names: Vec<&str> = parts.keys().copied().collect();
+        let mut tx = self.writer.begin().await?;
+        let counters: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO rooms (name, last_id) \
+             SELECT name, 0 FROM UNNEST($1::text[]) AS batch (name) ORDER BY name COLLATE \"C\" \
+             ON CONFLICT (name) DO UPDATE SET last_id = rooms.last_id \
+             RETURNING name, last_id",
+        )
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?;
+        let counters: HashMap<String, u64> = counters
+            .into_iter()
+            .map(|(name, last)| (name, last as u64))
+            .collect();
+        let last_of = |room: &str| counters.get(room).copied().unwrap_or_default();
+        let ranges: Vec<(&str, (u64, u64))> = parts
+            .iter()
+            .filter_map(|(room, part)| Some((*room, import::held_range(part, last_of(room))?)))
+            .collect();
+        let mut held = held_messages(&mut tx, &ranges).await?;
+
+        let mut outcome = ImportOutcome::default();
+        let mut fresh = Vec::with_capacity(batch.len());
+        let mut newest: Vec<(&str, i64)> = Vec::new();
+        for (room, part) in &parts {
+            let held = held.remove(*room).unwrap_or_default();
+            let (new, skipped) = import::plan_room(room, last_of(room), part, &held)?;
+            if let Some(last) = new.last() {
+                newest.push((room, id_param(last.id)));
+            }
+            outcome.add(ImportOutcome {
+                stored: new.len() as u64,
+                skipped,
+            });
+            fresh.extend(new);
+        }
+        insert_with_ids(&mut tx, &fresh).await?;
+        let (rooms, lasts): (Vec<&str>, Vec<i64>) = newest.into_iter().unzip();
+        sqlx::query(
+            "UPDATE rooms SET last_id = raised.last_id \
+             FROM UNNEST($1::text[], $2::bigint[]) AS raised (name, last_id) \
+             WHERE rooms.name = raised.name",
+        )
+        .bind(&rooms)
+        .bind(&lasts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     async fn after(

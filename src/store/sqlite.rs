@@ -40,7 +40,9 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use super::{NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage};
+use super::{
+    ImportOutcome, NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage, import,
+};
 use crate::config::Durability;
 use crate::protocol::RoomName;
 
@@ -131,27 +133,43 @@ impl Writer {
     /// through sqlx's `Transaction` (see the module doc). A failure is cleaned up at once, so the
     /// write lock is not held while the store is down.
     async fn commit(&mut self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        self.start().await;
+        let outcome = match self.conn.as_mut() {
+            Some(conn) => append_transaction(conn, batch).await,
+            None => Err(sqlx::Error::PoolClosed),
+        };
+        self.finish(outcome.is_ok()).await;
+        outcome
+    }
+
+    /// Stores messages that already have ids ([`Store::import`]) in one transaction, cleaned up
+    /// like [`Writer::commit`]'s, a refused batch included.
+    async fn import(&mut self, batch: &[StoredMessage]) -> Result<ImportOutcome, StoreError> {
+        self.start().await;
+        let outcome = match self.conn.as_mut() {
+            Some(conn) => import_transaction(conn, batch).await,
+            None => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        };
+        self.finish(outcome.is_ok()).await;
+        outcome
+    }
+
+    /// Before a transaction: ends whatever the last one left open, and marks the new one as in
+    /// doubt until [`Writer::finish`] knows it is over.
+    async fn start(&mut self) {
         if self.in_doubt {
             self.recover().await;
         }
         self.in_doubt = true;
-        let outcome = self.transaction(batch).await;
-        match outcome {
-            Ok(_) => self.in_doubt = false,
-            Err(_) => self.recover().await,
-        }
-        outcome
     }
 
-    async fn transaction(
-        &mut self,
-        batch: &[NewMessage],
-    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
-        let conn = self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
-        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let stored = insert_all(conn, batch).await?;
-        sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-        Ok(stored)
+    /// After a transaction: a committed one is over; a failed one is rolled back now.
+    async fn finish(&mut self, committed: bool) {
+        if committed {
+            self.in_doubt = false;
+        } else {
+            self.recover().await;
+        }
     }
 
     /// Once the WAL has grown past the alarm size, runs a checkpoint to learn why and logs it;
@@ -224,6 +242,101 @@ impl Writer {
             Err(err) => error!(cause = %err, "could not open a new writer connection"),
         }
     }
+}
+
+/// `BEGIN IMMEDIATE`, the batch, `COMMIT`: an append's transaction.
+async fn append_transaction(
+    conn: &mut SqliteConnection,
+    batch: &[NewMessage],
+) -> Result<Vec<StoredMessage>, sqlx::Error> {
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let stored = insert_all(conn, batch).await?;
+    sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+    Ok(stored)
+}
+
+/// An import's transaction: per room, the counter and the messages already held in the batch's
+/// range are read under the write lock `BEGIN IMMEDIATE` takes, checked by
+/// [`import::plan_room`], and the new messages stored with the counter raised to the newest.
+async fn import_transaction(
+    conn: &mut SqliteConnection,
+    batch: &[StoredMessage],
+) -> Result<ImportOutcome, StoreError> {
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(explain)?;
+    let mut outcome = ImportOutcome::default();
+    for (room, part) in import::by_room(batch) {
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_id FROM rooms WHERE name = ?1")
+            .bind(room)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let last = last.unwrap_or(0) as u64;
+        let held = match import::held_range(&part, last) {
+            Some((first, newest)) => held_messages(conn, room, first, newest).await?,
+            None => Vec::new(),
+        };
+        let (fresh, skipped) = import::plan_room(room, last, &part, &held)?;
+        for message in &fresh {
+            insert_with_id(conn, message).await.map_err(explain)?;
+        }
+        if let Some(newest) = fresh.last() {
+            sqlx::query(
+                "INSERT INTO rooms (name, last_id) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+            )
+            .bind(room)
+            .bind(newest.id as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(explain)?;
+        }
+        outcome.add(ImportOutcome {
+            stored: fresh.len() as u64,
+            skipped,
+        });
+    }
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .map_err(explain)?;
+    Ok(outcome)
+}
+
+/// The room's stored messages with ids from `first` to `newest`, by id.
+async fn held_messages(
+    conn: &mut SqliteConnection,
+    room: &str,
+    first: u64,
+    newest: u64,
+) -> Result<Vec<StoredMessage>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, ts, sender, body FROM messages WHERE room = ?1 AND id BETWEEN ?2 AND ?3 \
+         ORDER BY id",
+    )
+    .bind(room)
+    .bind(first as i64)
+    .bind(newest as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|row| row_to_message(row, room)).collect()
+}
+
+/// Inserts one message under the id it already has.
+async fn insert_with_id(
+    conn: &mut SqliteConnection,
+    message: &StoredMessage,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO messages (room, id, ts, sender, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(&message.room)
+        .bind(message.id as i64)
+        .bind(message.ts)
+        .bind(&message.from)
+        .bind(&message.text)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Inserts each message, allocating its per-room id in the same transaction.
@@ -439,6 +552,15 @@ impl Store for SqliteStore {
         let wal_bytes = self.check_files(&mut writer).await?;
         writer.watch_wal(wal_bytes).await;
         Ok(stored)
+    }
+
+    async fn import(&self, batch: &[StoredMessage]) -> Result<ImportOutcome, StoreError> {
+        let mut writer = self.writer.lock().await;
+        self.check_files(&mut writer).await?;
+        let outcome = writer.import(batch).await?;
+        let wal_bytes = self.check_files(&mut writer).await?;
+        writer.watch_wal(wal_bytes).await;
+        Ok(outcome)
     }
 
     async fn after(
