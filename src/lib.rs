@@ -13,6 +13,7 @@
 //!   the HTTP API; decodes, enforces limits, calls the hub. It gives the hub's outboxes a
 //!   [`hub::Wire`] so broadcasts are written to the socket from the fan-out loop.
 //! - [`token`]: auth tokens (HS256 JWT): verifying them and minting them for `hubbub token`.
+//! - [`ready`]: whether the node can take new clients (store, broker, draining): `/readyz`.
 //! - [`config`], [`cli`], [`shutdown`], [`metrics`], [`error`], and `web` (the embedded client).
 //!
 //! [`serve`] assembles them; the binary is a thin shell around [`cli::run`].
@@ -26,6 +27,7 @@ pub mod error;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod ready;
 pub mod shutdown;
 pub mod store;
 pub mod token;
@@ -150,6 +152,7 @@ pub async fn serve(
     let background = TaskTracker::new();
     let stop_sockets = CancellationToken::new();
     let stop_committer = CancellationToken::new();
+    let readiness = ready::Readiness::new(store.clone(), broker.clone(), stop_sockets.clone());
     let hub = Hub::new(
         store,
         broker,
@@ -172,12 +175,14 @@ pub async fn serve(
             .connections_refused
             .get_or_create(&metrics::TransportLabel { transport: "http" })
             .clone(),
+        trusted: transport::TrustedProxies::new(&config.trusted_proxies),
     };
     info!(
         max_connections,
         per_ip = config.max_connections_per_ip,
         rate_limit = config.rate_limit,
         auth = config.auth_secret.is_some(),
+        trusted_proxies = config.trusted_proxies.len(),
         "limits"
     );
     let state = Arc::new(AppState::new(
@@ -187,6 +192,7 @@ pub async fn serve(
         stop_sockets.clone(),
         sockets.clone(),
         max_connections,
+        readiness,
     ));
     let app = transport::router(state);
     info!(addr = %listener.local_addr()?, %database, "hubbub listening");

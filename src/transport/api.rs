@@ -1,18 +1,18 @@
 //! The REST routes. Posts go through the same [`Hub::post`](crate::hub::Hub::post) as WebSocket
 //! messages: same ids, same broadcast, same ack-after-commit.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
+use super::client::ClientAddr;
 use super::{ApiError, AppState};
 use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text, room_name};
 use crate::store::StoredMessage;
@@ -44,12 +44,12 @@ struct RoomRow {
 /// rules as a WebSocket post: per-IP rate limit (429), token and room grant (401/403).
 pub async fn post_message(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     caller: Result<Caller, ApiError>,
     Path(room): Path<String>,
     body: Result<Json<PostBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.charge_api(peer.ip())?;
+    state.charge_api(client)?;
     let caller = caller?;
     let room = room_name(&room)?;
     caller.check_room(&room)?;
@@ -89,12 +89,12 @@ fn json_error(rejection: JsonRejection) -> ApiError {
 /// `GET /api/rooms/{room}/messages?before=ID&limit=N`: one page, oldest first.
 pub async fn history(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     caller: Result<Caller, ApiError>,
     Path(room): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    state.charge_api(peer.ip())?;
+    state.charge_api(client)?;
     let caller = caller?;
     let room = room_name(&room)?;
     caller.check_room(&room)?;
@@ -115,10 +115,10 @@ pub async fn history(
 /// `GET /api/rooms`: rooms with members or messages; with auth, only those the token allows.
 pub async fn rooms(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     caller: Result<Caller, ApiError>,
 ) -> Result<Response, ApiError> {
-    state.charge_api(peer.ip())?;
+    state.charge_api(client)?;
     let caller = caller?;
     let rooms = state
         .hub

@@ -2,15 +2,15 @@
 //! shares the WebSocket stack (framing, pings, idle timeout, close handshake) with /ws, with its
 //! own (larger) size limit.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use super::client::ClientAddr;
 use super::frame::{self, OP_BINARY, OP_TEXT};
 use super::socket::{Event, Socket, WsUpgrade};
 use crate::hub::Outgoing;
@@ -21,9 +21,9 @@ use crate::hub::Outgoing;
 pub async fn echo(
     ws: WsUpgrade,
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
 ) -> Response {
-    let permit = match state.admit(peer.ip(), "echo") {
+    let permit = match state.admit(client, "echo") {
         Ok(permit) => permit,
         Err(err) => return err.into_response(),
     };

@@ -57,7 +57,8 @@ pub struct ConnectionCaps {
 /// counts back when that task ends, however it ends.
 pub struct ConnectionPermit {
     _global: OwnedSemaphorePermit,
-    _ip: IpRelease,
+    /// `None` for a connection counted only under the global cap.
+    _ip: Option<IpRelease>,
 }
 
 impl ConnectionCaps {
@@ -96,15 +97,29 @@ impl ConnectionCaps {
             ip,
             per_ip: self.per_ip.clone(),
         };
-        let global = self.global.clone().try_acquire_owned().map_err(|_| {
+        let global = self.try_global()?;
+        Ok(ConnectionPermit {
+            _global: global,
+            _ip: Some(release),
+        })
+    }
+
+    /// Takes a place under the global cap only: for a connection from a trusted proxy, which
+    /// carries many clients' requests. Their own caps are applied per request, by the client
+    /// address the proxy names.
+    pub fn try_admit_unkeyed(&self) -> Result<ConnectionPermit, ApiError> {
+        Ok(ConnectionPermit {
+            _global: self.try_global()?,
+            _ip: None,
+        })
+    }
+
+    fn try_global(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.global.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 ErrorCode::ServerFull,
                 "the server is at its connection limit; retry later",
             )
-        })?;
-        Ok(ConnectionPermit {
-            _global: global,
-            _ip: release,
         })
     }
 

@@ -5,8 +5,10 @@
 //!
 //! Each connection gets TCP_NODELAY; TCP keepalive and (on Linux) TCP_USER_TIMEOUT, so a peer
 //! that vanished without a FIN or RST (a half-open connection) is found by the kernel even where
-//! no WebSocket ping would notice it (an SSE stream); the client's address as `ConnectInfo` (the
-//! connection caps and the API rate limit key on it); and upgrade support (WebSocket). On
+//! no WebSocket ping would notice it (an SSE stream); the peer's address as `ConnectInfo` and
+//! each request's client address as [`ClientAddr`] (the peer, or for a `--trusted-proxy` peer
+//! the client its forwarding headers name: the connection caps, the API rate limit and the
+//! access log key on it); and upgrade support (WebSocket). On
 //! shutdown the loop stops accepting and asks every connection to finish its current request and
 //! close; upgraded sockets are no longer HTTP connections and are shut down by the socket tasks
 //! themselves.
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::client::{ClientAddr, TrustedProxies};
 use super::guard::ConnectionCaps;
 use tracing::{debug, error, warn};
 
@@ -57,6 +60,8 @@ pub struct HttpSettings {
     pub max_connections_per_ip: usize,
     /// Counts connections refused at accept (`connections_refused{transport="http"}`).
     pub refused: Counter,
+    /// Peers whose forwarding headers name the client (`--trusted-proxy`).
+    pub trusted: TrustedProxies,
 }
 
 /// Plain HTTP connections allowed beyond the socket caps. A connection that upgrades leaves the
@@ -78,7 +83,10 @@ connection: close\r\nretry-after: 1\r\n\r\n";
 /// connections that each send a header byte every few seconds, and run the process out of file
 /// descriptors. A connection over the cap gets a bare 503 and is closed at once. An upgraded
 /// connection leaves this count (its HTTP connection ends) and is held by the socket caps
-/// instead.
+/// instead. Connections from a `--trusted-proxy` peer are under the global cap only: the proxy
+/// carries every client's requests (and keeps slow headers from reaching us), so its address
+/// must not be capped like one client's; the handlers cap each client by the address the proxy
+/// names.
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
@@ -90,6 +98,7 @@ pub async fn serve_http(
         dead_peer,
         grace,
         refused,
+        trusted,
         ..
     } = settings;
     let caps = ConnectionCaps::new(
@@ -120,7 +129,14 @@ pub async fn serve_http(
                 }
             },
         };
-        let permit = match caps.try_admit(remote.ip()) {
+        // A trusted proxy carries many clients: only the global cap applies to its
+        // connections; each request's client is capped by the handlers, by its own address.
+        let admitted = if trusted.contains(remote.ip()) {
+            caps.try_admit_unkeyed()
+        } else {
+            caps.try_admit(remote.ip())
+        };
+        let permit = match admitted {
             Ok(permit) => permit,
             Err(err) => {
                 debug!(%remote, code = err.code.as_str(), "HTTP connection refused");
@@ -137,9 +153,12 @@ pub async fn serve_http(
         if let Err(err) = detect_dead_peers(&tcp, dead_peer) {
             warn!(cause = %err, "could not set TCP keepalive");
         }
+        let trusted = trusted.clone();
         let service = app.clone().map_request(move |request: Request<Incoming>| {
             let mut request = request.map(Body::new);
+            let client = trusted.client(remote.ip(), request.headers());
             request.extensions_mut().insert(ConnectInfo(remote));
+            request.extensions_mut().insert(ClientAddr(client));
             request
         });
         let connection = builder

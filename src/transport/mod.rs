@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod client;
 mod echo;
 mod error;
 mod frame;
@@ -34,12 +35,15 @@ use tracing::{Level, Span};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, RouteLabel};
+use crate::ready::Readiness;
 use crate::web;
 
+pub use client::TrustedProxies;
 pub use error::ApiError;
 pub use guard::connections_from_fd_limit;
 pub use listen::{HttpSettings, serve_http};
 
+use client::ClientAddr;
 use guard::{ConnectionCaps, ConnectionPermit};
 use rate::ApiLimiter;
 
@@ -59,6 +63,8 @@ pub struct AppState {
     caps: ConnectionCaps,
     /// The API's per-IP request bucket (`None`: rate limiting off).
     api_limiter: Option<ApiLimiter>,
+    /// What `/readyz` asks.
+    readiness: Readiness,
 }
 
 impl AppState {
@@ -70,10 +76,12 @@ impl AppState {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         max_connections: usize,
+        readiness: Readiness,
     ) -> Self {
         Self {
             caps: ConnectionCaps::new(max_connections, config.max_connections_per_ip),
             api_limiter: ApiLimiter::new(&config),
+            readiness,
             hub,
             config,
             metrics,
@@ -113,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws::chat))
         .route("/events", get(sse::events))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/rooms", get(api::rooms))
         .route(
@@ -147,19 +156,43 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
 }
 
-/// The access log's span: method, path and HTTP version, never the query string, because
+/// The access log's span: the client's address (as the limits count it: behind a trusted proxy,
+/// the client the proxy names), method, path and HTTP version, never the query string, because
 /// browsers can only send a token as `?token=` and a log is not the place for credentials.
 fn request_span(request: &Request) -> Span {
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
     tracing::info_span!(
         "request",
+        client = client.map(tracing::field::display),
         method = %request.method(),
         path = %request.uri().path(),
         version = ?request.version(),
     )
 }
 
+/// `GET /healthz`: liveness. The process runs and serves HTTP; says nothing of the store or the
+/// broker (that is `/readyz`), so a restart is never ordered for a database outage.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// `GET /readyz`: readiness for a load balancer. 200 when the store answers its ping in time,
+/// the broker reaches the other nodes and the node is not shutting down; 503 otherwise. The JSON
+/// body says which ([`crate::ready::Report`]). Like `/healthz` it needs no token, checks no
+/// Origin and is not charged to the API rate limit: a probe must never fail for those.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.readiness.check().await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(report),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

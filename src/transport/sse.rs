@@ -3,10 +3,9 @@
 //! gets, with the message id as the SSE event id so `Last-Event-ID` resumes without gaps.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::auth::Caller;
+use super::client::ClientAddr;
 use super::guard::check_origin;
 use super::{ApiError, AppState};
 use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing};
@@ -33,7 +33,7 @@ pub struct EventsQuery {
 /// caps 429/503.
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
     Query(query): Query<EventsQuery>,
@@ -43,7 +43,7 @@ pub async fn events(
     let room = room_name(&query.room)?;
     let name = caller.name(query.name.as_deref())?;
     caller.check_room(&room)?;
-    let permit = state.admit(peer.ip(), "sse")?;
+    let permit = state.admit(client, "sse")?;
     let deadline = caller.deadline();
     // A reconnecting EventSource sends the last id it saw; it wins over the original `since`.
     let since = headers

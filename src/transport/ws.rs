@@ -3,11 +3,11 @@
 //! Broadcasts reach the socket from the hub's fan-out directly, through the outbox.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::auth::Caller;
+use super::client::ClientAddr;
 use super::frame::Payload;
 use super::guard::{ConnectionPermit, check_origin};
 use super::rate::{FrameKind, FrameLimiter, Verdict};
@@ -39,12 +40,12 @@ pub struct ChatQuery {
 pub async fn chat(
     ws: WsUpgrade,
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
     Query(query): Query<ChatQuery>,
 ) -> Response {
-    match admit(&state, peer, &headers, caller, &query) {
+    match admit(&state, client, &headers, caller, &query) {
         Ok(admitted) => ws.on_upgrade(move |tcp, early| {
             let tracker = state.tracker.clone();
             tracker.track_future(Connection::open(tcp, early, state, admitted).run())
@@ -65,7 +66,7 @@ struct Admitted {
 
 fn admit(
     state: &AppState,
-    peer: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     caller: Result<Caller, ApiError>,
     query: &ChatQuery,
@@ -77,7 +78,7 @@ fn admit(
     if let Some(room) = &room {
         caller.check_room(room)?;
     }
-    let permit = state.admit(peer.ip(), "ws")?;
+    let permit = state.admit(client, "ws")?;
     Ok(Admitted {
         name,
         room,
