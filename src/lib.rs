@@ -103,6 +103,10 @@ async fn open_broker(
         node_id: config.node_id.unwrap_or_else(rand::random),
         channel: config.broker_channel.clone(),
         gap_wait: config.gap_wait,
+        presence: broker::PresenceTiming {
+            heartbeat: config.hub.presence_heartbeat,
+            expiry: config.hub.presence_expiry,
+        },
     };
     let redis = broker::RedisBroker::start(settings, store.clone())
         .await

@@ -5,6 +5,7 @@
 
 mod gate;
 mod local;
+mod presence;
 mod redis;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::store::StoredMessage;
 
 pub use self::redis::{RedisBroker, RedisSettings};
 pub use local::LocalBroker;
+pub use presence::PresenceTiming;
 
 /// Identifies one connection across the cluster, so "everyone but the sender" works on every node.
 pub type ConnId = u64;
@@ -42,6 +44,31 @@ pub enum RoomEvent {
     },
 }
 
+/// A connection on another node. Connection ids are only unique per node (and per process), so
+/// a remote member is known by both; it never equals a local member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteMember {
+    /// The node it is connected to.
+    pub node: u64,
+    /// Its connection id there.
+    pub conn: ConnId,
+}
+
+/// A member of another node arrived in a room or went (a rename is a leave, then a join): what
+/// a cluster broker's presence mirror tells the hub, which keeps remote members beside its own
+/// and announces them to its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChange {
+    /// The room.
+    pub room: String,
+    /// Who.
+    pub member: RemoteMember,
+    /// Its display name (the old one for the leave of a rename).
+    pub name: String,
+    /// Arrived (`true`) or went.
+    pub joined: bool,
+}
+
 /// Receives events from the broker: the hub implements this.
 #[async_trait]
 pub trait Deliver: Send + Sync + 'static {
@@ -54,6 +81,16 @@ pub trait Deliver: Send + Sync + 'static {
     fn has_room(&self, _room: &str) -> bool {
         true
     }
+
+    /// Members on other nodes arrived or went, in order: the receiver updates its view of each
+    /// room's remote members and announces the changes to its members here (all of them: the
+    /// origin is never a local connection). Only a cluster broker calls this; the default
+    /// ignores it (a receiver without presence).
+    fn remote_presence(&self, _changes: &[RemoteChange]) {}
+
+    /// Someone types in `room` on another node: every member here hears it (none is skipped,
+    /// the typer is elsewhere). Only a cluster broker calls this.
+    fn remote_typing(&self, _room: &str, _name: &str) {}
 
     /// Fans out one commit's messages, in order; returns once every member has them queued. A
     /// receiver that can hand each member all of its room's messages at once (one socket write
@@ -92,6 +129,12 @@ pub trait Broker: Send + Sync + 'static {
     fn is_ready(&self) -> bool {
         true
     }
+
+    /// This node's membership changed: connection `conn` joined `room` or changed its name
+    /// (`Some(name)`), or left it (`None`). Called by the hub for every change, under no lock
+    /// the broker could wait on; must not block. A cluster broker keeps it where the other
+    /// nodes see it (the Redis broker: its presence hash); the local broker has nothing to do.
+    fn member_changed(&self, _room: &str, _conn: ConnId, _name: Option<&str>) {}
 
     /// Sends `event` for `room` to every node, in call order per room.
     async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError>;

@@ -29,8 +29,12 @@
 //! not send (bounded) and sends it once Redis is back, so a node that was cut off alone is not
 //! left waiting for a later message to reveal the gap.
 //!
-//! Presence and typing stay on this node for now (they are delivered locally, as with the local
-//! broker); making them cross nodes, with presence in Redis, is the next step.
+//! **Presence and typing** cross nodes through `presence.rs` (its module doc has the design):
+//! this node's memberships live in a Redis hash refreshed by heartbeats, changes and heartbeats
+//! are announced on the same channel (payloads starting with `P`; typing with `T`), and every
+//! node mirrors the others and hands the hub [`RemoteChange`](super::RemoteChange)s. Presence
+//! events the hub publishes are still delivered here directly (the local members hear them at
+//! once); the other nodes learn of them from the presence announcements.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +53,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::gate::{Gate, Input};
-use super::{Broker, BrokerError, Deliver, RoomEvent};
+use super::presence::{
+    self, LocalPresence, MirrorInput, MirrorTask, PresenceTiming, Signal, Writer,
+};
+use super::{Broker, BrokerError, ConnId, Deliver, RoomEvent};
 use crate::protocol::RoomName;
 use crate::store::{Store, StoredMessage};
 
@@ -85,6 +92,9 @@ pub struct RedisSettings {
     /// How long a message that arrived ahead of a gap is held before the gap is read from the
     /// store.
     pub gap_wait: Duration,
+    /// Presence heartbeat and expiry: a node that dies is dropped from the others' view after
+    /// at most about `expiry` plus a tenth of it.
+    pub presence: PresenceTiming,
 }
 
 /// The cross-node [`Broker`] on Redis pub/sub (see the module doc).
@@ -95,6 +105,8 @@ pub struct RedisBroker {
     publish: mpsc::Sender<Vec<u8>>,
     /// Whether the subscription is up (set by the subscriber task): what `/readyz` reports.
     subscribed: Arc<AtomicBool>,
+    /// This node's memberships, on their way to Redis.
+    presence: Arc<LocalPresence>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -116,6 +128,25 @@ impl RedisBroker {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let subscribed = Arc::new(AtomicBool::new(false));
+        let (presence, typing) = LocalPresence::new(settings.node_id);
+        let (to_mirror, mirror_inputs) = mpsc::channel(presence::MIRROR_QUEUE);
+        let writer = Writer {
+            client: client.clone(),
+            channel: settings.channel.clone(),
+            node_id: settings.node_id,
+            incarnation: rand::random(),
+            timing: settings.presence,
+            local: presence.clone(),
+        };
+        let mirror = MirrorTask {
+            client: client.clone(),
+            channel: settings.channel.clone(),
+            own: settings.node_id,
+            timing: settings.presence,
+            receiver: receiver.clone(),
+        };
+        tasks.spawn(writer.run(typing, stop.clone()));
+        tasks.spawn(mirror.run(mirror_inputs, stop.clone()));
         tasks.spawn(gate.run(gate_inputs, stop.clone()));
         tasks.spawn(publisher(
             client.clone(),
@@ -127,7 +158,10 @@ impl RedisBroker {
             client,
             settings.channel,
             settings.node_id,
-            to_gate.clone(),
+            Listeners {
+                gate: to_gate.clone(),
+                presence: to_mirror,
+            },
             subscribed.clone(),
             stop.clone(),
         ));
@@ -138,6 +172,7 @@ impl RedisBroker {
             gate: to_gate,
             publish,
             subscribed,
+            presence,
             stop,
             tasks,
         }))
@@ -149,7 +184,9 @@ impl RedisBroker {
     }
 
     /// Stops the broker's tasks once nothing publishes any more (after the committer stopped):
-    /// the publisher first sends what is still queued, if Redis takes it.
+    /// the publisher first sends what is still queued, if Redis takes it, and the presence
+    /// writer deletes this node's presence and says goodbye, so the other nodes drop its
+    /// members at once instead of at expiry.
     pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.close();
@@ -168,11 +205,20 @@ impl Broker for RedisBroker {
         self.subscribed.load(Ordering::Relaxed)
     }
 
+    fn member_changed(&self, room: &str, conn: ConnId, name: Option<&str>) {
+        self.presence.changed(room, conn, name);
+    }
+
+    /// Messages go through [`Broker::publish_messages`]. Presence and typing are delivered here
+    /// at once; typing is also sent to the other nodes (best effort), while presence reaches
+    /// them through the presence hash and its announcements (fed by `member_changed`).
     async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError> {
         if let RoomEvent::Message(message) = event {
             return self.publish_messages(std::slice::from_ref(&message)).await;
         }
-        // Presence and typing do not cross nodes yet (the module doc says why).
+        if let RoomEvent::Typing { name, .. } = &event {
+            self.presence.typing(room, name);
+        }
         let receiver = self
             .receiver
             .get()
@@ -269,6 +315,8 @@ pub(crate) enum Decoded {
     Own,
     /// Another node's batch.
     Batch(Vec<StoredMessage>),
+    /// Another node's presence announcement or typing.
+    Signal(Signal),
     /// Not a payload of ours (logged and dropped).
     Invalid(String),
 }
@@ -276,6 +324,13 @@ pub(crate) enum Decoded {
 /// Reads a payload from the channel. Messages with a room name that breaks the room rule are
 /// refused, like everything else that comes from outside the process.
 pub(crate) fn decode(own: u64, payload: &[u8]) -> Decoded {
+    if let Some(&(presence::PRESENCE_TAG | presence::TYPING_TAG)) = payload.first() {
+        return match presence::decode_signal(own, payload) {
+            Ok(Some(signal)) => Decoded::Signal(signal),
+            Ok(None) => Decoded::Own,
+            Err(cause) => Decoded::Invalid(cause),
+        };
+    }
     let Some(newline) = payload.iter().position(|b| *b == b'\n') else {
         return Decoded::Invalid("no node id".to_owned());
     };
@@ -309,12 +364,14 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Decoded {
 
 /// Reconnect delays: 100 ms doubling to 2 s, back to the start after a success.
 #[derive(Debug, Default)]
-struct Backoff {
-    attempt: u32,
+pub(crate) struct Backoff {
+    /// Failures since the last success.
+    pub(crate) attempt: u32,
 }
 
 impl Backoff {
-    fn next(&mut self) -> Duration {
+    /// The delay before the next attempt.
+    pub(crate) fn next(&mut self) -> Duration {
         let delay = BACKOFF_FIRST
             .saturating_mul(1 << self.attempt.min(16))
             .min(BACKOFF_MAX);
@@ -323,7 +380,7 @@ impl Backoff {
     }
 
     /// Whether this failure is worth a log line: the first, then every doubling.
-    fn loud(&self) -> bool {
+    pub(crate) fn loud(&self) -> bool {
         self.attempt.is_power_of_two() || self.attempt == 0
     }
 }
@@ -439,13 +496,34 @@ async fn flush(
     Ok(())
 }
 
-/// Subscribes, hands other nodes' batches to the gate, and resubscribes with backoff after the
-/// connection drops; each (re)subscription asks the gate to catch up from the store.
+/// Where the subscriber hands what it hears.
+struct Listeners {
+    /// Message batches, and the subscription's ups and downs (catch-up from the store).
+    gate: mpsc::Sender<Input>,
+    /// Presence and typing, and the subscription's ups and downs (snapshot, expiry).
+    presence: mpsc::Sender<MirrorInput>,
+}
+
+impl Listeners {
+    /// Tells both that the subscription is up (`true`) or lost; `false` if either is gone.
+    async fn subscription(&self, up: bool) -> bool {
+        let (gate, presence) = if up {
+            (Input::Resubscribed, MirrorInput::Subscribed)
+        } else {
+            (Input::BusLost, MirrorInput::Lost)
+        };
+        self.gate.send(gate).await.is_ok() && self.presence.send(presence).await.is_ok()
+    }
+}
+
+/// Subscribes, hands other nodes' batches to the gate and their presence to the mirror, and
+/// resubscribes with backoff after the connection drops; each (re)subscription asks the gate to
+/// catch up from the store and the mirror to snapshot every node.
 async fn subscriber(
     client: redis::Client,
     channel: String,
     node_id: u64,
-    gate: mpsc::Sender<Input>,
+    listeners: Listeners,
     subscribed: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
@@ -459,11 +537,11 @@ async fn subscriber(
                     info!(%channel, "subscribed to redis");
                 }
                 backoff = Backoff::default();
-                if gate.send(Input::Resubscribed).await.is_err() {
+                if !listeners.subscription(true).await {
                     return;
                 }
                 subscribed.store(true, Ordering::Relaxed);
-                let ended = listen(sink, stream, node_id, &gate, &stop).await;
+                let ended = listen(sink, stream, node_id, &listeners, &stop).await;
                 subscribed.store(false, Ordering::Relaxed);
                 match ended {
                     Listen::Stopped => return,
@@ -472,7 +550,7 @@ async fn subscriber(
                         "redis connection lost: this node serves its own members until it is back"
                     ),
                 }
-                if gate.send(Input::BusLost).await.is_err() {
+                if !listeners.subscription(false).await {
                     return;
                 }
             }
@@ -523,7 +601,7 @@ async fn listen(
     mut sink: PubSubSink,
     mut stream: PubSubStream,
     node_id: u64,
-    gate: &mpsc::Sender<Input>,
+    listeners: &Listeners,
     stop: &CancellationToken,
 ) -> Listen {
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -539,8 +617,14 @@ async fn listen(
                 match decode(node_id, message.get_payload_bytes()) {
                     Decoded::Own => {}
                     Decoded::Batch(batch) => {
-                        if gate.send(Input::Remote(batch)).await.is_err() {
+                        if listeners.gate.send(Input::Remote(batch)).await.is_err() {
                             return Listen::Stopped;
+                        }
+                    }
+                    // Never waited for: a dropped announcement is a gap the mirror repairs.
+                    Decoded::Signal(signal) => {
+                        if let Err(err) = listeners.presence.try_send(MirrorInput::Signal(signal)) {
+                            debug!(cause = %err, "presence payload dropped: the mirror is behind");
                         }
                     }
                     Decoded::Invalid(cause) => warn!(%cause, "unreadable payload on the channel dropped"),

@@ -6,6 +6,13 @@
 //! through the broker (while the committer already stores the next batch) → every node's hub
 //! [`Deliver`]s it: encoded once, queued to each member's [`Outbox`], a large room a slice of
 //! members at a time → the sender's `ack` follows its own broadcast.
+//!
+//! Presence across nodes: every local join, leave and rename is reported to the broker
+//! (`Broker::member_changed`); a cluster broker reports other nodes' members back as
+//! [`RemoteChange`]s, which the hub keeps per room beside its own members (under the same lock,
+//! so a `joined` list and the `presence` frames that follow it never disagree) and counts in
+//! `joined`, `members`, large rooms' counts and the presence limit. On one node the remote map
+//! stays empty and nothing else changes.
 
 mod committer;
 pub mod member;
@@ -22,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::broker::{Broker, ConnId, Deliver, RoomEvent};
+use crate::broker::{Broker, ConnId, Deliver, RemoteChange, RoomEvent};
 use crate::metrics::Metrics;
 use crate::protocol::{Joined, PresenceChange, RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
@@ -31,7 +38,7 @@ pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed, Wire};
 pub use session::{Access, Session};
 
 use committer::PostJob;
-use room::{FanOut, Member, RecentSnapshot, Room};
+use room::{FanOut, Member, RecentSnapshot, RemoteRoom, Room};
 
 /// Tunables the hub enforces (a slice of the server config).
 #[derive(Debug, Clone)]
@@ -59,6 +66,13 @@ pub struct HubSettings {
     pub presence_count_budget: usize,
     /// Members served per slice of a large room's message fan-out before other tasks get a turn.
     pub fan_out_slice: usize,
+    /// With a cluster broker (`--broker`): how often this node refreshes its presence in Redis
+    /// and tells the others it is alive. Unused on one node.
+    pub presence_heartbeat: Duration,
+    /// With a cluster broker: how long a node may stay silent before the others drop its
+    /// members (and the TTL of its presence in Redis). A node killed with -9 leaves everyone's
+    /// view within about this plus a tenth of it; keep it at least three heartbeats.
+    pub presence_expiry: Duration,
 }
 
 impl Default for HubSettings {
@@ -73,6 +87,8 @@ impl Default for HubSettings {
             presence_tick: Duration::from_secs(1),
             presence_count_budget: 5000,
             fan_out_slice: 4096,
+            presence_heartbeat: Duration::from_secs(5),
+            presence_expiry: Duration::from_secs(15),
         }
     }
 }
@@ -125,8 +141,63 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// Every room's members, local and remote, under one lock.
+#[derive(Default)]
+struct Rooms {
+    /// Rooms with members on this node (a room is here exactly while it has one).
+    local: HashMap<String, Room>,
+    /// Members on other nodes per room, as the cluster broker reported them (empty on one
+    /// node). A room is here while it has a remote member.
+    remote: HashMap<String, RemoteRoom>,
+}
+
+impl Rooms {
+    /// Members of `room` on other nodes.
+    fn remote_len(&self, room: &str) -> usize {
+        self.remote.get(room).map_or(0, RemoteRoom::len)
+    }
+
+    /// Up to `limit` names of `room` (local members first, the longest present of each) and
+    /// the member count, over every node. Without remote members this is the local room's
+    /// cached sample.
+    fn sample(&mut self, room: &str, limit: usize) -> (Arc<[String]>, usize) {
+        let remote = self.remote.get(room);
+        let (local, local_len) = self
+            .local
+            .get_mut(room)
+            .map(|r| (r.member_names(limit), r.len()))
+            .unwrap_or_else(|| (Arc::from([]), 0));
+        let Some(remote) = remote.filter(|r| r.len() > 0) else {
+            return (local, local_len);
+        };
+        let count = local_len + remote.len();
+        if local.len() >= limit {
+            return (local, count);
+        }
+        let mut names = local.to_vec();
+        names.extend(remote.names().take(limit - local.len()).cloned());
+        names.sort();
+        (names.into(), count)
+    }
+
+    /// Every name in `room` over every node, sorted, and the count.
+    fn all_names(&self, room: &str) -> (Vec<String>, usize) {
+        let mut names = self
+            .local
+            .get(room)
+            .map(Room::all_member_names)
+            .unwrap_or_default();
+        if let Some(remote) = self.remote.get(room) {
+            names.extend(remote.names().cloned());
+            names.sort();
+        }
+        let count = names.len();
+        (names, count)
+    }
+}
+
 struct Inner {
-    rooms: Mutex<HashMap<String, Room>>,
+    rooms: Mutex<Rooms>,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
     posts: mpsc::Sender<PostJob>,
@@ -149,7 +220,7 @@ impl Hub {
     ) -> Hub {
         let (posts, queue) = mpsc::channel(settings.post_queue.max(1));
         let inner = Arc::new(Inner {
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms::default()),
             store: store.clone(),
             broker: broker.clone(),
             posts,
@@ -226,6 +297,7 @@ impl Hub {
         let stored = self.inner.store.rooms().await?;
         let mut counts: HashMap<String, usize> = self
             .lock_rooms()
+            .local
             .iter()
             .map(|(name, room)| (name.clone(), room.len()))
             .collect();
@@ -246,7 +318,7 @@ impl Hub {
         Ok(list)
     }
 
-    fn lock_rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+    fn lock_rooms(&self) -> MutexGuard<'_, Rooms> {
         self.inner.lock_rooms()
     }
 
@@ -269,8 +341,8 @@ impl Hub {
         outbox: &Outbox,
     ) -> Result<Admission, JoinRefusal> {
         let mut rooms = self.lock_rooms();
-        let is_new = !rooms.contains_key(room.as_str());
-        let entry = rooms.entry(room.as_str().to_owned()).or_default();
+        let is_new = !rooms.local.contains_key(room.as_str());
+        let entry = rooms.local.entry(room.as_str().to_owned()).or_default();
         if let Some(max) = self.settings().max_room_members
             && entry.len() >= max
         {
@@ -286,21 +358,27 @@ impl Hub {
                 missed_presence: false,
             },
         );
+        let recent = entry.recent.snapshot(JOIN_BACKLOG);
+        let (names, count) = rooms.sample(room.as_str(), self.settings().presence_limit);
         let admitted = Admission {
-            names: entry.member_names(self.settings().presence_limit),
-            count: entry.len(),
-            recent: entry.recent.snapshot(JOIN_BACKLOG),
+            names,
+            count,
+            recent,
         };
+        drop(rooms);
         if is_new {
             self.inner.metrics.rooms.inc();
         }
+        self.inner
+            .broker
+            .member_changed(room.as_str(), id, Some(name));
         Ok(admitted)
     }
 
     /// Gives a room the newest messages a join read from the store, so later joins replay from
     /// memory (see [`room::Recent`]).
     fn seed_recent(&self, room: &RoomName, page: &[Outgoing]) {
-        if let Some(entry) = self.lock_rooms().get_mut(room.as_str()) {
+        if let Some(entry) = self.lock_rooms().local.get_mut(room.as_str()) {
             entry.recent.seed(page, JOIN_BACKLOG);
         }
     }
@@ -312,28 +390,32 @@ impl Hub {
     fn release_held(&self, room: &RoomName, id: ConnId, has_up_to: u64) {
         let limit = self.settings().presence_limit;
         let mut rooms = self.lock_rooms();
-        let Some(entry) = rooms.get_mut(room.as_str()) else {
+        let Some(entry) = rooms.local.get(room.as_str()) else {
             return;
         };
-        let resync = entry
+        let missed = entry
             .member(id)
-            .is_some_and(|member| member.missed_presence)
-            .then(|| {
-                let last_id = has_up_to.max(entry.recent.last_id());
-                let names = entry.member_names(limit);
-                let joined = Joined {
-                    members: &names,
-                    count: entry.len(),
-                    last_id,
-                };
-                let json = ServerFrame::Joined {
-                    room: room.as_str(),
-                    data: joined,
-                }
-                .encode();
-                Outgoing::control(json)
-            });
-        let Some(member) = entry.member_mut(id) else {
+            .is_some_and(|member| member.missed_presence);
+        let last_id = has_up_to.max(entry.recent.last_id());
+        let resync = missed.then(|| {
+            let (names, count) = rooms.sample(room.as_str(), limit);
+            let joined = Joined {
+                members: &names,
+                count,
+                last_id,
+            };
+            let json = ServerFrame::Joined {
+                room: room.as_str(),
+                data: joined,
+            }
+            .encode();
+            Outgoing::control(json)
+        });
+        let Some(member) = rooms
+            .local
+            .get_mut(room.as_str())
+            .and_then(|entry| entry.member_mut(id))
+        else {
             return;
         };
         member.has_up_to = has_up_to;
@@ -351,36 +433,36 @@ impl Hub {
     /// Removes a member; drops the room from memory when it empties.
     fn remove_member(&self, room: &RoomName, id: ConnId) {
         let mut rooms = self.lock_rooms();
-        if let Some(entry) = rooms.get_mut(room.as_str()) {
+        if let Some(entry) = rooms.local.get_mut(room.as_str()) {
             entry.remove(id);
             if entry.is_empty() {
-                rooms.remove(room.as_str());
+                rooms.local.remove(room.as_str());
                 self.inner.metrics.rooms.dec();
             }
         }
+        drop(rooms);
+        self.inner.broker.member_changed(room.as_str(), id, None);
     }
 
     fn rename_member(&self, room: &RoomName, id: ConnId, name: &str) {
-        if let Some(entry) = self.lock_rooms().get_mut(room.as_str()) {
+        if let Some(entry) = self.lock_rooms().local.get_mut(room.as_str()) {
             entry.rename(id, name);
         }
+        self.inner
+            .broker
+            .member_changed(room.as_str(), id, Some(name));
     }
 
-    /// Up to `presence_limit` member names (as `joined` carries them) and the member count.
+    /// Up to `presence_limit` member names (as `joined` carries them) and the member count, over
+    /// every node.
     fn member_sample(&self, room: &RoomName) -> (Arc<[String]>, usize) {
         let limit = self.settings().presence_limit;
-        self.lock_rooms()
-            .get_mut(room.as_str())
-            .map(|r| (r.member_names(limit), r.len()))
-            .unwrap_or_else(|| (Arc::from([]), 0))
+        self.lock_rooms().sample(room.as_str(), limit)
     }
 
-    /// Every member name and the member count.
+    /// Every member name and the member count, over every node.
     fn all_member_names(&self, room: &RoomName) -> (Vec<String>, usize) {
-        self.lock_rooms()
-            .get(room.as_str())
-            .map(|r| (r.all_member_names(), r.len()))
-            .unwrap_or_default()
+        self.lock_rooms().all_names(room.as_str())
     }
 
     async fn publish(&self, room: &RoomName, event: RoomEvent) {
@@ -394,16 +476,7 @@ impl Inner {
     /// Whether a room is large, so that one member's arrival or departure is left to the next
     /// count (see [`Inner::announce_counts`]) instead of being announced.
     fn coalesce_presence(&self, room: &str) -> bool {
-        let mut rooms = self.lock_rooms();
-        match rooms.get_mut(room) {
-            Some(entry) if entry.len() > self.settings.presence_limit => true,
-            Some(entry) => {
-                // Announced one by one from here on: members no longer hold the last count.
-                entry.announced_count = None;
-                false
-            }
-            None => false,
-        }
+        coalesce_in(&mut self.lock_rooms(), room, self.settings.presence_limit)
     }
 
     /// Sends `presence` `{"count": N}` to every large room whose count differs from the one
@@ -413,22 +486,24 @@ impl Inner {
         let now = Instant::now();
         let tick = self.settings.presence_tick;
         let budget = self.settings.presence_count_budget;
-        let changed: Vec<(String, usize)> = self
-            .lock_rooms()
-            .iter_mut()
-            .filter(|(_, room)| {
-                let count = room.len();
-                count > self.settings.presence_limit
-                    && room.announced_count != Some(count)
-                    && room.count_due(now, tick, budget)
-            })
-            .map(|(name, room)| {
-                let count = room.len();
-                room.last_count = Some(now);
-                room.announced_count = Some(count);
-                (name.clone(), count)
-            })
-            .collect();
+        let changed: Vec<(String, usize)> = {
+            let mut rooms = self.lock_rooms();
+            let Rooms { local, remote } = &mut *rooms;
+            local
+                .iter_mut()
+                .filter_map(|(name, room)| {
+                    let count = room.len() + remote.get(name).map_or(0, RemoteRoom::len);
+                    let due = count > self.settings.presence_limit
+                        && room.announced_count != Some(count)
+                        && room.count_due(count, now, tick, budget);
+                    due.then(|| {
+                        room.last_count = Some(now);
+                        room.announced_count = Some(count);
+                        (name.clone(), count)
+                    })
+                })
+                .collect()
+        };
         for (room, count) in changed {
             let data = PresenceChange {
                 count: Some(count),
@@ -449,7 +524,7 @@ impl Inner {
         let slice = self.settings.fan_out_slice.max(1);
         let members: Vec<ConnId> = {
             let mut rooms = self.lock_rooms();
-            let Some(entry) = rooms.get_mut(room) else {
+            let Some(entry) = rooms.local.get_mut(room) else {
                 return;
             };
             entry.recent.record(frames, JOIN_BACKLOG);
@@ -464,6 +539,7 @@ impl Inner {
         for ids in members.chunks(slice) {
             let result = self
                 .lock_rooms()
+                .local
                 .get_mut(room)
                 .map(|entry| entry.fan_out_to(ids, frames, self.settings.outbox_frames));
             if let Some(result) = result {
@@ -479,7 +555,7 @@ impl Inner {
         self.metrics.slow_consumers.inc_by(result.overflowed);
     }
 
-    fn lock_rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+    fn lock_rooms(&self) -> MutexGuard<'_, Rooms> {
         // A panic while holding this lock leaves plain data behind (no invariant spans two
         // fields), so recovering the guard is safe and keeps the node serving.
         self.rooms
@@ -492,7 +568,7 @@ impl Inner {
 impl Deliver for Inner {
     /// A room is in the map exactly while it has members on this node.
     fn has_room(&self, room: &str) -> bool {
-        self.lock_rooms().contains_key(room)
+        self.lock_rooms().local.contains_key(room)
     }
 
     /// Encodes each message once, then gives every member its room's share of the commit in one
@@ -525,26 +601,14 @@ impl Deliver for Inner {
                 if self.coalesce_presence(room) {
                     return;
                 }
-                let data = if *joined {
-                    PresenceChange {
-                        joined: Some(name),
-                        ..PresenceChange::default()
-                    }
-                } else {
-                    PresenceChange {
-                        left: Some(name),
-                        ..PresenceChange::default()
-                    }
-                };
-                let json = ServerFrame::Presence { room, data }.encode();
-                (Outgoing::control(json), Some(*origin))
+                (presence_frame(room, name, *joined), Some(*origin))
             }
             RoomEvent::Typing { origin, name } => {
                 let json = ServerFrame::Typing { room, from: name }.encode();
                 (Outgoing::control(json), Some(*origin))
             }
         };
-        let result = match self.lock_rooms().get_mut(room) {
+        let result = match self.lock_rooms().local.get_mut(room) {
             Some(members) => {
                 members
                     .recent
@@ -559,6 +623,91 @@ impl Deliver for Inner {
         };
         self.count(result);
     }
+
+    /// Applies every change to the rooms' remote members first, then announces each to the
+    /// room's members here, unless the room (counted over every node, after the changes) is
+    /// large: its count goes out with the next tick instead.
+    fn remote_presence(&self, changes: &[RemoteChange]) {
+        let limit = self.settings.presence_limit;
+        let mut rooms = self.lock_rooms();
+        for change in changes {
+            let entry = rooms.remote.entry(change.room.clone()).or_default();
+            if change.joined {
+                entry.insert(change.member, &change.name);
+            } else {
+                entry.remove(change.member);
+                if entry.len() == 0 {
+                    rooms.remote.remove(&change.room);
+                }
+            }
+        }
+        let mut result = FanOut::default();
+        for change in changes {
+            if !rooms.local.contains_key(&change.room)
+                || coalesce_in(&mut rooms, &change.room, limit)
+            {
+                continue;
+            }
+            let frame = presence_frame(&change.room, &change.name, change.joined);
+            if let Some(entry) = rooms.local.get_mut(&change.room) {
+                let out = entry.fan_out(
+                    std::slice::from_ref(&frame),
+                    None,
+                    self.settings.outbox_frames,
+                );
+                result.delivered += out.delivered;
+                result.overflowed += out.overflowed;
+            }
+        }
+        drop(rooms);
+        self.count(result);
+    }
+
+    fn remote_typing(&self, room: &str, name: &str) {
+        let json = ServerFrame::Typing { room, from: name }.encode();
+        let frame = Outgoing::control(json);
+        let result = match self.lock_rooms().local.get_mut(room) {
+            Some(entry) => entry.fan_out(
+                std::slice::from_ref(&frame),
+                None,
+                self.settings.outbox_frames,
+            ),
+            None => return,
+        };
+        self.count(result);
+    }
+}
+
+/// Whether `room` is large (over `limit` members on every node together), so one member's
+/// arrival or departure is left to the next count instead of being announced. A room that is
+/// not large forgets its last announced count: members hear of each change again.
+fn coalesce_in(rooms: &mut Rooms, room: &str, limit: usize) -> bool {
+    let remote = rooms.remote_len(room);
+    match rooms.local.get_mut(room) {
+        Some(entry) if entry.len() + remote > limit => true,
+        Some(entry) => {
+            // Announced one by one from here on: members no longer hold the last count.
+            entry.announced_count = None;
+            false
+        }
+        None => false,
+    }
+}
+
+/// A `presence` frame announcing one arrival or departure.
+fn presence_frame(room: &str, name: &str, joined: bool) -> Outgoing {
+    let data = if joined {
+        PresenceChange {
+            joined: Some(name),
+            ..PresenceChange::default()
+        }
+    } else {
+        PresenceChange {
+            left: Some(name),
+            ..PresenceChange::default()
+        }
+    };
+    Outgoing::control(ServerFrame::Presence { room, data }.encode())
 }
 
 /// Announces large rooms' member counts once per tick until `stop`.

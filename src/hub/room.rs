@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use super::member::{Outbox, Outgoing, Pushed};
-use crate::broker::ConnId;
+use crate::broker::{ConnId, RemoteMember};
 
 /// A connection's place in one room.
 pub(crate) struct Member {
@@ -233,9 +233,11 @@ impl Room {
 
     /// Whether a changed count may go out at `now`: one room's counts cost at most `budget`
     /// frames per second, and the ticker runs once per `tick` (half a tick of slack, so a
-    /// ticker that fires a little early does not skip a whole tick).
-    pub fn count_due(&self, now: Instant, tick: Duration, budget: usize) -> bool {
-        let interval = count_interval(self.members.len(), tick, budget);
+    /// ticker that fires a little early does not skip a whole tick). `count` is the room's
+    /// member count over every node, so that all nodes together stay within the budget for the
+    /// room and a member sees the same rhythm whichever node it is connected to.
+    pub fn count_due(&self, count: usize, now: Instant, tick: Duration, budget: usize) -> bool {
+        let interval = count_interval(count, tick, budget);
         self.last_count
             .is_none_or(|last| now.saturating_duration_since(last) + tick / 2 >= interval)
     }
@@ -321,6 +323,36 @@ impl Room {
         if self.names.as_ref().is_some_and(|(limit, _)| index < *limit) {
             self.names = None;
         }
+    }
+}
+
+/// A room's members on other nodes, as the cluster broker reported them, in arrival order (a
+/// departure moves the newest into its place, as in [`Room`]), so a `joined` sample lists those
+/// present longest.
+#[derive(Default)]
+pub(crate) struct RemoteRoom {
+    members: IndexMap<RemoteMember, String>,
+}
+
+impl RemoteRoom {
+    /// A member arrived (or changed its name).
+    pub fn insert(&mut self, member: RemoteMember, name: &str) {
+        self.members.insert(member, name.to_owned());
+    }
+
+    /// A member went.
+    pub fn remove(&mut self, member: RemoteMember) {
+        self.members.swap_remove(&member);
+    }
+
+    /// Members on other nodes.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Their names, longest present first (unsorted).
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.members.values()
     }
 }
 
@@ -492,27 +524,14 @@ mod tests {
             Duration::from_millis(3_800)
         );
         let mut room = Room::default();
-        for id in 0..19_000 {
-            let (outbox, _receiver) = Outbox::new(1);
-            room.insert(
-                id,
-                Member {
-                    name: String::new(),
-                    outbox,
-                    held: None,
-                    has_up_to: 0,
-                    missed_presence: false,
-                },
-            );
-        }
         let start = Instant::now();
         assert!(
-            room.count_due(start, tick, 5_000),
+            room.count_due(19_000, start, tick, 5_000),
             "the first count is due at once"
         );
         room.last_count = Some(start);
-        assert!(!room.count_due(start + Duration::from_secs(3), tick, 5_000));
-        assert!(room.count_due(start + Duration::from_secs(4), tick, 5_000));
+        assert!(!room.count_due(19_000, start + Duration::from_secs(3), tick, 5_000));
+        assert!(room.count_due(19_000, start + Duration::from_secs(4), tick, 5_000));
     }
 
     #[test]
