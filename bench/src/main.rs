@@ -274,7 +274,7 @@ fn render(
     let res: report::Results = serde_json::from_str(&text).context("parse results")?;
     report::write_svgs(&res, svg_dir)?;
     let rel = relative(md, svg_dir);
-    report::splice(md, &report::markdown(&res, &rel))
+    report::render_into(md, &res, &rel)
 }
 
 /// `svg_dir` as a link relative to the Markdown file's directory (both under the repo).

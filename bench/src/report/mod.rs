@@ -6,9 +6,11 @@
 //!
 //! One module per part of the report: [`query`] (looking records up), [`headline`] (the
 //! headline table), [`floors`] (the kernel- and echo-floor lines), [`markdown`] (the whole
-//! Markdown section, its scenario tables and the splice into docs/benchmarks.md) and [`svg`]
-//! (the plots).
+//! Markdown section, its scenario tables and the splice into docs/benchmarks.md), [`cluster`]
+//! (the cluster scenario's section, spliced between markers of its own when it ran alone) and
+//! [`svg`] (the plots).
 
+mod cluster;
 mod floors;
 mod headline;
 mod markdown;
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::floor::{FloorGrowth, FloorReport};
 use crate::plan::Size;
 
-pub use markdown::{markdown, splice};
+pub use markdown::render_into;
 pub use svg::write_svgs;
 
 /// One measured row: a server, a scenario, a size, and its numbers.
@@ -151,6 +153,7 @@ pub(super) fn fmt_opt(v: Option<f64>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::markdown::markdown;
     use super::query::{Better, HUBBUB, best_peer, median, servers};
     use super::*;
     use crate::servers::ECHO_FLOOR;

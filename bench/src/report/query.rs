@@ -1,6 +1,7 @@
 //! Looking records up in a run's results: by server, scenario and size, clean values only,
 //! medians over repeated rounds and the best peer for a metric.
 
+use super::cluster::is_cluster;
 use super::{Record, Results};
 use crate::servers::ECHO_FLOOR;
 
@@ -37,11 +38,12 @@ pub(super) fn find<'a>(
     records_at(res, server, scenario, n).next_back()
 }
 
-/// The servers compared, in the order they ran; the echo floor is a reference, not one of them.
+/// The servers compared, in the order they ran; the echo floor is a reference, not one of them,
+/// and the cluster scenario's configurations are compared in a section of their own.
 pub(super) fn servers(res: &Results) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for r in &res.records {
-        if r.server != ECHO_FLOOR && !v.contains(&r.server) {
+        if r.server != ECHO_FLOOR && !is_cluster(r) && !v.contains(&r.server) {
             v.push(r.server.clone());
         }
     }

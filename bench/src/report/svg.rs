@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::cluster;
 use super::query::{clean, servers};
 use super::{Results, fmt};
 
@@ -25,9 +26,26 @@ fn series(res: &Results, scenario: &str, key: &str) -> Vec<(String, Vec<(f64, f6
         .collect()
 }
 
-/// Write every plot into `dir`.
+/// Write every plot into `dir`: the cluster plot when the run has cluster rows, and the peer
+/// comparison's plots unless the run was the cluster scenario alone (which must not blank
+/// them).
 pub fn write_svgs(res: &Results, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let cluster = cluster::saturation_series(res);
+    if !cluster.is_empty() {
+        let svg = chart(
+            "Cluster: p99 latency against delivery rate",
+            "deliveries per second",
+            "p99 latency (ms)",
+            &cluster,
+            Some(("100 ms limit".to_string(), 100.0)),
+        );
+        let name = "cluster_saturation.svg";
+        std::fs::write(dir.join(name), svg).with_context(|| format!("write {name}"))?;
+    }
+    if cluster::cluster_only(res) {
+        return Ok(());
+    }
     let floor = res
         .floor
         .as_ref()

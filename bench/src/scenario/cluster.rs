@@ -314,6 +314,16 @@ async fn measured(
     summarize(&mut rec, &reports, &samples, &phase, run.floor_us());
     split_by_part(&mut rec, parts, &by_part, &samples);
     rec.m.insert("nodes".into(), config.nodes as f64);
+    // How much of a core the configuration's processes used while posts went out: near 1.0
+    // on the pinned core, it (not the generator) was the limit.
+    let posting_s = phase.duration_ms as f64 / 1000.0;
+    rec.m.insert(
+        "server_cores_busy".into(),
+        samples.server.secs() / posting_s.max(1e-9),
+    );
+    if let Some(c) = core {
+        rec.m.insert("server_core".into(), c as f64);
+    }
     Ok(rec)
 }
 
