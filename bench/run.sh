@@ -8,28 +8,39 @@
 #   bench/run.sh --quick    quick plan: up to 2,000 connections (a few minutes)
 #   bench/run.sh --quick --servers hubbub,node-ws --scenarios fanout,echo   (subset)
 #   bench/run.sh --smoke    the test suite's end-to-end check (seconds; its numbers mean nothing)
+#   bench/run.sh --cluster --quick   hubbub alone in five configurations (SQLite; PostgreSQL;
+#                           1, 2, 3 nodes on PostgreSQL + Redis) on a private PostgreSQL and
+#                           Redis (scripts/pg.sh, scripts/redis.sh, which install them when
+#                           missing): docs/bench/cluster.json, docs/bench/cluster_saturation.svg
+#                           and the cluster section of docs/benchmarks.md (the peer results are
+#                           left as they are)
 #
 # Every server and worker process it starts is stopped by PID when its scenario ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 size=full
+cluster=0
 extra=()
 for arg in "$@"; do
   case "$arg" in
     --quick) size=quick ;;
     --full) size=full ;;
     --smoke|--tiny) size=smoke ;;
+    --cluster) cluster=1 ;;
     *) extra+=("$arg") ;;
   esac
 done
 
-# 1. System packages the peers and the pinning need (Debian).
+# 1. System packages the peers and the pinning need (Debian). The cluster run needs no peer;
+#    its PostgreSQL and Redis are installed by scripts/pg.sh and scripts/redis.sh.
 need=()
-command -v go >/dev/null || need+=(golang-go)
-[ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || need+=(golang-github-gorilla-websocket-dev)
-command -v node >/dev/null || need+=(nodejs)
-command -v npm >/dev/null || need+=(npm)
+if [ "$cluster" = 0 ]; then
+  command -v go >/dev/null || need+=(golang-go)
+  [ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || need+=(golang-github-gorilla-websocket-dev)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
+fi
 command -v taskset >/dev/null || need+=(util-linux)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "[run.sh] installing: ${need[*]}"
@@ -37,15 +48,17 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
 
-# 2. Node peers from the npm registry, exactly as locked.
-for peer in node-ws socketio; do
-  (cd "bench/peers/$peer" && npm ci --no-audit --no-fund --loglevel=error)
-done
+if [ "$cluster" = 0 ]; then
+  # 2. Node peers from the npm registry, exactly as locked.
+  for peer in node-ws socketio; do
+    (cd "bench/peers/$peer" && npm ci --no-audit --no-fund --loglevel=error)
+  done
 
-# 3. Go peer, GOPATH mode against Debian's gorilla/websocket (no module proxy here).
-mkdir -p target/peers
-GO111MODULE=off GOFLAGS= GOPATH="$PWD/target/gopath:/usr/share/gocode" GOCACHE="$PWD/target/gocache" \
-  go build -o target/peers/go-gorilla ./bench/peers/go-gorilla
+  # 3. Go peer, GOPATH mode against Debian's gorilla/websocket (no module proxy here).
+  mkdir -p target/peers
+  GO111MODULE=off GOFLAGS= GOPATH="$PWD/target/gopath:/usr/share/gocode" GOCACHE="$PWD/target/gocache" \
+    go build -o target/peers/go-gorilla ./bench/peers/go-gorilla
+fi
 
 # 4. hubbub and the load generator.
 cargo build --release -p hubbub -p hubbub-bench
@@ -74,10 +87,19 @@ if [ "$(id -u)" = 0 ]; then
     trap "renice -n 0 -p $(echo $softirq_pids) >/dev/null 2>&1 || true" EXIT
   fi
 fi
-export HUBBUB_BENCH_COMMAND="bench/run.sh --$size${extra[*]:+ ${extra[*]}}"
+#    The cluster run pins every server process of a configuration (its hubbub nodes,
+#    PostgreSQL and Redis) to core 0 together, the generator to core 1, like the single servers.
+out=docs/bench/results.json
+if [ "$cluster" = 1 ]; then
+  out=docs/bench/cluster.json
+  extra=(--servers hubbub --scenarios cluster "${extra[@]}")
+  export HUBBUB_BENCH_COMMAND="bench/run.sh --cluster --$size"
+else
+  export HUBBUB_BENCH_COMMAND="bench/run.sh --$size${extra[*]:+ ${extra[*]}}"
+fi
 "${launcher[@]}" target/release/hubbub-bench suite \
   --size "$size" --pin 0 "${nice_args[@]}" \
   --hubbub-bin target/release/hubbub --go-bin target/peers/go-gorilla --peers-dir bench/peers \
-  --out docs/bench/results.json --md docs/benchmarks.md --log-dir target/bench-logs \
+  --out "$out" --md docs/benchmarks.md --log-dir target/bench-logs \
   "${extra[@]}"
-echo "[run.sh] wrote docs/benchmarks.md, docs/bench/results.json and docs/bench/*.svg"
+echo "[run.sh] wrote docs/benchmarks.md, $out and docs/bench/*.svg"
