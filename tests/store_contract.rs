@@ -17,7 +17,8 @@ use std::time::Duration;
 use hubbub::config::{Durability, PostgresUrl};
 use hubbub::protocol::RoomName;
 use hubbub::store::{
-    NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoreError, StoredMessage,
+    ImportConflict, NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoreError,
+    StoredMessage,
 };
 use tempfile::TempDir;
 use tokio::task::JoinSet;
@@ -118,6 +119,13 @@ contract!(
     a_reopened_store_keeps_history_and_continues_ids,
     concurrent_appends_to_one_room_from_several_stores_get_unique_gapless_ids,
     concurrent_batches_over_shared_rooms_all_commit_gaplessly,
+    an_import_keeps_ids_ts_senders_and_texts_exactly,
+    the_next_post_after_an_import_continues_at_the_newest_imported_id,
+    an_import_continues_a_room_after_the_history_it_holds,
+    importing_what_is_already_stored_identically_skips_it,
+    an_import_that_would_leave_a_gap_is_refused_whole,
+    an_import_over_a_different_message_is_refused_whole,
+    an_import_with_ids_out_of_order_is_refused,
 );
 
 fn room(name: &str) -> RoomName {
@@ -433,6 +441,147 @@ async fn concurrent_batches_over_shared_rooms_all_commit_gaplessly(db: Database)
             "room {name}"
         );
     }
+}
+
+/// A message as an export carries it: room, id, ts, sender and text all given.
+fn exported(room_name: &str, id: u64, text: &str) -> StoredMessage {
+    StoredMessage {
+        room: room_name.to_owned(),
+        id,
+        ts: 1_600_000_000_000 + id as i64,
+        from: format!("user{}", id % 3),
+        text: text.to_owned(),
+    }
+}
+
+/// `count` exported messages of `room_name` with ids `first..`, texts `{prefix}{id}`.
+fn exported_run(room_name: &str, first: u64, count: u64, prefix: &str) -> Vec<StoredMessage> {
+    (first..first + count)
+        .map(|id| exported(room_name, id, &format!("{prefix}{id}")))
+        .collect()
+}
+
+async fn an_import_keeps_ids_ts_senders_and_texts_exactly(db: Database) {
+    let store = db.open().await;
+    let texts = [
+        "NUL \u{0} inside",
+        "emoji 🦀👩‍👩‍👧 and Ünïcödé",
+        "עברית RTL \u{202e}override",
+        "quotes ' \" \\ ; --",
+    ];
+    let mut batch: Vec<StoredMessage> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| exported("a", i as u64 + 1, text))
+        .collect();
+    batch.extend(exported_run("b", 1, 2, "b"));
+    let outcome = store.import(&batch).await.unwrap();
+    assert_eq!((outcome.stored, outcome.skipped), (6, 0));
+    assert_eq!(store.after(&room("a"), 0, 100).await.unwrap(), batch[..4]);
+    assert_eq!(store.after(&room("b"), 0, 100).await.unwrap(), batch[4..]);
+    let rooms: Vec<(String, u64)> = store
+        .rooms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.room, r.last_id))
+        .collect();
+    assert_eq!(rooms, [("a".to_owned(), 4), ("b".to_owned(), 2)]);
+}
+
+async fn the_next_post_after_an_import_continues_at_the_newest_imported_id(db: Database) {
+    let store = db.open().await;
+    store.import(&exported_run("r", 1, 7, "m")).await.unwrap();
+    assert_eq!(store.last_id(&room("r")).await.unwrap(), 7);
+    assert_eq!(store.append(&[message("r", "new")]).await.unwrap()[0].id, 8);
+    drop(store);
+    let again = db.open().await;
+    assert_eq!(
+        again
+            .append(&[message("r", "after a restart")])
+            .await
+            .unwrap()[0]
+            .id,
+        9
+    );
+}
+
+async fn an_import_continues_a_room_after_the_history_it_holds(db: Database) {
+    let store = db.open().await;
+    store.import(&exported_run("r", 1, 3, "m")).await.unwrap();
+    let outcome = store.import(&exported_run("r", 4, 3, "m")).await.unwrap();
+    assert_eq!((outcome.stored, outcome.skipped), (3, 0));
+    assert_eq!(
+        ids(&store.after(&room("r"), 0, 100).await.unwrap()),
+        [1, 2, 3, 4, 5, 6]
+    );
+}
+
+async fn importing_what_is_already_stored_identically_skips_it(db: Database) {
+    let store = db.open().await;
+    store.import(&exported_run("r", 1, 5, "m")).await.unwrap();
+    // An interrupted run repeated from the start: 1-5 are there, 6-8 are not.
+    let outcome = store.import(&exported_run("r", 1, 8, "m")).await.unwrap();
+    assert_eq!((outcome.stored, outcome.skipped), (3, 5));
+    let again = store.import(&exported_run("r", 1, 8, "m")).await.unwrap();
+    assert_eq!((again.stored, again.skipped), (0, 8));
+    assert_eq!(
+        store.after(&room("r"), 0, 100).await.unwrap(),
+        exported_run("r", 1, 8, "m")
+    );
+    assert_eq!(store.last_id(&room("r")).await.unwrap(), 8);
+}
+
+async fn an_import_that_would_leave_a_gap_is_refused_whole(db: Database) {
+    let store = db.open().await;
+    store.import(&exported_run("r", 1, 2, "m")).await.unwrap();
+    // One batch: a room that is fine, then a gap in another.
+    let mut batch = exported_run("fine", 1, 2, "f");
+    batch.extend(exported_run("r", 4, 2, "m"));
+    match store.import(&batch).await {
+        Err(StoreError::Import(ImportConflict::Gap { room, id, next })) => {
+            assert_eq!((room.as_str(), id, next), ("r", 4, 3));
+        }
+        other => panic!("expected a gap refusal, got {other:?}"),
+    }
+    assert!(
+        store.after(&room("fine"), 0, 10).await.unwrap().is_empty(),
+        "nothing of the refused batch was stored"
+    );
+    assert_eq!(store.last_id(&room("r")).await.unwrap(), 2);
+    assert_eq!(
+        store.append(&[message("r", "next")]).await.unwrap()[0].id,
+        3
+    );
+}
+
+async fn an_import_over_a_different_message_is_refused_whole(db: Database) {
+    let store = db.open().await;
+    // The target already took posts of its own in this room.
+    store.append(&messages("r", "local", 2)).await.unwrap();
+    match store.import(&exported_run("r", 1, 3, "m")).await {
+        Err(StoreError::Import(ImportConflict::Differs { room, id })) => {
+            assert_eq!((room.as_str(), id), ("r", 1));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        texts(&store.after(&room("r"), 0, 10).await.unwrap()),
+        ["local0", "local1"],
+        "never overwritten"
+    );
+    assert_eq!(store.last_id(&room("r")).await.unwrap(), 2);
+}
+
+async fn an_import_with_ids_out_of_order_is_refused(db: Database) {
+    let store = db.open().await;
+    let batch = [exported("r", 1, "one"), exported("r", 1, "one again")];
+    match store.import(&batch).await {
+        Err(StoreError::Import(ImportConflict::OutOfOrder { id: 1, .. })) => {}
+        other => panic!("expected an out-of-order refusal, got {other:?}"),
+    }
+    assert_eq!(store.last_id(&room("r")).await.unwrap(), 0);
+    assert!(store.rooms().await.unwrap().is_empty());
 }
 
 // PostgreSQL only: the schema's life cycle and the lock a commit waits on.
