@@ -1,0 +1,675 @@
+//! `hubbub copy`, `hubbub export` and `hubbub import`, run as the real binary against a real
+//! SQLite file and a real PostgreSQL schema: a history of several rooms (one longer than a
+//! batch, odd texts in another) arrives with ids, ts, senders and texts unchanged; a server on the
+//! target serves it, resumes `join` with `since` and gives the next post the next id; bad input
+//! and targets that already hold other messages are refused with errors that say where.
+//!
+//! The PostgreSQL cases need a server (`HUBBUB_TEST_POSTGRES` or `HUBBUB_TEST_DB`, e.g. from
+//! `bash scripts/pg.sh start DIR`) and say so when skipped; the SQLite cases always run.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Binary, free_port, http, scratch};
+use hubbub::config::{Durability, PostgresUrl};
+use hubbub::protocol::RoomName;
+use hubbub::store::copy::BATCH;
+use hubbub::store::{NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoredMessage};
+use serde_json::{Value, json};
+
+const BUSY: Duration = Duration::from_secs(5);
+
+/// Messages in the long room: more than two batches, and not a multiple of one.
+const LONG_ROOM: usize = 2 * BATCH + 123;
+
+/// Texts a history must carry unchanged.
+const ODD_TEXTS: [&str; 6] = [
+    "NUL \u{0} inside",
+    "emoji 🦀👩‍👩‍👧 and Ünïcödé, 漢字",
+    "עברית מימין לשמאל \u{202e}override",
+    "quotes ' \" \\ and a line\nbreak\r\nand\ttab",
+    "<script>alert(1)</script>",
+    "\u{feff}BOM and \u{200b}zero width",
+];
+
+/// Runs the binary with `args`, stdin from `input` (none: empty), and waits for it.
+fn hubbub(args: &[&str], input: Option<&Path>) -> Output {
+    let stdin = match input {
+        Some(path) => Stdio::from(std::fs::File::open(path).unwrap()),
+        None => Stdio::null(),
+    };
+    Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(args)
+        .env("HUBBUB_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("HUBBUB_DB")
+        .stdin(stdin)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the run succeeded, showing its log otherwise.
+fn succeeded(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// Asserts the run failed and its log says `expected`.
+fn failed_saying(output: &Output, expected: &str) {
+    let log = stderr(output);
+    assert!(!output.status.success(), "expected a failure: {log}");
+    assert!(log.contains(expected), "expected {expected:?} in: {log}");
+}
+
+/// A fresh PostgreSQL schema URL, or `None` (with a note) when no server is configured.
+async fn postgres(test: &str) -> Option<String> {
+    let base = std::env::var("HUBBUB_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .or_else(common::pg::test_db);
+    match base {
+        Some(base) => Some(common::pg::fresh_schema_url(&base).await),
+        None => {
+            eprintln!("skipped: {test}: set HUBBUB_TEST_POSTGRES to a server URL");
+            None
+        }
+    }
+}
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).unwrap()
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// The history every test starts from: `lobby` longer than two batches, `odd` with the texts of
+/// [`ODD_TEXTS`], `tiny` with one message; senders and timestamps vary.
+fn seed_messages() -> Vec<NewMessage> {
+    let mut seed = Vec::new();
+    for i in 0..LONG_ROOM {
+        seed.push(NewMessage {
+            room: room("lobby"),
+            from: ["alice", "bob", "Zoë"][i % 3].to_owned(),
+            text: format!("lobby message {i}"),
+            ts: 1_700_000_000_000 + i as i64 * 1_000,
+        });
+    }
+    for (i, text) in ODD_TEXTS.iter().enumerate() {
+        seed.push(NewMessage {
+            room: room("odd"),
+            from: "مريم".to_owned(),
+            text: (*text).to_owned(),
+            ts: 1_700_000_500_000 + i as i64,
+        });
+    }
+    seed.push(NewMessage {
+        room: room("tiny"),
+        from: "carol".to_owned(),
+        text: "only one".to_owned(),
+        ts: 1_650_000_000_000,
+    });
+    seed
+}
+
+/// A SQLite file at `path` holding [`seed_messages`], stored as a node stores posts.
+async fn seeded_sqlite(path: &Path) {
+    let store = SqliteStore::open(path, BUSY, Durability::Machine)
+        .await
+        .unwrap();
+    for chunk in seed_messages().chunks(256) {
+        store.append(chunk).await.unwrap();
+    }
+    store.close().await;
+}
+
+/// Every message of every room of `store`, by room.
+async fn everything(store: &dyn Store) -> BTreeMap<String, Vec<StoredMessage>> {
+    let mut all = BTreeMap::new();
+    for summary in store.rooms().await.unwrap() {
+        let mut messages = Vec::new();
+        let mut since = 0;
+        loop {
+            let page = store.after(&room(&summary.room), since, 300).await.unwrap();
+            let Some(last) = page.last() else { break };
+            since = last.id;
+            messages.extend(page);
+        }
+        assert_eq!(messages.last().map(|m| m.id), Some(summary.last_id));
+        all.insert(summary.room, messages);
+    }
+    all
+}
+
+async fn sqlite_history(path: &Path) -> BTreeMap<String, Vec<StoredMessage>> {
+    let store = SqliteStore::open(path, BUSY, Durability::Machine)
+        .await
+        .unwrap();
+    let all = everything(&store).await;
+    store.close().await;
+    all
+}
+
+async fn postgres_store(url: &str) -> PostgresStore {
+    PostgresStore::open(
+        &PostgresUrl::new(url),
+        BUSY,
+        Durability::Machine,
+        SchemaAtOpen::RequireCurrent,
+    )
+    .await
+    .unwrap()
+}
+
+async fn postgres_history(url: &str) -> BTreeMap<String, Vec<StoredMessage>> {
+    let store = postgres_store(url).await;
+    let all = everything(&store).await;
+    store.close().await;
+    all
+}
+
+/// Every message of `room` as a server's HTTP history route serves it, oldest first.
+async fn served_history(addr: SocketAddr, room_name: &str) -> Vec<StoredMessage> {
+    let mut messages = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut url = format!("http://{addr}/api/rooms/{room_name}/messages?limit=200");
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        let listed = page["messages"].as_array().unwrap();
+        let mut older: Vec<StoredMessage> = listed.iter().map(stored_from_json).collect();
+        before = older.first().map(|m| m.id);
+        older.append(&mut messages);
+        messages = older;
+        if page["has_more"] != true {
+            return messages;
+        }
+    }
+}
+
+fn stored_from_json(m: &Value) -> StoredMessage {
+    StoredMessage {
+        room: m["room"].as_str().unwrap().to_owned(),
+        id: m["id"].as_u64().unwrap(),
+        ts: m["ts"].as_i64().unwrap(),
+        from: m["from"].as_str().unwrap().to_owned(),
+        text: m["data"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Writes `lines` (each a JSON value) as an import file.
+fn import_file(dir: &Path, lines: &[Value]) -> PathBuf {
+    let path = dir.join("input.jsonl");
+    let mut file = std::fs::File::create(&path).unwrap();
+    for line in lines {
+        writeln!(file, "{line}").unwrap();
+    }
+    path
+}
+
+fn header() -> Value {
+    json!({"format": "hubbub-history", "version": 1})
+}
+
+fn line(room_name: &str, id: u64, text: &str) -> Value {
+    json!({"room": room_name, "id": id, "ts": 1_700_000_000_000_i64 + id as i64, "from": "alice", "text": text})
+}
+
+fn end(rooms: u64, messages: u64) -> Value {
+    json!({"end": {"rooms": rooms, "messages": messages}})
+}
+
+/// `hubbub export` of the SQLite file at `db` into `dir/export.jsonl`.
+fn export_sqlite(db: &Path, dir: &Path) -> PathBuf {
+    let output = hubbub(&["export", "--db", &sqlite_url(db)], None);
+    succeeded(&output);
+    let path = dir.join("export.jsonl");
+    std::fs::write(&path, &output.stdout).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_postgres_gives_a_server_there_the_identical_history_and_the_next_ids() {
+    let Some(url) = postgres("copy_to_postgres_gives_a_server_there_the_identical_history").await
+    else {
+        return;
+    };
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let source = sqlite_history(&db).await;
+
+    let output = hubbub(&["copy", "--from", &sqlite_url(&db), "--to", &url], None);
+    succeeded(&output);
+    let total = seed_messages().len();
+    assert!(
+        stdout(&output).contains(&format!(
+            "stored {total} messages in 3 rooms (0 already there, skipped)"
+        )),
+        "{}",
+        stdout(&output)
+    );
+
+    let (_server_dir, server_data) = scratch();
+    let server = Binary::start(&server_data, free_port(), &["--db", &url]).await;
+    for (name, messages) in &source {
+        assert_eq!(
+            &served_history(server.addr, name).await,
+            messages,
+            "room {name}"
+        );
+    }
+    // A client resuming with the `since` it had on the old node gets exactly what follows.
+    let since = LONG_ROOM as u64 - 3;
+    let mut client = server.client("name=resumer").await;
+    client
+        .send(json!({"type": "join", "room": "lobby", "data": {"since": since}}))
+        .await;
+    client.recv_type("joined").await;
+    for id in since + 1..=LONG_ROOM as u64 {
+        let msg = client.recv_msg().await;
+        assert_eq!(msg["id"], id);
+        assert_eq!(msg["data"], source["lobby"][id as usize - 1].text);
+    }
+    let ack = client.post("lobby", "first on PostgreSQL").await;
+    assert_eq!(ack["id"], LONG_ROOM as u64 + 1, "the next post continues");
+    let next_odd = common::api_post(server.addr, "odd", "dave", "next").await;
+    assert_eq!(next_odd, ODD_TEXTS.len() as u64 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_into_postgres_keeps_every_message_and_continues_ids() {
+    let Some(url) = postgres("export_then_import_into_postgres_keeps_every_message").await else {
+        return;
+    };
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let file = export_sqlite(&db, &data);
+
+    let output = hubbub(&["import", "--db", &url], Some(&file));
+    succeeded(&output);
+    assert_eq!(postgres_history(&url).await, sqlite_history(&db).await);
+    let store = postgres_store(&url).await;
+    let next = store
+        .append(&[NewMessage {
+            room: room("tiny"),
+            from: "carol".to_owned(),
+            text: "two".to_owned(),
+            ts: 1,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(next[0].id, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_applies_the_postgres_migrations_first() {
+    let Some(url) = postgres("import_applies_the_postgres_migrations_first").await else {
+        return;
+    };
+    let (_dir, data) = scratch();
+    let file = import_file(&data, &[header(), line("r", 1, "one"), end(1, 1)]);
+    let output = hubbub(&["import", "--db", &url], Some(&file));
+    succeeded(&output);
+    // RequireCurrent opens only a schema with every migration applied.
+    let history = postgres_history(&url).await;
+    assert_eq!(history["r"].len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_into_a_new_sqlite_file_keeps_every_message() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let file = export_sqlite(&db, &data);
+    let target = data.join("elsewhere").join("new.db");
+
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    succeeded(&output);
+    assert_eq!(sqlite_history(&target).await, sqlite_history(&db).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_file_is_a_header_one_line_per_message_and_an_end_line() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let file = export_sqlite(&db, &data);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let total = seed_messages().len();
+    assert_eq!(lines.len(), total + 2);
+    assert_eq!(lines[0], header());
+    assert_eq!(lines[total + 1], end(3, total as u64));
+    let first = &lines[1];
+    assert_eq!(
+        (&first["room"], &first["id"], &first["from"], &first["text"]),
+        (
+            &json!("lobby"),
+            &json!(1),
+            &json!("alice"),
+            &json!("lobby message 0")
+        )
+    );
+    assert!(
+        text.contains(r#""text":"NUL \u0000 inside""#),
+        "U+0000 escaped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_reads_the_sqlite_file_of_a_running_node() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let node = Binary::start(&data, free_port(), &["--db", &sqlite_url(&db)]).await;
+    let posted = common::api_post(node.addr, "tiny", "erin", "while running").await;
+    assert_eq!(posted, 2);
+
+    let target = data.join("copy.db");
+    let output = hubbub(
+        &[
+            "copy",
+            "--from",
+            &sqlite_url(&db),
+            "--to",
+            &sqlite_url(&target),
+        ],
+        None,
+    );
+    succeeded(&output);
+    let copied = sqlite_history(&target).await;
+    for (name, messages) in &copied {
+        assert_eq!(
+            &served_history(node.addr, name).await,
+            messages,
+            "room {name}"
+        );
+    }
+    assert_eq!(
+        copied["tiny"].len(),
+        2,
+        "the post committed before the copy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_again_skips_every_message_and_stores_none() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let target = data.join("copy.db");
+    let args = [
+        "copy",
+        "--from",
+        &sqlite_url(&db),
+        "--to",
+        &sqlite_url(&target),
+    ];
+    succeeded(&hubbub(&args, None));
+    let again = hubbub(&args, None);
+    succeeded(&again);
+    let total = seed_messages().len();
+    assert!(
+        stdout(&again).contains(&format!(
+            "stored 0 messages in 3 rooms ({total} already there, skipped)"
+        )),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(sqlite_history(&target).await, sqlite_history(&db).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_into_a_room_holding_other_messages_is_refused_and_overwrites_nothing() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    // The target already took posts of its own in `tiny`.
+    let target = data.join("busy.db");
+    let store = SqliteStore::open(&target, BUSY, Durability::Machine)
+        .await
+        .unwrap();
+    store
+        .append(&[NewMessage {
+            room: room("tiny"),
+            from: "mallory".to_owned(),
+            text: "mine".to_owned(),
+            ts: 5,
+        }])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let output = hubbub(
+        &[
+            "copy",
+            "--from",
+            &sqlite_url(&db),
+            "--to",
+            &sqlite_url(&target),
+        ],
+        None,
+    );
+    failed_saying(
+        &output,
+        "room \"tiny\": message 1 is already stored in the target with a different ts, sender or text",
+    );
+    let kept = sqlite_history(&target).await;
+    assert_eq!(kept["tiny"][0].text, "mine", "never overwritten");
+    assert_eq!(kept["tiny"].len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_into_a_postgres_room_holding_other_messages_is_refused() {
+    let Some(url) = postgres("a_copy_into_a_postgres_room_holding_other_messages_is_refused").await
+    else {
+        return;
+    };
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let (_server_dir, server_data) = scratch();
+    let server = Binary::start(&server_data, free_port(), &["--db", &url]).await;
+    common::api_post(server.addr, "odd", "mallory", "posted on PostgreSQL first").await;
+
+    let output = hubbub(&["copy", "--from", &sqlite_url(&db), "--to", &url], None);
+    failed_saying(
+        &output,
+        "room \"odd\": message 1 is already stored in the target",
+    );
+    let served = served_history(server.addr, "odd").await;
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].text, "posted on PostgreSQL first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_a_malformed_line_fails_naming_the_line() {
+    let (_dir, data) = scratch();
+    let path = data.join("input.jsonl");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n{}\n{{\"room\":\"r\",\"id\":2,\n",
+            header(),
+            line("r", 1, "one")
+        ),
+    )
+    .unwrap();
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&path));
+    failed_saying(&output, "line 3: not a valid line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_a_missing_field_fails_naming_the_line_and_field() {
+    let (_dir, data) = scratch();
+    let mut without_ts = line("r", 2, "two");
+    without_ts.as_object_mut().unwrap().remove("ts");
+    let file = import_file(&data, &[header(), line("r", 1, "one"), without_ts]);
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(&output, "line 3: the message has no `ts`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_a_gap_in_a_rooms_ids_fails_naming_the_line() {
+    let (_dir, data) = scratch();
+    let file = import_file(
+        &data,
+        &[
+            header(),
+            line("r", 1, "one"),
+            line("s", 1, "other room"),
+            line("r", 3, "three"),
+            end(2, 3),
+        ],
+    );
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(&output, "line 4: room \"r\": id 3 follows 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_ids_out_of_order_fails_naming_the_line() {
+    let (_dir, data) = scratch();
+    let file = import_file(
+        &data,
+        &[
+            header(),
+            line("r", 1, "one"),
+            line("r", 2, "two"),
+            line("r", 2, "two again"),
+        ],
+    );
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(&output, "line 4: room \"r\": id 2 follows 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_starting_a_room_past_the_targets_next_id_is_refused() {
+    let (_dir, data) = scratch();
+    let file = import_file(&data, &[header(), line("r", 5, "five"), end(1, 1)]);
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(
+        &output,
+        "line 2: room \"r\": message 5 would leave a gap: the room's next id in the target is 1",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_of_an_unknown_format_version_is_refused() {
+    let (_dir, data) = scratch();
+    let file = import_file(
+        &data,
+        &[
+            json!({"format": "hubbub-history", "version": 2}),
+            line("r", 1, "one"),
+        ],
+    );
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(
+        &output,
+        "line 1: unknown format version 2: this hubbub reads version 1",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_without_a_header_is_refused() {
+    let (_dir, data) = scratch();
+    let file = import_file(&data, &[line("r", 1, "one")]);
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(&output, "line 1: not a hubbub-history header");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_short_stores_what_it_holds_and_fails_saying_so() {
+    let (_dir, data) = scratch();
+    let file = import_file(&data, &[header(), line("r", 1, "one"), line("r", 2, "two")]);
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(&output, "without its end line: the export was cut short");
+    let kept = sqlite_history(&target).await;
+    assert_eq!(kept["r"].len(), 2, "a gapless prefix was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_line_whose_counts_disagree_is_refused() {
+    let (_dir, data) = scratch();
+    let file = import_file(&data, &[header(), line("r", 1, "one"), end(1, 2)]);
+    let target = data.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(
+        &output,
+        "line 3: the end line counts 1 rooms and 2 messages, the file holds 1 and 1",
+    );
+}
+
+#[test]
+fn a_copy_to_an_unreachable_postgres_fails_naming_it_without_its_password() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    // An empty but valid source: `migrate` creates it.
+    succeeded(&hubbub(&["migrate", "--db", &sqlite_url(&db)], None));
+    let port = free_port();
+    let url = format!("postgres://hub:hunter2@127.0.0.1:{port}/chat");
+    let output = hubbub(&["copy", "--from", &sqlite_url(&db), "--to", &url], None);
+    failed_saying(
+        &output,
+        &format!(
+            "could not open the target database postgres://hub:***@127.0.0.1:{port}/chat: could not connect"
+        ),
+    );
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_copy_from_a_missing_sqlite_file_is_refused_and_creates_nothing() {
+    let (_dir, data) = scratch();
+    let missing = data.join("nope.db");
+    let target = data.join("t.db");
+    let output = hubbub(
+        &[
+            "copy",
+            "--from",
+            &sqlite_url(&missing),
+            "--to",
+            &sqlite_url(&target),
+        ],
+        None,
+    );
+    failed_saying(&output, "does not exist");
+    assert!(!missing.exists(), "the source was not created");
+    assert!(!target.exists(), "nothing was written");
+}
