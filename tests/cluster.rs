@@ -1,7 +1,10 @@
-//! Several nodes on one PostgreSQL database and one Redis act as one chat (issue 18, the broker
-//! half). Each test starts two or three in-process servers, each with its own config pointing at
-//! the same fresh PostgreSQL schema and at Redis, on a channel of the test's own (tests run in
-//! parallel on one Redis), and checks what members on every node receive.
+//! Several nodes on one PostgreSQL database and one Redis act as one chat (issue 18: messages,
+//! presence and typing). Each test starts two or three in-process servers, each with its own
+//! config pointing at the same fresh PostgreSQL schema and at Redis, on a channel of the test's
+//! own (tests run in parallel on one Redis), and checks what members on every node receive.
+//! A node that must die without a goodbye runs on a tokio runtime of its own, which the test
+//! drops at once ([`CrashableNode::crash`]): its tasks and sockets vanish mid-flight as in a
+//! `kill -9`, and nothing of its shutdown path runs.
 //!
 //! Needs `HUBBUB_TEST_POSTGRES` (a PostgreSQL server: scripts/pg.sh) and `HUBBUB_TEST_REDIS`
 //! (a Redis: scripts/redis.sh); without them each test prints why it is skipped. The Redis
@@ -13,8 +16,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use common::{Client, TestServer, WAIT};
+use hubbub::Config;
 use hubbub::config::{PostgresUrl, Secret};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -38,23 +43,117 @@ fn cluster_env(test: &str) -> Option<(String, String)> {
     }
 }
 
+/// One fresh schema, one Redis and the test's own channel: what every node of a test shares.
+#[derive(Clone)]
+struct Cluster {
+    schema: String,
+    redis: String,
+    channel: String,
+}
+
+impl Cluster {
+    async fn new(postgres: &str, redis: &str, test: &str) -> Cluster {
+        Cluster {
+            schema: common::pg::fresh_schema_url(postgres).await,
+            redis: redis.to_owned(),
+            channel: format!("hubbub-test:{}:{test}", std::process::id()),
+        }
+    }
+
+    /// Points `config` at the cluster as node `node_id`.
+    fn configure(&self, config: &mut Config, node_id: u64) {
+        config.postgres = Some(PostgresUrl::new(self.schema.clone()));
+        config.broker = Some(Secret::new(self.redis.clone()));
+        config.node_id = Some(node_id);
+        config.broker_channel = self.channel.clone();
+    }
+
+    /// An in-process node, after `adjust` had its say on the config.
+    async fn node(&self, node_id: u64, adjust: impl FnOnce(&mut Config) + Send) -> TestServer {
+        let cluster = self.clone();
+        common::start_server_with(move |c| {
+            cluster.configure(c, node_id);
+            adjust(c);
+        })
+        .await
+    }
+
+    /// A node on a runtime of its own, which [`CrashableNode::crash`] drops.
+    fn crashable_node(&self, node_id: u64, adjust: impl FnOnce(&mut Config)) -> CrashableNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            rate_limit: 0,
+            ..Config::default()
+        };
+        self.configure(&mut config, node_id);
+        adjust(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            hubbub::serve(config, listener, std::future::pending()).await
+        });
+        CrashableNode {
+            addr,
+            runtime: Some(runtime),
+            _dir: dir,
+        }
+    }
+}
+
+/// A node that can die the way a killed process does (see the module doc).
+struct CrashableNode {
+    addr: std::net::SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+impl CrashableNode {
+    async fn client(&self, query: &str) -> Client {
+        Client::connect(self.addr, query).await
+    }
+
+    /// Drops every task of the node where it stands: no goodbye, no cleanup, sockets closed
+    /// by the kernel as for a killed process.
+    fn crash(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableNode {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// `n` nodes on one fresh schema, one Redis and the test's own channel.
 async fn start_nodes(n: u64, postgres: &str, redis: &str, test: &str) -> Vec<TestServer> {
-    let schema = common::pg::fresh_schema_url(postgres).await;
-    let channel = format!("hubbub-test:{}:{test}", std::process::id());
+    start_nodes_with(n, postgres, redis, test, |_| {}).await
+}
+
+/// [`start_nodes`] with `adjust` applied to every node's config.
+async fn start_nodes_with(
+    n: u64,
+    postgres: &str,
+    redis: &str,
+    test: &str,
+    adjust: impl Fn(&mut Config) + Clone + Send,
+) -> Vec<TestServer> {
+    let cluster = Cluster::new(postgres, redis, test).await;
     let mut nodes = Vec::new();
     for node_id in 1..=n {
-        let (schema, channel) = (schema.clone(), channel.clone());
-        let redis = redis.to_owned();
-        nodes.push(
-            common::start_server_with(move |c| {
-                c.postgres = Some(PostgresUrl::new(schema));
-                c.broker = Some(Secret::new(redis));
-                c.node_id = Some(node_id);
-                c.broker_channel = channel;
-            })
-            .await,
-        );
+        nodes.push(cluster.node(node_id, adjust.clone()).await);
     }
     nodes
 }
@@ -386,4 +485,258 @@ async fn a_broker_with_a_sqlite_database_is_refused_at_start() {
         !dir.path().join("hubbub.db").exists(),
         "refused before any file was made"
     );
+}
+
+/// A client named `name` on the node at `addr` that has joined `room`.
+async fn named_member(addr: std::net::SocketAddr, name: &str, room: &str) -> (Client, Value) {
+    let mut client = Client::connect(addr, &format!("name={name}")).await;
+    let joined = client.join(room).await;
+    (client, joined)
+}
+
+/// Reads until a `presence` frame of `room` with `data[key] == name` arrives ("joined" or
+/// "left"), failing after `deadline`.
+async fn presence_of(
+    client: &mut Client,
+    room: &str,
+    key: &str,
+    name: &str,
+    deadline: Duration,
+) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    // Not `Client::recv`, whose own wait for each frame is shorter than some deadlines here.
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let message = tokio::time::timeout_at(until, client.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no presence {key} {name} in {room} within {deadline:?}"))
+            .expect("the connection is open")
+            .expect("the frame is valid");
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+        if frame["type"] == "presence" && frame["room"] == room && frame["data"][key] == name {
+            return frame;
+        }
+    }
+}
+
+/// Reads until a `presence` `{"count": count}` of `room` arrives.
+async fn count_of(client: &mut Client, room: &str, count: u64) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = client.recv_type("presence").await;
+            if frame["room"] == room && frame["data"]["count"] == count {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no count {count} in {room} in time"));
+}
+
+/// The sorted names a `members` request answers, and the count.
+async fn members_of(client: &mut Client, room: &str) -> (Vec<String>, u64) {
+    client.send(json!({"type": "members", "room": room})).await;
+    let frame = client.recv_type("members").await;
+    let names = frame["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    (names, frame["data"]["count"].as_u64().unwrap())
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn presence_frames_cross_nodes_also_for_members_with_the_same_connection_id() {
+    let test = "presence_frames";
+    let Some((postgres, redis)) = cluster_env(test) else {
+        return;
+    };
+    let nodes = start_nodes(2, &postgres, &redis, test).await;
+    // Both are their node's first connection, so both have connection id 1: a remote event
+    // that skipped its origin's id would skip bob.
+    let (mut bob, _) = named_member(nodes[1].addr, "bob", "lobby").await;
+    let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
+    presence_of(&mut bob, "lobby", "joined", "alice", WAIT).await;
+    alice.send(json!({"type": "leave", "room": "lobby"})).await;
+    presence_of(&mut bob, "lobby", "left", "alice", WAIT).await;
+    drop((alice, bob));
+    stop_all(nodes).await;
+}
+
+#[tokio::test]
+async fn joined_and_members_include_members_on_other_nodes() {
+    let test = "joined_members";
+    let Some((postgres, redis)) = cluster_env(test) else {
+        return;
+    };
+    let nodes = start_nodes(2, &postgres, &redis, test).await;
+    let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
+    let (mut bob, joined) = named_member(nodes[1].addr, "bob", "lobby").await;
+    // Each node has the other's member once its member has heard of it (node 1's write of
+    // alice's arrival may leave after node 2's of bob's, so bob may not have her yet).
+    if !names(&joined["data"]["members"]).contains(&"alice") {
+        presence_of(&mut bob, "lobby", "joined", "alice", WAIT).await;
+    }
+    presence_of(&mut alice, "lobby", "joined", "bob", WAIT).await;
+    let (mut carol, joined) = named_member(nodes[1].addr, "carol", "lobby").await;
+    assert_eq!(names(&joined["data"]["members"]), ["alice", "bob", "carol"]);
+    assert_eq!(joined["data"]["count"], 3);
+    let everyone = (vec!["alice".into(), "bob".into(), "carol".into()], 3);
+    assert_eq!(members_of(&mut carol, "lobby").await, everyone);
+    presence_of(&mut alice, "lobby", "joined", "carol", WAIT).await;
+    assert_eq!(members_of(&mut alice, "lobby").await, everyone);
+    let rooms = common::get_json(nodes[0].url("/api/rooms")).await;
+    assert_eq!(
+        rooms,
+        json!([{"room": "lobby", "members": 3, "last_id": 0}])
+    );
+    // A rename on one node is a leave and a join on the other.
+    bob.send(json!({"type": "nick", "data": "bobby"})).await;
+    presence_of(&mut alice, "lobby", "left", "bob", WAIT).await;
+    presence_of(&mut alice, "lobby", "joined", "bobby", WAIT).await;
+    let renamed = (vec!["alice".into(), "bobby".into(), "carol".into()], 3);
+    assert_eq!(members_of(&mut alice, "lobby").await, renamed);
+    drop((alice, bob, carol));
+    stop_all(nodes).await;
+}
+
+#[tokio::test]
+async fn typing_crosses_nodes_and_is_not_echoed_to_the_typer() {
+    let test = "typing";
+    let Some((postgres, redis)) = cluster_env(test) else {
+        return;
+    };
+    let nodes = start_nodes(2, &postgres, &redis, test).await;
+    let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
+    let (mut bob, _) = named_member(nodes[1].addr, "bob", "lobby").await;
+    alice.send(json!({"type": "typing", "room": "lobby"})).await;
+    let typing = bob.recv_type("typing").await;
+    assert_eq!(
+        typing,
+        json!({"type": "typing", "room": "lobby", "from": "alice"})
+    );
+    // Bob's typing is published after alice's reached him, so Redis hands it to node 1 after
+    // alice's own: had anything echoed alice's typing back to her, it would come first.
+    bob.send(json!({"type": "typing", "room": "lobby"})).await;
+    let typing = alice.recv_type("typing").await;
+    assert_eq!(typing["from"], "bob", "the typer does not hear itself");
+    drop((alice, bob));
+    stop_all(nodes).await;
+}
+
+/// Heartbeat and expiry short enough that a test waits seconds, not the production 15 s.
+fn quick_presence(config: &mut Config) {
+    config.hub.presence_heartbeat = Duration::from_millis(300);
+    config.hub.presence_expiry = Duration::from_secs(3);
+}
+
+#[tokio::test]
+async fn the_members_of_a_node_that_dies_without_goodbye_leave_everyones_view() {
+    let test = "node_dies";
+    let Some((postgres, redis)) = cluster_env(test) else {
+        return;
+    };
+    let cluster = Cluster::new(&postgres, &redis, test).await;
+    let survivor = cluster.node(1, quick_presence).await;
+    let doomed = cluster.crashable_node(2, quick_presence);
+    let (mut watcher, _) = named_member(survivor.addr, "watcher", "lobby").await;
+    let mut ghost = doomed.client("name=ghost").await;
+    ghost.join("lobby").await;
+    presence_of(&mut watcher, "lobby", "joined", "ghost", WAIT).await;
+    doomed.crash();
+    // The promise is 30 s with the production settings; here expiry is 3 s.
+    presence_of(
+        &mut watcher,
+        "lobby",
+        "left",
+        "ghost",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        members_of(&mut watcher, "lobby").await,
+        (vec!["watcher".into()], 1)
+    );
+    drop((watcher, ghost));
+    survivor.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_restarted_with_the_same_id_leaves_no_ghosts() {
+    let test = "node_restarts";
+    let Some((postgres, redis)) = cluster_env(test) else {
+        return;
+    };
+    let cluster = Cluster::new(&postgres, &redis, test).await;
+    // Expiry far beyond the test's waits: only the restart can remove the ghost in time.
+    let slow_expiry = |c: &mut Config| c.hub.presence_expiry = Duration::from_secs(600);
+    let survivor = cluster.node(1, slow_expiry).await;
+    let first_life = cluster.crashable_node(2, slow_expiry);
+    let (mut watcher, _) = named_member(survivor.addr, "watcher", "lobby").await;
+    let mut ghost = first_life.client("name=ghost").await;
+    ghost.join("lobby").await;
+    presence_of(&mut watcher, "lobby", "joined", "ghost", WAIT).await;
+    first_life.crash();
+    drop(ghost);
+    let second_life = cluster.node(2, slow_expiry).await;
+    presence_of(&mut watcher, "lobby", "left", "ghost", WAIT).await;
+    let (_again, joined) = named_member(second_life.addr, "again", "lobby").await;
+    presence_of(&mut watcher, "lobby", "joined", "again", WAIT).await;
+    assert_eq!(
+        members_of(&mut watcher, "lobby").await,
+        (vec!["again".into(), "watcher".into()], 2)
+    );
+    assert!(
+        !names(&joined["data"]["members"]).contains(&"ghost"),
+        "{joined}"
+    );
+    drop((watcher, _again));
+    stop_all(vec![survivor, second_life]).await;
+}
+
+#[tokio::test]
+async fn large_room_counts_include_members_on_other_nodes() {
+    let test = "large_room_counts";
+    let Some((postgres, redis)) = cluster_env(test) else {
+        return;
+    };
+    let small_limit = |c: &mut Config| {
+        c.hub.presence_limit = 2;
+        c.hub.presence_tick = Duration::from_millis(100);
+    };
+    let nodes = start_nodes_with(2, &postgres, &redis, test, small_limit).await;
+    let (mut first, _) = named_member(nodes[0].addr, "m1", "big").await;
+    let (_second, _) = named_member(nodes[0].addr, "m2", "big").await;
+    let (mut third, _) = named_member(nodes[1].addr, "m3", "big").await;
+    // Three members over two nodes: more than the limit on both, counted on both.
+    count_of(&mut first, "big", 3).await;
+    count_of(&mut third, "big", 3).await;
+    let (mut fourth, joined) = named_member(nodes[1].addr, "m4", "big").await;
+    assert_eq!(joined["data"]["count"], 4);
+    assert_eq!(
+        names(&joined["data"]["members"]).len(),
+        2,
+        "a sample of the limit"
+    );
+    let (all, count) = members_of(&mut fourth, "big").await;
+    assert_eq!(
+        (all, count),
+        (vec!["m1".into(), "m2".into(), "m3".into(), "m4".into()], 4)
+    );
+    count_of(&mut first, "big", 4).await;
+    drop((first, _second, third, fourth));
+    stop_all(nodes).await;
 }

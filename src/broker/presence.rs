@@ -375,6 +375,7 @@ impl Writer {
                 }
                 _ = beat.tick() => true,
                 () = self.local.wake.notified() => false,
+                () = super::redis::sleep_until(retry_at) => false,
                 payload = typing.recv() => {
                     if let Some(payload) = payload && due == Due::Changes {
                         self.send_typing(&mut conn, payload).await;
@@ -848,7 +849,12 @@ impl MirrorTask {
                         mirror.touch_all(Instant::now());
                         self.snapshot(&keys, &mut conn, &mut mirror).await;
                     }
-                    Some(MirrorInput::Lost) => subscribed = false,
+                    Some(MirrorInput::Lost) => {
+                        subscribed = false;
+                        // Most likely Redis itself went: the snapshot after the resubscription
+                        // must not try the old connection first.
+                        conn = None;
+                    }
                     Some(MirrorInput::Signal(Signal::Presence(node, announcement))) => {
                         self.announced(&keys, &mut conn, &mut mirror, node, announcement).await;
                     }

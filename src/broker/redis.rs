@@ -642,7 +642,7 @@ async fn listen(
 }
 
 /// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<Instant>) {
+pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -129,7 +129,7 @@ pub(crate) struct Admission {
 pub struct RoomInfo {
     /// The room's name.
     pub room: String,
-    /// Connections in it on this node.
+    /// Connections in it, on every node of a cluster.
     pub members: usize,
     /// Its newest message id.
     pub last_id: u64,
@@ -292,15 +292,18 @@ impl Hub {
         self.inner.store.before(room, before, limit).await
     }
 
-    /// Every room with messages or local members, sorted by name.
+    /// Every room with messages or members (on any node), sorted by name.
     pub async fn rooms(&self) -> Result<Vec<RoomInfo>, StoreError> {
         let stored = self.inner.store.rooms().await?;
-        let mut counts: HashMap<String, usize> = self
-            .lock_rooms()
-            .local
-            .iter()
-            .map(|(name, room)| (name.clone(), room.len()))
-            .collect();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        {
+            let rooms = self.lock_rooms();
+            let local = rooms.local.iter().map(|(name, room)| (name, room.len()));
+            let remote = rooms.remote.iter().map(|(name, room)| (name, room.len()));
+            for (name, members) in local.chain(remote) {
+                *counts.entry(name.clone()).or_default() += members;
+            }
+        }
         let mut list: Vec<RoomInfo> = stored
             .into_iter()
             .map(|summary| RoomInfo {
