@@ -23,8 +23,8 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "release build (used by the browser and conformance suites)"
-cargo build --release --workspace
+step "release build of the server (used by the browser and conformance suites)"
+cargo build --release --bin hubbub
 
 step "Rust tests"
 cargo test --workspace --all-targets
