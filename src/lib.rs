@@ -47,7 +47,7 @@ pub use error::{Error, Result};
 
 use hub::Hub;
 use metrics::Metrics;
-use store::{PostgresStore, SchemaAtOpen, SqliteStore, Store};
+use store::{Coalescing, PostgresStore, SchemaAtOpen, SqliteStore, Store};
 use transport::AppState;
 
 /// Opens the store the config names: PostgreSQL when `config.postgres` is set (migrated, or only
@@ -148,10 +148,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     refuse_split_history(&config)?;
-    let store = open_store(&config).await?;
+    let metrics = Metrics::new();
+    // Identical concurrent reads (a reconnect storm's joins, gap fills) share one query.
+    let store: Arc<dyn Store> = Arc::new(Coalescing::new(open_store(&config).await?, &metrics));
     let (broker, redis) = open_broker(&config, &store).await?;
     let database = database_name(&config);
-    let metrics = Metrics::new();
     let sockets = TaskTracker::new();
     let background = TaskTracker::new();
     let stop_sockets = CancellationToken::new();

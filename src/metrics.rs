@@ -28,6 +28,14 @@ pub struct RouteLabel {
     pub status: u16,
 }
 
+/// Label for store reads: which kind of read (`last_id`, `after`, `before`, `rooms`), a fixed
+/// set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabel {
+    /// The `Store` method the read went through.
+    pub kind: &'static str,
+}
+
 /// Every metric the server exports. Cheap to clone: each field is a shared handle.
 #[derive(Clone)]
 pub struct Metrics {
@@ -56,6 +64,11 @@ pub struct Metrics {
     pub store_batch_size: Histogram,
     /// HTTP requests, by route template and status.
     pub http_requests: Family<RouteLabel, Counter>,
+    /// Read queries that reached the database, by kind: what a reconnect storm costs the store
+    /// (identical concurrent reads share one, see store/coalesce.rs).
+    pub store_reads: Family<ReadLabel, Counter>,
+    /// Reads answered by a query another concurrent read had already asked for, by kind.
+    pub store_reads_joined: Family<ReadLabel, Counter>,
 }
 
 impl Metrics {
@@ -74,6 +87,8 @@ impl Metrics {
         let store_commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         let store_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let http_requests = Family::<RouteLabel, Counter>::default();
+        let store_reads = Family::<ReadLabel, Counter>::default();
+        let store_reads_joined = Family::<ReadLabel, Counter>::default();
         registry.register(
             "connections",
             "Open client connections",
@@ -130,6 +145,16 @@ impl Metrics {
             "HTTP requests by route and status",
             http_requests.clone(),
         );
+        registry.register(
+            "store_reads",
+            "Read queries that reached the database, by kind",
+            store_reads.clone(),
+        );
+        registry.register(
+            "store_reads_joined",
+            "Reads answered by a query another concurrent read had already asked for, by kind",
+            store_reads_joined.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             connections,
@@ -144,7 +169,22 @@ impl Metrics {
             store_commit_seconds,
             store_batch_size,
             http_requests,
+            store_reads,
+            store_reads_joined,
         }
+    }
+
+    /// The counter of `kind` read queries that reached the database (created at zero, so the
+    /// series shows before the first read).
+    pub fn store_reads(&self, kind: &'static str) -> Counter {
+        self.store_reads.get_or_create(&ReadLabel { kind }).clone()
+    }
+
+    /// The counter of `kind` reads that shared a query another read had asked for.
+    pub fn store_reads_joined(&self, kind: &'static str) -> Counter {
+        self.store_reads_joined
+            .get_or_create(&ReadLabel { kind })
+            .clone()
     }
 
     /// The connection gauge for one transport.

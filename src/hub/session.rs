@@ -6,13 +6,14 @@ use std::collections::HashSet;
 
 use rand::RngExt;
 
+use super::room::RecentSnapshot;
 use super::{Admission, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing};
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
     ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
     RoomName, ServerFrame, VERSION, Welcome,
 };
-use crate::store::StoredMessage;
+use crate::store::{StoreError, StoredMessage};
 
 /// Messages read from the store per replay query when resuming with `since`.
 const REPLAY_PAGE: u32 = 500;
@@ -194,21 +195,22 @@ impl Session {
         self.ever_joined = true;
         // Read after the member was added: anything committed later is held for it, anything
         // earlier is in the store (or in the recent frames taken with the member's admission),
-        // so the replay below cannot miss a message.
-        let last_id = match &recent {
-            Some(recent) => recent.last_id,
-            None => match self.hub.store().last_id(&room).await {
-                Ok(id) => id,
+        // so the replay below cannot miss a message. The store may answer with a query shared
+        // with other joins, but only with one that started after this read was asked for
+        // (store/coalesce.rs): one started before the member was added could predate a message
+        // delivered to the room just before the member was in it.
+        let recent = match recent {
+            Some(recent) => Some(recent),
+            None => match self.read_recent(&room).await {
+                Ok(recent) => Some(recent),
                 Err(err) => {
-                    self.reject_with(
-                        ErrorCode::StoreUnavailable,
-                        &err.to_string(),
-                        reference.clone(),
-                    );
-                    0
+                    let message = err.to_string();
+                    self.reject_with(ErrorCode::StoreUnavailable, &message, reference.clone());
+                    None
                 }
             },
         };
+        let last_id = recent.as_ref().map_or(0, |recent| recent.last_id);
         self.send_joined(&room, &names, count, last_id);
         self.announce(&room, self.name.clone(), true).await;
         // A `since` beyond the room's newest id (a client that remembers a server whose data was
@@ -222,6 +224,33 @@ impl Session {
             None => self.replay(&room, since, reference).await,
         };
         self.hub.release_held(&room, self.id, has_up_to);
+    }
+
+    /// Reads the room's newest messages for a join that memory could not serve, and gives them
+    /// to the room so that later joins are served from memory.
+    ///
+    /// One query answers both what `joined` needs (the newest id) and, for a `since` among the
+    /// newest [`JOIN_BACKLOG`] messages, the whole replay; and it is the same query for every
+    /// joiner of the room whatever its `since`, so a reconnect storm's joiners share it (the
+    /// store coalesces identical concurrent reads, store/coalesce.rs) until the first of them
+    /// has seeded the room. Valid for this member because the read starts after the member was
+    /// added (the coalescing never hands out a query that started earlier): whatever was
+    /// committed before it is in the page or older, whatever is delivered after it is held.
+    /// The page's newest id is the room's last id at the read, as `last_id` would be: ids are
+    /// committed in order per room.
+    async fn read_recent(&self, room: &RoomName) -> Result<RecentSnapshot, StoreError> {
+        let page = self
+            .hub
+            .store()
+            .before(room, None, JOIN_BACKLOG as u32)
+            .await?;
+        let frames = encode(&page.messages);
+        self.hub.seed_recent(room, &frames);
+        Ok(RecentSnapshot {
+            last_id: frames.last().and_then(|frame| frame.msg_id).unwrap_or(0),
+            whole_history: !page.has_more,
+            frames,
+        })
     }
 
     fn send_joined(&self, room: &RoomName, members: &[String], count: usize, last_id: u64) {

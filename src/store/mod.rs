@@ -3,6 +3,7 @@
 //! ids (it is the only thing that can make them survive restarts) and knows nothing of members,
 //! sockets or the broker.
 
+mod coalesce;
 pub mod copy;
 mod import;
 mod postgres;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::protocol::{MessageView, RoomName};
 
+pub use coalesce::Coalescing;
 pub use import::{ImportConflict, ImportOutcome};
 pub use postgres::{PostgresStore, SchemaAtOpen};
 pub use sqlite::SqliteStore;
