@@ -327,6 +327,27 @@ async fn export_then_import_into_postgres_keeps_every_message_and_continues_ids(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_postgres_back_to_a_sqlite_file_keeps_every_message() {
+    let Some(url) = postgres("copy_from_postgres_back_to_a_sqlite_file_keeps_every_message").await
+    else {
+        return;
+    };
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    succeeded(&hubbub(
+        &["copy", "--from", &sqlite_url(&db), "--to", &url],
+        None,
+    ));
+    let back = data.join("back.db");
+    succeeded(&hubbub(
+        &["copy", "--from", &url, "--to", &sqlite_url(&back)],
+        None,
+    ));
+    assert_eq!(sqlite_history(&back).await, sqlite_history(&db).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_applies_the_postgres_migrations_first() {
     let Some(url) = postgres("import_applies_the_postgres_migrations_first").await else {
         return;
