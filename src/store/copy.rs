@@ -61,7 +61,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     /// A database could not be opened (unreachable, refused, schema not current ...).
-    #[error("could not open the {side} database {database}: {source}")]
+    #[error("could not open the {side} database {database}")]
     Open {
         /// `source` or `target`.
         side: &'static str,
