@@ -11,7 +11,7 @@
 //!   runs; stopping the relay's traffic (every byte held, both ways, connections left open) is a
 //!   database that stops answering, as behind a dead network path. Letting it flow again is the
 //!   database coming back, deterministically and without disturbing the PostgreSQL other tests
-//!   share.
+//!   share. **Database down**: the relay closes every connection and each new one at once.
 //! - **Broker cut off**: a private Redis (scripts/redis.sh, stopped by PID) whose port is then
 //!   free: the server starts with `--broker` pointing there, and the Redis is started again on
 //!   the same port.
@@ -162,6 +162,40 @@ async fn a_hung_database_makes_the_node_unready_and_its_return_ready_again() {
 }
 
 #[tokio::test]
+async fn a_database_that_goes_down_makes_the_node_unready_and_its_return_ready_again() {
+    let Some(postgres) =
+        postgres("a_database_that_goes_down_makes_the_node_unready_and_its_return_ready_again")
+    else {
+        return;
+    };
+    let schema = common::pg::fresh_schema_url(&postgres).await;
+    let relay = Relay::start(&schema).await;
+    let through_relay = relay.url(&schema);
+    let server = common::start_server_with(move |c| {
+        c.postgres = Some(PostgresUrl::new(through_relay));
+    })
+    .await;
+    common::pg::until_serving(server.addr).await;
+    readyz_until(server.addr, 200, WAIT).await;
+
+    relay.cut();
+    let body = readyz_until(server.addr, 503, WAIT).await;
+    assert_eq!(body["not_ready"], json!(["store"]), "{body}");
+    // Refused at once or, while the pool keeps retrying its connection, not within the bound.
+    assert!(
+        body["store"] == "unavailable" || body["store"] == "timed_out",
+        "{body}"
+    );
+    assert_live(server.addr).await;
+
+    relay.flow();
+    let body = readyz_until(server.addr, 200, RECOVERY).await;
+    assert_eq!(body["store"], "ok", "{body}");
+    server.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn a_disconnected_broker_makes_the_node_unready_and_its_return_ready_again() {
     let Some(postgres) =
         postgres("a_disconnected_broker_makes_the_node_unready_and_its_return_ready_again")
@@ -201,11 +235,20 @@ async fn a_disconnected_broker_makes_the_node_unready_and_its_return_ready_again
 
 /// A TCP relay on loopback to the PostgreSQL server: forwards every connection's bytes both ways
 /// while flowing; while held it accepts and reads but forwards nothing, so the database looks
-/// hung to the server (its connections stay open and silent).
+/// hung to the server (its connections stay open and silent); while cut it closes every
+/// connection and each new one at once, as a database that went down.
 struct Relay {
     addr: SocketAddr,
-    flowing: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     tasks: JoinSet<()>,
+}
+
+/// What the relay does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Flow,
+    Hold,
+    Cut,
 }
 
 impl Relay {
@@ -223,11 +266,14 @@ impl Relay {
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (flowing, watching) = watch::channel(true);
+        let (mode, watching) = watch::channel(Mode::Flow);
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
             let mut pipes = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                if *watching.borrow() == Mode::Cut {
+                    continue; // dropped: closed at once
+                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -237,11 +283,7 @@ impl Relay {
                 pipes.spawn(pipe(server_read, client_write, watching.clone()));
             }
         });
-        Relay {
-            addr,
-            flowing,
-            tasks,
-        }
+        Relay { addr, mode, tasks }
     }
 
     /// `url` with its host and port replaced by the relay's.
@@ -258,12 +300,17 @@ impl Relay {
 
     /// Stops forwarding: the database hangs.
     fn hold(&self) {
-        self.flowing.send_replace(false);
+        self.mode.send_replace(Mode::Hold);
     }
 
-    /// Forwards again, what was held first.
+    /// Closes every connection and refuses new ones: the database is down.
+    fn cut(&self) {
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Forwards again (what was held first).
     fn flow(&self) {
-        self.flowing.send_replace(true);
+        self.mode.send_replace(Mode::Flow);
     }
 
     async fn stop(mut self) {
@@ -271,20 +318,25 @@ impl Relay {
     }
 }
 
-/// Copies `from` to `to` while the relay flows; holds what it read while it does not.
+/// Copies `from` to `to` while the relay flows; holds what it read while held; ends (closing
+/// both halves) when cut.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut flowing: watch::Receiver<bool>,
+    mut mode: watch::Receiver<Mode>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = mode.wait_for(|mode| *mode == Mode::Cut) => return,
         };
-        if flowing.wait_for(|flowing| *flowing).await.is_err() {
-            return;
+        match mode.wait_for(|mode| *mode != Mode::Hold).await {
+            Ok(mode) if *mode == Mode::Flow => {}
+            _ => return,
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
