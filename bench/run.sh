@@ -92,8 +92,8 @@ fi
 out=docs/bench/results.json
 if [ "$cluster" = 1 ]; then
   out=docs/bench/cluster.json
+  export HUBBUB_BENCH_COMMAND="bench/run.sh --cluster --$size${extra[*]:+ ${extra[*]}}"
   extra=(--servers hubbub --scenarios cluster "${extra[@]}")
-  export HUBBUB_BENCH_COMMAND="bench/run.sh --cluster --$size"
 else
   export HUBBUB_BENCH_COMMAND="bench/run.sh --$size${extra[*]:+ ${extra[*]}}"
 fi
