@@ -495,18 +495,19 @@ async fn named_member(addr: std::net::SocketAddr, name: &str, room: &str) -> (Cl
 }
 
 /// Reads until a `presence` frame of `room` with `data[key] == name` arrives ("joined" or
-/// "left"), failing after `deadline`.
+/// "left"), failing after `deadline`; returns every `presence` frame read, that one last.
 async fn presence_of(
     client: &mut Client,
     room: &str,
     key: &str,
     name: &str,
     deadline: Duration,
-) -> Value {
+) -> Vec<Value> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     // Not `Client::recv`, whose own wait for each frame is shorter than some deadlines here.
     let until = tokio::time::Instant::now() + deadline;
+    let mut read = Vec::new();
     loop {
         let message = tokio::time::timeout_at(until, client.ws.next())
             .await
@@ -517,8 +518,13 @@ async fn presence_of(
             continue;
         };
         let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-        if frame["type"] == "presence" && frame["room"] == room && frame["data"][key] == name {
-            return frame;
+        if frame["type"] != "presence" {
+            continue;
+        }
+        let found = frame["room"] == room && frame["data"][key] == name;
+        read.push(frame);
+        if found {
+            return read;
         }
     }
 }
@@ -740,4 +746,39 @@ async fn large_room_counts_include_members_on_other_nodes() {
     count_of(&mut first, "big", 4).await;
     drop((first, _second, third, fourth));
     stop_all(nodes).await;
+}
+
+#[tokio::test]
+async fn presence_survives_a_redis_restart_without_false_departures() {
+    let test = "presence_redis_restart";
+    let Some((postgres, _shared_redis)) = cluster_env(test) else {
+        return;
+    };
+    let redis = PrivateRedis::start().await;
+    let nodes = start_nodes_with(2, &postgres, &redis.url, test, quick_presence).await;
+    let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
+    let (mut bob, joined) = named_member(nodes[1].addr, "bob", "lobby").await;
+    if !names(&joined["data"]["members"]).contains(&"alice") {
+        presence_of(&mut bob, "lobby", "joined", "alice", WAIT).await;
+    }
+    presence_of(&mut alice, "lobby", "joined", "bob", WAIT).await;
+    // Redis comes back empty (no persistence): every presence hash is gone.
+    redis.stop().await;
+    redis.restart().await;
+    // Node 1 finds its hash gone at its next write and rewrites it whole, node 2 re-reads it:
+    // dave's arrival crosses, and alice never left bob's view on the way.
+    let (_dave, _) = named_member(nodes[0].addr, "dave", "lobby").await;
+    let seen = presence_of(&mut bob, "lobby", "joined", "dave", Duration::from_secs(30)).await;
+    assert!(
+        !seen.iter().any(|frame| frame["data"]["left"] == "alice"),
+        "no false departure: {seen:?}"
+    );
+    let (everyone, count) = members_of(&mut bob, "lobby").await;
+    assert_eq!(
+        (everyone, count),
+        (vec!["alice".into(), "bob".into(), "dave".into()], 3)
+    );
+    drop((alice, bob, _dave));
+    stop_all(nodes).await;
+    drop(redis);
 }
