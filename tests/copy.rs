@@ -697,3 +697,40 @@ fn a_copy_from_a_missing_sqlite_file_is_refused_and_creates_nothing() {
     assert!(!missing.exists(), "the source was not created");
     assert!(!target.exists(), "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_a_sqlite_file_without_hubbubs_schema_is_refused_and_leaves_it_unchanged() {
+    use sqlx::{ConnectOptions, Connection};
+    let (_dir, data) = scratch();
+    let foreign = data.join("foreign.db");
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&foreign)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE notes (body TEXT)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let before = std::fs::read(&foreign).unwrap();
+
+    let target = data.join("t.db");
+    let output = hubbub(
+        &[
+            "copy",
+            "--from",
+            &sqlite_url(&foreign),
+            "--to",
+            &sqlite_url(&target),
+        ],
+        None,
+    );
+    failed_saying(&output, "could not open the source database");
+    failed_saying(&output, "lacks migration(s) [1]");
+    assert!(
+        std::fs::read(&foreign).unwrap() == before,
+        "the source is neither migrated nor otherwise written"
+    );
+}

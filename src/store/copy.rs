@@ -167,15 +167,15 @@ pub fn display(db: &Database) -> String {
     }
 }
 
-/// Opens a database to read from. A SQLite file must exist; a PostgreSQL schema must be current
-/// (it is only checked, never migrated: reading changes nothing).
+/// Opens a database to read from. A SQLite file must exist; either database's schema must be
+/// current (it is only checked, never migrated: the source may be a serving node's).
 pub async fn open_source(db: &Database) -> Result<Arc<dyn Store>, TransferError> {
     let opened: Result<Arc<dyn Store>, StoreError> = match db {
         Database::Sqlite(path) => {
             if !path.is_file() {
                 return Err(TransferError::NoSource(display(db)));
             }
-            SqliteStore::open(path, BUSY_TIMEOUT, Durability::Machine)
+            SqliteStore::open_existing(path, BUSY_TIMEOUT)
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
         }

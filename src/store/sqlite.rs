@@ -35,16 +35,49 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
 use super::{
-    ImportOutcome, NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage, import,
+    ImportOutcome, NewMessage, Page, RoomSummary, SchemaAtOpen, Store, StoreError, StoredMessage,
+    import,
 };
 use crate::config::Durability;
 use crate::protocol::RoomName;
+
+/// The SQLite schema (migrations/sqlite).
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Refuses a database that lacks migrations this build needs, changing nothing.
+async fn require_current(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let applied: Vec<i64> = match table {
+        Some(_) => {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let missing: Vec<i64> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .filter(|version| !applied.contains(version))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaBehind { missing })
+    }
+}
 
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -78,15 +111,33 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(busy_timeout);
-        Self::open_with(path, options).await
+        Self::open_with(path, options, SchemaAtOpen::Migrate).await
     }
 
-    async fn open_with(path: &Path, options: SqliteConnectOptions) -> Result<Self, StoreError> {
+    /// Opens an existing database to read its history (`hubbub export` and `hubbub copy` read
+    /// their source this way), neither creating nor migrating it: the file of a node that is
+    /// still serving stays as that node wants it. Refuses a schema that lacks migrations this
+    /// build needs (`hubbub migrate` brings it up to date), as PostgreSQL sources are refused.
+    pub async fn open_existing(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        // No journal mode either: setting one would write to a file that is not in it already.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .busy_timeout(busy_timeout);
+        Self::open_with(path, options, SchemaAtOpen::RequireCurrent).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        options: SqliteConnectOptions,
+        schema: SchemaAtOpen,
+    ) -> Result<Self, StoreError> {
         refuse_orphaned_wal(path)?;
         let mut conn = options.connect().await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run_direct(None, &mut conn, false)
-            .await?;
+        match schema {
+            SchemaAtOpen::Migrate => MIGRATOR.run_direct(None, &mut conn, false).await?,
+            SchemaAtOpen::RequireCurrent => require_current(&mut conn).await?,
+        }
         // The writer connection stays open for the server's life, so SQLite never deletes and
         // recreates the WAL under it and the WAL's identity taken below stays the right one.
         let files = DatabaseFiles::identify(path)?;
