@@ -734,3 +734,38 @@ async fn a_copy_from_a_sqlite_file_without_hubbubs_schema_is_refused_and_leaves_
         "the source is neither migrated nor otherwise written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_copy_after_stopping_the_node_stores_only_what_was_posted_since_the_first() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let target = data.join("copy.db");
+    let args = [
+        "copy",
+        "--from",
+        &sqlite_url(&db),
+        "--to",
+        &sqlite_url(&target),
+    ];
+    let node = Binary::start(&data, free_port(), &["--db", &sqlite_url(&db)]).await;
+    succeeded(&hubbub(&args, None));
+    // Posted after the first pass: not in it.
+    let late = common::api_post(node.addr, "lobby", "frank", "after pass one").await;
+    assert_eq!(late, LONG_ROOM as u64 + 1);
+    common::api_post(node.addr, "new-room", "frank", "a room born meanwhile").await;
+    node.signal("TERM");
+    assert!(node.wait().await.success());
+
+    let second = hubbub(&args, None);
+    succeeded(&second);
+    let total = seed_messages().len();
+    assert!(
+        stdout(&second).contains(&format!(
+            "stored 2 messages in 4 rooms ({total} already there, skipped)"
+        )),
+        "{}",
+        stdout(&second)
+    );
+    assert_eq!(sqlite_history(&target).await, sqlite_history(&db).await);
+}
