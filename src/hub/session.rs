@@ -467,3 +467,78 @@ fn encode(messages: &[StoredMessage]) -> Vec<Outgoing> {
 fn guest_name() -> String {
     format!("guest-{:04}", rand::rng().random_range(0..10_000))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::config::Durability;
+    use crate::hub::{HubSettings, OutboxReceiver};
+    use crate::metrics::Metrics;
+    use crate::store::{Coalescing, SqliteStore, Store};
+
+    /// A hub on a fresh SQLite file behind the coalescing store, as `serve` builds it.
+    async fn hub() -> (Hub, Metrics, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = SqliteStore::open(
+            &dir.path().join("hub.db"),
+            Duration::from_secs(5),
+            Durability::Process,
+        )
+        .await
+        .expect("store");
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(Coalescing::new(Arc::new(sqlite), &metrics));
+        let hub = Hub::new(
+            store,
+            crate::broker::local(),
+            HubSettings::default(),
+            metrics.clone(),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        (hub, metrics, dir)
+    }
+
+    /// The `joined` frame's `last_id` and the ids of the `msg` frames queued so far.
+    fn joined_and_ids(receiver: &OutboxReceiver) -> (Option<u64>, Vec<u64>) {
+        let frames: Vec<Outgoing> = std::iter::from_fn(|| receiver.try_recv()).collect();
+        let last_id = frames.iter().find_map(|frame| {
+            let value: serde_json::Value = serde_json::from_slice(&frame.json).ok()?;
+            (value["type"] == "joined").then(|| value["data"]["last_id"].as_u64())?
+        });
+        (last_id, frames.iter().filter_map(|f| f.msg_id).collect())
+    }
+
+    #[tokio::test]
+    async fn resumes_into_a_room_without_members_read_only_its_newest_page_once() {
+        let (hub, metrics, _dir) = hub().await;
+        let room = RoomName::lobby();
+        for n in 0..10 {
+            let text = format!("m{n}");
+            hub.post(room.clone(), "a".into(), text)
+                .await
+                .expect("post");
+        }
+        let mut received = Vec::new();
+        let mut sessions = Vec::new();
+        for since in [3, 7, 10] {
+            let (outbox, frames) = Outbox::new(64);
+            let mut session = hub.connect(None, outbox);
+            session.join(room.clone(), Some(since), None).await;
+            received.push(joined_and_ids(&frames));
+            sessions.push(session);
+        }
+        assert_eq!(received[0], (Some(10), (4..=10).collect()));
+        assert_eq!(received[1], (Some(10), vec![8, 9, 10]));
+        assert_eq!(received[2], (Some(10), vec![]));
+        assert_eq!(metrics.store_reads("before").get(), 1, "the first join's");
+        assert_eq!(metrics.store_reads("last_id").get(), 0);
+        assert_eq!(metrics.store_reads("after").get(), 0);
+    }
+}

@@ -398,18 +398,39 @@ mod tests {
         tokio::spawn(async move { store.last_id(&room).await })
     }
 
-    /// Lets the spawned reads run until `started` queries have reached the store.
-    async fn until_started(inner: &HeldStore, started: u64) {
-        while inner.started.load(Ordering::SeqCst) < started {
+    /// Lets the spawned tasks run (the test runtime has one thread) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..100_000 {
+            if done() {
+                return;
+            }
             tokio::task::yield_now().await;
         }
+        panic!("never happened: {what}");
     }
 
-    /// Lets every spawned task run until it waits (the runtime is single-threaded in tests).
-    async fn settle() {
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
+    /// Until `started` queries have reached the store.
+    async fn until_started(inner: &HeldStore, started: u64) {
+        let reached = || inner.started.load(Ordering::SeqCst) >= started;
+        until("queries started", reached).await;
+    }
+
+    /// Until `joined` reads of `last_id` wait for a query another read asked for.
+    async fn until_joined(store: &Coalescing, joined: u64) {
+        let reached = || store.last_ids.counters.joined.get() >= joined;
+        until("reads joined", reached).await;
+    }
+
+    /// Until a query of `room`'s last id waits for the running one to end.
+    async fn until_waiting(store: &Coalescing, room: &str) {
+        let room = RoomName::parse(room).expect("room name");
+        let waiting = || {
+            lock(&store.last_ids.table)
+                .slots
+                .get(&room)
+                .is_some_and(|slot| slot.waiting.is_some())
+        };
+        until("a query waits", waiting).await;
     }
 
     #[tokio::test]
@@ -419,7 +440,7 @@ mod tests {
         let first = spawn_last_id(&store, "lobby");
         until_started(&inner, 1).await;
         let later: Vec<_> = (0..100).map(|_| spawn_last_id(&store, "lobby")).collect();
-        settle().await;
+        until_joined(&store, 99).await;
         assert_eq!(
             inner.started.load(Ordering::SeqCst),
             1,
@@ -452,7 +473,7 @@ mod tests {
         until_started(&inner, 1).await; // it has read 1 and is held
         inner.last.store(2, Ordering::SeqCst); // a message is committed meanwhile
         let late = spawn_last_id(&store, "lobby");
-        settle().await;
+        until_waiting(&store, "lobby").await;
         inner.gate.add_permits(2);
         assert_eq!(early.await.expect("task").expect("read"), 1);
         assert_eq!(
@@ -481,7 +502,7 @@ mod tests {
         let first = spawn_last_id(&store, "lobby");
         until_started(&inner, 1).await;
         let later: Vec<_> = (0..3).map(|_| spawn_last_id(&store, "lobby")).collect();
-        settle().await;
+        until_joined(&store, 2).await;
         inner.gate.add_permits(2);
         let err = first.await.expect("task").expect_err("failed");
         assert_eq!(err.to_string(), "disk on fire");
