@@ -1,7 +1,13 @@
 //! Shared test harness: an in-process server on 127.0.0.1:0, the real binary as a child process,
 //! and a small WebSocket client that speaks protocol v1.
+//!
+//! Two variables move the suite off its default (one in-process node on a fresh SQLite file):
+//! `HUBBUB_TEST_DB=postgres://...` puts every test server on a fresh PostgreSQL schema (pg.rs),
+//! and `HUBBUB_TEST_CLUSTER="POSTGRES_URL REDIS_URL"` makes [`start_server`] start three real
+//! nodes behind a real nginx instead (cluster.rs).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod pg;
 
 use std::collections::BTreeMap;
@@ -24,16 +30,37 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for any one frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A server running inside the test process.
+/// A server running inside the test process, or (cluster mode) the nginx in front of three real
+/// nodes.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<hubbub::Result<()>>>,
-    _dir: TempDir,
+    /// Cluster mode: the nodes and nginx, stopped with the server.
+    cluster: Option<cluster::Cluster>,
+    _dir: Option<TempDir>,
 }
 
-/// Starts a server with default settings and a fresh database.
+/// Starts a server with default settings and a fresh database. With `HUBBUB_TEST_CLUSTER` set
+/// (cluster.rs) that is a cluster of three real nodes behind nginx, and `addr` is nginx's.
 pub async fn start_server() -> TestServer {
+    if let Some(env) = cluster::suite_env() {
+        let cluster =
+            cluster::Cluster::start(cluster::ClusterSpec::new(cluster::SUITE_NODES, &env)).await;
+        return TestServer {
+            addr: cluster.addr,
+            stop: None,
+            task: None,
+            cluster: Some(cluster),
+            _dir: None,
+        };
+    }
+    start_single_node().await
+}
+
+/// One in-process node with default settings, also in cluster mode: for a test that is about
+/// one node by nature (it reads that node's /metrics, say). Such a test says why it uses this.
+pub async fn start_single_node() -> TestServer {
     start_server_with(|_| {}).await
 }
 
@@ -59,7 +86,8 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         addr,
         stop: Some(stop),
         task: Some(task),
-        _dir: dir,
+        cluster: None,
+        _dir: Some(dir),
     }
 }
 
@@ -72,8 +100,11 @@ impl TestServer {
         Client::connect(self.addr, query).await
     }
 
-    /// Stops the server gracefully and waits for it.
+    /// Stops the server gracefully and waits for it (in cluster mode: nginx, then every node).
     pub async fn stop(mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            cluster.stop().await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
