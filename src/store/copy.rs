@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{
     ImportConflict, ImportOutcome, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoreError,
@@ -277,6 +277,7 @@ impl<'a> HistoryReader<'a> {
                 StoreError::Unavailable(format!("the source holds a room named {name:?}: {reason}"))
             })?;
             let newest = self.source.last_id(&room).await?;
+            info!(room = %room, newest, "reading a room up to its newest message");
             self.rooms_read += 1;
             self.current = Some((room, 0, newest));
         }
@@ -313,7 +314,7 @@ pub async fn export(
         out.write_all(&lines).await.map_err(TransferError::Write)?;
         exported.messages += batch.len() as u64;
         if let Some(last) = batch.last() {
-            info!(room = %last.room, through = last.id, "exported");
+            debug!(room = %last.room, through = last.id, "exported");
         }
     }
     exported.rooms = reader.rooms_read;
@@ -340,7 +341,7 @@ pub async fn copy(source: &dyn Store, target: &dyn Store) -> Result<Transferred,
     while let Some(batch) = reader.next_batch().await? {
         let outcome = target.import(&batch).await?;
         if let Some(last) = batch.last() {
-            info!(room = %last.room, through = last.id, stored = outcome.stored, skipped = outcome.skipped, "copied");
+            debug!(room = %last.room, through = last.id, stored = outcome.stored, skipped = outcome.skipped, "copied");
         }
         done.add(outcome);
     }
@@ -528,7 +529,7 @@ impl Pending {
         match target.import(&self.messages).await {
             Ok(outcome) => {
                 if let Some(last) = self.messages.last() {
-                    info!(room = %last.room, through = last.id, stored = outcome.stored, skipped = outcome.skipped, "imported");
+                    debug!(room = %last.room, through = last.id, stored = outcome.stored, skipped = outcome.skipped, "imported");
                 }
                 done.add(outcome);
                 self.messages.clear();
