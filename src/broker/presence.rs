@@ -376,8 +376,8 @@ impl Writer {
                 _ = beat.tick() => true,
                 () = self.local.wake.notified() => false,
                 () = super::redis::sleep_until(retry_at) => false,
-                payload = typing.recv() => {
-                    if let Some(payload) = payload && due == Due::Changes {
+                Some(payload) = typing.recv() => {
+                    if due == Due::Changes {
                         self.send_typing(&mut conn, payload).await;
                     }
                     continue;

@@ -888,6 +888,111 @@ mod tests {
             .collect()
     }
 
+    /// The frames queued so far, as JSON.
+    fn frames_json(receiver: &OutboxReceiver) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| receiver.try_recv())
+            .map(|frame| serde_json::from_slice(&frame.json).expect("json"))
+            .collect()
+    }
+
+    fn remote(room: &str, node: u64, conn: ConnId, name: &str, joined: bool) -> RemoteChange {
+        RemoteChange {
+            room: room.into(),
+            member: crate::broker::RemoteMember { node, conn },
+            name: name.into(),
+            joined,
+        }
+    }
+
+    async fn local_hub(settings: HubSettings) -> (Hub, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(
+                &dir.path().join("hub.db"),
+                Duration::from_secs(5),
+                Durability::Process,
+            )
+            .await
+            .expect("store"),
+        );
+        let hub = Hub::new(
+            store,
+            crate::broker::local(),
+            settings,
+            Metrics::new(),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        (hub, dir)
+    }
+
+    #[tokio::test]
+    async fn a_member_on_another_node_is_announced_to_every_member_here_even_one_with_its_connection_id()
+     {
+        let (hub, _dir) = local_hub(HubSettings::default()).await;
+        let (outbox, ann_frames) = Outbox::new(64);
+        let mut ann = hub.connect(Some("ann".into()), outbox);
+        ann.join(RoomName::lobby(), None, None).await;
+        frames_json(&ann_frames);
+        // Connection 1 on node 7: the same id as ann's here.
+        assert_eq!(ann.id(), 1);
+        hub.inner
+            .remote_presence(&[remote("lobby", 7, 1, "bo", true)]);
+        assert_eq!(
+            frames_json(&ann_frames),
+            vec![
+                serde_json::json!({"type": "presence", "room": "lobby", "data": {"joined": "bo"}})
+            ]
+        );
+        let (outbox, cy_frames) = Outbox::new(64);
+        let mut cy = hub.connect(Some("cy".into()), outbox);
+        cy.join(RoomName::lobby(), None, None).await;
+        let joined = frames_json(&cy_frames)
+            .into_iter()
+            .find(|f| f["type"] == "joined")
+            .expect("joined");
+        assert_eq!(
+            joined["data"]["members"],
+            serde_json::json!(["ann", "bo", "cy"])
+        );
+        assert_eq!(joined["data"]["count"], 3);
+        assert_eq!(
+            hub.all_member_names(&RoomName::lobby()),
+            (vec!["ann".into(), "bo".into(), "cy".into()], 3)
+        );
+        hub.inner
+            .remote_presence(&[remote("lobby", 7, 1, "bo", false)]);
+        let left = frames_json(&ann_frames);
+        assert!(left.iter().any(|f| f["data"]["left"] == "bo"), "{left:?}");
+        assert_eq!(hub.member_sample(&RoomName::lobby()).1, 2);
+    }
+
+    #[tokio::test]
+    async fn a_room_large_only_with_its_remote_members_counts_instead_of_announcing() {
+        let settings = HubSettings {
+            presence_limit: 2,
+            ..HubSettings::default()
+        };
+        let (hub, _dir) = local_hub(settings).await;
+        let (outbox, frames) = Outbox::new(64);
+        let mut ann = hub.connect(Some("ann".into()), outbox);
+        ann.join(RoomName::lobby(), None, None).await;
+        frames_json(&frames);
+        hub.inner.remote_presence(&[
+            remote("lobby", 7, 1, "bo", true),
+            remote("lobby", 8, 1, "cy", true),
+        ]);
+        assert!(
+            frames_json(&frames).is_empty(),
+            "three members over the limit of two: no arrivals announced"
+        );
+        hub.inner.announce_counts().await;
+        assert_eq!(
+            frames_json(&frames),
+            vec![serde_json::json!({"type": "presence", "room": "lobby", "data": {"count": 3}})]
+        );
+    }
+
     #[tokio::test]
     async fn a_join_into_an_occupied_room_reads_nothing_from_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
