@@ -15,10 +15,10 @@
 //! new `#` (seq + 1), `PEXPIRE` of the hash, `ZADD` of the node, and a `PUBLISH` on the broker's
 //! channel of an announcement `{incarnation, seq, kind: "changes", changes}`. Changes that pile
 //! up while a write is in flight leave together in the next one, so a burst of joins costs a
-//! handful of transactions, not one per join. Every `--presence-heartbeat` (HubSettings) the
-//! writer refreshes the hash's TTL (`--presence-expiry`) and publishes a `beat` carrying
-//! `(incarnation, seq)`, so a node that missed an announcement notices the gap without waiting
-//! for the next change. After any failed write, after a beat that finds the hash gone (Redis
+//! handful of transactions, not one per join. Every heartbeat
+//! (`HubSettings::presence_heartbeat`, 5 s) the writer refreshes the hash's TTL
+//! (`presence_expiry`, 15 s) and publishes a `beat` carrying `(incarnation, seq)`, so a node
+//! that missed an announcement notices the gap without waiting for the next change. After any failed write, after a beat that finds the hash gone (Redis
 //! restarted and lost it), and at start, the writer rewrites the whole hash (`DEL`, then every
 //! field: this is also what removes a previous incarnation's members after a restart with the
 //! same node id) and publishes a `full` announcement. A graceful stop deletes the hash and
@@ -40,7 +40,7 @@
 //! the task then snapshots every node listed in the sorted set (payloads arriving meanwhile
 //! wait in the channel). A node's age is taken from its hash's remaining TTL, so a node that
 //! died just before this one started is still dropped within one expiry. A node not heard from
-//! (announcement or beat) for `--presence-expiry` while this node's own subscription is up is
+//! (announcement or beat) for `presence_expiry` while this node's own subscription is up is
 //! dead: its members are removed and their departure announced. While the subscription is down
 //! nothing is expired (silence then says nothing about the others), and after it is back every
 //! node gets a fresh expiry period before the snapshot's verdict.
