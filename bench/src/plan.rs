@@ -63,6 +63,8 @@ pub struct Plan {
     /// Cluster: an unmeasured phase at the moderate load before the measured ones (connection
     /// pools, prepared statements, the Redis subscription), in ms; 0 for none.
     pub cluster_warmup_ms: u64,
+    /// Cluster: rounds of the moderate load, each over every configuration in turn.
+    pub cluster_rounds: usize,
     /// Cluster saturation: first total post rate, growth factor and step budget.
     pub cluster_sat_start_rate: f64,
     pub cluster_sat_factor: f64,
@@ -124,6 +126,7 @@ impl Plan {
             cluster_senders: 200,
             cluster_moderate_rate: 40.0,
             cluster_warmup_ms: 2_000,
+            cluster_rounds: 3,
             cluster_sat_start_rate: 40.0,
             cluster_sat_factor: 1.5,
             cluster_sat_steps: 10,
@@ -189,6 +192,7 @@ impl Plan {
                 cluster_senders: 6,
                 cluster_moderate_rate: 12.0,
                 cluster_warmup_ms: 0,
+                cluster_rounds: 1,
                 cluster_sat_start_rate: 12.0,
                 cluster_sat_factor: 2.0,
                 cluster_sat_steps: 2,

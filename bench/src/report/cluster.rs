@@ -3,6 +3,7 @@
 //! alone is spliced between its own markers in docs/benchmarks.md, so it never replaces the
 //! results of the peer comparison.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{Record, Results, fmt, fmt_opt};
@@ -41,11 +42,44 @@ fn configs(res: &Results) -> Vec<String> {
     v
 }
 
-/// The moderate-load row of a configuration.
-fn load<'a>(res: &'a Results, config: &str) -> Option<&'a Record> {
+/// The moderate-load rows of a configuration, one per round.
+fn load_rows<'a>(res: &'a Results, config: &'a str) -> impl Iterator<Item = &'a Record> {
     res.records
         .iter()
-        .rfind(|r| r.server == config && r.scenario == LOAD)
+        .filter(move |r| r.server == config && r.scenario == LOAD)
+}
+
+/// The moderate load of a configuration: each metric the median of its rounds (the lower
+/// middle of an even count).
+fn load(res: &Results, config: &str) -> Option<Record> {
+    let rows: Vec<&Record> = load_rows(res, config).collect();
+    let first = rows.first()?;
+    let mut m = BTreeMap::new();
+    for key in rows.iter().flat_map(|r| r.m.keys()) {
+        if m.contains_key(key) {
+            continue;
+        }
+        let mut values: Vec<f64> = rows.iter().filter_map(|r| r.get(key)).collect();
+        values.sort_by(f64::total_cmp);
+        if let Some(&v) = values.get(values.len().saturating_sub(1) / 2) {
+            m.insert(key.clone(), v);
+        }
+    }
+    Some(Record {
+        m,
+        label: format!("median of {} rounds", rows.len()),
+        ..(*first).clone()
+    })
+}
+
+/// The lowest and highest of a moderate-load metric over a configuration's rounds.
+fn load_range(res: &Results, config: &str, key: &str) -> Option<(f64, f64)> {
+    load_rows(res, config)
+        .filter_map(|r| r.get(key))
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+        })
 }
 
 fn steps<'a>(res: &'a Results, config: &'a str) -> impl Iterator<Item = &'a Record> {
@@ -107,6 +141,7 @@ fn setup(md: &mut String, res: &Results) {
     let Some(first) = res.records.iter().find(|r| r.scenario == LOAD) else {
         return;
     };
+    let rounds = load_rows(res, &first.server).count();
     let pin = match first.get("server_core") {
         Some(c) => format!(
             "Every server process of a configuration (its hubbub nodes, the postmaster and all its children, redis-server) is pinned to core {c:.0} and shares it; the load generator runs on the other core. So a configuration's throughput is what one core does for all of it, and adding nodes adds work to that core, never cores."
@@ -115,7 +150,7 @@ fn setup(md: &mut String, res: &Results) {
     };
     let _ = writeln!(
         md,
-        "One room of {} members spread round-robin over the configuration's nodes, {} of them posting (so posts come from every node). Moderate load: {} posts/s. Saturation: the post rate grows per step until p99 ≥ 100 ms or any loss or close. {pin} CPU per delivery counts every process of the configuration: the hubbub nodes, plus PostgreSQL and Redis where it uses them.\n",
+        "One room of {} members spread round-robin over the configuration's nodes, {} of them posting (so posts come from every node). Moderate load: {} posts/s, in {rounds} round(s) that each go over every configuration in turn; each moderate-load figure below is the median of its rounds. Saturation: the post rate grows per step until p99 ≥ 100 ms or any loss or close. {pin} CPU per delivery counts every process of the configuration: the hubbub nodes, plus PostgreSQL and Redis where it uses them.\n",
         first.n,
         fmt_opt(first.get("senders")),
         fmt_opt(first.get("rate_total")),
@@ -126,12 +161,19 @@ fn setup(md: &mut String, res: &Results) {
 fn table(md: &mut String, res: &Results, configs: &[String]) {
     let _ = writeln!(
         md,
-        "| configuration | nodes | deliveries/s at p99 < 100 ms | p99 delivery ms | p99 ack ms | CPU µs/delivery, all | hubbub | postgres | redis | deliveries per CPU-second | × {ONE_NODE} | × {SINGLE} | lost / closed (all steps) |"
+        "| configuration | nodes | deliveries/s at p99 < 100 ms | p99 delivery ms | p99 ack ms | CPU µs/delivery, all (rounds' range) | hubbub | postgres | redis | deliveries per CPU-second | × {ONE_NODE} | × {SINGLE} | lost / closed (all steps) |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in configs {
         let l = load(res, c);
+        let l = l.as_ref();
         let get = |k: &str| fmt_opt(l.and_then(|r| r.get(k)));
+        let cpu = match load_range(res, c, "cpu_us_per_delivery") {
+            Some((lo, hi)) if hi > lo => {
+                format!("{} ({}–{})", get("cpu_us_per_delivery"), fmt(lo), fmt(hi))
+            }
+            _ => get("cpu_us_per_delivery"),
+        };
         let (lost, closed) = res
             .records
             .iter()
@@ -155,7 +197,7 @@ fn table(md: &mut String, res: &Results, configs: &[String]) {
             fmt_opt(ceiling(res, c)),
             get("p99_ms"),
             get("ack_p99_ms"),
-            get("cpu_us_per_delivery"),
+            cpu,
             get("hubbub_cpu_us_per_delivery"),
             get("postgres_cpu_us_per_delivery"),
             get("redis_cpu_us_per_delivery"),
@@ -363,6 +405,28 @@ mod tests {
             md.contains("| 0.70× | 1.40× |"),
             "ratios to both bases:\n{md}"
         );
+    }
+
+    #[test]
+    fn the_moderate_load_is_each_metrics_median_over_the_rounds() {
+        let res = results(vec![
+            load_row(SINGLE, 1.0, 5.0, 10.0),
+            load_row(SINGLE, 1.0, 50.0, 12.0),
+            load_row(SINGLE, 1.0, 6.0, 30.0),
+        ]);
+        let l = load(&res, SINGLE).expect("rows");
+        assert_eq!(l.get("p99_ms"), Some(6.0));
+        assert_eq!(l.get("cpu_us_per_delivery"), Some(12.0));
+        assert_eq!(
+            load_range(&res, SINGLE, "cpu_us_per_delivery"),
+            Some((10.0, 30.0))
+        );
+        let md = section(&res, "bench");
+        assert!(
+            md.contains("| 12.0 (10.0–30.0) |"),
+            "median and range:\n{md}"
+        );
+        assert!(md.contains("in 3 round(s)"), "{md}");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! pinned like the servers) and gives every configuration a fresh database and its own Redis
 //! channel. Each configuration gets one room whose members are spread round-robin over its
 //! nodes, so posts come from members on every node and most deliveries of a several-node
-//! configuration cross nodes. For each configuration it records:
-//! - `cluster_load`: a moderate fixed load (p99 delivery and ack latency, CPU per delivery);
+//! configuration cross nodes. Every configuration is started and connected before any is
+//! measured, and records:
+//! - `cluster_load`: a moderate fixed load (p99 delivery and ack latency, CPU per delivery), in
+//!   rounds that go over every configuration in turn, so that the drift of a shared machine
+//!   touches each alike (the report takes the median round);
 //! - `cluster_saturation`: a growing post rate until p99 ≥ 100 ms or any loss or close.
 //!
 //! The CPU counted is every process of the configuration: the hubbub nodes, plus PostgreSQL
@@ -19,6 +22,7 @@ use anyhow::{Context, Result};
 
 use crate::client::{Mode, Route};
 use crate::coordinator::Fleet;
+use crate::plan::Plan;
 use crate::procfs::{CpuSample, Part, PartsSample};
 use crate::report::Record;
 use crate::run::Run;
@@ -56,7 +60,7 @@ struct Config {
 }
 
 /// The configurations, in the order they run.
-const CONFIGS: [Config; 5] = [
+static CONFIGS: [Config; 5] = [
     Config {
         name: "sqlite×1",
         backend: Backend::Sqlite,
@@ -99,7 +103,11 @@ impl Drop for Services {
     }
 }
 
-/// Run every configuration; one that fails is recorded as a failure and the next one runs.
+/// Run every configuration: all of them started and connected at once (idle while another is
+/// measured), the moderate load in rounds that go over every configuration in turn (so that a
+/// shared machine's drift touches each alike; the report takes each one's median round), then
+/// each one's saturation search. A configuration that fails is recorded as a failure and the
+/// others go on.
 pub async fn run(run: &mut Run) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("hubbub-bench-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -115,32 +123,80 @@ pub async fn run(run: &mut Run) -> Result<()> {
         "[bench] cluster: PostgreSQL {} (PID {}), Redis {} (PID {})",
         services.postgres.url, services.postgres.pid, services.redis.url, services.redis.pid
     );
+    let mut deployments = Vec::new();
     for (i, config) in CONFIGS.iter().enumerate() {
-        eprintln!("[bench] --- cluster configuration {} ---", config.name);
-        if let Err(e) = run_config(run, &services, i, config).await {
-            eprintln!("[bench] cluster {} failed: {e:#}", config.name);
-            run.results
-                .failures
-                .push(format!("cluster {}: {e:#}", config.name));
-            run.save()?;
+        match Deployment::start(run, &services, i, config).await {
+            Ok(d) => deployments.push(d),
+            Err(e) => fail(run, config, e)?,
+        }
+    }
+    let rounds = run.plan.cluster_rounds.max(1);
+    for round in 0..rounds {
+        for d in deployments.iter_mut().filter(|d| d.failed.is_none()) {
+            let label = format!(
+                "round {}: {} posts/s",
+                round + 1,
+                run.plan.cluster_moderate_rate
+            );
+            eprintln!("[bench] --- {} {label} ---", d.config.name);
+            let rate = run.plan.cluster_moderate_rate;
+            match measured(run, d, LOAD, label, rate, run.plan.phase_ms).await {
+                Ok(rec) => run.push(rec)?,
+                Err(e) => d.failed = Some(e),
+            }
+        }
+    }
+    for d in deployments.iter_mut().filter(|d| d.failed.is_none()) {
+        eprintln!("[bench] --- {} saturation ---", d.config.name);
+        if let Err(e) = saturation(run, d).await {
+            d.failed = Some(e);
+        }
+    }
+    for mut d in deployments {
+        d.fleet.stop().await;
+        for node in d.nodes.iter_mut() {
+            node.stop();
+        }
+        if let Some(e) = d.failed.take() {
+            fail(run, d.config, e)?;
         }
     }
     Ok(())
 }
 
-/// Start one configuration's nodes on a fresh database, measure it, stop it.
-async fn run_config(
-    run: &mut Run,
-    services: &Services,
-    index: usize,
-    config: &Config,
-) -> Result<()> {
-    let plan = run.plan.clone();
-    let flags = node_flags(services, index, config)?;
-    let mut nodes = Vec::new();
-    let result = async {
-        for (k, extra) in flags.iter().enumerate() {
+/// Record that `config` failed, and why.
+fn fail(run: &mut Run, config: &Config, e: anyhow::Error) -> Result<()> {
+    eprintln!("[bench] cluster {} failed: {e:#}", config.name);
+    run.results
+        .failures
+        .push(format!("cluster {}: {e:#}", config.name));
+    run.save()
+}
+
+/// One configuration, running: its nodes, the processes its CPU is counted over, and its room
+/// of members, connected.
+struct Deployment {
+    config: &'static Config,
+    nodes: Vec<Server>,
+    parts: Vec<Part>,
+    fleet: Fleet,
+    /// Set when a phase failed: the configuration is measured no further.
+    failed: Option<anyhow::Error>,
+}
+
+impl Deployment {
+    /// Start `config`'s nodes on a fresh database, connect its room, and warm it up.
+    async fn start(
+        run: &Run,
+        services: &Services,
+        index: usize,
+        config: &'static Config,
+    ) -> Result<Deployment> {
+        let plan = &run.plan;
+        let mut nodes = Vec::new();
+        for (k, extra) in node_flags(services, index, config)?.iter().enumerate() {
             let log = format!("cluster-{index}-node{}", k + 1);
+            // A node that fails to start stops those already started (Drop).
             nodes.push(Server::start_node(
                 &run.paths,
                 plan.server_warmup,
@@ -152,17 +208,30 @@ async fn run_config(
         let addrs = nodes.iter().map(|n| n.addr).collect();
         let first = nodes.first().context("a configuration has nodes")?.addr;
         let n = plan.cluster_members;
-        let mut fleet =
+        let fleet =
             Fleet::new(Mode::Hubbub, Route::Chat, first, RoomLayout::Single, n).spread_over(addrs);
-        let measured = measure(run, config, &parts, &mut fleet).await;
-        fleet.stop().await;
-        measured
+        let mut d = Deployment {
+            config,
+            nodes,
+            parts,
+            fleet,
+            failed: None,
+        };
+        let c = d.fleet.grow_to(n, plan.connect_timeout).await?;
+        if c.connected < n {
+            anyhow::bail!(
+                "{} of {n} members connected to {}: {:?}",
+                c.connected,
+                config.name,
+                c.errors
+            );
+        }
+        if plan.cluster_warmup_ms > 0 {
+            let warmup = phase(plan, plan.cluster_moderate_rate, plan.cluster_warmup_ms);
+            d.fleet.fanout(warmup).await?;
+        }
+        Ok(d)
     }
-    .await;
-    for node in nodes.iter_mut() {
-        node.stop();
-    }
-    result
 }
 
 /// The extra `hubbub serve` flags of each node of `config`.
@@ -220,21 +289,10 @@ fn parts(services: &Services, config: &Config, nodes: &[Server]) -> Vec<Part> {
     parts
 }
 
-/// Connect the room, warm up, then the moderate load and the saturation steps.
-async fn measure(run: &mut Run, config: &Config, parts: &[Part], fleet: &mut Fleet) -> Result<()> {
-    let plan = run.plan.clone();
-    let n = plan.cluster_members;
-    let c = fleet.grow_to(n, plan.connect_timeout).await?;
-    if c.connected < n {
-        anyhow::bail!(
-            "{} of {n} members connected to {}: {:?}",
-            c.connected,
-            config.name,
-            c.errors
-        );
-    }
-    let senders = plan.cluster_senders.min(n);
-    let phase = |rate: f64, duration_ms: u64| FanoutPhase {
+/// A phase of the room at `rate` total posts per second for `duration_ms`.
+fn phase(plan: &Plan, rate: f64, duration_ms: u64) -> FanoutPhase {
+    let senders = plan.cluster_senders.min(plan.cluster_members);
+    FanoutPhase {
         nonce: nonce(),
         senders,
         sender_stride: 1,
@@ -242,39 +300,18 @@ async fn measure(run: &mut Run, config: &Config, parts: &[Part], fleet: &mut Fle
         duration_ms,
         drain_ms: plan.drain_ms,
         text_len: plan.text_len,
-        room_members: n,
+        room_members: plan.cluster_members,
         until_delivered: plan.drain_until_delivered,
-    };
-    if plan.cluster_warmup_ms > 0 {
-        fleet
-            .fanout(phase(plan.cluster_moderate_rate, plan.cluster_warmup_ms))
-            .await?;
     }
-    let label = format!("{} posts/s", plan.cluster_moderate_rate);
-    let rec = measured(
-        run,
-        config,
-        parts,
-        fleet,
-        LOAD,
-        label,
-        phase(plan.cluster_moderate_rate, plan.phase_ms),
-    )
-    .await?;
-    run.push(rec)?;
+}
+
+/// The saturation steps: a growing post rate until a step fails or the budget runs out.
+async fn saturation(run: &mut Run, d: &mut Deployment) -> Result<()> {
+    let plan = run.plan.clone();
     let mut rate = plan.cluster_sat_start_rate;
     for step in 0..plan.cluster_sat_steps {
         let label = format!("step {step}: {rate:.0} msg/s");
-        let mut rec = measured(
-            run,
-            config,
-            parts,
-            fleet,
-            SATURATION,
-            label,
-            phase(rate, plan.sat_phase_ms),
-        )
-        .await?;
+        let mut rec = measured(run, d, SATURATION, label, rate, plan.sat_phase_ms).await?;
         let ok = passes(&rec);
         rec.m.insert("pass".into(), if ok { 1.0 } else { 0.0 });
         run.push(rec)?;
@@ -286,19 +323,24 @@ async fn measure(run: &mut Run, config: &Config, parts: &[Part], fleet: &mut Fle
     Ok(())
 }
 
-/// One measured phase of `config` as a record, its CPU summed over every part and split by part.
+/// One measured phase of a deployment as a record, its CPU summed over every part and split by
+/// part.
 async fn measured(
     run: &Run,
-    config: &Config,
-    parts: &[Part],
-    fleet: &mut Fleet,
+    d: &mut Deployment,
     scenario: &str,
     label: String,
-    phase: FanoutPhase,
+    rate: f64,
+    duration_ms: u64,
 ) -> Result<Record> {
+    let phase = phase(&run.plan, rate, duration_ms);
+    let (config, parts) = (d.config, &d.parts);
     let core = run.paths.pin_core;
     let (reports, before, after, mut samples) =
-        measured_phase_of(fleet, core, phase.clone(), || Ok(PartsSample::take(parts))).await?;
+        measured_phase_of(&mut d.fleet, core, phase.clone(), || {
+            Ok(PartsSample::take(parts))
+        })
+        .await?;
     let by_part = before.spent_by_part_until(&after, parts.len());
     samples.server = by_part
         .iter()
