@@ -352,7 +352,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Export(args)) => {
             let db = copy::database_or_default(args.db.as_ref(), &args.data);
-            info!("{}", copy::export_to_stdout(&db).await?);
+            // Exported before logging: a disabled log level skips the macro's arguments.
+            let exported = copy::export_to_stdout(&db).await?;
+            info!("{exported}");
             Ok(())
         }
         Some(Command::Import(args)) => {

@@ -769,3 +769,20 @@ async fn a_second_copy_after_stopping_the_node_stores_only_what_was_posted_since
     );
     assert_eq!(sqlite_history(&target).await, sqlite_history(&db).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_writes_the_history_whatever_the_log_level() {
+    let (_dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(["export", "--db", &sqlite_url(&db)])
+        .env("HUBBUB_LOG", "error")
+        .env_remove("HUBBUB_DB")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    succeeded(&output);
+    let lines = String::from_utf8(output.stdout).unwrap().lines().count();
+    assert_eq!(lines, seed_messages().len() + 2);
+}
