@@ -41,9 +41,12 @@
 //! wait in the channel). A node's age is taken from its hash's remaining TTL, so a node that
 //! died just before this one started is still dropped within one expiry. A node not heard from
 //! (announcement or beat) for `presence_expiry` while this node's own subscription is up is
-//! dead: its members are removed and their departure announced. While the subscription is down
-//! nothing is expired (silence then says nothing about the others), and after it is back every
-//! node gets a fresh expiry period before the snapshot's verdict.
+//! dead: its members are removed and their departure announced, and this node publishes `gone`
+//! on the dead node's behalf so that every node drops it at once (members then see the same
+//! room on every node, not for a moment a ghost on the node whose check comes later; a node
+//! found dead by mistake makes everyone re-read it at its next beat). While the subscription
+//! is down nothing is expired (silence then says nothing about the others), and after it is
+//! back every node gets a fresh expiry period before the snapshot's verdict.
 //!
 //! **Typing** is published as a small `T` payload and handed to the hub on the other nodes; it
 //! is best effort (dropped when Redis is unreachable or the queue is full) and never stored.
@@ -73,6 +76,8 @@ const META: &str = "#";
 const TYPING_QUEUE: usize = 256;
 /// Presence and typing payloads queued for the mirror task before more are dropped.
 pub(crate) const MIRROR_QUEUE: usize = 4096;
+/// Longest interval between two expiry checks (with the default 15 s expiry: every 500 ms).
+const CHECK_MAX: Duration = Duration::from_millis(500);
 /// How long connecting (and each command) may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// First byte of a presence payload.
@@ -742,19 +747,23 @@ impl Mirror {
             .unwrap_or_default()
     }
 
-    /// Drops every node not heard from for longer than `expiry`; returns who left and the nodes.
+    /// Drops every node not heard from for longer than `expiry`; returns the dropped nodes
+    /// (id and incarnation) and who left with them.
     pub(crate) fn expire(
         &mut self,
         now: Instant,
         expiry: Duration,
-    ) -> (Vec<u64>, Vec<RemoteChange>) {
-        let dead: Vec<u64> = self
+    ) -> (Vec<(u64, u64)>, Vec<RemoteChange>) {
+        let dead: Vec<(u64, u64)> = self
             .nodes
             .iter()
             .filter(|(_, view)| now.saturating_duration_since(view.last_heard) > expiry)
-            .map(|(node, _)| *node)
+            .map(|(node, view)| (*node, view.state.incarnation))
             .collect();
-        let changes = dead.iter().flat_map(|node| self.remove(*node)).collect();
+        let changes = dead
+            .iter()
+            .flat_map(|(node, _)| self.remove(*node))
+            .collect();
         (dead, changes)
     }
 
@@ -835,7 +844,7 @@ impl MirrorTask {
         let mut mirror = Mirror::default();
         let mut conn = None;
         let mut subscribed = false;
-        let every = (self.timing.expiry / 10).max(Duration::from_millis(50));
+        let every = (self.timing.expiry / 30).clamp(Duration::from_millis(50), CHECK_MAX);
         let mut check = tokio::time::interval(every);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -866,12 +875,43 @@ impl MirrorTask {
                 },
                 _ = check.tick(), if subscribed => {
                     let (dead, changes) = mirror.expire(Instant::now(), self.timing.expiry);
-                    if !dead.is_empty() {
-                        info!(?dead, members = changes.len(), "nodes not heard from: their members leave");
+                    if dead.is_empty() {
+                        continue;
+                    }
+                    info!(?dead, members = changes.len(), "nodes not heard from: their members leave");
+                    for (node, incarnation) in dead {
+                        self.bury(&mut conn, node, incarnation).await;
                     }
                     self.tell(&changes);
                 }
             }
+        }
+    }
+
+    /// Announces `gone` on behalf of a node this one found dead, so every node drops it now
+    /// rather than at its own next check: members see the same room on every node. Were the
+    /// node alive after all, its next beat makes everyone re-read it (best effort).
+    async fn bury(&self, conn: &mut Option<MultiplexedConnection>, node: u64, incarnation: u64) {
+        let announcement = Announcement {
+            incarnation,
+            seq: 0,
+            kind: Kind::Gone,
+            changes: Vec::new(),
+        };
+        let payload = encode_tagged(PRESENCE_TAG, node, &announcement);
+        let result = match connection(&self.client, conn).await {
+            Ok(c) => {
+                redis::cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(payload)
+                    .query_async::<i64>(c)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            *conn = None;
+            debug!(node, cause = %err, "could not announce a dead node; the others find it themselves");
         }
     }
 
@@ -1173,7 +1213,7 @@ mod tests {
         let later = start + Duration::from_secs(10);
         mirror.on_announcement(2, announce(5, 1, Kind::Beat, vec![]), later);
         let (dead, changes) = mirror.expire(start + Duration::from_secs(16), expiry);
-        assert_eq!(dead, vec![1]);
+        assert_eq!(dead, vec![(1, 7)]);
         assert_eq!(summary(&changes), vec![s("lobby", "ann", false)]);
         mirror.touch_all(start + Duration::from_secs(20));
         let (dead, _) = mirror.expire(start + Duration::from_secs(30), expiry);

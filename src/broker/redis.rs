@@ -93,7 +93,7 @@ pub struct RedisSettings {
     /// store.
     pub gap_wait: Duration,
     /// Presence heartbeat and expiry: a node that dies is dropped from the others' view after
-    /// at most about `expiry` plus a tenth of it.
+    /// at most `expiry` plus half a second after its last heartbeat.
     pub presence: PresenceTiming,
 }
 

@@ -71,7 +71,8 @@ pub struct HubSettings {
     pub presence_heartbeat: Duration,
     /// With a cluster broker: how long a node may stay silent before the others drop its
     /// members (and the TTL of its presence in Redis). A node killed with -9 leaves everyone's
-    /// view within about this plus a tenth of it; keep it at least three heartbeats.
+    /// view at most this plus half a second after its last heartbeat; keep it at least three
+    /// heartbeats.
     pub presence_expiry: Duration,
 }
 
