@@ -786,3 +786,41 @@ async fn export_writes_the_history_whatever_the_log_level() {
     let lines = String::from_utf8(output.stdout).unwrap().lines().count();
     assert_eq!(lines, seed_messages().len() + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_over_a_different_message_names_its_line_and_stores_nothing_of_its_batch() {
+    let (_dir, data) = scratch();
+    let target = data.join("t.db");
+    let store = SqliteStore::open(&target, BUSY, Durability::Machine)
+        .await
+        .unwrap();
+    store
+        .append(&[NewMessage {
+            room: room("r"),
+            from: "mallory".to_owned(),
+            text: "mine".to_owned(),
+            ts: 5,
+        }])
+        .await
+        .unwrap();
+    store.close().await;
+    let file = import_file(
+        &data,
+        &[
+            header(),
+            line("a", 1, "fresh"),
+            line("a", 2, "fresh too"),
+            line("r", 1, "theirs"),
+            end(2, 3),
+        ],
+    );
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    failed_saying(
+        &output,
+        "line 4: room \"r\": message 1 is already stored in the target with a different ts",
+    );
+    failed_saying(&output, "(nothing from line 2 on was stored)");
+    let kept = sqlite_history(&target).await;
+    assert!(!kept.contains_key("a"), "the refused batch stored nothing");
+    assert_eq!(kept["r"][0].text, "mine");
+}
