@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
 
 use super::{ImportOutcome, NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage};
 use crate::metrics::Metrics;
@@ -177,17 +178,24 @@ impl<V: Clone> Default for Slot<V> {
     }
 }
 
-/// A query in the table: its id (to find it again) and a weak handle (the table never keeps
-/// a query alive that no reader waits for).
+/// A query in the table: its id (to find it again), a weak handle (the table never keeps a
+/// query alive that no reader waits for) and what tells that it has ended.
 struct Entry<V: Clone> {
     id: u64,
     query: WeakShared<BoxFuture<'static, Outcome<V>>>,
+    /// Closed when the query's [`Flight`] is dropped: it ended, or nobody waits for it.
+    ended: watch::Receiver<()>,
 }
 
 impl<V: Clone> Entry<V> {
     /// A handle to the query, unless every reader of it is gone (it is being dropped).
     fn upgrade(&self) -> Option<Query<V>> {
         self.query.upgrade()
+    }
+
+    /// What a query to run after this one waits on, unless this one has already ended.
+    fn end(&self) -> Option<watch::Receiver<()>> {
+        self.ended.has_changed().is_ok().then(|| self.ended.clone())
     }
 }
 
@@ -231,19 +239,25 @@ where
             self.counters.joined.inc();
             return waiting;
         }
-        let after = slot.running.as_ref().and_then(Entry::upgrade);
+        let after = slot.running.as_ref().and_then(Entry::end);
         let waits = after.is_some();
+        let (ended, end) = watch::channel(());
         let flight = Flight {
             table: self.table.clone(),
             key,
             id,
+            _ended: ended,
         };
         let shared = flight
             .run(after, query, self.counters.queries.clone())
             .boxed()
             .shared();
         if let Some(weak) = shared.downgrade() {
-            let entry = Some(Entry { id, query: weak });
+            let entry = Some(Entry {
+                id,
+                query: weak,
+                ended: end,
+            });
             if waits {
                 slot.waiting = entry;
             } else {
@@ -260,17 +274,31 @@ struct Flight<K: Eq + Hash, V: Clone> {
     table: Arc<Mutex<Table<K, V>>>,
     key: K,
     id: u64,
+    /// Dropped with the flight, after `Drop` took it out of the table: the query waiting for
+    /// this one starts then.
+    _ended: watch::Sender<()>,
 }
 
 impl<K: Eq + Hash, V: Clone> Flight<K, V> {
-    /// Waits for the query running before it (its result is older than this query's readers,
-    /// so it is not used), moves from waiting to running, then reads the store.
-    async fn run<F>(self, after: Option<Query<V>>, query: F, queries: Counter) -> Outcome<V>
+    /// Waits until the query running before it has ended, moves from waiting to running, then
+    /// reads the store.
+    ///
+    /// It waits for the end without driving the earlier query or taking its result (older than
+    /// this query's readers): the earlier one's own reader drives it and goes on in the same
+    /// poll to use its result (a join puts the page into the room's memory at once, so the
+    /// room's later joiners read nothing).
+    async fn run<F>(
+        self,
+        after: Option<watch::Receiver<()>>,
+        query: F,
+        queries: Counter,
+    ) -> Outcome<V>
     where
         F: FnOnce() -> BoxFuture<'static, Result<V, StoreError>>,
     {
-        if let Some(previous) = after {
-            let _older = previous.await;
+        if let Some(mut previous) = after {
+            // Nothing is ever sent: `changed` fails once the earlier flight is dropped.
+            while previous.changed().await.is_ok() {}
             self.start();
         }
         queries.inc();
@@ -510,6 +538,21 @@ mod tests {
             let err = read.await.expect("task").expect_err("failed");
             assert_eq!(err.to_string(), "disk on fire");
         }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_query_starts_when_the_running_one_is_abandoned() {
+        let inner = HeldStore::new(false);
+        let (store, _metrics) = coalescing(&inner);
+        let abandoned = spawn_last_id(&store, "lobby");
+        until_started(&inner, 1).await;
+        let waiting = spawn_last_id(&store, "lobby");
+        until_waiting(&store, "lobby").await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        until_started(&inner, 2).await;
+        inner.gate.add_permits(1);
+        assert_eq!(waiting.await.expect("task").expect("read"), 1);
     }
 
     #[tokio::test]
