@@ -453,7 +453,7 @@ impl Writer {
         self.refresh(pipe, keys, announcement);
     }
 
-    /// `ZADD` of the node and the announcement (after the TTL command the caller added).
+    /// `PEXPIRE` of the hash, `ZADD` of the node and the announcement.
     fn refresh(&self, pipe: &mut redis::Pipeline, keys: &Keys, announcement: &[u8]) {
         let key = keys.node(self.node_id);
         pipe.cmd("PEXPIRE")
@@ -819,6 +819,16 @@ pub(crate) enum MirrorInput {
     Signal(Signal),
 }
 
+/// What the mirror task keeps between inputs.
+#[derive(Default)]
+struct MirrorState {
+    mirror: Mirror,
+    /// For re-reads, snapshots and burials.
+    conn: Option<MultiplexedConnection>,
+    /// Whether this node's own subscription is up (only then is silence a sign of death).
+    subscribed: bool,
+}
+
 /// The task that keeps the [`Mirror`] and tells the hub (see the module doc).
 pub(crate) struct MirrorTask {
     /// The Redis client (re-reads and snapshots).
@@ -841,9 +851,7 @@ impl MirrorTask {
         stop: CancellationToken,
     ) {
         let keys = Keys::new(&self.channel);
-        let mut mirror = Mirror::default();
-        let mut conn = None;
-        let mut subscribed = false;
+        let mut state = MirrorState::default();
         let every = (self.timing.expiry / 30).clamp(Duration::from_millis(50), CHECK_MAX);
         let mut check = tokio::time::interval(every);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -851,41 +859,69 @@ impl MirrorTask {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                input = inputs.recv() => match input {
-                    None => return,
-                    Some(MirrorInput::Subscribed) => {
-                        subscribed = true;
-                        mirror.touch_all(Instant::now());
-                        self.snapshot(&keys, &mut conn, &mut mirror).await;
-                    }
-                    Some(MirrorInput::Lost) => {
-                        subscribed = false;
-                        // Most likely Redis itself went: the snapshot after the resubscription
-                        // must not try the old connection first.
-                        conn = None;
-                    }
-                    Some(MirrorInput::Signal(Signal::Presence(node, announcement))) => {
-                        self.announced(&keys, &mut conn, &mut mirror, node, announcement).await;
-                    }
-                    Some(MirrorInput::Signal(Signal::Typing(_, typing))) => {
-                        if let Some(receiver) = self.receiver() {
-                            receiver.remote_typing(&typing.room, &typing.name);
+                // Before the inputs, so that a steady stream of them cannot starve it.
+                _ = check.tick(), if state.subscribed => {
+                    // What has already arrived counts before anyone is found silent: a node
+                    // whose beat waits in the queue is not dead.
+                    for _ in 0..inputs.len() {
+                        match inputs.try_recv() {
+                            Ok(input) => self.handle(&keys, &mut state, input).await,
+                            Err(_) => break,
                         }
                     }
+                    if state.subscribed {
+                        self.expire(&mut state).await;
+                    }
+                }
+                input = inputs.recv() => match input {
+                    None => return,
+                    Some(input) => self.handle(&keys, &mut state, input).await,
                 },
-                _ = check.tick(), if subscribed => {
-                    let (dead, changes) = mirror.expire(Instant::now(), self.timing.expiry);
-                    if dead.is_empty() {
-                        continue;
-                    }
-                    info!(?dead, members = changes.len(), "nodes not heard from: their members leave");
-                    for (node, incarnation) in dead {
-                        self.bury(&mut conn, node, incarnation).await;
-                    }
-                    self.tell(&changes);
+            }
+        }
+    }
+
+    async fn handle(&self, keys: &Keys, state: &mut MirrorState, input: MirrorInput) {
+        match input {
+            MirrorInput::Subscribed => {
+                state.subscribed = true;
+                state.mirror.touch_all(Instant::now());
+                self.snapshot(keys, &mut state.conn, &mut state.mirror)
+                    .await;
+            }
+            MirrorInput::Lost => {
+                state.subscribed = false;
+                // Most likely Redis itself went: the snapshot after the resubscription must
+                // not try the old connection first.
+                state.conn = None;
+            }
+            MirrorInput::Signal(Signal::Presence(node, announcement)) => {
+                self.announced(keys, &mut state.conn, &mut state.mirror, node, announcement)
+                    .await;
+            }
+            MirrorInput::Signal(Signal::Typing(_, typing)) => {
+                if let Some(receiver) = self.receiver() {
+                    receiver.remote_typing(&typing.room, &typing.name);
                 }
             }
         }
+    }
+
+    /// Drops the nodes not heard from for too long, tells the others, then the hub.
+    async fn expire(&self, state: &mut MirrorState) {
+        let (dead, changes) = state.mirror.expire(Instant::now(), self.timing.expiry);
+        if dead.is_empty() {
+            return;
+        }
+        info!(
+            ?dead,
+            members = changes.len(),
+            "nodes not heard from: their members leave"
+        );
+        for (node, incarnation) in dead {
+            self.bury(&mut state.conn, node, incarnation).await;
+        }
+        self.tell(&changes);
     }
 
     /// Announces `gone` on behalf of a node this one found dead, so every node drops it now
