@@ -57,6 +57,20 @@ redis_dir=$(mktemp -d)
 trap 'bash scripts/redis.sh stop "$redis_dir"; rm -rf "$redis_dir"; bash scripts/pg.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
 redis_url=$(bash scripts/redis.sh start "$redis_dir")
 HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --test cluster
+
+# The same on real processes (issue 18): the protocol suite again, each test's server being three
+# real nodes (this build's binary) on the PostgreSQL and Redis above behind a private nginx
+# (HUBBUB_TEST_CLUSTER, tests/common/cluster.rs; scripts/nginx.sh runs the site config of
+# deploy/nginx.conf in its own dir on a loopback port and stops it by the PID in its pid file);
+# tests that read one node's /metrics stay one node. Then the node faults of
+# tests/cluster_nodes.rs (kill -9 mid-burst, PostgreSQL stopped for 10 s, a cut Redis
+# subscription, /readyz, a dead node's presence), which start a private PostgreSQL or Redis
+# where they stop one. About two minutes.
+step "protocol suite on three nodes behind nginx; node faults"
+need_apt nginx nginx
+HUBBUB_TEST_CLUSTER="$pg_url $redis_url" \
+  cargo test --test ws_protocol --test sse --test http_api --test echo --test ws_framing
+HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --test cluster_nodes
 bash scripts/redis.sh stop "$redis_dir"
 
 bash scripts/pg.sh stop "$pg_dir"
