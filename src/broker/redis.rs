@@ -675,6 +675,25 @@ mod tests {
     }
 
     #[test]
+    fn presence_and_typing_payloads_are_told_from_batches_by_their_first_byte() {
+        let typing = b"T1\n{\"room\":\"lobby\",\"name\":\"ann\"}";
+        assert!(matches!(
+            decode(2, typing),
+            Decoded::Signal(Signal::Typing(1, _))
+        ));
+        assert_eq!(decode(1, typing), Decoded::Own);
+        let beat = b"P1\n{\"incarnation\":5,\"seq\":3,\"kind\":\"beat\"}";
+        assert!(matches!(
+            decode(2, beat),
+            Decoded::Signal(Signal::Presence(1, _))
+        ));
+        assert!(matches!(
+            decode(2, &encode(1, &[message("lobby", 7)])),
+            Decoded::Batch(_)
+        ));
+    }
+
+    #[test]
     fn a_payload_with_a_bad_room_name_is_refused() {
         let payload = encode(1, &[message("no spaces allowed", 7)]);
         assert!(matches!(decode(2, &payload), Decoded::Invalid(_)));
