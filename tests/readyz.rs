@@ -4,8 +4,9 @@
 //! `/healthz` stays a liveness check throughout.
 //!
 //! The store and broker faults need PostgreSQL (`HUBBUB_TEST_POSTGRES` or `HUBBUB_TEST_DB`, as
-//! scripts/test.sh sets them; without, those tests print why they are skipped): SQLite is inside
-//! the process, and its ping answers as long as the process does.
+//! scripts/test.sh sets them; without, those tests print why they are skipped). SQLite is inside
+//! the process: its ping fails only when the database file was deleted or replaced, which
+//! tests/store_faults.rs covers.
 //!
 //! - **Hung database**: the server reaches PostgreSQL through a relay on loopback that this test
 //!   runs; stopping the relay's traffic (every byte held, both ways, connections left open) is a

@@ -343,6 +343,17 @@ async fn a_deleted_database_file_is_reported_and_no_post_is_acked_after_it() {
     // SQLite would go on committing into the unlinked file, which dies with the process.
     std::fs::remove_file(data.join(DB_FILE)).unwrap();
 
+    // The node is no longer ready (a load balancer stops sending it clients); the probe sees the
+    // loss first here, and the writer must still report it and empty its WAL as before.
+    let ready = http()
+        .get(format!("http://{}/readyz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["store"], "unavailable", "{body}");
+
     let refusals = refused_burst(&mut poster, "r", 20).await;
     assert!(
         refusals[0]["data"]["message"]

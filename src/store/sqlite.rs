@@ -482,6 +482,14 @@ impl DatabaseFiles {
         })
     }
 
+    /// Whether the paths still name the files this server writes to, without logging or
+    /// changing what [`DatabaseFiles::check`] reports (the writer's first `Lost` empties the WAL,
+    /// so a probe must not be the one to see the loss first).
+    fn intact(&self) -> bool {
+        matches!(FileId::at(&self.db), Ok(id) if id == self.db_id)
+            && matches!(FileId::at(&self.wal), Ok(id) if id == self.wal_id)
+    }
+
     /// Whether the paths still name the files this server writes to. Called before a commit
     /// (so nothing is written to a lost file) and after it, before any ack: a commit that went to
     /// a file deleted meanwhile is refused like one that failed.
@@ -665,8 +673,16 @@ impl Store for SqliteStore {
         Ok(last.unwrap_or(0) as u64)
     }
 
+    /// Reads the schema (not `SELECT 1`, which never touches the file) and checks that the
+    /// files at the path are still the ones this server writes to: a deleted or replaced
+    /// database refuses every post, so the node is not ready.
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        if !self.files.intact() {
+            return Err(StoreError::Unavailable(FILES_GONE.to_owned()));
+        }
+        sqlx::query("SELECT 1 FROM rooms LIMIT 1")
+            .execute(&self.reader)
+            .await?;
         Ok(())
     }
 
