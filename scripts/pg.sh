@@ -38,11 +38,15 @@ as_owner() {
   fi
 }
 
-# A loopback port nothing listens on: nothing answers a connect to it.
+# A loopback port nothing listens on, below the kernel's ephemeral range (as in redis.sh): a
+# test may stop this server and start it again on the same port, and a port in that range may
+# meanwhile have become the local end of some outgoing connection.
 free_port() {
-  local port
+  local port low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 11000 ] || low=32768
   for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return 0
