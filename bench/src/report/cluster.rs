@@ -152,9 +152,14 @@ fn setup(md: &mut String, res: &Results) {
         md,
         "One room of {} members spread round-robin over the configuration's nodes, {} of them posting (so posts come from every node). Moderate load: {} posts/s, in {rounds} round(s) that each go over every configuration in turn; each moderate-load figure below is the median of its rounds. Saturation: the post rate grows per step until p99 ≥ 100 ms or any loss or close. {pin} CPU per delivery counts every process of the configuration: the hubbub nodes, plus PostgreSQL and Redis where it uses them.\n",
         first.n,
-        fmt_opt(first.get("senders")),
-        fmt_opt(first.get("rate_total")),
+        whole(first.get("senders")),
+        whole(first.get("rate_total")),
     );
+}
+
+/// A count or a rate as a whole number, or a dash.
+fn whole(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.0}"))
 }
 
 /// One row per configuration: ceiling, moderate-load latency and CPU with its split.
@@ -192,8 +197,7 @@ fn table(md: &mut String, res: &Results, configs: &[String]) {
         let _ = writeln!(
             md,
             "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-            l.and_then(|r| r.get("nodes"))
-                .map_or("–".to_string(), |n| format!("{n:.0}")),
+            whole(l.and_then(|r| r.get("nodes"))),
             fmt_opt(ceiling(res, c)),
             get("p99_ms"),
             get("ack_p99_ms"),
@@ -201,7 +205,7 @@ fn table(md: &mut String, res: &Results, configs: &[String]) {
             get("hubbub_cpu_us_per_delivery"),
             get("postgres_cpu_us_per_delivery"),
             get("redis_cpu_us_per_delivery"),
-            fmt_opt(per_cpu_second(l)),
+            whole(per_cpu_second(l)),
             times(ONE_NODE),
             times(SINGLE),
             fmt(lost),
