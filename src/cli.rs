@@ -210,6 +210,15 @@ pub struct ServeArgs {
     /// from the database.
     #[arg(long, env = "HUBBUB_BROKER_GAP_WAIT_MS", default_value_t = 200)]
     pub broker_gap_wait_ms: u64,
+    /// With --broker: milliseconds between this node's presence heartbeats (it refreshes its
+    /// members in Redis and tells the other nodes it is alive).
+    #[arg(long, env = "HUBBUB_PRESENCE_HEARTBEAT_MS", default_value_t = 5000)]
+    pub presence_heartbeat_ms: u64,
+    /// With --broker: milliseconds a node may stay silent before the others drop its members
+    /// (a node killed with -9 leaves everyone's view this long after its last heartbeat, plus at
+    /// most half a second). At least three heartbeats.
+    #[arg(long, env = "HUBBUB_PRESENCE_EXPIRY_MS", default_value_t = 15000)]
+    pub presence_expiry_ms: u64,
     /// A reverse proxy or load balancer (CIDR such as `10.0.0.0/8`, or one address) whose
     /// `Forwarded`/`X-Forwarded-For` names the client for per-address limits and logs; repeatable,
     /// or comma-separated in the variable. Everyone else's such headers are ignored.
@@ -224,6 +233,20 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--presence-expiry-ms`, refused under three heartbeats: one late beat (a busy Redis, a
+    /// paused VM) would otherwise make a live node look dead and its members leave and rejoin
+    /// on every node.
+    fn presence_expiry(&self) -> Result<Duration> {
+        let heartbeat = self.presence_heartbeat_ms.max(10);
+        if self.presence_expiry_ms < heartbeat.saturating_mul(3) {
+            return Err(Error::Config(format!(
+                "--presence-expiry-ms ({}) must be at least three --presence-heartbeat-ms ({heartbeat})",
+                self.presence_expiry_ms
+            )));
+        }
+        Ok(Duration::from_millis(self.presence_expiry_ms))
+    }
+
     /// The config these flags describe.
     pub fn to_config(&self) -> Result<Config> {
         let (db_path, postgres) = database_fields(self.db.as_ref());
@@ -278,6 +301,8 @@ impl ServeArgs {
                 presence_tick: Duration::from_millis(self.presence_tick_ms.max(10)),
                 presence_count_budget: self.presence_count_budget.max(1),
                 fan_out_slice: self.fan_out_slice.max(1),
+                presence_heartbeat: Duration::from_millis(self.presence_heartbeat_ms.max(10)),
+                presence_expiry: self.presence_expiry()?,
                 ..HubSettings::default()
             },
         })

@@ -828,3 +828,24 @@ async fn the_first_node_to_find_a_node_dead_makes_every_node_drop_it() {
     drop((watcher, observer, ghost));
     stop_all(vec![finder, patient]).await;
 }
+
+#[test]
+fn a_presence_expiry_under_three_heartbeats_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--presence-heartbeat-ms", "5000"])
+        .args(["--presence-expiry-ms", "10000"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(
+            "--presence-expiry-ms (10000) must be at least three --presence-heartbeat-ms (5000)"
+        ),
+        "{stderr}"
+    );
+}
