@@ -10,8 +10,8 @@
 //! nodes round-robin, exactly as clients of a deployment do. Tests started with
 //! [`super::start_server_with`] or [`super::start_single_node`] stay one in-process node.
 //! scripts/test.sh sets the variable for the protocol suite (tests/ws_protocol.rs, sse.rs,
-//! http_api.rs, echo.rs, ws_framing.rs) only: other test files call `start_server()` for tests
-//! that are about one process (restarts, signals, store faults) and are not meant to run so.
+//! http_api.rs, echo.rs, ws_framing.rs); the other files that call `start_server()` run
+//! in-process there.
 //!
 //! tests/cluster_nodes.rs uses the same parts directly ([`Cluster`], [`PrivateRedis`],
 //! [`PrivatePostgres`]) to kill a node, stop PostgreSQL or cut a Redis subscription.
