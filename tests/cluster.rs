@@ -849,3 +849,46 @@ fn a_presence_expiry_under_three_heartbeats_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// `GET /readyz` on `node` until it answers `status`, within the test's wait.
+async fn readyz_until(node: &TestServer, status: u16) {
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        every.tick().await;
+        let got = common::http()
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if got == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz on {} never answered {status} (last {got})",
+            node.addr
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_live_nodes_with_one_node_id_are_reported_not_ready_until_one_stops() {
+    let test = "duplicate_node_id";
+    let Some((postgres, redis)) = cluster_env(test) else {
+        return;
+    };
+    let cluster = Cluster::new(&postgres, &redis, test).await;
+    let first = cluster.node(7, quick_presence).await;
+    readyz_until(&first, 200).await;
+    let second = cluster.node(7, quick_presence).await;
+    // Each hears the other's heartbeats under its own id with another incarnation.
+    readyz_until(&first, 503).await;
+    readyz_until(&second, 503).await;
+    second.stop().await;
+    // The namesake's silence for one expiry ends the episode.
+    readyz_until(&first, 200).await;
+    first.stop().await;
+}

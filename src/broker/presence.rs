@@ -221,6 +221,21 @@ pub(crate) fn decode_signal(own: u64, payload: &[u8]) -> Result<Option<Signal>, 
     Ok(Some(signal))
 }
 
+/// The incarnation in a presence payload that carries this node's id but is not this process's
+/// own: another live process was started with the same `--node-id`. Such a pair skips each
+/// other's message batches (a node skips payloads with its own id) and overwrites each other's
+/// presence, so the operator must hear of it. `gone` is not evidence: another node announces it
+/// on behalf of a dead one, also of a previous incarnation of this node.
+pub(crate) fn duplicate_incarnation(payload: &[u8], own_incarnation: u64) -> Option<u64> {
+    let (&PRESENCE_TAG, rest) = payload.split_first()? else {
+        return None;
+    };
+    let newline = rest.iter().position(|b| *b == b'\n')?;
+    let announcement: Announcement = serde_json::from_slice(&rest[newline + 1..]).ok()?;
+    (announcement.kind != Kind::Gone && announcement.incarnation != own_incarnation)
+        .then_some(announcement.incarnation)
+}
+
 /// A membership on one node: room and connection.
 type MemberKey = (String, ConnId);
 

@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::gate::{Gate, Input};
 use super::presence::{
@@ -105,6 +105,8 @@ pub struct RedisBroker {
     publish: mpsc::Sender<Vec<u8>>,
     /// Whether the subscription is up (set by the subscriber task): what `/readyz` reports.
     subscribed: Arc<AtomicBool>,
+    /// When another process with this node's id was last heard (see [`DuplicateNode`]).
+    duplicate: Arc<DuplicateNode>,
     /// This node's memberships, on their way to Redis.
     presence: Arc<LocalPresence>,
     stop: CancellationToken,
@@ -129,12 +131,14 @@ impl RedisBroker {
         let tasks = TaskTracker::new();
         let subscribed = Arc::new(AtomicBool::new(false));
         let (presence, typing) = LocalPresence::new(settings.node_id);
+        let incarnation = rand::random();
+        let duplicate = Arc::new(DuplicateNode::new(settings.presence.expiry));
         let (to_mirror, mirror_inputs) = mpsc::channel(presence::MIRROR_QUEUE);
         let writer = Writer {
             client: client.clone(),
             channel: settings.channel.clone(),
             node_id: settings.node_id,
-            incarnation: rand::random(),
+            incarnation,
             timing: settings.presence,
             local: presence.clone(),
         };
@@ -161,6 +165,8 @@ impl RedisBroker {
             Listeners {
                 gate: to_gate.clone(),
                 presence: to_mirror,
+                incarnation,
+                duplicate: duplicate.clone(),
             },
             subscribed.clone(),
             stop.clone(),
@@ -172,6 +178,7 @@ impl RedisBroker {
             gate: to_gate,
             publish,
             subscribed,
+            duplicate,
             presence,
             stop,
             tasks,
@@ -201,8 +208,10 @@ impl Broker for RedisBroker {
         let _ = self.receiver.set(receiver);
     }
 
+    /// Not ready while cut off from Redis, or while another live process uses this node's id
+    /// (each would miss the other's messages until a gap revealed them).
     fn is_ready(&self) -> bool {
-        self.subscribed.load(Ordering::Relaxed)
+        self.subscribed.load(Ordering::Relaxed) && !self.duplicate.heard_recently()
     }
 
     fn member_changed(&self, room: &str, conn: ConnId, name: Option<&str>) {
@@ -502,6 +511,54 @@ struct Listeners {
     gate: mpsc::Sender<Input>,
     /// Presence and typing, and the subscription's ups and downs (snapshot, expiry).
     presence: mpsc::Sender<MirrorInput>,
+    /// This process's presence incarnation, to tell its own payloads from a namesake's.
+    incarnation: u64,
+    /// Where a namesake is noted.
+    duplicate: Arc<DuplicateNode>,
+}
+
+/// Evidence that another live process uses this node's `--node-id`: its presence payloads
+/// carry the id with another incarnation. The node stays up (refusing to serve would take both
+/// down), logs an error naming the id and reports itself not ready until the namesake has been
+/// silent for a presence expiry, so a load balancer sends clients elsewhere meanwhile.
+struct DuplicateNode {
+    started: Instant,
+    /// Milliseconds after `started` of the last evidence, 0 for none.
+    last_heard_ms: std::sync::atomic::AtomicU64,
+    expiry: Duration,
+}
+
+impl DuplicateNode {
+    fn new(expiry: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            last_heard_ms: std::sync::atomic::AtomicU64::new(0),
+            expiry,
+        }
+    }
+
+    /// Notes a namesake's payload; logs the first one of each episode.
+    fn heard(&self, node_id: u64, other_incarnation: u64) {
+        let first = !self.heard_recently();
+        let now = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.last_heard_ms.store(now, Ordering::Relaxed);
+        if first {
+            error!(
+                node_id,
+                other_incarnation,
+                "ANOTHER LIVE PROCESS USES THIS --node-id: the two skip each other's messages \
+                 and overwrite each other's presence; give every node its own --node-id. This \
+                 node reports itself not ready (/readyz) until the other is gone"
+            );
+        }
+    }
+
+    fn heard_recently(&self) -> bool {
+        let last = self.last_heard_ms.load(Ordering::Relaxed);
+        last != 0 && self.started.elapsed() < Duration::from_millis(last) + self.expiry
+    }
 }
 
 impl Listeners {
@@ -614,8 +671,13 @@ async fn listen(
                 let Some(message) = message else {
                     return Listen::Lost("connection closed".to_owned());
                 };
-                match decode(node_id, message.get_payload_bytes()) {
-                    Decoded::Own => {}
+                let payload = message.get_payload_bytes();
+                match decode(node_id, payload) {
+                    Decoded::Own => {
+                        if let Some(other) = presence::duplicate_incarnation(payload, listeners.incarnation) {
+                            listeners.duplicate.heard(node_id, other);
+                        }
+                    }
                     Decoded::Batch(batch) => {
                         if listeners.gate.send(Input::Remote(batch)).await.is_err() {
                             return Listen::Stopped;
