@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Binary, Client, Closed, api_post, free_port, get_json, scratch};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -55,9 +55,18 @@ fn burst(
     tokio::spawn(async move {
         for i in 0..count {
             let text = format!("{tag}-{i}");
-            client
-                .send(json!({"type": "msg", "room": "r", "data": text, "ref": text}))
-                .await;
+            let frame = json!({"type": "msg", "room": "r", "data": text, "ref": text});
+            // The server may be killed while this poster is still sending (another poster's
+            // acks reached the kill's threshold first): the reset ends the sending, and the
+            // read below sees the connection end.
+            if client
+                .ws
+                .send(Message::text(frame.to_string()))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
         let mut acked = Vec::new();
         let close_code = loop {
