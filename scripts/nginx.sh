@@ -78,7 +78,9 @@ worker_processes 1;
 worker_rlimit_nofile 16384;
 events { worker_connections 8192; }
 http {
-    access_log $dir/access.log;
+    # Which node served each request: what a failing test needs to know.
+    log_format upstream '\$remote_addr "\$request" \$status upstream=\$upstream_addr';
+    access_log $dir/access.log upstream;
     client_body_temp_path $dir/temp/body;
     proxy_temp_path $dir/temp/proxy;
     fastcgi_temp_path $dir/temp/fastcgi;

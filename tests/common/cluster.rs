@@ -244,9 +244,14 @@ impl Cluster {
         futures_util::future::join_all(stopping).await;
     }
 
-    /// The last lines of every node's log and of nginx's error log, for a failing test.
+    /// The last lines of every node's log and of nginx's logs (its access log names the node
+    /// that served each request), for a failing test.
     fn print_logs(&self) {
-        for log in self.logs.iter().chain([&self.nginx.dir.join("error.log")]) {
+        let nginx_logs = [
+            self.nginx.dir.join("access.log"),
+            self.nginx.dir.join("error.log"),
+        ];
+        for log in self.logs.iter().chain(&nginx_logs) {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
