@@ -15,33 +15,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
+use common::cluster::{ClusterEnv, PrivateRedis, nodes_env, read_resuming, until_readyz};
 use common::{Client, TestServer, WAIT};
 use hubbub::Config;
 use hubbub::config::{PostgresUrl, Secret};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-/// The PostgreSQL server and the Redis, or `None` after saying why the test is skipped.
-fn cluster_env(test: &str) -> Option<(String, String)> {
-    let postgres = std::env::var("HUBBUB_TEST_POSTGRES")
-        .ok()
-        .or_else(common::pg::test_db);
-    let redis = std::env::var("HUBBUB_TEST_REDIS").ok();
-    match (postgres, redis) {
-        (Some(postgres), Some(redis)) => Some((postgres, redis)),
-        _ => {
-            eprintln!(
-                "skipped: {test}: needs HUBBUB_TEST_POSTGRES and HUBBUB_TEST_REDIS \
-                 (scripts/test.sh starts both)"
-            );
-            None
-        }
-    }
-}
 
 /// One fresh schema, one Redis and the test's own channel: what every node of a test shares.
 #[derive(Clone)]
@@ -183,46 +165,6 @@ async fn messages_through(client: &mut Client, last: u64) -> Vec<Value> {
     }
 }
 
-/// Reads `room` on `node` as a real client does, for as long as a burst lasts: closed as a slow
-/// consumer (a node's catch-up after a Redis outage can be more than its outbox holds while the
-/// socket is full) it reconnects to the same node and resumes with `since`. Returns every id it
-/// received, over all its connections, once it has the id `last` announces.
-async fn read_resuming(
-    mut client: Client,
-    node: std::net::SocketAddr,
-    room: &'static str,
-    mut last: watch::Receiver<Option<u64>>,
-) -> Vec<u64> {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    let mut ids: Vec<u64> = Vec::new();
-    loop {
-        let target = *last.borrow_and_update();
-        if target.is_some_and(|target| ids.last().is_some_and(|id| *id >= target)) {
-            return ids;
-        }
-        tokio::select! {
-            frame = client.ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
-                    if frame["type"] == "msg" {
-                        ids.push(frame["id"].as_u64().unwrap());
-                    }
-                }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    client = Client::connect(node, "").await;
-                    let since = ids.last().copied().unwrap_or(0);
-                    client
-                        .send(json!({"type": "join", "room": room, "data": {"since": since}}))
-                        .await;
-                }
-                Some(Ok(_)) => {}
-            },
-            changed = last.changed() => changed.unwrap(),
-        }
-    }
-}
-
 fn ids(messages: &[Value]) -> Vec<u64> {
     messages.iter().map(|m| m["id"].as_u64().unwrap()).collect()
 }
@@ -230,7 +172,7 @@ fn ids(messages: &[Value]) -> Vec<u64> {
 #[tokio::test]
 async fn a_message_posted_on_one_node_reaches_members_on_every_node_once_with_the_same_id() {
     let test = "one_message_every_node";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let nodes = start_nodes(3, &postgres, &redis, test).await;
@@ -256,7 +198,7 @@ async fn a_message_posted_on_one_node_reaches_members_on_every_node_once_with_th
 #[tokio::test]
 async fn concurrent_posts_from_every_node_reach_every_member_on_every_node_once_in_id_order() {
     let test = "concurrent_posts";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     const PER_POSTER: usize = 40;
@@ -303,7 +245,7 @@ async fn concurrent_posts_from_every_node_reach_every_member_on_every_node_once_
 #[tokio::test]
 async fn a_client_resumes_with_since_on_another_node() {
     let test = "resume_elsewhere";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let nodes = start_nodes(2, &postgres, &redis, test).await;
@@ -329,60 +271,10 @@ async fn a_client_resumes_with_since_on_another_node() {
     stop_all(nodes).await;
 }
 
-/// A private Redis for one test, stopped by PID when dropped.
-struct PrivateRedis {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl PrivateRedis {
-    async fn start() -> PrivateRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let url = redis_script("start", dir.path()).await;
-        PrivateRedis { dir, url }
-    }
-
-    async fn stop(&self) {
-        redis_script("stop", self.dir.path()).await;
-    }
-
-    /// Starts it again on the same port (the script remembers it in its directory).
-    async fn restart(&self) {
-        let url = redis_script("start", self.dir.path()).await;
-        assert_eq!(url, self.url, "back on the same port");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg("scripts/redis.sh")
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-async fn redis_script(action: &str, dir: &Path) -> String {
-    let output = tokio::process::Command::new("bash")
-        .arg("scripts/redis.sh")
-        .arg(action)
-        .arg(dir)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "scripts/redis.sh {action}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 #[tokio::test]
 async fn nothing_acked_is_missing_for_anyone_after_redis_restarts_mid_burst() {
     let test = "redis_restart";
-    let Some((postgres, _shared_redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, .. }) = nodes_env(test) else {
         return;
     };
     /// Acks awaited before Redis stops, while it is down, and after it is back.
@@ -567,7 +459,7 @@ fn names(list: &Value) -> Vec<&str> {
 #[tokio::test]
 async fn presence_frames_cross_nodes_also_for_members_with_the_same_connection_id() {
     let test = "presence_frames";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let nodes = start_nodes(2, &postgres, &redis, test).await;
@@ -585,7 +477,7 @@ async fn presence_frames_cross_nodes_also_for_members_with_the_same_connection_i
 #[tokio::test]
 async fn joined_and_members_include_members_on_other_nodes() {
     let test = "joined_members";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let nodes = start_nodes(2, &postgres, &redis, test).await;
@@ -622,7 +514,7 @@ async fn joined_and_members_include_members_on_other_nodes() {
 #[tokio::test]
 async fn typing_crosses_nodes_and_is_not_echoed_to_the_typer() {
     let test = "typing";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let nodes = start_nodes(2, &postgres, &redis, test).await;
@@ -652,7 +544,7 @@ fn quick_presence(config: &mut Config) {
 #[tokio::test]
 async fn the_members_of_a_node_that_dies_without_goodbye_leave_everyones_view() {
     let test = "node_dies";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let cluster = Cluster::new(&postgres, &redis, test).await;
@@ -685,7 +577,7 @@ async fn the_members_of_a_node_that_dies_without_goodbye_leave_everyones_view() 
 #[tokio::test]
 async fn a_node_restarted_with_the_same_id_leaves_no_ghosts() {
     let test = "node_restarts";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let cluster = Cluster::new(&postgres, &redis, test).await;
@@ -718,7 +610,7 @@ async fn a_node_restarted_with_the_same_id_leaves_no_ghosts() {
 #[tokio::test]
 async fn large_room_counts_include_members_on_other_nodes() {
     let test = "large_room_counts";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let small_limit = |c: &mut Config| {
@@ -752,7 +644,7 @@ async fn large_room_counts_include_members_on_other_nodes() {
 #[tokio::test]
 async fn presence_survives_a_redis_restart_without_false_departures() {
     let test = "presence_redis_restart";
-    let Some((postgres, _shared_redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, .. }) = nodes_env(test) else {
         return;
     };
     let redis = PrivateRedis::start().await;
@@ -787,7 +679,7 @@ async fn presence_survives_a_redis_restart_without_false_departures() {
 #[tokio::test]
 async fn the_first_node_to_find_a_node_dead_makes_every_node_drop_it() {
     let test = "node_buried";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let cluster = Cluster::new(&postgres, &redis, test).await;
@@ -850,45 +742,21 @@ fn a_presence_expiry_under_three_heartbeats_is_refused_at_start() {
     );
 }
 
-/// `GET /readyz` on `node` until it answers `status`, within the test's wait.
-async fn readyz_until(node: &TestServer, status: u16) {
-    let deadline = tokio::time::Instant::now() + 3 * WAIT;
-    let mut every = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        every.tick().await;
-        let got = common::http()
-            .get(node.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if got == status {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz on {} never answered {status} (last {got})",
-            node.addr
-        );
-    }
-}
-
 #[tokio::test]
 async fn two_live_nodes_with_one_node_id_are_reported_not_ready_until_one_stops() {
     let test = "duplicate_node_id";
-    let Some((postgres, redis)) = cluster_env(test) else {
+    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
         return;
     };
     let cluster = Cluster::new(&postgres, &redis, test).await;
     let first = cluster.node(7, quick_presence).await;
-    readyz_until(&first, 200).await;
+    until_readyz(first.addr, 200, 3 * WAIT).await;
     let second = cluster.node(7, quick_presence).await;
     // Each hears the other's heartbeats under its own id with another incarnation.
-    readyz_until(&first, 503).await;
-    readyz_until(&second, 503).await;
+    until_readyz(first.addr, 503, 3 * WAIT).await;
+    until_readyz(second.addr, 503, 3 * WAIT).await;
     second.stop().await;
     // The namesake's silence for one expiry ends the episode.
-    readyz_until(&first, 200).await;
+    until_readyz(first.addr, 200, 3 * WAIT).await;
     first.stop().await;
 }

@@ -21,9 +21,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
+use common::cluster::PrivateRedis;
 use common::{WAIT, http};
 use hubbub::config::{PostgresUrl, Secret};
 use serde_json::{Value, json};
@@ -88,6 +88,20 @@ fn postgres(test: &str) -> Option<String> {
     url
 }
 
+/// A server on a fresh schema of `postgres` that reaches its database only through a [`Relay`]
+/// of its own, once it serves.
+async fn server_behind_relay(postgres: &str) -> (common::TestServer, Relay) {
+    let schema = common::pg::fresh_schema_url(&postgres).await;
+    let relay = Relay::start(&schema).await;
+    let through_relay = relay.url(&schema);
+    let server = common::start_server_with(move |c| {
+        c.postgres = Some(PostgresUrl::new(through_relay));
+    })
+    .await;
+    common::pg::until_serving(server.addr).await;
+    (server, relay)
+}
+
 #[tokio::test]
 async fn a_healthy_node_is_ready() {
     let server = common::start_server().await;
@@ -136,14 +150,7 @@ async fn a_hung_database_makes_the_node_unready_and_its_return_ready_again() {
     else {
         return;
     };
-    let schema = common::pg::fresh_schema_url(&postgres).await;
-    let relay = Relay::start(&schema).await;
-    let through_relay = relay.url(&schema);
-    let server = common::start_server_with(move |c| {
-        c.postgres = Some(PostgresUrl::new(through_relay));
-    })
-    .await;
-    common::pg::until_serving(server.addr).await;
+    let (server, relay) = server_behind_relay(&postgres).await;
     let (status, body) = readyz(server.addr).await;
     assert_eq!((status, &body["store"]), (200, &json!("ok")), "{body}");
 
@@ -169,14 +176,7 @@ async fn a_database_that_goes_down_makes_the_node_unready_and_its_return_ready_a
     else {
         return;
     };
-    let schema = common::pg::fresh_schema_url(&postgres).await;
-    let relay = Relay::start(&schema).await;
-    let through_relay = relay.url(&schema);
-    let server = common::start_server_with(move |c| {
-        c.postgres = Some(PostgresUrl::new(through_relay));
-    })
-    .await;
-    common::pg::until_serving(server.addr).await;
+    let (server, relay) = server_behind_relay(&postgres).await;
     readyz_until(server.addr, 200, WAIT).await;
 
     relay.cut();
@@ -203,10 +203,9 @@ async fn a_disconnected_broker_makes_the_node_unready_and_its_return_ready_again
     else {
         return;
     };
-    let redis_dir = tempfile::tempdir().unwrap();
-    let redis = PrivateRedis::start(redis_dir.path());
+    let redis = PrivateRedis::start().await;
     // Stopped: its port is now one where nothing listens, remembered for the restart.
-    redis.stop();
+    redis.stop().await;
     let schema = common::pg::fresh_schema_url(&postgres).await;
     let (url, channel) = (
         redis.url.clone(),
@@ -227,11 +226,11 @@ async fn a_disconnected_broker_makes_the_node_unready_and_its_return_ready_again
     assert_eq!(body["store"], "ok", "{body}");
     assert_live(server.addr).await;
 
-    redis.start_again();
+    redis.restart().await;
     let body = readyz_until(server.addr, 200, RECOVERY).await;
     assert_eq!(body["broker"], "ok", "{body}");
     server.stop().await;
-    redis.stop();
+    redis.stop().await;
 }
 
 /// A TCP relay on loopback to the PostgreSQL server: forwards every connection's bytes both ways
@@ -343,51 +342,4 @@ async fn pipe(
             return;
         }
     }
-}
-
-/// A Redis of this test's own (scripts/redis.sh), stopped by the PID in its directory.
-struct PrivateRedis {
-    dir: std::path::PathBuf,
-    url: String,
-}
-
-impl PrivateRedis {
-    fn start(dir: &Path) -> PrivateRedis {
-        let url = redis_script("start", dir);
-        PrivateRedis {
-            dir: dir.to_path_buf(),
-            url,
-        }
-    }
-
-    /// Starts it again on the port it had (the script remembers it in its directory).
-    fn start_again(&self) {
-        assert_eq!(redis_script("start", &self.dir), self.url, "the same port");
-    }
-
-    fn stop(&self) {
-        redis_script("stop", &self.dir);
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        redis_script("stop", &self.dir);
-    }
-}
-
-/// Runs `scripts/redis.sh action dir` and returns what it prints (the URL, for `start`).
-fn redis_script(action: &str, dir: &Path) -> String {
-    let output = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis.sh"))
-        .arg(action)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "scripts/redis.sh {action}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }

@@ -14,7 +14,9 @@
 //! in-process there.
 //!
 //! tests/cluster_nodes.rs uses the same parts directly ([`Cluster`], [`PrivateRedis`],
-//! [`PrivatePostgres`]) to kill a node, stop PostgreSQL or cut a Redis subscription.
+//! [`PrivatePostgres`]) to kill a node, stop PostgreSQL or cut a Redis subscription; the
+//! in-process clusters of tests/cluster.rs and the broker test of tests/readyz.rs use its
+//! [`PrivateRedis`], [`nodes_env`], [`read_resuming`] and [`until_readyz`].
 //!
 //! Every process is stopped by its PID: nodes when the cluster is stopped or dropped (SIGTERM on
 //! [`Cluster::stop`], SIGKILL on drop), nginx, Redis and PostgreSQL by their scripts, which read
@@ -64,8 +66,9 @@ pub fn suite_env() -> Option<ClusterEnv> {
     }
 }
 
-/// The PostgreSQL server and Redis for tests/cluster_nodes.rs (`HUBBUB_TEST_POSTGRES` or
-/// `HUBBUB_TEST_DB`, and `HUBBUB_TEST_REDIS`), or `None` after saying why `test` is skipped.
+/// The PostgreSQL server and Redis for tests/cluster.rs and tests/cluster_nodes.rs
+/// (`HUBBUB_TEST_POSTGRES` or `HUBBUB_TEST_DB`, and `HUBBUB_TEST_REDIS`), or `None` after saying
+/// why `test` is skipped.
 pub fn nodes_env(test: &str) -> Option<ClusterEnv> {
     let postgres = std::env::var("HUBBUB_TEST_POSTGRES")
         .ok()
