@@ -7,22 +7,19 @@
 //! [`Deliver`]s it: encoded once, queued to each member's [`Outbox`], a large room a slice of
 //! members at a time → the sender's `ack` follows its own broadcast.
 //!
-//! Presence across nodes: every local join, leave and rename is reported to the broker
-//! (`Broker::member_changed`); a cluster broker reports other nodes' members back as
-//! [`RemoteChange`]s, which the hub keeps per room beside its own members (under the same lock,
-//! so a `joined` list and the `presence` frames that follow it never disagree) and counts in
-//! `joined`, `members`, large rooms' counts and the presence limit. On one node the remote map
-//! stays empty and nothing else changes.
+//! Presence (local, large rooms' counts, members on other nodes) is owned by `presence`, whose
+//! doc comment says how it reaches members.
 
 mod committer;
 pub mod member;
+mod presence;
 mod room;
 mod session;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -31,14 +28,15 @@ use tracing::warn;
 
 use crate::broker::{Broker, ConnId, Deliver, RemoteChange, RoomEvent};
 use crate::metrics::Metrics;
-use crate::protocol::{Joined, PresenceChange, RoomName, ServerFrame};
+use crate::protocol::{Joined, RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
 
 pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed, Wire};
 pub use session::{Access, Session};
 
 use committer::PostJob;
-use room::{FanOut, Member, RecentSnapshot, RemoteRoom, Room};
+use presence::RemoteMembers;
+use room::{FanOut, Member, RecentSnapshot, Room};
 
 /// Tunables the hub enforces (a slice of the server config).
 #[derive(Debug, Clone)]
@@ -147,54 +145,8 @@ pub struct Hub {
 struct Rooms {
     /// Rooms with members on this node (a room is here exactly while it has one).
     local: HashMap<String, Room>,
-    /// Members on other nodes per room, as the cluster broker reported them (empty on one
-    /// node). A room is here while it has a remote member.
-    remote: HashMap<String, RemoteRoom>,
-}
-
-impl Rooms {
-    /// Members of `room` on other nodes.
-    fn remote_len(&self, room: &str) -> usize {
-        self.remote.get(room).map_or(0, RemoteRoom::len)
-    }
-
-    /// Up to `limit` names of `room` (local members first, the longest present of each) and
-    /// the member count, over every node. Without remote members this is the local room's
-    /// cached sample.
-    fn sample(&mut self, room: &str, limit: usize) -> (Arc<[String]>, usize) {
-        let remote = self.remote.get(room);
-        let (local, local_len) = self
-            .local
-            .get_mut(room)
-            .map(|r| (r.member_names(limit), r.len()))
-            .unwrap_or_else(|| (Arc::from([]), 0));
-        let Some(remote) = remote.filter(|r| r.len() > 0) else {
-            return (local, local_len);
-        };
-        let count = local_len + remote.len();
-        if local.len() >= limit {
-            return (local, count);
-        }
-        let mut names = local.to_vec();
-        names.extend(remote.names().take(limit - local.len()).cloned());
-        names.sort();
-        (names.into(), count)
-    }
-
-    /// Every name in `room` over every node, sorted, and the count.
-    fn all_names(&self, room: &str) -> (Vec<String>, usize) {
-        let mut names = self
-            .local
-            .get(room)
-            .map(Room::all_member_names)
-            .unwrap_or_default();
-        if let Some(remote) = self.remote.get(room) {
-            names.extend(remote.names().cloned());
-            names.sort();
-        }
-        let count = names.len();
-        (names, count)
-    }
+    /// Members on other nodes, as the cluster broker reported them (empty on one node).
+    remote: RemoteMembers,
 }
 
 struct Inner {
@@ -241,7 +193,7 @@ impl Hub {
             stop.clone(),
         ));
         tracker.spawn(committer::broadcast(to_broadcast, broker));
-        tracker.spawn(presence_ticker(Arc::downgrade(&inner), stop));
+        tracker.spawn(presence::ticker(Arc::downgrade(&inner), stop));
         Hub { inner }
     }
 
@@ -300,7 +252,7 @@ impl Hub {
         {
             let rooms = self.lock_rooms();
             let local = rooms.local.iter().map(|(name, room)| (name, room.len()));
-            let remote = rooms.remote.iter().map(|(name, room)| (name, room.len()));
+            let remote = rooms.remote.counts();
             for (name, members) in local.chain(remote) {
                 *counts.entry(name.clone()).or_default() += members;
             }
@@ -477,47 +429,6 @@ impl Hub {
 }
 
 impl Inner {
-    /// Whether a room is large, so that one member's arrival or departure is left to the next
-    /// count (see [`Inner::announce_counts`]) instead of being announced.
-    fn coalesce_presence(&self, room: &str) -> bool {
-        coalesce_in(&mut self.lock_rooms(), room, self.settings.presence_limit)
-    }
-
-    /// Sends `presence` `{"count": N}` to every large room whose count differs from the one
-    /// last announced (arrivals and departures that cancel out change nothing a member sees)
-    /// and is due (see `HubSettings::presence_count_budget`).
-    async fn announce_counts(&self) {
-        let now = Instant::now();
-        let tick = self.settings.presence_tick;
-        let budget = self.settings.presence_count_budget;
-        let changed: Vec<(String, usize)> = {
-            let mut rooms = self.lock_rooms();
-            let Rooms { local, remote } = &mut *rooms;
-            local
-                .iter_mut()
-                .filter_map(|(name, room)| {
-                    let count = room.len() + remote.get(name).map_or(0, RemoteRoom::len);
-                    let due = count > self.settings.presence_limit
-                        && room.announced_count != Some(count)
-                        && room.count_due(count, now, tick, budget);
-                    due.then(|| {
-                        room.last_count = Some(now);
-                        room.announced_count = Some(count);
-                        (name.clone(), count)
-                    })
-                })
-                .collect()
-        };
-        for (room, count) in changed {
-            let data = PresenceChange {
-                count: Some(count),
-                ..PresenceChange::default()
-            };
-            let json = ServerFrame::Presence { room: &room, data }.encode();
-            self.fan_out_sliced(&room, &[Outgoing::control(json)]).await;
-        }
-    }
-
     /// Queues `frames` (one room's share of a commit, or a count) for the room's members, and
     /// notes messages in its recent frames. A room larger than `fan_out_slice` is served a slice
     /// of members at a time, yielding between slices, so that its 19,000 writes do not stop
@@ -602,10 +513,10 @@ impl Deliver for Inner {
                 name,
                 joined,
             } => {
-                if self.coalesce_presence(room) {
+                let Some(frame) = self.presence_change(room, name, *joined) else {
                     return;
-                }
-                (presence_frame(room, name, *joined), Some(*origin))
+                };
+                (frame, Some(*origin))
             }
             RoomEvent::Typing { origin, name } => {
                 let json = ServerFrame::Typing { room, from: name }.encode();
@@ -628,43 +539,9 @@ impl Deliver for Inner {
         self.count(result);
     }
 
-    /// Applies every change to the rooms' remote members first, then announces each to the
-    /// room's members here, unless the room (counted over every node, after the changes) is
-    /// large: its count goes out with the next tick instead.
+    /// See [`Inner::apply_remote_changes`] (presence.rs).
     fn remote_presence(&self, changes: &[RemoteChange]) {
-        let limit = self.settings.presence_limit;
-        let mut rooms = self.lock_rooms();
-        for change in changes {
-            let entry = rooms.remote.entry(change.room.clone()).or_default();
-            if change.joined {
-                entry.insert(change.member, &change.name);
-            } else {
-                entry.remove(change.member);
-                if entry.len() == 0 {
-                    rooms.remote.remove(&change.room);
-                }
-            }
-        }
-        let mut result = FanOut::default();
-        for change in changes {
-            if !rooms.local.contains_key(&change.room)
-                || coalesce_in(&mut rooms, &change.room, limit)
-            {
-                continue;
-            }
-            let frame = presence_frame(&change.room, &change.name, change.joined);
-            if let Some(entry) = rooms.local.get_mut(&change.room) {
-                let out = entry.fan_out(
-                    std::slice::from_ref(&frame),
-                    None,
-                    self.settings.outbox_frames,
-                );
-                result.delivered += out.delivered;
-                result.overflowed += out.overflowed;
-            }
-        }
-        drop(rooms);
-        self.count(result);
+        self.apply_remote_changes(changes);
     }
 
     fn remote_typing(&self, room: &str, name: &str) {
@@ -679,56 +556,6 @@ impl Deliver for Inner {
             None => return,
         };
         self.count(result);
-    }
-}
-
-/// Whether `room` is large (over `limit` members on every node together), so one member's
-/// arrival or departure is left to the next count instead of being announced. A room that is
-/// not large forgets its last announced count: members hear of each change again.
-fn coalesce_in(rooms: &mut Rooms, room: &str, limit: usize) -> bool {
-    let remote = rooms.remote_len(room);
-    match rooms.local.get_mut(room) {
-        Some(entry) if entry.len() + remote > limit => true,
-        Some(entry) => {
-            // Announced one by one from here on: members no longer hold the last count.
-            entry.announced_count = None;
-            false
-        }
-        None => false,
-    }
-}
-
-/// A `presence` frame announcing one arrival or departure.
-fn presence_frame(room: &str, name: &str, joined: bool) -> Outgoing {
-    let data = if joined {
-        PresenceChange {
-            joined: Some(name),
-            ..PresenceChange::default()
-        }
-    } else {
-        PresenceChange {
-            left: Some(name),
-            ..PresenceChange::default()
-        }
-    };
-    Outgoing::control(ServerFrame::Presence { room, data }.encode())
-}
-
-/// Announces large rooms' member counts once per tick until `stop`.
-async fn presence_ticker(inner: Weak<Inner>, stop: CancellationToken) {
-    let Some(tick) = inner.upgrade().map(|i| i.settings.presence_tick) else {
-        return;
-    };
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = interval.tick() => match inner.upgrade() {
-                Some(inner) => inner.announce_counts().await,
-                None => return,
-            },
-        }
     }
 }
 
@@ -887,111 +714,6 @@ mod tests {
         std::iter::from_fn(|| receiver.try_recv())
             .filter_map(|frame| frame.msg_id)
             .collect()
-    }
-
-    /// The frames queued so far, as JSON.
-    fn frames_json(receiver: &OutboxReceiver) -> Vec<serde_json::Value> {
-        std::iter::from_fn(|| receiver.try_recv())
-            .map(|frame| serde_json::from_slice(&frame.json).expect("json"))
-            .collect()
-    }
-
-    fn remote(room: &str, node: u64, conn: ConnId, name: &str, joined: bool) -> RemoteChange {
-        RemoteChange {
-            room: room.into(),
-            member: crate::broker::RemoteMember { node, conn },
-            name: name.into(),
-            joined,
-        }
-    }
-
-    async fn local_hub(settings: HubSettings) -> (Hub, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(
-                &dir.path().join("hub.db"),
-                Duration::from_secs(5),
-                Durability::Process,
-            )
-            .await
-            .expect("store"),
-        );
-        let hub = Hub::new(
-            store,
-            crate::broker::local(),
-            settings,
-            Metrics::new(),
-            &TaskTracker::new(),
-            CancellationToken::new(),
-        );
-        (hub, dir)
-    }
-
-    #[tokio::test]
-    async fn a_member_on_another_node_is_announced_to_every_member_here_even_one_with_its_connection_id()
-     {
-        let (hub, _dir) = local_hub(HubSettings::default()).await;
-        let (outbox, ann_frames) = Outbox::new(64);
-        let mut ann = hub.connect(Some("ann".into()), outbox);
-        ann.join(RoomName::lobby(), None, None).await;
-        frames_json(&ann_frames);
-        // Connection 1 on node 7: the same id as ann's here.
-        assert_eq!(ann.id(), 1);
-        hub.inner
-            .remote_presence(&[remote("lobby", 7, 1, "bo", true)]);
-        assert_eq!(
-            frames_json(&ann_frames),
-            vec![
-                serde_json::json!({"type": "presence", "room": "lobby", "data": {"joined": "bo"}})
-            ]
-        );
-        let (outbox, cy_frames) = Outbox::new(64);
-        let mut cy = hub.connect(Some("cy".into()), outbox);
-        cy.join(RoomName::lobby(), None, None).await;
-        let joined = frames_json(&cy_frames)
-            .into_iter()
-            .find(|f| f["type"] == "joined")
-            .expect("joined");
-        assert_eq!(
-            joined["data"]["members"],
-            serde_json::json!(["ann", "bo", "cy"])
-        );
-        assert_eq!(joined["data"]["count"], 3);
-        assert_eq!(
-            hub.all_member_names(&RoomName::lobby()),
-            (vec!["ann".into(), "bo".into(), "cy".into()], 3)
-        );
-        hub.inner
-            .remote_presence(&[remote("lobby", 7, 1, "bo", false)]);
-        let left = frames_json(&ann_frames);
-        assert!(left.iter().any(|f| f["data"]["left"] == "bo"), "{left:?}");
-        assert_eq!(hub.member_sample(&RoomName::lobby()).1, 2);
-    }
-
-    #[tokio::test]
-    async fn a_room_large_only_with_its_remote_members_counts_instead_of_announcing() {
-        let settings = HubSettings {
-            presence_limit: 2,
-            ..HubSettings::default()
-        };
-        let (hub, _dir) = local_hub(settings).await;
-        let (outbox, frames) = Outbox::new(64);
-        let mut ann = hub.connect(Some("ann".into()), outbox);
-        ann.join(RoomName::lobby(), None, None).await;
-        frames_json(&frames);
-        hub.inner.remote_presence(&[
-            remote("lobby", 7, 1, "bo", true),
-            remote("lobby", 8, 1, "cy", true),
-        ]);
-        assert!(
-            frames_json(&frames).is_empty(),
-            "three members over the limit of two: no arrivals announced"
-        );
-        hub.inner.announce_counts().await;
-        assert_eq!(
-            frames_json(&frames),
-            vec![serde_json::json!({"type": "presence", "room": "lobby", "data": {"count": 3}})]
-        );
     }
 
     #[tokio::test]

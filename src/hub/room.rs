@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use super::member::{Outbox, Outgoing, Pushed};
-use crate::broker::{ConnId, RemoteMember};
+use super::presence::CountState;
+use crate::broker::ConnId;
 
 /// A connection's place in one room.
 pub(crate) struct Member {
@@ -80,10 +81,8 @@ pub(crate) struct Room {
     /// sends them, and a room filling to thousands would otherwise clone and sort the same
     /// names once per join.
     names: Option<(usize, Arc<[String]>)>,
-    /// When the room's count was last announced.
-    pub last_count: Option<Instant>,
-    /// The count last announced (`None` once the room announces members one by one again).
-    pub announced_count: Option<usize>,
+    /// What it last announced of its count while large (owned by `presence`).
+    counts: CountState,
     /// The room's newest messages, encoded, for the replay of a join.
     pub recent: Recent,
 }
@@ -231,15 +230,21 @@ impl Room {
         result
     }
 
-    /// Whether a changed count may go out at `now`: one room's counts cost at most `budget`
-    /// frames per second, and the ticker runs once per `tick` (half a tick of slack, so a
-    /// ticker that fires a little early does not skip a whole tick). `count` is the room's
-    /// member count over every node, so that all nodes together stay within the budget for the
-    /// room and a member sees the same rhythm whichever node it is connected to.
-    pub fn count_due(&self, count: usize, now: Instant, tick: Duration, budget: usize) -> bool {
-        let interval = count_interval(count, tick, budget);
-        self.last_count
-            .is_none_or(|last| now.saturating_duration_since(last) + tick / 2 >= interval)
+    /// Whether the room's count over every node, `count`, is to be announced at `now` (changed
+    /// since the last announcement and due: [`CountState::take_due`]); noted as announced if so.
+    pub fn take_count_due(
+        &mut self,
+        count: usize,
+        now: Instant,
+        tick: Duration,
+        budget: usize,
+    ) -> bool {
+        self.counts.take_due(count, now, tick, budget)
+    }
+
+    /// The room announces arrivals and departures one by one again ([`CountState::forget`]).
+    pub fn forget_count(&mut self) {
+        self.counts.forget();
     }
 
     /// Up to `limit` member names (the longest present), sorted so `joined` is stable. Bounded
@@ -324,44 +329,6 @@ impl Room {
             self.names = None;
         }
     }
-}
-
-/// A room's members on other nodes, as the cluster broker reported them, in arrival order (a
-/// departure moves the newest into its place, as in [`Room`]), so a `joined` sample lists those
-/// present longest.
-#[derive(Default)]
-pub(crate) struct RemoteRoom {
-    members: IndexMap<RemoteMember, String>,
-}
-
-impl RemoteRoom {
-    /// A member arrived (or changed its name).
-    pub fn insert(&mut self, member: RemoteMember, name: &str) {
-        self.members.insert(member, name.to_owned());
-    }
-
-    /// A member went.
-    pub fn remove(&mut self, member: RemoteMember) {
-        self.members.swap_remove(&member);
-    }
-
-    /// Members on other nodes.
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    /// Their names, longest present first (unsorted).
-    pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.members.values()
-    }
-}
-
-/// How often a room of `members` may have its count announced: every tick, or every
-/// `members / budget` seconds when that is longer.
-fn count_interval(members: usize, tick: Duration, budget: usize) -> Duration {
-    tick.max(Duration::from_secs_f64(
-        members as f64 / budget.max(1) as f64,
-    ))
 }
 
 #[cfg(test)]
@@ -512,26 +479,6 @@ mod tests {
         room.remove(1);
         assert_eq!(&*room.member_names(2), ["a", "e"]);
         assert_eq!(room.all_member_names(), ["a", "e"]);
-    }
-
-    #[test]
-    fn counts_of_a_very_large_room_are_spaced_to_the_budget() {
-        let tick = Duration::from_secs(1);
-        assert_eq!(count_interval(2_000, tick, 5_000), tick);
-        assert_eq!(count_interval(5_000, tick, 5_000), tick);
-        assert_eq!(
-            count_interval(19_000, tick, 5_000),
-            Duration::from_millis(3_800)
-        );
-        let mut room = Room::default();
-        let start = Instant::now();
-        assert!(
-            room.count_due(19_000, start, tick, 5_000),
-            "the first count is due at once"
-        );
-        room.last_count = Some(start);
-        assert!(!room.count_due(19_000, start + Duration::from_secs(3), tick, 5_000));
-        assert!(room.count_due(19_000, start + Duration::from_secs(4), tick, 5_000));
     }
 
     #[test]
