@@ -17,12 +17,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::cli::{UnreachablePostgres, failed_saying, run_hubbub, stdout, succeeded};
+use common::pg::fresh_schema_or_skip;
 use common::{Binary, free_port, http, scratch};
 use hubbub::config::{Durability, PostgresUrl};
 use hubbub::protocol::RoomName;
 use hubbub::store::copy::BATCH;
 use hubbub::store::{NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoredMessage};
 use serde_json::{Value, json};
+use tempfile::TempDir;
 
 const BUSY: Duration = Duration::from_secs(5);
 
@@ -41,59 +44,7 @@ const ODD_TEXTS: [&str; 6] = [
 
 /// Runs the binary with `args`, stdin from `input` (none: empty), and waits for it.
 fn hubbub(args: &[&str], input: Option<&Path>) -> Output {
-    let stdin = match input {
-        Some(path) => Stdio::from(std::fs::File::open(path).unwrap()),
-        None => Stdio::null(),
-    };
-    Command::new(env!("CARGO_BIN_EXE_hubbub"))
-        .args(args)
-        .env("HUBBUB_LOG", "info")
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("HUBBUB_DB")
-        .stdin(stdin)
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts the run succeeded, showing its log otherwise.
-fn succeeded(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
-}
-
-/// Asserts the run failed and its log says `expected`.
-fn failed_saying(output: &Output, expected: &str) {
-    let log = stderr(output);
-    assert!(!output.status.success(), "expected a failure: {log}");
-    assert!(log.contains(expected), "expected {expected:?} in: {log}");
-}
-
-/// A fresh PostgreSQL schema URL, or `None` (with a note) when no server is configured.
-async fn postgres(test: &str) -> Option<String> {
-    let base = std::env::var("HUBBUB_TEST_POSTGRES")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .or_else(common::pg::test_db);
-    match base {
-        Some(base) => Some(common::pg::fresh_schema_url(&base).await),
-        None => {
-            eprintln!("skipped: {test}: set HUBBUB_TEST_POSTGRES to a server URL");
-            None
-        }
-    }
+    run_hubbub(args, input)
 }
 
 fn room(name: &str) -> RoomName {
@@ -251,15 +202,56 @@ fn export_sqlite(db: &Path, dir: &Path) -> PathBuf {
     path
 }
 
+/// A scratch directory with a seeded SQLite file in it ([`seeded_sqlite`]): the guard that
+/// removes it, its path and the file's.
+async fn seeded_scratch() -> (TempDir, PathBuf, PathBuf) {
+    let (dir, data) = scratch();
+    let db = data.join("hubbub.db");
+    seeded_sqlite(&db).await;
+    (dir, data, db)
+}
+
+/// `hubbub copy` from the SQLite file `from` to the SQLite file `to`.
+fn copy_between_sqlite(from: &Path, to: &Path) -> Output {
+    hubbub(
+        &["copy", "--from", &sqlite_url(from), "--to", &sqlite_url(to)],
+        None,
+    )
+}
+
+/// `hubbub import` of `file` into a new SQLite file in `dir`: that file's path and the run.
+fn import_into_new_sqlite(dir: &Path, file: &Path) -> (PathBuf, Output) {
+    let target = dir.join("t.db");
+    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(file));
+    (target, output)
+}
+
+/// Makes `path` a SQLite file whose room `room_name` holds one message of its own (mallory's
+/// "mine", id 1), which a copy or import must not overwrite.
+async fn sqlite_holding_mine(path: &Path, room_name: &str) {
+    let store = SqliteStore::open(path, BUSY, Durability::Machine)
+        .await
+        .unwrap();
+    store
+        .append(&[NewMessage {
+            room: room(room_name),
+            from: "mallory".to_owned(),
+            text: "mine".to_owned(),
+            ts: 5,
+        }])
+        .await
+        .unwrap();
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_to_postgres_gives_a_server_there_the_identical_history_and_the_next_ids() {
-    let Some(url) = postgres("copy_to_postgres_gives_a_server_there_the_identical_history").await
+    let Some(url) =
+        fresh_schema_or_skip("copy_to_postgres_gives_a_server_there_the_identical_history").await
     else {
         return;
     };
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, _, db) = seeded_scratch().await;
     let source = sqlite_history(&db).await;
 
     let output = hubbub(&["copy", "--from", &sqlite_url(&db), "--to", &url], None);
@@ -302,12 +294,12 @@ async fn copy_to_postgres_gives_a_server_there_the_identical_history_and_the_nex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_import_into_postgres_keeps_every_message_and_continues_ids() {
-    let Some(url) = postgres("export_then_import_into_postgres_keeps_every_message").await else {
+    let Some(url) =
+        fresh_schema_or_skip("export_then_import_into_postgres_keeps_every_message").await
+    else {
         return;
     };
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     let file = export_sqlite(&db, &data);
 
     let output = hubbub(&["import", "--db", &url], Some(&file));
@@ -328,13 +320,12 @@ async fn export_then_import_into_postgres_keeps_every_message_and_continues_ids(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_from_postgres_back_to_a_sqlite_file_keeps_every_message() {
-    let Some(url) = postgres("copy_from_postgres_back_to_a_sqlite_file_keeps_every_message").await
+    let Some(url) =
+        fresh_schema_or_skip("copy_from_postgres_back_to_a_sqlite_file_keeps_every_message").await
     else {
         return;
     };
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     succeeded(&hubbub(
         &["copy", "--from", &sqlite_url(&db), "--to", &url],
         None,
@@ -349,7 +340,8 @@ async fn copy_from_postgres_back_to_a_sqlite_file_keeps_every_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_applies_the_postgres_migrations_first() {
-    let Some(url) = postgres("import_applies_the_postgres_migrations_first").await else {
+    let Some(url) = fresh_schema_or_skip("import_applies_the_postgres_migrations_first").await
+    else {
         return;
     };
     let (_dir, data) = scratch();
@@ -363,9 +355,7 @@ async fn import_applies_the_postgres_migrations_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_import_into_a_new_sqlite_file_keeps_every_message() {
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     let file = export_sqlite(&db, &data);
     let target = data.join("elsewhere").join("new.db");
 
@@ -376,9 +366,7 @@ async fn export_then_import_into_a_new_sqlite_file_keeps_every_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_file_is_a_header_one_line_per_message_and_an_end_line() {
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     let file = export_sqlite(&db, &data);
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<Value> = text
@@ -407,24 +395,13 @@ async fn the_export_file_is_a_header_one_line_per_message_and_an_end_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_reads_the_sqlite_file_of_a_running_node() {
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     let node = Binary::start(&data, free_port(), &["--db", &sqlite_url(&db)]).await;
     let posted = common::api_post(node.addr, "tiny", "erin", "while running").await;
     assert_eq!(posted, 2);
 
     let target = data.join("copy.db");
-    let output = hubbub(
-        &[
-            "copy",
-            "--from",
-            &sqlite_url(&db),
-            "--to",
-            &sqlite_url(&target),
-        ],
-        None,
-    );
+    let output = copy_between_sqlite(&db, &target);
     succeeded(&output);
     let copied = sqlite_history(&target).await;
     for (name, messages) in &copied {
@@ -443,19 +420,10 @@ async fn copy_reads_the_sqlite_file_of_a_running_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copying_again_skips_every_message_and_stores_none() {
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     let target = data.join("copy.db");
-    let args = [
-        "copy",
-        "--from",
-        &sqlite_url(&db),
-        "--to",
-        &sqlite_url(&target),
-    ];
-    succeeded(&hubbub(&args, None));
-    let again = hubbub(&args, None);
+    succeeded(&copy_between_sqlite(&db, &target));
+    let again = copy_between_sqlite(&db, &target);
     succeeded(&again);
     let total = seed_messages().len();
     assert!(
@@ -470,35 +438,12 @@ async fn copying_again_skips_every_message_and_stores_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_into_a_room_holding_other_messages_is_refused_and_overwrites_nothing() {
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     // The target already took posts of its own in `tiny`.
     let target = data.join("busy.db");
-    let store = SqliteStore::open(&target, BUSY, Durability::Machine)
-        .await
-        .unwrap();
-    store
-        .append(&[NewMessage {
-            room: room("tiny"),
-            from: "mallory".to_owned(),
-            text: "mine".to_owned(),
-            ts: 5,
-        }])
-        .await
-        .unwrap();
-    store.close().await;
+    sqlite_holding_mine(&target, "tiny").await;
 
-    let output = hubbub(
-        &[
-            "copy",
-            "--from",
-            &sqlite_url(&db),
-            "--to",
-            &sqlite_url(&target),
-        ],
-        None,
-    );
+    let output = copy_between_sqlite(&db, &target);
     failed_saying(
         &output,
         "room \"tiny\": message 1 is already stored in the target with a different ts, sender or text",
@@ -510,13 +455,12 @@ async fn a_copy_into_a_room_holding_other_messages_is_refused_and_overwrites_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_into_a_postgres_room_holding_other_messages_is_refused() {
-    let Some(url) = postgres("a_copy_into_a_postgres_room_holding_other_messages_is_refused").await
+    let Some(url) =
+        fresh_schema_or_skip("a_copy_into_a_postgres_room_holding_other_messages_is_refused").await
     else {
         return;
     };
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, _, db) = seeded_scratch().await;
     let (_server_dir, server_data) = scratch();
     let server = Binary::start(&server_data, free_port(), &["--db", &url]).await;
     common::api_post(server.addr, "odd", "mallory", "posted on PostgreSQL first").await;
@@ -544,8 +488,7 @@ async fn an_import_with_a_malformed_line_fails_naming_the_line() {
         ),
     )
     .unwrap();
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&path));
+    let (_, output) = import_into_new_sqlite(&data, &path);
     failed_saying(&output, "line 3: not a valid line");
 }
 
@@ -555,8 +498,7 @@ async fn an_import_with_a_missing_field_fails_naming_the_line_and_field() {
     let mut without_ts = line("r", 2, "two");
     without_ts.as_object_mut().unwrap().remove("ts");
     let file = import_file(&data, &[header(), line("r", 1, "one"), without_ts]);
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(&output, "line 3: the message has no `ts`");
 }
 
@@ -573,8 +515,7 @@ async fn an_import_with_a_gap_in_a_rooms_ids_fails_naming_the_line() {
             end(2, 3),
         ],
     );
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(&output, "line 4: room \"r\": id 3 follows 1");
 }
 
@@ -590,8 +531,7 @@ async fn an_import_with_ids_out_of_order_fails_naming_the_line() {
             line("r", 2, "two again"),
         ],
     );
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(&output, "line 4: room \"r\": id 2 follows 2");
 }
 
@@ -599,8 +539,7 @@ async fn an_import_with_ids_out_of_order_fails_naming_the_line() {
 async fn an_import_starting_a_room_past_the_targets_next_id_is_refused() {
     let (_dir, data) = scratch();
     let file = import_file(&data, &[header(), line("r", 5, "five"), end(1, 1)]);
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(
         &output,
         "line 2: room \"r\": message 5 would leave a gap: the room's next id in the target is 1",
@@ -617,8 +556,7 @@ async fn an_import_of_an_unknown_format_version_is_refused() {
             line("r", 1, "one"),
         ],
     );
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(
         &output,
         "line 1: unknown format version 2: this hubbub reads version 1",
@@ -629,8 +567,7 @@ async fn an_import_of_an_unknown_format_version_is_refused() {
 async fn an_import_without_a_header_is_refused() {
     let (_dir, data) = scratch();
     let file = import_file(&data, &[line("r", 1, "one")]);
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(&output, "line 1: not a hubbub-history header");
 }
 
@@ -638,8 +575,7 @@ async fn an_import_without_a_header_is_refused() {
 async fn an_import_cut_short_stores_what_it_holds_and_fails_saying_so() {
     let (_dir, data) = scratch();
     let file = import_file(&data, &[header(), line("r", 1, "one"), line("r", 2, "two")]);
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (target, output) = import_into_new_sqlite(&data, &file);
     failed_saying(&output, "without its end line: the export was cut short");
     let kept = sqlite_history(&target).await;
     assert_eq!(kept["r"].len(), 2, "a gapless prefix was stored");
@@ -649,8 +585,7 @@ async fn an_import_cut_short_stores_what_it_holds_and_fails_saying_so() {
 async fn an_end_line_whose_counts_disagree_is_refused() {
     let (_dir, data) = scratch();
     let file = import_file(&data, &[header(), line("r", 1, "one"), end(1, 2)]);
-    let target = data.join("t.db");
-    let output = hubbub(&["import", "--db", &sqlite_url(&target)], Some(&file));
+    let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(
         &output,
         "line 3: the end line counts 1 rooms and 2 messages, the file holds 1 and 1",
@@ -663,19 +598,12 @@ fn a_copy_to_an_unreachable_postgres_fails_naming_it_without_its_password() {
     let db = data.join("hubbub.db");
     // An empty but valid source: `migrate` creates it.
     succeeded(&hubbub(&["migrate", "--db", &sqlite_url(&db)], None));
-    let port = free_port();
-    let url = format!("postgres://hub:hunter2@127.0.0.1:{port}/chat");
-    let output = hubbub(&["copy", "--from", &sqlite_url(&db), "--to", &url], None);
-    failed_saying(
-        &output,
-        &format!("could not open the target database postgres://hub:***@127.0.0.1:{port}/chat"),
+    let postgres = UnreachablePostgres::new();
+    let output = hubbub(
+        &["copy", "--from", &sqlite_url(&db), "--to", &postgres.url],
+        None,
     );
-    let log = stderr(&output);
-    assert!(
-        log.contains("Connection refused"),
-        "the cause is shown: {log}"
-    );
-    assert!(!log.contains("hunter2"), "{log}");
+    postgres.assert_refused_naming_it(&output, "could not open the target database");
 }
 
 #[test]
@@ -683,16 +611,7 @@ fn a_copy_from_a_missing_sqlite_file_is_refused_and_creates_nothing() {
     let (_dir, data) = scratch();
     let missing = data.join("nope.db");
     let target = data.join("t.db");
-    let output = hubbub(
-        &[
-            "copy",
-            "--from",
-            &sqlite_url(&missing),
-            "--to",
-            &sqlite_url(&target),
-        ],
-        None,
-    );
+    let output = copy_between_sqlite(&missing, &target);
     failed_saying(&output, "does not exist");
     assert!(!missing.exists(), "the source was not created");
     assert!(!target.exists(), "nothing was written");
@@ -717,16 +636,7 @@ async fn a_copy_from_a_sqlite_file_without_hubbubs_schema_is_refused_and_leaves_
     let before = std::fs::read(&foreign).unwrap();
 
     let target = data.join("t.db");
-    let output = hubbub(
-        &[
-            "copy",
-            "--from",
-            &sqlite_url(&foreign),
-            "--to",
-            &sqlite_url(&target),
-        ],
-        None,
-    );
+    let output = copy_between_sqlite(&foreign, &target);
     failed_saying(&output, "could not open the source database");
     failed_saying(&output, "lacks migration(s) [1]");
     assert!(
@@ -737,19 +647,10 @@ async fn a_copy_from_a_sqlite_file_without_hubbubs_schema_is_refused_and_leaves_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_copy_after_stopping_the_node_stores_only_what_was_posted_since_the_first() {
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, data, db) = seeded_scratch().await;
     let target = data.join("copy.db");
-    let args = [
-        "copy",
-        "--from",
-        &sqlite_url(&db),
-        "--to",
-        &sqlite_url(&target),
-    ];
     let node = Binary::start(&data, free_port(), &["--db", &sqlite_url(&db)]).await;
-    succeeded(&hubbub(&args, None));
+    succeeded(&copy_between_sqlite(&db, &target));
     // Posted after the first pass: not in it.
     let late = common::api_post(node.addr, "lobby", "frank", "after pass one").await;
     assert_eq!(late, LONG_ROOM as u64 + 1);
@@ -757,7 +658,7 @@ async fn a_second_copy_after_stopping_the_node_stores_only_what_was_posted_since
     node.signal("TERM");
     assert!(node.wait().await.success());
 
-    let second = hubbub(&args, None);
+    let second = copy_between_sqlite(&db, &target);
     succeeded(&second);
     let total = seed_messages().len();
     assert!(
@@ -772,9 +673,7 @@ async fn a_second_copy_after_stopping_the_node_stores_only_what_was_posted_since
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_the_history_whatever_the_log_level() {
-    let (_dir, data) = scratch();
-    let db = data.join("hubbub.db");
-    seeded_sqlite(&db).await;
+    let (_dir, _, db) = seeded_scratch().await;
     let output = Command::new(env!("CARGO_BIN_EXE_hubbub"))
         .args(["export", "--db", &sqlite_url(&db)])
         .env("HUBBUB_LOG", "error")
@@ -791,19 +690,7 @@ async fn export_writes_the_history_whatever_the_log_level() {
 async fn an_import_over_a_different_message_names_its_line_and_stores_nothing_of_its_batch() {
     let (_dir, data) = scratch();
     let target = data.join("t.db");
-    let store = SqliteStore::open(&target, BUSY, Durability::Machine)
-        .await
-        .unwrap();
-    store
-        .append(&[NewMessage {
-            room: room("r"),
-            from: "mallory".to_owned(),
-            text: "mine".to_owned(),
-            ts: 5,
-        }])
-        .await
-        .unwrap();
-    store.close().await;
+    sqlite_holding_mine(&target, "r").await;
     let file = import_file(
         &data,
         &[

@@ -6,62 +6,22 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::cli::{UnreachablePostgres, run_hubbub, stderr};
+use common::pg::fresh_schema_or_skip;
 use common::{Binary, api_post, free_port, scratch};
 
 fn hubbub(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hubbub"))
-        .args(args)
-        .env("HUBBUB_LOG", "info")
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("HUBBUB_DB")
-        .output()
-        .unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A PostgreSQL server to test against, in a schema of its own; `None` (with a note) without one.
-async fn postgres(test: &str) -> Option<String> {
-    let base = std::env::var("HUBBUB_TEST_POSTGRES")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .or_else(common::pg::test_db);
-    match base {
-        Some(base) => Some(common::pg::fresh_schema_url(&base).await),
-        None => {
-            eprintln!("skipped: {test}: set HUBBUB_TEST_POSTGRES to a server URL");
-            None
-        }
-    }
+    run_hubbub(args, None)
 }
 
 #[test]
 fn an_unreachable_postgres_fails_start_naming_the_url_without_its_password() {
-    // Nothing listens on a port just released.
-    let port = free_port();
-    let url = format!("postgres://hub:hunter2@127.0.0.1:{port}/chat");
+    let postgres = UnreachablePostgres::new();
     let addr = format!("127.0.0.1:{}", free_port());
-    let output = hubbub(&["serve", "--addr", &addr, "--db", &url]);
-    let log = stderr(&output);
-    assert!(!output.status.success());
-    assert!(
-        log.contains(&format!(
-            "could not connect to postgres://hub:***@127.0.0.1:{port}/chat"
-        )),
-        "{log}"
-    );
-    assert!(
-        log.contains("Connection refused"),
-        "the cause is shown: {log}"
-    );
-    assert!(
-        !log.contains("hunter2"),
-        "the password never appears: {log}"
-    );
+    let output = hubbub(&["serve", "--addr", &addr, "--db", &postgres.url]);
+    postgres.assert_refused_naming_it(&output, "could not connect to");
 }
 
 #[test]
@@ -90,7 +50,8 @@ fn migrate_creates_a_sqlite_database_at_the_given_path() {
 
 #[tokio::test]
 async fn migrate_then_serve_no_migrate_serves_on_postgres() {
-    let Some(url) = postgres("migrate_then_serve_no_migrate_serves_on_postgres").await else {
+    let Some(url) = fresh_schema_or_skip("migrate_then_serve_no_migrate_serves_on_postgres").await
+    else {
         return;
     };
     let output = hubbub(&["migrate", "--db", &url]);
@@ -109,7 +70,9 @@ async fn migrate_then_serve_no_migrate_serves_on_postgres() {
 
 #[tokio::test]
 async fn serve_no_migrate_refuses_an_unmigrated_postgres_schema() {
-    let Some(url) = postgres("serve_no_migrate_refuses_an_unmigrated_postgres_schema").await else {
+    let Some(url) =
+        fresh_schema_or_skip("serve_no_migrate_refuses_an_unmigrated_postgres_schema").await
+    else {
         return;
     };
     let addr = format!("127.0.0.1:{}", free_port());
@@ -121,7 +84,8 @@ async fn serve_no_migrate_refuses_an_unmigrated_postgres_schema() {
 
 #[tokio::test]
 async fn serve_applies_migrations_at_start_by_default_on_postgres() {
-    let Some(url) = postgres("serve_applies_migrations_at_start_by_default_on_postgres").await
+    let Some(url) =
+        fresh_schema_or_skip("serve_applies_migrations_at_start_by_default_on_postgres").await
     else {
         return;
     };

@@ -111,3 +111,20 @@ pub async fn until_serving(addr: SocketAddr) {
         response.status()
     );
 }
+
+/// A fresh schema on the PostgreSQL server of this run (`HUBBUB_TEST_POSTGRES`, else
+/// `HUBBUB_TEST_DB`), or `None` after saying why `test` is skipped: for the tests that pass a
+/// PostgreSQL `--db` of their own (tests/copy.rs, tests/database_flag.rs).
+pub async fn fresh_schema_or_skip(test: &str) -> Option<String> {
+    let base = std::env::var("HUBBUB_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .or_else(test_db);
+    match base {
+        Some(base) => Some(fresh_schema_url(&base).await),
+        None => {
+            eprintln!("skipped: {test}: set HUBBUB_TEST_POSTGRES to a server URL");
+            None
+        }
+    }
+}
