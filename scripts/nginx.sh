@@ -17,6 +17,8 @@ usage() { echo "usage: $0 start DIR PORT UPSTREAM... | stop DIR" >&2; exit 2; }
 action=$1
 dir=$2
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 nginx_bin() {
   local bin
@@ -26,20 +28,10 @@ nginx_bin() {
     bin=/usr/sbin/nginx
   fi
   if [ -z "$bin" ]; then
-    echo "nginx.sh: installing nginx" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+    apt_install nginx.sh nginx
     bin=$(command -v nginx || echo /usr/sbin/nginx)
   fi
   echo "$bin"
-}
-
-# The PID in DIR/nginx.pid if that process still runs.
-running_pid() {
-  local pid
-  [ -s "$dir/nginx.pid" ] || return 1
-  pid=$(cat "$dir/nginx.pid")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
 # deploy/nginx.conf with @LISTEN@ filled in and its @NODE@ line written once per upstream.
@@ -62,7 +54,7 @@ start() {
   bin=$(nginx_bin)
   mkdir -p "$dir/temp"
   dir=$(cd "$dir" && pwd)
-  if running_pid >/dev/null; then
+  if running_pid "$dir/nginx.pid" >/dev/null; then
     echo "nginx.sh: nginx already runs in $dir (stop it first)" >&2
     return 1
   fi
@@ -96,7 +88,7 @@ CONF
     return 1
   }
   for _ in $(seq 1 100); do
-    if pid=$(running_pid); then
+    if pid=$(running_pid "$dir/nginx.pid"); then
       echo "http://127.0.0.1:$port"
       return 0
     fi
@@ -109,17 +101,12 @@ CONF
 
 stop() {
   local pid workers
-  pid=$(running_pid) || return 0
+  pid=$(running_pid "$dir/nginx.pid") || return 0
   workers=$(ps -o pid= --ppid "$pid" || true)
   # TERM is nginx's fast shutdown: open WebSockets are cut, not waited for (QUIT would wait).
-  kill -TERM "$pid"
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$dir/nginx.pid"; return 0; }
-    sleep 0.1
-  done
-  # A master that would not stop: kill it and its workers (its children, by PID).
-  kill -9 "$pid" $workers 2>/dev/null || true
-  rm -f "$dir/nginx.pid"
+  # A master that would not stop is killed with its workers (its children, by PID).
+  # shellcheck disable=SC2086 # one PID a word
+  stop_pid "$pid" "$dir/nginx.pid" $workers
 }
 
 case "$action" in

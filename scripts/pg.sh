@@ -15,15 +15,15 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 action=$1
 dir=$2
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # The newest installed server's binaries (initdb, pg_ctl, postgres are not on PATH on Debian).
 pg_bin() {
   local bin
   bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
   if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
-    echo "pg.sh: installing postgresql" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    apt_install pg.sh postgresql
     bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   fi
   echo "$bin"
@@ -36,24 +36,6 @@ as_owner() {
   else
     "$@"
   fi
-}
-
-# A loopback port nothing listens on, below the kernel's ephemeral range (as in redis.sh): a
-# test may stop this server and start it again on the same port, and a port in that range may
-# meanwhile have become the local end of some outgoing connection.
-free_port() {
-  local port low
-  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-  [ "$low" -gt 11000 ] || low=32768
-  for _ in $(seq 1 50); do
-    port=$((10000 + RANDOM % (low - 10000)))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  echo "pg.sh: no free port found" >&2
-  return 1
 }
 
 start() {
@@ -80,7 +62,7 @@ start() {
       return 1
     }
   fi
-  port=$(free_port)
+  port=$(free_port pg.sh)
   # Loopback only; the socket lives in DIR so nothing touches /var/run/postgresql.
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/sock' -c max_connections=300" \
