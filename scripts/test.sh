@@ -29,12 +29,14 @@ cargo build --release --bin hubbub
 step "Rust tests"
 cargo test --workspace --all-targets
 
-# Model tests of the outbox (issue 17; src/hub/member/model.rs): loom explores every
+# Model tests of the outbox (issue 17; src/transport/outbox/model.rs) and of the join's hold
+# buffer (src/hub/member/model.rs): loom explores every
 # interleaving of its races up to each test's preemption bound (LOOM_MAX_PREEMPTIONS caps it).
 # The `loom-model` feature swaps in loom's primitives; only hubbub rebuilds (the dependencies of
 # the debug build above are reused; loom itself is optimised, see Cargo.toml).
 step "model tests of the outbox (loom)"
-LOOM_MAX_PREEMPTIONS=3 cargo test --workspace --features loom-model --lib hub::member::model
+LOOM_MAX_PREEMPTIONS=3 cargo test --workspace --features loom-model --lib -- \
+    transport::outbox::model hub::member::model
 
 # PostgreSQL (issue 18): the same Rust tests again with every test server on a private PostgreSQL
 # (scripts/pg.sh: own data dir, socket dir and loopback port; installs postgresql if missing).

@@ -10,8 +10,9 @@
 //!   with `--db postgres://...`).
 //! - [`broker`]: cross-node delivery behind the [`broker::Broker`] trait (in-process by default).
 //! - `transport`: WebSocket (its own RFC 6455 framing, one task per connection), echo, SSE and
-//!   the HTTP API; decodes, enforces limits, calls the hub. It gives the hub's outboxes a
-//!   [`hub::Wire`] so broadcasts are written to the socket from the fan-out loop.
+//!   the HTTP API; decodes, enforces limits, calls the hub. It owns each connection's write
+//!   side (`transport::outbox`: the queue the hub pushes into, which writes broadcasts to the
+//!   socket from the fan-out loop, partial writes, close codes).
 //! - [`token`]: auth tokens (HS256 JWT): verifying them and minting them for `hubbub token`.
 //! - [`ready`]: whether the node can take new clients (store, broker, draining): `/readyz`.
 //! - [`config`], [`cli`], [`shutdown`], [`metrics`], [`error`], and `web` (the embedded client).

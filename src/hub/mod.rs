@@ -11,7 +11,7 @@
 //! doc comment says how it reaches members.
 
 mod committer;
-pub mod member;
+mod member;
 mod presence;
 mod room;
 mod session;
@@ -30,13 +30,14 @@ use crate::broker::{Broker, ConnId, Deliver, RemoteChange, RoomEvent};
 use crate::metrics::Metrics;
 use crate::protocol::{Joined, RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
+use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 
-pub use member::{CloseReason, Outbox, OutboxReceiver, Outgoing, Pushed, Wire};
 pub use session::{Access, Session};
 
 use committer::PostJob;
+use member::Member;
 use presence::RemoteMembers;
-use room::{FanOut, Member, RecentSnapshot, Room};
+use room::{FanOut, RecentSnapshot, Room};
 
 /// Tunables the hub enforces (a slice of the server config).
 #[derive(Debug, Clone)]
@@ -304,16 +305,7 @@ impl Hub {
         {
             return Err(JoinRefusal::RoomFull);
         }
-        entry.insert(
-            id,
-            Member {
-                name: name.to_owned(),
-                outbox: outbox.clone(),
-                held: Some(Vec::new()),
-                has_up_to: 0,
-                missed_presence: false,
-            },
-        );
+        entry.insert(id, Member::joining(name, outbox.clone()));
         let recent = entry.recent.snapshot(JOIN_BACKLOG);
         let (names, count) = rooms.sample(room.as_str(), self.settings().presence_limit);
         let admitted = Admission {
@@ -374,14 +366,8 @@ impl Hub {
         else {
             return;
         };
-        member.has_up_to = has_up_to;
-        member.missed_presence = false;
-        let mut held = member.held.take().unwrap_or_default();
-        held.retain(|frame| frame.msg_id.is_none_or(|msg_id| msg_id > has_up_to));
-        // Presence dropped while held: the current member list stands in for it.
-        held.extend(resync);
-        // One push, so what piled up during the replay leaves in one write.
-        if member.outbox.push_all(&held) == Pushed::Overflowed {
+        // Presence dropped while held: the current member list (`resync`) stands in for it.
+        if member.release(has_up_to, resync) == Pushed::Overflowed {
             self.inner.metrics.slow_consumers.inc();
         }
     }
@@ -573,6 +559,7 @@ mod tests {
     use crate::config::Durability;
     use crate::protocol::RoomName;
     use crate::store::SqliteStore;
+    use crate::transport::outbox::OutboxReceiver;
     use async_trait::async_trait;
     use std::sync::OnceLock;
     use tokio::sync::Semaphore;

@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use tokio_util::sync::CancellationToken;
 
-use super::member::Outgoing;
 use super::room::FanOut;
 use super::{Inner, Rooms};
 use crate::broker::{RemoteChange, RemoteMember};
 use crate::protocol::{PresenceChange, ServerFrame};
+use crate::transport::outbox::Outgoing;
 
 /// Announces large rooms' member counts once per `presence_tick` until `stop` (or until the hub
 /// is gone).
@@ -322,10 +322,11 @@ mod tests {
     use super::*;
     use crate::broker::{ConnId, Deliver};
     use crate::config::Durability;
-    use crate::hub::{Hub, HubSettings, Outbox, OutboxReceiver};
+    use crate::hub::{Hub, HubSettings};
     use crate::metrics::Metrics;
     use crate::protocol::RoomName;
     use crate::store::{SqliteStore, Store};
+    use crate::transport::outbox::{Outbox, OutboxReceiver};
     use tokio_util::task::TaskTracker;
 
     /// The frames queued so far, as JSON.

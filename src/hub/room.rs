@@ -7,65 +7,10 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use super::member::{Outbox, Outgoing, Pushed};
+use super::member::Member;
 use super::presence::CountState;
 use crate::broker::ConnId;
-
-/// A connection's place in one room.
-pub(crate) struct Member {
-    /// Display name shown to the others.
-    pub name: String,
-    /// The connection's queue (shared by all its rooms).
-    pub outbox: Outbox,
-    /// `Some` while the member's replay is being read from the store: live frames wait here.
-    pub held: Option<Vec<Outgoing>>,
-    /// Highest message id the member surely has once its replay ended (what the replay sent,
-    /// or its `since` as far as the room had messages). A message is visible in the store once
-    /// committed but reaches the hub only when published, a moment later; one committed during
-    /// the replay and delivered after it ended is already in the replay and must not be queued
-    /// again.
-    pub has_up_to: u64,
-    /// Presence or typing frames were dropped while held (see [`Member::take`]): the member
-    /// gets a fresh `joined` when its replay ends instead.
-    pub missed_presence: bool,
-}
-
-impl Member {
-    /// Queues the frames the member lacks, or holds them while it replays.
-    ///
-    /// Messages beyond `hold_limit` close the member as a slow consumer (it resumes with
-    /// `since`). Presence and typing are held only while the hold buffer is less than half full:
-    /// a busy room's arrivals and departures during one slow store read must not close a member
-    /// who is not slow at all, and a fresh member list replaces what was dropped.
-    fn take(&mut self, frames: &[Outgoing], hold_limit: usize, result: &mut FanOut) {
-        // Messages come in id order, so the ones the member lacks are a suffix.
-        let has_up_to = self.has_up_to;
-        let lacks = |frame: &Outgoing| frame.msg_id.is_none_or(|id| id > has_up_to);
-        let fresh = &frames[frames.iter().position(lacks).unwrap_or(frames.len())..];
-        if fresh.is_empty() {
-            return;
-        }
-        let control = fresh.iter().all(|frame| frame.msg_id.is_none());
-        match &mut self.held {
-            Some(held) if control && held.len() >= hold_limit / 2 => {
-                self.missed_presence = true;
-            }
-            Some(held) if held.len() + fresh.len() <= hold_limit => {
-                held.extend_from_slice(fresh);
-                result.delivered += fresh.len() as u64;
-            }
-            Some(_) => {
-                self.outbox.close(super::member::CloseReason::SlowConsumer);
-                result.overflowed += 1;
-            }
-            None => match self.outbox.push_all(fresh) {
-                Pushed::Queued => result.delivered += fresh.len() as u64,
-                Pushed::Overflowed => result.overflowed += 1,
-                Pushed::Closed => {}
-            },
-        }
-    }
-}
+use crate::transport::outbox::Outgoing;
 
 /// The members of one room on this node.
 #[derive(Default)]
@@ -334,6 +279,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::outbox::Outbox;
     use bytes::Bytes;
 
     fn msg(id: u64) -> Outgoing {

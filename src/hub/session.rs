@@ -478,9 +478,10 @@ mod tests {
 
     use super::*;
     use crate::config::Durability;
-    use crate::hub::{HubSettings, OutboxReceiver};
+    use crate::hub::HubSettings;
     use crate::metrics::Metrics;
     use crate::store::{Coalescing, SqliteStore, Store};
+    use crate::transport::outbox::OutboxReceiver;
 
     /// A hub on a fresh SQLite file behind the coalescing store, as `serve` builds it.
     async fn hub() -> (Hub, Metrics, tempfile::TempDir) {

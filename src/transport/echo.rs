@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use super::client::ClientAddr;
 use super::frame::{self, OP_BINARY, OP_TEXT};
+use super::outbox::Outgoing;
 use super::socket::{Event, Socket, WsUpgrade};
-use crate::hub::Outgoing;
 
 /// `GET /echo`. Counted under the connection caps like /ws; exempt from the Origin check and
 /// from auth, because it holds no data and acts for no one (docs/security.md; `--no-echo`

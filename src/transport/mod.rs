@@ -10,6 +10,7 @@ mod error;
 mod frame;
 mod guard;
 mod listen;
+pub(crate) mod outbox;
 mod rate;
 mod socket;
 mod sse;

@@ -3,7 +3,7 @@
 //! answers pings, keeps the ping and idle timers, and writes the outbox's backlog.
 //!
 //! Most outgoing frames never pass through this task: the outbox writes them to the socket from
-//! the broadcaster as long as nothing is queued ([`crate::hub::Outbox`]). This task only writes
+//! the broadcaster as long as nothing is queued ([`Outbox`]). This task only writes
 //! what the socket did not take at once, when the kernel says it can take more.
 
 use std::future::Future;
@@ -31,7 +31,7 @@ use tracing::warn;
 
 use super::AppState;
 use super::frame::{self, Decoded, Decoder, FrameError, Incoming, MAX_HEADER, Payload};
-use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing, Wire};
+use super::outbox::{CloseReason, Outbox, OutboxReceiver, Outgoing, Wire};
 
 /// How long a close handshake or final flush may take before the socket is dropped.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -134,27 +134,7 @@ impl WsUpgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let WsUpgrade { accept, on_upgrade } = self;
-        // Two stages in one enum (`flatten`), not one `async` block: a block would keep the
-        // upgrade and the unconsumed `task` beside the connection's future for its whole life.
-        let connection = on_upgrade
-            .map(move |upgraded| {
-                let upgraded = match upgraded {
-                    Ok(upgraded) => upgraded,
-                    Err(err) => {
-                        tracing::debug!(cause = %err, "upgrade did not complete");
-                        return Either::Right(future::ready(()));
-                    }
-                };
-                match upgraded.downcast::<TokioIo<TcpStream>>() {
-                    Ok(parts) => Either::Left(task(parts.io.into_inner(), parts.read_buf)),
-                    Err(_) => {
-                        warn!("upgraded connection is not a TCP stream; dropped");
-                        Either::Right(future::ready(()))
-                    }
-                }
-            })
-            .flatten();
-        tokio::spawn(connection);
+        tokio::spawn(upgraded(on_upgrade, task));
         (
             StatusCode::SWITCHING_PROTOCOLS,
             [
@@ -165,6 +145,35 @@ impl WsUpgrade {
         )
             .into_response()
     }
+}
+
+/// The future [`WsUpgrade::on_upgrade`] spawns: the upgrade, then `task` with the raw socket.
+/// Its own function so that a test can measure what a connection's task holds.
+pub(super) fn upgraded<F, Fut>(on_upgrade: OnUpgrade, task: F) -> impl Future<Output = ()> + Send
+where
+    F: FnOnce(TcpStream, Bytes) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    // Two stages in one enum (`flatten`), not one `async` block: a block would keep the
+    // upgrade and the unconsumed `task` beside the connection's future for its whole life.
+    on_upgrade
+        .map(move |upgraded| {
+            let upgraded = match upgraded {
+                Ok(upgraded) => upgraded,
+                Err(err) => {
+                    tracing::debug!(cause = %err, "upgrade did not complete");
+                    return Either::Right(future::ready(()));
+                }
+            };
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => Either::Left(task(parts.io.into_inner(), parts.read_buf)),
+                Err(_) => {
+                    warn!("upgraded connection is not a TCP stream; dropped");
+                    Either::Right(future::ready(()))
+                }
+            }
+        })
+        .flatten()
 }
 
 /// WebSocket framing for the outbox's direct writes: a text frame per hub frame, the

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use super::auth::Caller;
 use super::client::ClientAddr;
 use super::guard::check_origin;
+use super::outbox::{CloseReason, Outbox, OutboxReceiver, Outgoing};
 use super::{ApiError, AppState};
-use crate::hub::{CloseReason, Outbox, OutboxReceiver, Outgoing};
 use crate::protocol::room_name;
 
 /// Query of `GET /events`.

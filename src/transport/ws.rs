@@ -20,10 +20,11 @@ use super::auth::Caller;
 use super::client::ClientAddr;
 use super::frame::Payload;
 use super::guard::{ConnectionPermit, check_origin};
+use super::outbox::CloseReason;
 use super::rate::{FrameKind, FrameLimiter, Verdict};
 use super::socket::{Ending, Event, Socket, WsUpgrade};
 use super::{ApiError, AppState};
-use crate::hub::{Access, CloseReason, Session};
+use crate::hub::{Access, Session};
 use crate::protocol::{ErrorCode, Limits, Rejection, RoomName, parse_client_frame, room_name};
 
 /// Query of `GET /ws`.
@@ -46,12 +47,22 @@ pub async fn chat(
     Query(query): Query<ChatQuery>,
 ) -> Response {
     match admit(&state, client, &headers, caller, &query) {
-        Ok(admitted) => ws.on_upgrade(move |tcp, early| {
-            let tracker = state.tracker.clone();
-            tracker.track_future(Connection::open(tcp, early, state, admitted).run())
-        }),
+        Ok(admitted) => {
+            ws.on_upgrade(move |tcp, early| connection_task(state, admitted, tcp, early))
+        }
         Err(err) => err.into_response(),
     }
+}
+
+/// The connection's task once the socket is upgraded, tracked so that shutdown waits for it.
+fn connection_task(
+    state: Arc<AppState>,
+    admitted: Admitted,
+    tcp: TcpStream,
+    early: Bytes,
+) -> impl Future<Output = ()> + Send + 'static {
+    let tracker = state.tracker.clone();
+    tracker.track_future(Connection::open(tcp, early, state, admitted).run())
 }
 
 /// What the checks before the upgrade hand to the socket task.
@@ -244,5 +255,42 @@ fn on_frame<'a>(
                 "sustained flooding over the rate limit",
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::upgrade::OnUpgrade;
+
+    use super::*;
+    use crate::transport::socket::upgraded;
+
+    /// The size of what `build` returns, without running it.
+    fn output_size<A, B, R>(_build: &impl FnOnce(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// An idle connection is mostly its task, and the task was shaped by hand to a 768-byte
+    /// tokio task cell (docs/benchmarks.md, "Memory per idle connection"; `-Zprint-type-sizes`
+    /// on nightly shows the layout). The cell is this future (560 bytes when this test was
+    /// written) plus about 110 bytes of tokio's header, scheduler handle, task id and trailer,
+    /// rounded up to 128 bytes. The bound is the measured size, not the cell's last byte: a
+    /// bigger task is a decision to make with the numbers in hand. Built exactly as `chat`
+    /// spawns it.
+    #[test]
+    fn a_connection_task_future_stays_within_its_768_byte_cell() {
+        let build = |on_upgrade: OnUpgrade, (state, admitted): (Arc<AppState>, Admitted)| {
+            upgraded(on_upgrade, move |tcp, early| {
+                connection_task(state, admitted, tcp, early)
+            })
+        };
+        let size = output_size(&build);
+        assert!(
+            size <= 560,
+            "the WebSocket connection's task future is {size} bytes, over the 560 it was shaped to: \
+             every idle connection pays for it in its tokio task cell (768 bytes at 560) \
+             (docs/benchmarks.md, \"Memory per idle connection\", says how the task was \
+             shaped; measure again with -Zprint-type-sizes and change this number knowingly)"
+        );
     }
 }

@@ -42,18 +42,18 @@ mod modelled {
 
     /// futures' `AtomicWaker` contract on a loom mutex (see the module comment).
     #[derive(Default)]
-    pub(in crate::hub::member) struct AtomicWaker {
+    pub(in crate::transport::outbox) struct AtomicWaker {
         waker: Mutex<Option<Waker>>,
     }
 
     impl AtomicWaker {
         /// Stores `waker` for the next [`AtomicWaker::wake`], replacing the one stored.
-        pub(in crate::hub::member) fn register(&self, waker: &Waker) {
+        pub(in crate::transport::outbox) fn register(&self, waker: &Waker) {
             *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker.clone());
         }
 
         /// Wakes the stored waker, if any, and forgets it.
-        pub(in crate::hub::member) fn wake(&self) {
+        pub(in crate::transport::outbox) fn wake(&self) {
             let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(waker) = waker {
                 waker.wake();
@@ -62,7 +62,7 @@ mod modelled {
     }
 
     /// tokio's `Notify` as far as the outbox uses it (see the module comment).
-    pub(in crate::hub::member) struct Notify {
+    pub(in crate::transport::outbox) struct Notify {
         state: Mutex<Waiters>,
     }
 
@@ -76,7 +76,7 @@ mod modelled {
     }
 
     impl Notify {
-        pub(in crate::hub::member) fn new() -> Notify {
+        pub(in crate::transport::outbox) fn new() -> Notify {
             Notify {
                 state: Mutex::new(Waiters::default()),
             }
@@ -87,7 +87,7 @@ mod modelled {
         }
 
         /// A future that resolves at the next [`Notify::notify_waiters`] after this call.
-        pub(in crate::hub::member) fn notified(&self) -> Notified<'_> {
+        pub(in crate::transport::outbox) fn notified(&self) -> Notified<'_> {
             let mut waiters = self.lock();
             let id = waiters.next_id;
             waiters.next_id += 1;
@@ -99,7 +99,7 @@ mod modelled {
         }
 
         /// Wakes every `Notified` created before this call.
-        pub(in crate::hub::member) fn notify_waiters(&self) {
+        pub(in crate::transport::outbox) fn notify_waiters(&self) {
             let wakers = {
                 let mut waiters = self.lock();
                 waiters.calls += 1;
@@ -112,7 +112,7 @@ mod modelled {
     }
 
     /// [`Notify::notified`]'s future.
-    pub(in crate::hub::member) struct Notified<'a> {
+    pub(in crate::transport::outbox) struct Notified<'a> {
         notify: &'a Notify,
         calls_at_creation: u64,
         id: u64,
@@ -122,7 +122,7 @@ mod modelled {
         /// tokio's `enable` registers for `notify_one`; for `notify_waiters` a `Notified` is
         /// registered from its creation, so there is nothing to do (and the outbox ignores the
         /// answer, so this does not take the lock: one step less for loom to interleave).
-        pub(in crate::hub::member) fn enable(self: Pin<&mut Self>) -> bool {
+        pub(in crate::transport::outbox) fn enable(self: Pin<&mut Self>) -> bool {
             false
         }
     }
