@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Binary, Client, free_port, metrics, scratch, try_connect};
+use common::{Binary, Client, api_post_with, free_port, metrics, scratch, try_connect};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -102,15 +102,7 @@ async fn post_to_rooms(addr: SocketAddr, count: u64, label: &str) -> Vec<BTreeMa
 /// gives up after 10 s: a post in the middle of the storm waits its turn on a loaded machine.
 async fn post(addr: SocketAddr, room: &str, text: &str) -> u64 {
     let client = reqwest::Client::builder().timeout(STORM).build().unwrap();
-    let response = client
-        .post(format!("http://{addr}/api/rooms/{room}/messages"))
-        .json(&json!({"from": "poster", "data": text}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_u64().unwrap()
+    api_post_with(&client, addr, room, "poster", text).await
 }
 
 /// Opens `CLIENTS` WebSockets to `addr` from the spread source addresses, each past its

@@ -332,10 +332,49 @@ impl Nginx {
     }
 }
 
+/// A server one of the test scripts (`start DIR` / `stop DIR`) runs in a temporary directory of
+/// its own; stopped by that script, by the PID it finds in the directory, when dropped.
+struct ScriptedServer {
+    script: &'static str,
+    dir: TempDir,
+}
+
+impl ScriptedServer {
+    /// Starts one with `scripts/{script} start`; returns it and the URL the script printed.
+    async fn start(script: &'static str) -> (ScriptedServer, String) {
+        let server = ScriptedServer {
+            script,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let url = server.run("start").await;
+        (server, url)
+    }
+
+    /// `scripts/{script} ACTION DIR`, returning what it printed.
+    async fn run(&self, action: &str) -> String {
+        run_script(self.script, &[action, self.dir()]).await
+    }
+
+    /// Stops it and waits until its process is gone.
+    async fn stop(&self) {
+        self.run("stop").await;
+    }
+
+    fn dir(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        run_script_blocking(self.script, &["stop", self.dir()]);
+    }
+}
+
 /// A private Redis for one test (scripts/redis.sh), stopped by PID when dropped. For tests that
 /// stop it or cut its clients, which would disturb every other test on a shared one.
 pub struct PrivateRedis {
-    dir: TempDir,
+    server: ScriptedServer,
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
 }
@@ -343,19 +382,18 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts one on a free port.
     pub async fn start() -> PrivateRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let url = run_script("redis.sh", &["start", dir.path().to_str().unwrap()]).await;
-        PrivateRedis { dir, url }
+        let (server, url) = ScriptedServer::start("redis.sh").await;
+        PrivateRedis { server, url }
     }
 
     /// Stops it and waits until its process is gone.
     pub async fn stop(&self) {
-        run_script("redis.sh", &["stop", self.dir.path().to_str().unwrap()]).await;
+        self.server.stop().await;
     }
 
     /// Starts it again on the same port (the script remembers it in its directory).
     pub async fn restart(&self) {
-        let url = run_script("redis.sh", &["start", self.dir.path().to_str().unwrap()]).await;
+        let url = self.server.run("start").await;
         assert_eq!(url, self.url, "back on the same port");
     }
 
@@ -377,16 +415,10 @@ impl PrivateRedis {
     }
 }
 
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        run_script_blocking("redis.sh", &["stop", self.dir.path().to_str().unwrap()]);
-    }
-}
-
 /// A private PostgreSQL for one test (scripts/pg.sh), stopped by PID (pg_ctl) when dropped. For
 /// the test that stops it for a while and starts it again on the same port.
 pub struct PrivatePostgres {
-    dir: TempDir,
+    server: ScriptedServer,
     /// `postgres://postgres@127.0.0.1:PORT/hubbub`.
     pub url: String,
 }
@@ -394,21 +426,20 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// Starts one on a free port (initdb included: a few seconds).
     pub async fn start() -> PrivatePostgres {
-        let dir = tempfile::tempdir().unwrap();
-        let url = run_script("pg.sh", &["start", dir.path().to_str().unwrap()]).await;
-        PrivatePostgres { dir, url }
+        let (server, url) = ScriptedServer::start("pg.sh").await;
+        PrivatePostgres { server, url }
     }
 
     /// Stops it (`pg_ctl stop -m fast`, which waits until the server is gone).
     pub async fn stop(&self) {
-        run_script("pg.sh", &["stop", self.dir.path().to_str().unwrap()]).await;
+        self.server.stop().await;
     }
 
     /// Starts it again with the options of its last start, so on the same port: `pg_ctl
     /// restart` on a stopped server reads them from `postmaster.opts` (scripts/pg.sh `start`
     /// would pick a new port and create the database again). As its owner, as pg.sh runs it.
     pub async fn restart(&self) {
-        let dir = self.dir.path().to_str().unwrap();
+        let dir = self.server.dir();
         let restart = format!(
             "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); \
              as_owner=''; [ \"$(id -u)\" = 0 ] && as_owner='runuser -u postgres --'; \
@@ -425,12 +456,6 @@ impl PrivatePostgres {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        run_script_blocking("pg.sh", &["stop", self.dir.path().to_str().unwrap()]);
     }
 }
 

@@ -392,7 +392,19 @@ pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
 
 /// Posts through the HTTP API and returns the new id.
 pub async fn api_post(addr: SocketAddr, room: &str, from: &str, text: &str) -> u64 {
-    let response = http()
+    api_post_with(&http(), addr, room, from, text).await
+}
+
+/// [`api_post`] with a client of the caller's (tests/reconnect_storm.rs: one that waits longer
+/// than [`http`]'s 10 s for an answer from a loaded server).
+pub async fn api_post_with(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    room: &str,
+    from: &str,
+    text: &str,
+) -> u64 {
+    let response = http
         .post(format!("http://{addr}/api/rooms/{room}/messages"))
         .json(&json!({"from": from, "data": text}))
         .send()
