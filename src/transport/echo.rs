@@ -57,4 +57,5 @@ async fn echo_loop(socket: &mut Socket, shutdown: &CancellationToken) {
     if Box::pin(socket.send_close(&ending)).await {
         Box::pin(socket.finish()).await;
     }
+    socket.log_ended("echo", &ending);
 }

@@ -246,6 +246,10 @@ struct State {
     /// Bytes of the first queued frame already written (a socket took part of it).
     head_written: usize,
     reason: Option<CloseReason>,
+    /// Frames the queue took (written at once or queued), the transport's own included: the
+    /// count a connection's end is logged with. A plain add under the lock every push takes
+    /// anyway, not an atomic of its own.
+    frames_taken: u32,
     /// The transport's last frame (a close) is queued: nothing may follow it.
     finished: bool,
 }
@@ -264,6 +268,16 @@ impl Shared {
         // Wake the writer and any `send` waiting for room so they see the close.
         self.queued.raise();
         self.drained.notify_waiters();
+    }
+
+    /// Why the connection is closing (`Normal` when no reason was recorded), and how many
+    /// frames the queue took.
+    fn summary(&self) -> (CloseReason, u32) {
+        let state = self.lock();
+        (
+            state.reason.clone().unwrap_or(CloseReason::Normal),
+            state.frames_taken,
+        )
     }
 
     fn is_closed(&self) -> bool {
@@ -427,6 +441,9 @@ impl Outbox {
             return Offered::Full;
         }
         state.frames.extend(rest.iter().cloned());
+        state.frames_taken = state
+            .frames_taken
+            .saturating_add(u32::try_from(frames.len()).unwrap_or(u32::MAX));
         let queued_now = !state.frames.is_empty();
         drop(state);
         // A wired outbox's transport only needs to hear that a backlog began.
@@ -489,6 +506,12 @@ impl Outbox {
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
         self.shared.is_closed()
+    }
+
+    /// Why the connection is closing and how many frames it took, for the line logged when it
+    /// ends (see [`OutboxReceiver::summary`]).
+    pub fn summary(&self) -> (CloseReason, u32) {
+        self.shared.summary()
     }
 
     /// Resolves once the connection starts closing, for whichever task must stop then.
@@ -565,12 +588,20 @@ impl OutboxReceiver {
             state.frames.truncate(keep);
         }
         state.frames.push_back(last);
+        state.frames_taken = state.frames_taken.saturating_add(1);
         state.finished = true;
     }
 
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
         self.shared.is_closed()
+    }
+
+    /// Why the connection is closing (`Normal` when no reason was recorded), and how many frames
+    /// the queue took (written at once or queued, the transport's pings, pongs and close frame
+    /// included): what a connection's end is logged with.
+    pub fn summary(&self) -> (CloseReason, u32) {
+        self.shared.summary()
     }
 
     /// Why the connection is closing (`Normal` when no reason was recorded).
@@ -745,6 +776,16 @@ mod tests {
         wire.refill(100);
         assert_eq!(receiver.flush().ok(), Some(true));
         assert_eq!(wire.taken(), "abX");
+    }
+
+    #[test]
+    fn the_summary_counts_frames_written_queued_and_the_close_frame() {
+        let wire = FakeWire::with_budget(2);
+        let (outbox, receiver) = Outbox::wired(8, wire);
+        outbox.push(text("ab"));
+        outbox.push_all(&[text("cd"), text("ef")]);
+        receiver.finish(text("X"), CloseReason::TooBig, true);
+        assert_eq!(outbox.summary(), (CloseReason::TooBig, 4));
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn events(
         .connect_with(name, caller.access(), outbox.clone());
     let gauge = state.metrics.connections("sse");
     let shutdown = state.shutdown.clone();
+    let opened = Instant::now();
     state.tracker.spawn(async move {
         // Held until the stream's session ends: its place under the caps.
         let _permit = permit;
@@ -69,6 +70,7 @@ pub async fn events(
             () = expiry(deadline) => outbox.close(CloseReason::Policy("token expired")),
         }
         session.disconnect().await;
+        log_ended(&outbox, opened);
         gauge.dec();
     });
     Ok(Sse::new(stream(receiver))
@@ -101,6 +103,22 @@ fn to_event(frame: &Outgoing) -> Event {
         Some(id) => event.id(id.to_string()),
         None => event,
     }
+}
+
+/// Logs, at debug (as a WebSocket's end is, and for the same reason: routine, and 19,000 of
+/// them at once in a reconnect storm), that a stream ended: why, the close code a WebSocket
+/// would have got for it, after how long, and the frames the stream took.
+fn log_ended(outbox: &Outbox, opened: Instant) {
+    let (reason, frames_out) = outbox.summary();
+    let duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::debug!(
+        transport = "sse",
+        reason = reason.text(),
+        code = reason.code(),
+        duration_ms,
+        frames_out,
+        "connection ended"
+    );
 }
 
 /// Resolves at the token's expiry; never without a token.

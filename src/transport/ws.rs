@@ -176,6 +176,7 @@ impl Connection {
             if awaits_reply {
                 Box::pin(self.socket.finish()).await;
             }
+            self.socket.log_ended("ws", &ending);
             self.gauge.dec();
             // Named so that the block owns it (it captures only the fields it uses), and so
             // the connection keeps its place under the caps until here.
