@@ -784,3 +784,216 @@ fn clock_ms(at: Instant) -> u32 {
     // Truncating is the point: the clock wraps.
     at.saturating_duration_since(start).as_millis() as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::transport::outbox::Pushed;
+
+    /// A server `Socket` (its outbox bounded at `outbox_frames`) and the peer's end, connected
+    /// over loopback.
+    async fn pair(outbox_frames: usize, timing: Timing) -> (Socket, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let socket = Socket::new(server, Bytes::new(), outbox_frames, 1 << 20, timing);
+        (socket, peer)
+    }
+
+    /// Timers that never fire during a test.
+    fn quiet() -> Timing {
+        Timing::new(Duration::from_secs(600), Duration::from_secs(1200), None)
+    }
+
+    /// The server's frames in `read` as (opcode, payload), the last possibly incomplete one left
+    /// out. Server frames are unmasked and unfragmented.
+    fn parse(read: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while read.len() >= at + 2 {
+            let opcode = read[at] & 0x0F;
+            let (len, head) = match read[at + 1] & 0x7F {
+                126 if read.len() >= at + 4 => (
+                    usize::from(u16::from_be_bytes([read[at + 2], read[at + 3]])),
+                    4,
+                ),
+                127 if read.len() >= at + 10 => {
+                    let bytes: [u8; 8] = read[at + 2..at + 10].try_into().unwrap();
+                    (usize::try_from(u64::from_be_bytes(bytes)).unwrap(), 10)
+                }
+                126 | 127 => break,
+                len => (usize::from(len), 2),
+            };
+            if read.len() < at + head + len {
+                break;
+            }
+            frames.push((opcode, read[at + head..at + head + len].to_vec()));
+            at += head + len;
+        }
+        frames
+    }
+
+    /// Reads as the peer until a close frame has arrived; returns every frame read.
+    async fn read_until_close(mut peer: TcpStream) -> Vec<(u8, Vec<u8>)> {
+        let mut read = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        let reading = async {
+            loop {
+                let frames = parse(&read);
+                if frames.last().is_some_and(|(op, _)| *op == frame::OP_CLOSE) {
+                    return frames;
+                }
+                let n = peer.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the connection ended before a close frame");
+                read.extend_from_slice(&chunk[..n]);
+            }
+        };
+        timeout(Duration::from_secs(10), reading)
+            .await
+            .expect("a close frame within 10 s")
+    }
+
+    /// The status code of a close frame's payload.
+    fn close_code(payload: &[u8]) -> u16 {
+        u16::from_be_bytes([payload[0], payload[1]])
+    }
+
+    /// A text frame of `len` bytes, all `fill`: a torn or reordered frame cannot pass for one.
+    fn filled(fill: u8, len: usize) -> Outgoing {
+        Outgoing::control(Bytes::from(vec![fill; len]))
+    }
+
+    /// A peer that reads nothing: pushes of large frames fill the socket, then the outbox, and
+    /// the socket closes as a slow consumer. The peer then gets the frame the socket had taken
+    /// part of, whole, and right after it the close frame with 1013; nothing queued behind
+    /// that frame is written, nothing is torn.
+    #[tokio::test]
+    async fn a_full_outbox_closes_with_1013_right_after_the_partly_written_frame() {
+        const LEN: usize = 256 * 1024;
+        let (mut socket, peer) = pair(4, quiet()).await;
+        let mut pushed = 0usize;
+        while socket.outbox().push(filled(b'a', LEN)) != Pushed::Overflowed {
+            pushed += 1;
+            assert!(pushed < 1000, "loopback took 256 MiB without a full queue");
+        }
+        let shutdown = CancellationToken::new();
+        let Event::Ended(ending) = socket.next(&shutdown).await else {
+            panic!("the socket went on after its outbox overflowed");
+        };
+        assert_eq!(ending, Ending::Close(CloseReason::SlowConsumer));
+        let reader = tokio::spawn(read_until_close(peer));
+        assert!(
+            socket.send_close(&ending).await,
+            "the close frame was written"
+        );
+        let frames = reader.await.unwrap();
+        let (close, texts) = frames.split_last().unwrap();
+        assert_eq!((close.0, close_code(&close.1)), (frame::OP_CLOSE, 1013));
+        assert!(
+            texts
+                .iter()
+                .all(|(op, payload)| *op == frame::OP_TEXT && payload == &vec![b'a'; LEN]),
+            "every frame before the close is whole"
+        );
+        assert!(
+            texts.len() < pushed,
+            "the queued frames were dropped ({} of {pushed} written)",
+            texts.len()
+        );
+    }
+
+    /// On shutdown the backlog the socket has not taken yet is written, in order, before the
+    /// close frame with 1001.
+    #[tokio::test]
+    async fn on_shutdown_the_backlog_is_written_in_order_before_1001() {
+        const LEN: usize = 256 * 1024;
+        const FRAMES: u8 = 80;
+        let (mut socket, peer) = pair(usize::from(FRAMES), quiet()).await;
+        for fill in 0..FRAMES {
+            assert_eq!(socket.outbox().push(filled(fill, LEN)), Pushed::Queued);
+        }
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let Event::Ended(ending) = socket.next(&shutdown).await else {
+            panic!("the socket went on after the shutdown");
+        };
+        assert_eq!(ending, Ending::Close(CloseReason::Shutdown));
+        let reader = tokio::spawn(read_until_close(peer));
+        assert!(
+            socket.send_close(&ending).await,
+            "the close frame was written"
+        );
+        let frames = reader.await.unwrap();
+        let (close, texts) = frames.split_last().unwrap();
+        assert_eq!((close.0, close_code(&close.1)), (frame::OP_CLOSE, 1001));
+        let fills: Vec<u8> = texts
+            .iter()
+            .map(|(op, payload)| {
+                assert_eq!((*op, payload.len()), (frame::OP_TEXT, LEN));
+                payload[0]
+            })
+            .collect();
+        assert_eq!(fills, (0..FRAMES).collect::<Vec<u8>>());
+    }
+
+    /// A masked client frame (RFC 6455 section 5.3), short payloads only.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut out = vec![0x80 | opcode, 0x80 | u8::try_from(payload.len()).unwrap()];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// A ping is answered with a pong carrying its payload, and the text after it is handed on.
+    #[tokio::test]
+    async fn a_ping_is_answered_with_a_pong_carrying_its_payload() {
+        let (mut socket, mut peer) = pair(8, quiet()).await;
+        let mut sent = client_frame(frame::OP_PING, b"hi");
+        sent.extend(client_frame(frame::OP_TEXT, b"after"));
+        peer.write_all(&sent).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let Event::Text(payload) = socket.next(&shutdown).await else {
+            panic!("the text after the ping was not handed on");
+        };
+        assert_eq!(socket.text(&payload), "after");
+        let ending = Ending::Close(CloseReason::Normal);
+        let reader = tokio::spawn(read_until_close(peer));
+        assert!(socket.send_close(&ending).await);
+        let frames = reader.await.unwrap();
+        assert_eq!(frames[0], (frame::OP_PONG, b"hi".to_vec()));
+    }
+
+    /// A peer that sends nothing is pinged every ping interval and closed (1008) once silent
+    /// for the idle timeout. Virtual time: the runtime's clock jumps to each timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_pinged_then_closed_with_1008() {
+        let timing = Timing::new(Duration::from_secs(1), Duration::from_secs(3), None);
+        let (mut socket, peer) = pair(8, timing).await;
+        let shutdown = CancellationToken::new();
+        let Event::Ended(ending) = socket.next(&shutdown).await else {
+            panic!("a silent peer produced an event");
+        };
+        assert_eq!(
+            ending,
+            Ending::Close(CloseReason::Policy(
+                "no frames or pongs within the idle timeout"
+            ))
+        );
+        let reader = tokio::spawn(read_until_close(peer));
+        assert!(socket.send_close(&ending).await);
+        let frames = reader.await.unwrap();
+        let opcodes: Vec<u8> = frames.iter().map(|(op, _)| *op).collect();
+        assert_eq!(
+            opcodes,
+            [frame::OP_PING, frame::OP_PING, frame::OP_CLOSE],
+            "pinged at 1 s and 2 s, closed at 3 s"
+        );
+        assert_eq!(close_code(&frames[2].1), 1008);
+    }
+}
