@@ -456,6 +456,16 @@ fn names(list: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// Returns once `client`, whose `join` was answered with `joined`, knows `name` is a member:
+/// at once if `joined` lists `name`, else when the `presence` frame of `name`'s arrival comes
+/// (the write of `name`'s arrival on another node may leave after that of `client`'s own).
+async fn until_listed(client: &mut Client, joined: &Value, name: &str) {
+    let room = joined["room"].as_str().unwrap();
+    if !names(&joined["data"]["members"]).contains(&name) {
+        presence_of(client, room, "joined", name, WAIT).await;
+    }
+}
+
 #[tokio::test]
 async fn presence_frames_cross_nodes_also_for_members_with_the_same_connection_id() {
     let test = "presence_frames";
@@ -483,11 +493,8 @@ async fn joined_and_members_include_members_on_other_nodes() {
     let nodes = start_nodes(2, &postgres, &redis, test).await;
     let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
     let (mut bob, joined) = named_member(nodes[1].addr, "bob", "lobby").await;
-    // Each node has the other's member once its member has heard of it (node 1's write of
-    // alice's arrival may leave after node 2's of bob's, so bob may not have her yet).
-    if !names(&joined["data"]["members"]).contains(&"alice") {
-        presence_of(&mut bob, "lobby", "joined", "alice", WAIT).await;
-    }
+    // Each node has the other's member once its member has heard of it.
+    until_listed(&mut bob, &joined, "alice").await;
     presence_of(&mut alice, "lobby", "joined", "bob", WAIT).await;
     let (mut carol, joined) = named_member(nodes[1].addr, "carol", "lobby").await;
     assert_eq!(names(&joined["data"]["members"]), ["alice", "bob", "carol"]);
@@ -651,9 +658,7 @@ async fn presence_survives_a_redis_restart_without_false_departures() {
     let nodes = start_nodes_with(2, &postgres, &redis.url, test, quick_presence).await;
     let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
     let (mut bob, joined) = named_member(nodes[1].addr, "bob", "lobby").await;
-    if !names(&joined["data"]["members"]).contains(&"alice") {
-        presence_of(&mut bob, "lobby", "joined", "alice", WAIT).await;
-    }
+    until_listed(&mut bob, &joined, "alice").await;
     presence_of(&mut alice, "lobby", "joined", "bob", WAIT).await;
     // Redis comes back empty (no persistence): every presence hash is gone.
     redis.stop().await;
@@ -694,9 +699,7 @@ async fn the_first_node_to_find_a_node_dead_makes_every_node_drop_it() {
     let doomed = cluster.crashable_node(3, quick_presence);
     let (mut watcher, _) = named_member(finder.addr, "watcher", "lobby").await;
     let (mut observer, joined) = named_member(patient.addr, "observer", "lobby").await;
-    if !names(&joined["data"]["members"]).contains(&"watcher") {
-        presence_of(&mut observer, "lobby", "joined", "watcher", WAIT).await;
-    }
+    until_listed(&mut observer, &joined, "watcher").await;
     let mut ghost = doomed.client("name=ghost").await;
     ghost.join("lobby").await;
     presence_of(&mut watcher, "lobby", "joined", "ghost", WAIT).await;

@@ -19,8 +19,8 @@ use common::cluster::{
     until_readyz,
 };
 use common::{Client, WAIT, history};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures_util::StreamExt;
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -73,13 +73,7 @@ async fn post_continuously(
             return (Some(client), acked);
         }
         let text = format!("{tag}-{n}");
-        let frame = json!({"type": "msg", "room": room, "data": text, "ref": text});
-        if client
-            .ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .is_err()
-        {
+        if client.send_post(room, &text).await.is_err() {
             return (None, acked);
         }
         match answer_or_end(&mut client).await {
@@ -319,9 +313,7 @@ async fn post_during_outage(
     while tokio::time::Instant::now() < outage_ends {
         let text = format!("during-{index}-{n}");
         n += 1;
-        poster
-            .send(json!({"type": "msg", "room": room, "data": text, "ref": text}))
-            .await;
+        poster.send_post(room, &text).await.unwrap();
         loop {
             let frame = poster.recv().await;
             assert_ne!(

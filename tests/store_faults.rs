@@ -879,13 +879,7 @@ async fn ws_poster(mut client: Client, tag: String, progress: Arc<AtomicUsize>) 
             let room = ROOMS[(burst + i) % ROOMS.len()];
             let text = format!("{tag}-{burst}-{i}");
             sent.insert(text.clone(), (room.to_owned(), text.clone()));
-            let frame = json!({"type": "msg", "room": room, "data": text, "ref": text});
-            if client
-                .ws
-                .send(Message::text(frame.to_string()))
-                .await
-                .is_err()
-            {
+            if client.send_post(room, &text).await.is_err() {
                 return acked;
             }
         }

@@ -336,9 +336,19 @@ impl Client {
 
     /// Posts `text` to `room` and returns the ack.
     pub async fn post(&mut self, room: &str, text: &str) -> Value {
-        self.send(json!({"type": "msg", "room": room, "data": text, "ref": text}))
-            .await;
+        self.send_post(room, text).await.unwrap();
         self.recv_type("ack").await
+    }
+
+    /// Sends a post of `text` to `room` (with `text` as its `ref`) without reading its answer;
+    /// an error once the connection has ended, for tests whose server may die under them.
+    pub async fn send_post(
+        &mut self,
+        room: &str,
+        text: &str,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let frame = json!({"type": "msg", "room": room, "data": text, "ref": text});
+        self.ws.send(Message::text(frame.to_string())).await
     }
 
     /// Reads until the server closes, returning the close code.
