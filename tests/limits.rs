@@ -1,6 +1,12 @@
 //! Limits and fairness (issue #4): rate limits, connection caps, rooms per connection and members
 //! per room, heartbeat, slowloris and body size. Real loopback sockets; limits set short or small
 //! through `Config`; no assertions about speed.
+//!
+//! Timeouts of tokio's clock (heartbeat, idle, header and close timeouts) are tested on virtual
+//! time ([`HeldClock`]): the test waits for the event it expects, then moves time on. The rate
+//! limiters run on `std::time::Instant` (governor), so a test that waits for a bucket to refill
+//! waits for real. Clients are dropped before the server stops: a client that is never read
+//! would hold each stop for the server's close timeout (it waits for a close reply).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,11 +14,15 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Client, Closed, assert_api_error, http, metrics, refusal, start_server_with, try_connect,
+    Client, Closed, HeldClock, assert_api_error, http, metrics, refusal, start_server_with,
+    try_connect,
 };
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Reads answers (`ack` or `error`) until `count` have arrived; returns (acks, errors).
 async fn answers(client: &mut Client, count: usize) -> (Vec<Value>, Vec<Value>) {
@@ -29,7 +39,16 @@ async fn answers(client: &mut Client, count: usize) -> (Vec<Value>, Vec<Value>) 
 }
 
 async fn history_len(addr: std::net::SocketAddr, room: &str) -> usize {
-    let page: Value = http()
+    history_len_with(http(), addr, room).await
+}
+
+/// [`history_len`] through `client` (e.g. one bound to another address, whose API bucket is full).
+async fn history_len_with(
+    client: reqwest::Client,
+    addr: std::net::SocketAddr,
+    room: &str,
+) -> usize {
+    let page: Value = client
         .get(format!("http://{addr}/api/rooms/{room}/messages?limit=200"))
         .send()
         .await
@@ -70,9 +89,12 @@ async fn posting_over_the_rate_limit_is_rate_limited_and_not_stored() {
         acks.len(),
         "only acked posts are stored"
     );
-    // The connection stays open and usable once the bucket refills.
+    // The connection stays open and usable once the bucket refills: one token a second, on
+    // governor's clock (`std::time::Instant`), which virtual time does not move; so this waits
+    // for real, for time to pass, not for an event.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.post("r", "later").await["type"], "ack");
+    drop(client);
     server.stop().await;
 }
 
@@ -108,9 +130,19 @@ async fn typing_over_the_rate_limit_is_dropped_without_an_error() {
         (1..=3).contains(&typing_seen),
         "the burst passes, the rest is dropped: saw {typing_seen}"
     );
-    let answer = typist.recv_type("ack").await;
-    assert_eq!(answer["type"], "ack");
-    typist.assert_no("error", Duration::from_millis(200)).await;
+    // The typist's frames are answered in order, so an error for a typing frame would come
+    // before the post's ack: none may.
+    loop {
+        let frame = typist.recv().await;
+        assert_ne!(
+            frame["type"], "error",
+            "typing over the limit is not answered: {frame}"
+        );
+        if frame["type"] == "ack" {
+            break;
+        }
+    }
+    drop((observer, typist));
     server.stop().await;
 }
 
@@ -141,6 +173,7 @@ async fn sustained_flooding_closes_1008() {
     let text = metrics(server.addr).await;
     assert!(text.contains("hubbub_flood_closes_total 1"), "{text}");
     assert!(!text.contains("hubbub_rate_limited_total 0"), "{text}");
+    drop(flooder);
     server.stop().await;
 }
 
@@ -173,7 +206,7 @@ async fn flooding_one_connection_does_not_limit_other_members() {
         let ack = poster.post("r", &format!("p{i}")).await;
         assert_eq!(ack["type"], "ack", "the poster is never rate limited");
     }
-    let _flooder = flood.await.unwrap();
+    let flooder = flood.await.unwrap();
     let mut seen = 0;
     while seen < 15 {
         let msg = observer.recv_msg().await;
@@ -182,6 +215,7 @@ async fn flooding_one_connection_does_not_limit_other_members() {
             seen += 1;
         }
     }
+    drop((observer, flooder, poster));
     server.stop().await;
 }
 
@@ -209,8 +243,14 @@ async fn api_requests_over_the_rate_limit_are_429_and_not_stored() {
     assert_eq!(&statuses[..2], &[201, 201], "{statuses:?}");
     assert!(statuses[2..].contains(&429), "{statuses:?}");
     let stored = statuses.iter().filter(|s| **s == 201).count();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(history_len(server.addr, "r").await, stored);
+    // The history is read from another address: 127.0.0.1's bucket is empty (a read is charged
+    // like a post), 127.0.0.2's is full.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(common::WAIT)
+        .build()
+        .unwrap();
+    assert_eq!(history_len_with(other, server.addr, "r").await, stored);
     server.stop().await;
 }
 
@@ -220,7 +260,7 @@ async fn upgrade_over_the_per_ip_cap_is_429() {
     let first = try_connect(server.addr, "/ws", &[], Some("127.0.0.2"))
         .await
         .unwrap();
-    let _second = try_connect(server.addr, "/ws", &[], Some("127.0.0.2"))
+    let second = try_connect(server.addr, "/ws", &[], Some("127.0.0.2"))
         .await
         .unwrap();
     let third = try_connect(server.addr, "/ws", &[], Some("127.0.0.2")).await;
@@ -249,16 +289,17 @@ async fn upgrade_over_the_per_ip_cap_is_429() {
         text.contains(r#"hubbub_connections_refused_total{transport="ws"}"#),
         "{text}"
     );
+    drop((second, other));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn upgrade_over_the_global_cap_is_503_on_every_socket_route() {
     let server = start_server_with(|c| c.max_connections = Some(2)).await;
-    let _a = try_connect(server.addr, "/ws", &[], Some("127.0.0.2"))
+    let a = try_connect(server.addr, "/ws", &[], Some("127.0.0.2"))
         .await
         .unwrap();
-    let _b = try_connect(server.addr, "/echo", &[], Some("127.0.0.3"))
+    let b = try_connect(server.addr, "/echo", &[], Some("127.0.0.3"))
         .await
         .unwrap();
     let (status, code) = refusal(try_connect(server.addr, "/ws", &[], Some("127.0.0.4")).await);
@@ -274,6 +315,7 @@ async fn upgrade_over_the_global_cap_is_503_on_every_socket_route() {
     // Plain HTTP is not a held connection and keeps working.
     let health = http().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    drop((a, b));
     server.stop().await;
 }
 
@@ -290,6 +332,7 @@ async fn joining_more_rooms_than_allowed_is_too_many_rooms() {
     client.send(json!({"type": "leave", "room": "a"})).await;
     client.recv_type("left").await;
     client.join("c").await;
+    drop(client);
     server.stop().await;
 }
 
@@ -308,34 +351,90 @@ async fn joining_a_full_room_is_room_full() {
     first.send(json!({"type": "leave", "room": "r"})).await;
     first.recv_type("left").await;
     second.join("r").await;
+    drop((first, second));
     server.stop().await;
+}
+
+/// What a client read in the background saw: a text frame, or a ping (which it answers).
+enum Seen {
+    Frame(Value),
+    Ping,
+}
+
+/// Reads `client` in a task, so that it answers pings (tungstenite replies while it is polled),
+/// and passes on what it reads. Aborting the task drops the client.
+fn keep_reading(
+    mut client: Client,
+) -> (mpsc::UnboundedReceiver<Seen>, tokio::task::JoinHandle<()>) {
+    let (seen, receiver) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(Ok(message)) = client.ws.next().await {
+            let item = match message {
+                Message::Text(text) => Seen::Frame(serde_json::from_str(text.as_str()).unwrap()),
+                Message::Ping(_) => Seen::Ping,
+                _ => continue,
+            };
+            if seen.send(item).is_err() {
+                return;
+            }
+        }
+    });
+    (receiver, task)
+}
+
+/// Waits for the next ping a background reader sees, returning the frames that came before it.
+async fn frames_until_ping(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Value> {
+    let mut frames = Vec::new();
+    loop {
+        let item = tokio::time::timeout(common::WAIT, seen.recv())
+            .await
+            .expect("a ping arrives in time")
+            .expect("the connection is open");
+        match item {
+            Seen::Ping => return frames,
+            Seen::Frame(frame) => frames.push(frame),
+        }
+    }
 }
 
 #[tokio::test]
 async fn silent_peer_is_closed_and_presence_left() {
+    let clock = HeldClock::hold();
+    let ping = Duration::from_millis(100);
+    let idle = Duration::from_millis(800);
     let server = start_server_with(|c| {
-        c.ping_interval = Duration::from_millis(100);
-        c.idle_timeout = Duration::from_millis(800);
+        c.ping_interval = ping;
+        c.idle_timeout = idle;
     })
     .await;
     let mut observer = server.client("name=observer").await;
     observer.join("r").await;
-    // Reading keeps the observer alive: tungstenite answers pings while it is polled.
-    let watch = tokio::spawn(async move {
-        loop {
-            let frame = observer.recv().await;
-            if frame["type"] == "presence" && frame["data"]["left"] == "silent" {
-                return observer;
-            }
-        }
-    });
     // The silent peer joins through the query and then never polls its socket: it answers no
     // ping and sends nothing, like a peer whose network vanished.
     let mut silent = Client::connect_raw(server.addr, "/ws", "name=silent&room=r").await;
-    let _observer = tokio::time::timeout(Duration::from_secs(10), watch)
-        .await
-        .expect("the silent peer's presence is removed")
-        .unwrap();
+    // Its arrival says its connection runs, timers set: from here time may move.
+    loop {
+        let frame = observer.recv_type("presence").await;
+        if frame["data"]["joined"] == "silent" {
+            break;
+        }
+    }
+    let (mut seen, reader) = keep_reading(observer);
+    // One ping interval at a time. Each step pings both peers; the observer answers (its pong
+    // keeps it alive), the silent peer does not, and a step past the idle timeout closes it
+    // (up to one interval late, never early).
+    let start = tokio::time::Instant::now();
+    let mut left = false;
+    while !left && start.elapsed() <= idle + 2 * ping {
+        clock.advance_past(ping).await;
+        left = frames_until_ping(&mut seen)
+            .await
+            .iter()
+            .any(|frame| frame["type"] == "presence" && frame["data"]["left"] == "silent");
+    }
+    assert!(left, "the silent peer's presence is removed");
+    let waited = start.elapsed();
+    assert!(waited >= idle, "not before the idle timeout: {waited:?}");
     // Reading now, it finds the pings it never answered and then the 1008 close frame, unless
     // its late pong hit the already closed socket and the reset discarded the frame.
     let closed = silent.closed().await;
@@ -343,34 +442,39 @@ async fn silent_peer_is_closed_and_presence_left() {
         matches!(closed, Closed::Code(1008) | Closed::WithoutCloseFrame),
         "{closed:?}"
     );
-    // Nothing piles up: soon only the observer's connection is counted (the server gives a
-    // silent peer a moment to answer its close frame first).
-    let mut text = String::new();
-    for _ in 0..100 {
+    // Nothing piles up: soon only the observer's connection is counted. The server gives the
+    // silent peer its close timeout to answer the close frame first (it never does: its reply
+    // is queued until it reads again), so time moves on an interval at a time until then.
+    let one = r#"hubbub_connections{transport="ws"} 1"#;
+    let mut text = metrics(server.addr).await;
+    let closed_at = tokio::time::Instant::now();
+    while !text.contains(one) && closed_at.elapsed() < common::WAIT {
+        clock.advance_past(ping).await;
+        frames_until_ping(&mut seen).await;
         text = metrics(server.addr).await;
-        if text.contains(r#"hubbub_connections{transport="ws"} 1"#) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        text.contains(r#"hubbub_connections{transport="ws"} 1"#),
-        "{text}"
-    );
+    assert!(text.contains(one), "{text}");
+    reader.abort();
+    drop(silent);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn slowloris_connection_is_dropped() {
-    let server = start_server_with(|c| c.header_timeout = Duration::from_millis(500)).await;
+    let clock = HeldClock::hold();
+    let header_timeout = Duration::from_millis(500);
+    let server = start_server_with(|c| c.header_timeout = header_timeout).await;
     // Half a request line, then silence.
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(b"GET /healthz HT").await.unwrap();
     // A connection that sends nothing at all.
     let mut mute = TcpStream::connect(server.addr).await.unwrap();
-    // Meanwhile normal clients are served.
+    // Meanwhile normal clients are served. This request's connection is accepted after the two
+    // others, and its task runs after theirs, which start their header timers when they first
+    // run: once it is answered, the header timeout may pass.
     let health = http().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    clock.advance_past(header_timeout).await;
     for stream in [&mut slow, &mut mute] {
         let mut buffer = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer))
@@ -461,5 +565,6 @@ async fn reconnecting_client_can_rejoin_all_its_rooms_at_once() {
             joined += 1;
         }
     }
+    drop(client);
     server.stop().await;
 }

@@ -518,3 +518,64 @@ pub async fn history(addr: SocketAddr, room: &str) -> BTreeMap<u64, String> {
         before = messages.first().and_then(|m| m["id"].as_u64());
     }
 }
+
+/// How long (real time) a [`HeldClock`] keeps tokio's clock still at most: past it the clock
+/// auto-advances again, so a test whose awaited event never comes fails on its own timeouts
+/// (`WAIT`) instead of hanging.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(60);
+
+/// The granularity of tokio's timers: deadlines are rounded up to it.
+pub const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// Virtual time for a test whose server runs in this process (issue 21): tokio's clock is paused
+/// and held still, so idle timeouts, pings, header timeouts and close timeouts fire only when the
+/// test moves time with [`HeldClock::advance_past`], after it has seen the event it waits for (a
+/// frame, a close). Deterministic, and a timeout of seconds costs nothing.
+///
+/// Why held, not plain `tokio::time::pause`: a paused clock auto-advances to the next timer
+/// whenever every task is idle, and a task waiting for SQLite's worker thread, PostgreSQL or
+/// the kernel looks idle, so a timeout could fire while the answer is on its way. While a
+/// blocking task runs tokio does not auto-advance (documented under `tokio::time::pause`), so
+/// the clock keeps one running until it is dropped, or for [`HOLD_LIMIT`] of real time.
+///
+/// Only tokio's clock is virtual: the rate limiters (governor) run on `std::time::Instant`.
+/// Needs the current-thread runtime (`#[tokio::test]`), and the real binary cannot use it.
+pub struct HeldClock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl HeldClock {
+    /// Pauses tokio's clock and holds it still. Call it first in the test, before the server
+    /// starts, so every timer is on virtual time.
+    pub fn hold() -> HeldClock {
+        tokio::time::pause();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        drop(tokio::task::spawn_blocking(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                released.recv_timeout(HOLD_LIMIT)
+            {
+                eprintln!(
+                    "virtual time was held for {HOLD_LIMIT:?} of real time without the awaited \
+                     event; the clock moves on its own again so the test's timeouts end it"
+                );
+            }
+        }));
+        HeldClock {
+            release: Some(release),
+        }
+    }
+
+    /// Moves virtual time forward by `by` and a millisecond more, so that every timer set to
+    /// fire within `by` of the call fires: tokio rounds a timer's deadline up to the next whole
+    /// millisecond, so advancing by exactly `by` would leave a timer set `by` from now pending.
+    pub async fn advance_past(&self, by: Duration) {
+        tokio::time::advance(by + TIMER_RESOLUTION).await;
+    }
+}
+
+impl Drop for HeldClock {
+    fn drop(&mut self) {
+        // The blocking task sees the channel closed and ends; the clock may auto-advance again.
+        self.release.take();
+    }
+}
