@@ -10,9 +10,9 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::config::HubSettings;
 use crate::config::{Config, Database, Durability, Secret, parse_trusted_proxy};
 use crate::error::{Error, Result};
-use crate::hub::HubSettings;
 use crate::store::copy;
 use crate::token::{Claims, mint};
 

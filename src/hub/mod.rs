@@ -21,7 +21,7 @@ mod session;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::broker::{Broker, ConnId, Deliver, RemoteChange, RoomEvent};
+use crate::config::HubSettings;
 use crate::metrics::Metrics;
 use crate::protocol::{RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
@@ -40,60 +41,6 @@ use committer::PostJob;
 use membership::{Admission, JoinRefusal};
 use presence::RemoteMembers;
 use room::{FanOut, Room};
-
-/// Tunables the hub enforces (a slice of the server config).
-#[derive(Debug, Clone)]
-pub struct HubSettings {
-    /// Frames a connection may have queued before it is closed as a slow consumer.
-    pub outbox_frames: usize,
-    /// Rooms one connection may be in at once.
-    pub max_rooms_per_connection: usize,
-    /// Members one room may hold on this node (`None`: unlimited).
-    pub max_room_members: Option<usize>,
-    /// Posts waiting for the committer before posters wait (backpressure).
-    pub post_queue: usize,
-    /// Most posts stored in one transaction.
-    pub max_batch: usize,
-    /// Rooms with more members than this stop announcing each arrival and departure; their
-    /// members get one `presence` `{"count": N}` frame per tick instead (O(N) per tick instead of
-    /// O(N) per join), and `joined` lists only this many names.
-    pub presence_limit: usize,
-    /// How often large rooms announce their member count.
-    pub presence_tick: Duration,
-    /// Count frames per second one room's announcements may cost: a room of N members gets its
-    /// count at most every N / budget seconds (and never more often than every tick), so a
-    /// 19,000-member room with a join or leave every second does not write 19,000 frames every
-    /// second for as long as it lives.
-    pub presence_count_budget: usize,
-    /// Members served per slice of a large room's message fan-out before other tasks get a turn.
-    pub fan_out_slice: usize,
-    /// With a cluster broker (`--broker`): how often this node refreshes its presence in Redis
-    /// and tells the others it is alive. Unused on one node.
-    pub presence_heartbeat: Duration,
-    /// With a cluster broker: how long a node may stay silent before the others drop its
-    /// members (and the TTL of its presence in Redis). A node killed with -9 leaves everyone's
-    /// view at most this plus half a second after its last heartbeat; keep it at least three
-    /// heartbeats.
-    pub presence_expiry: Duration,
-}
-
-impl Default for HubSettings {
-    fn default() -> Self {
-        Self {
-            outbox_frames: 1024,
-            max_rooms_per_connection: 100,
-            max_room_members: None,
-            post_queue: 4096,
-            max_batch: 256,
-            presence_limit: 200,
-            presence_tick: Duration::from_secs(1),
-            presence_count_budget: 5000,
-            fan_out_slice: 4096,
-            presence_heartbeat: Duration::from_secs(5),
-            presence_expiry: Duration::from_secs(15),
-        }
-    }
-}
 
 /// Why a post was not stored. Clients see both as `store_unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -420,6 +367,7 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::broker::BrokerError;
     use crate::config::Durability;
     use crate::protocol::RoomName;
