@@ -91,7 +91,7 @@ fn postgres(test: &str) -> Option<String> {
 /// A server on a fresh schema of `postgres` that reaches its database only through a [`Relay`]
 /// of its own, once it serves.
 async fn server_behind_relay(postgres: &str) -> (common::TestServer, Relay) {
-    let schema = common::pg::fresh_schema_url(&postgres).await;
+    let schema = common::pg::fresh_schema_url(postgres).await;
     let relay = Relay::start(&schema).await;
     let through_relay = relay.url(&schema);
     let server = common::start_server_with(move |c| {
