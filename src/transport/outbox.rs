@@ -359,7 +359,10 @@ impl Outbox {
 
     /// A queue in front of `wire`: frames go to the socket at once while nothing is queued, and
     /// the transport calls [`OutboxReceiver::flush`] when the socket can take the rest.
-    pub fn wired(capacity: usize, wire: Arc<dyn Wire>) -> (Outbox, OutboxReceiver) {
+    pub(in crate::transport) fn wired(
+        capacity: usize,
+        wire: Arc<dyn Wire>,
+    ) -> (Outbox, OutboxReceiver) {
         Self::build(capacity, Some(wire))
     }
 
@@ -491,8 +494,9 @@ impl Outbox {
         }
     }
 
-    /// Starts closing the connection; the first reason given wins.
-    pub fn close(&self, reason: CloseReason) {
+    /// Starts closing the connection; the first reason given wins. The transport's: the hub
+    /// closes a connection only as a slow consumer ([`Outbox::close_as_slow_consumer`]).
+    pub(in crate::transport) fn close(&self, reason: CloseReason) {
         self.shared.close(reason);
     }
 
@@ -510,12 +514,12 @@ impl Outbox {
 
     /// Why the connection is closing and how many frames it took, for the line logged when it
     /// ends (see [`OutboxReceiver::summary`]).
-    pub fn summary(&self) -> (CloseReason, u32) {
+    pub(in crate::transport) fn summary(&self) -> (CloseReason, u32) {
         self.shared.summary()
     }
 
     /// Resolves once the connection starts closing, for whichever task must stop then.
-    pub async fn closing(&self) {
+    pub(in crate::transport) async fn closing(&self) {
         self.shared.wait_closed().await;
     }
 }
