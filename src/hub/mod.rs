@@ -4,7 +4,7 @@
 //! Path of one message: a transport calls [`Session::handle`] → [`Hub::post`] → the group-commit
 //! `committer` stores a batch → the broadcaster task publishes each message, in id order,
 //! through the broker (while the committer already stores the next batch) → every node's hub
-//! [`Deliver`]s it: encoded once, queued to each member's [`Outbox`], a large room a slice of
+//! [`Deliver`]s it: encoded once, queued to each member's `Outbox`, a large room a slice of
 //! members at a time → the sender's `ack` follows its own broadcast.
 //!
 //! A join, leave or rename changes the rooms under their lock in `membership` (the hub's side
@@ -51,6 +51,17 @@ pub enum PostError {
     /// The server is shutting down and takes no new posts.
     #[error("server is shutting down")]
     ShuttingDown,
+}
+
+impl PostError {
+    /// The text the poster is told: the store's plain-words reason or its fixed message
+    /// ([`StoreError::client_message`]), never the driver's text.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::Store(err) => err.client_message(),
+            Self::ShuttingDown => "server is shutting down",
+        }
+    }
 }
 
 /// Messages replayed on a join without `since`, and so the messages each room keeps in memory.
@@ -367,13 +378,13 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::broker::BrokerError;
     use crate::config::Durability;
     use crate::protocol::RoomName;
     use crate::store::SqliteStore;
     use async_trait::async_trait;
     use std::sync::OnceLock;
+    use std::time::Duration;
     use tokio::sync::Semaphore;
 
     /// A local broker that lets a batch through only when the test hands out a permit, so a
