@@ -7,12 +7,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Binary, Client, Closed, api_post, free_port, get_json, scratch};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn stored_ids(addr: std::net::SocketAddr, room: &str) -> BTreeMap<u64, String> {
@@ -45,12 +44,12 @@ struct BurstOutcome {
 }
 
 /// Sends `count` posts to room `r` without waiting, then reads until the connection ends,
-/// counting acks in `progress` so the test can strike mid-burst.
+/// counting acks in `progress` (shared by every poster) so the test can strike mid-burst.
 fn burst(
     mut client: Client,
     tag: &'static str,
     count: usize,
-    progress: Arc<AtomicUsize>,
+    progress: watch::Sender<usize>,
 ) -> tokio::task::JoinHandle<BurstOutcome> {
     tokio::spawn(async move {
         for i in 0..count {
@@ -76,7 +75,7 @@ fn burst(
                     if frame["type"] == "ack" {
                         let text = frame["ref"].as_str().unwrap().to_owned();
                         acked.push((frame["id"].as_u64().unwrap(), text));
-                        progress.fetch_add(1, Ordering::Relaxed);
+                        progress.send_modify(|acks| *acks += 1);
                     }
                 }
                 Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
@@ -91,14 +90,14 @@ fn burst(
 }
 
 /// Waits until at least `n` acks have arrived across all posters.
-async fn wait_for_acks(progress: &AtomicUsize, n: usize) {
-    for _ in 0..800 {
-        if progress.load(Ordering::Relaxed) >= n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("only {} acks arrived", progress.load(Ordering::Relaxed));
+async fn wait_for_acks(progress: &watch::Sender<usize>, n: usize) {
+    let mut acks = progress.subscribe();
+    let reached = tokio::time::timeout(common::WAIT, acks.wait_for(|acks| *acks >= n)).await;
+    assert!(
+        matches!(reached, Ok(Ok(_))),
+        "only {} acks arrived",
+        *progress.borrow()
+    );
 }
 
 /// Checks a restarted server's history against what was acked: every ack names a stored message
@@ -141,7 +140,7 @@ async fn kill_9_during_a_burst(flags: &[&str]) {
     let (_dir, data) = scratch();
     let port = free_port();
     let server = Binary::start(&data, port, flags).await;
-    let progress = Arc::new(AtomicUsize::new(0));
+    let progress = watch::Sender::new(0);
     let mut posters = Vec::new();
     for tag in ["p0", "p1", "p2", "p3"] {
         let mut client = server.client("").await;
@@ -202,7 +201,7 @@ async fn sigterm_during_a_concurrent_burst_closes_1001_loses_no_ack_and_exits_0(
     let server = Binary::start(&data, port, &[]).await;
     let mut watcher = server.client("").await;
     watcher.join("r").await;
-    let progress = Arc::new(AtomicUsize::new(0));
+    let progress = watch::Sender::new(0);
     let mut posters = Vec::new();
     for tag in ["p0", "p1", "p2"] {
         let mut client = server.client("").await;
