@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::cli::{UnreachablePostgres, failed_saying, run_hubbub, stdout, succeeded};
 use common::pg::fresh_schema_or_skip;
-use common::{Binary, free_port, http, scratch};
+use common::{Binary, free_port, scratch};
 use hubbub::config::{Durability, PostgresUrl};
 use hubbub::protocol::RoomName;
 use hubbub::store::copy::BATCH;
@@ -142,23 +142,8 @@ async fn postgres_history(url: &str) -> BTreeMap<String, Vec<StoredMessage>> {
 
 /// Every message of `room` as a server's HTTP history route serves it, oldest first.
 async fn served_history(addr: SocketAddr, room_name: &str) -> Vec<StoredMessage> {
-    let mut messages = Vec::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let mut url = format!("http://{addr}/api/rooms/{room_name}/messages?limit=200");
-        if let Some(b) = before {
-            url.push_str(&format!("&before={b}"));
-        }
-        let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
-        let listed = page["messages"].as_array().unwrap();
-        let mut older: Vec<StoredMessage> = listed.iter().map(stored_from_json).collect();
-        before = older.first().map(|m| m.id);
-        older.append(&mut messages);
-        messages = older;
-        if page["has_more"] != true {
-            return messages;
-        }
-    }
+    let listed = common::history_messages(addr, room_name).await;
+    listed.iter().map(stored_from_json).collect()
 }
 
 fn stored_from_json(m: &Value) -> StoredMessage {

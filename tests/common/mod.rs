@@ -497,6 +497,20 @@ pub async fn answer(client: &mut Client) -> Value {
 /// Every stored message of `room` by id, read through the HTTP history route.
 pub async fn history(addr: SocketAddr, room: &str) -> BTreeMap<u64, String> {
     let mut stored = BTreeMap::new();
+    for m in history_messages(addr, room).await {
+        let previous = stored.insert(
+            m["id"].as_u64().unwrap(),
+            m["data"].as_str().unwrap().to_owned(),
+        );
+        assert!(previous.is_none(), "id {} listed twice", m["id"]);
+    }
+    stored
+}
+
+/// Every stored message of `room` as the HTTP history route lists it (its JSON objects), oldest
+/// first: the newest page, then each older one by `before`.
+pub async fn history_messages(addr: SocketAddr, room: &str) -> Vec<Value> {
+    let mut pages = Vec::new();
     let mut before: Option<u64> = None;
     loop {
         let mut url = format!("http://{addr}/api/rooms/{room}/messages?limit=200");
@@ -504,18 +518,12 @@ pub async fn history(addr: SocketAddr, room: &str) -> BTreeMap<u64, String> {
             url.push_str(&format!("&before={b}"));
         }
         let page: Value = http().get(url).send().await.unwrap().json().await.unwrap();
-        let messages = page["messages"].as_array().unwrap();
-        for m in messages {
-            let previous = stored.insert(
-                m["id"].as_u64().unwrap(),
-                m["data"].as_str().unwrap().to_owned(),
-            );
-            assert!(previous.is_none(), "id {} listed twice", m["id"]);
-        }
-        if page["has_more"] != true {
-            return stored;
-        }
+        let messages = page["messages"].as_array().unwrap().clone();
         before = messages.first().and_then(|m| m["id"].as_u64());
+        pages.push(messages);
+        if page["has_more"] != true {
+            return pages.into_iter().rev().flatten().collect();
+        }
     }
 }
 
