@@ -76,9 +76,7 @@ async fn assert_live(addr: SocketAddr) {
 
 /// The PostgreSQL server of this run, or `None` after saying why `test` is skipped.
 fn postgres(test: &str) -> Option<String> {
-    let url = std::env::var("HUBBUB_TEST_POSTGRES")
-        .ok()
-        .or_else(common::pg::test_db);
+    let url = common::pg::test_server();
     if url.is_none() {
         eprintln!(
             "skipped: {test}: needs HUBBUB_TEST_POSTGRES (a PostgreSQL server; scripts/test.sh \

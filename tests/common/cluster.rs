@@ -70,9 +70,7 @@ pub fn suite_env() -> Option<ClusterEnv> {
 /// (`HUBBUB_TEST_POSTGRES` or `HUBBUB_TEST_DB`, and `HUBBUB_TEST_REDIS`), or `None` after saying
 /// why `test` is skipped.
 pub fn nodes_env(test: &str) -> Option<ClusterEnv> {
-    let postgres = std::env::var("HUBBUB_TEST_POSTGRES")
-        .ok()
-        .or_else(pg::test_db);
+    let postgres = pg::test_server();
     let redis = std::env::var("HUBBUB_TEST_REDIS").ok();
     match (postgres, redis) {
         (Some(postgres), Some(redis)) => Some(ClusterEnv { postgres, redis }),

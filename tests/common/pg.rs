@@ -112,15 +112,24 @@ pub async fn until_serving(addr: SocketAddr) {
     );
 }
 
-/// A fresh schema on the PostgreSQL server of this run (`HUBBUB_TEST_POSTGRES`, else
-/// `HUBBUB_TEST_DB`), or `None` after saying why `test` is skipped: for the tests that pass a
-/// PostgreSQL `--db` of their own (tests/copy.rs, tests/database_flag.rs).
-pub async fn fresh_schema_or_skip(test: &str) -> Option<String> {
-    let base = std::env::var("HUBBUB_TEST_POSTGRES")
+/// The variable naming a PostgreSQL server for the tests that need one whatever the run
+/// (scripts/test.sh sets it to the server scripts/pg.sh started).
+pub const TEST_SERVER_VAR: &str = "HUBBUB_TEST_POSTGRES";
+
+/// The PostgreSQL server of this run: [`TEST_SERVER_VAR`] if set and not empty, else
+/// [`TEST_DB_VAR`] on a PostgreSQL run.
+pub fn test_server() -> Option<String> {
+    std::env::var(TEST_SERVER_VAR)
         .ok()
         .filter(|url| !url.is_empty())
-        .or_else(test_db);
-    match base {
+        .or_else(test_db)
+}
+
+/// A fresh schema on the PostgreSQL server of this run ([`test_server`]), or `None` after
+/// saying why `test` is skipped: for the tests that pass a PostgreSQL `--db` of their own
+/// (tests/copy.rs, tests/database_flag.rs).
+pub async fn fresh_schema_or_skip(test: &str) -> Option<String> {
+    match test_server() {
         Some(base) => Some(fresh_schema_url(&base).await),
         None => {
             eprintln!("skipped: {test}: set HUBBUB_TEST_POSTGRES to a server URL");
