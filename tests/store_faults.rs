@@ -31,8 +31,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Binary, Client, answer, api_post, free_port, get_json, history, http, scratch};
@@ -41,6 +39,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tempfile::TempDir;
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The database file the binary keeps in its data directory.
@@ -812,14 +811,14 @@ impl Ledger {
 /// Mixed traffic against one server until it dies: WebSocket posters sending pipelined bursts to
 /// all rooms, an HTTP poster, and a reader that joins with `since`, leaves and reads history.
 struct Traffic {
-    progress: Arc<AtomicUsize>,
+    progress: watch::Sender<usize>,
     posters: Vec<tokio::task::JoinHandle<Vec<Acked>>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
 impl Traffic {
     async fn start(server: &Binary, round: usize) -> Traffic {
-        let progress = Arc::new(AtomicUsize::new(0));
+        let progress = watch::Sender::new(0);
         let mut posters = Vec::new();
         for poster in 0..3 {
             let mut client = server.client(&format!("name=ws{poster}")).await;
@@ -847,15 +846,13 @@ impl Traffic {
 
     /// Waits until `n` posts were acked across all posters.
     async fn wait_for_acks(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + common::WAIT;
-        while self.progress.load(Ordering::Relaxed) < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} acks arrived",
-                self.progress.load(Ordering::Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let mut acks = self.progress.subscribe();
+        let reached = tokio::time::timeout(common::WAIT, acks.wait_for(|acks| *acks >= n)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "only {} acks arrived",
+            *self.progress.borrow()
+        );
     }
 
     /// Everything acked before the server died (each task ends when its connection does).
@@ -871,7 +868,7 @@ impl Traffic {
 
 /// Posts bursts of `POST_BURST` to the rooms in turn, reading every answer, until the connection
 /// ends; returns what was acked.
-async fn ws_poster(mut client: Client, tag: String, progress: Arc<AtomicUsize>) -> Vec<Acked> {
+async fn ws_poster(mut client: Client, tag: String, progress: watch::Sender<usize>) -> Vec<Acked> {
     let mut acked = Vec::new();
     let mut sent: BTreeMap<String, (String, String)> = BTreeMap::new();
     for burst in 0.. {
@@ -894,7 +891,7 @@ async fn ws_poster(mut client: Client, tag: String, progress: Arc<AtomicUsize>) 
                     let (room, text) = sent.remove(reference).unwrap();
                     assert_eq!(frame["room"], room.as_str());
                     acked.push((room, frame["id"].as_u64().unwrap(), text));
-                    progress.fetch_add(1, Ordering::Relaxed);
+                    progress.send_modify(|acks| *acks += 1);
                     answered += 1;
                 }
                 Some("error") => panic!("{tag}: a post was refused: {frame}"),
@@ -906,7 +903,7 @@ async fn ws_poster(mut client: Client, tag: String, progress: Arc<AtomicUsize>) 
 }
 
 /// Posts through the HTTP API until a request fails; returns what was acked (201).
-async fn api_poster(addr: SocketAddr, tag: String, progress: Arc<AtomicUsize>) -> Vec<Acked> {
+async fn api_poster(addr: SocketAddr, tag: String, progress: watch::Sender<usize>) -> Vec<Acked> {
     let client = http();
     let mut acked = Vec::new();
     for i in 0.. {
@@ -925,7 +922,7 @@ async fn api_poster(addr: SocketAddr, tag: String, progress: Arc<AtomicUsize>) -
             return acked;
         };
         acked.push((room.to_owned(), body["id"].as_u64().unwrap(), text));
-        progress.fetch_add(1, Ordering::Relaxed);
+        progress.send_modify(|acks| *acks += 1);
     }
     acked
 }
