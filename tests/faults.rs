@@ -155,6 +155,47 @@ async fn locked_store_answers_store_unavailable_and_recovers_when_the_lock_goes(
 }
 
 #[tokio::test]
+async fn a_refused_post_tells_the_poster_the_reason_without_driver_text_or_paths() {
+    if common::pg::skip_on_postgres(
+        "a_refused_post_tells_the_poster_the_reason_without_driver_text_or_paths",
+        "holds a SQLite write lock from a second connection",
+    ) {
+        return;
+    }
+    let (server, dir, db) = server_with_known_db().await;
+    let mut poster = server.client("name=poster").await;
+    poster.join("r").await;
+    let locker = Locker::lock(&db).await;
+
+    poster
+        .send(json!({"type": "msg", "room": "r", "data": "lost", "ref": "lost-ref"}))
+        .await;
+    let refused = answer(&mut poster).await;
+    assert_eq!(refused["data"]["code"], "store_unavailable", "{refused}");
+    let frame_text = refused["data"]["message"].as_str().unwrap().to_owned();
+    let response = http()
+        .post(server.url("/api/rooms/r/messages"))
+        .json(&json!({"from": "api", "data": "lost too"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_api_error(response, 503, "store_unavailable").await;
+    let api_text = body["error"]["message"].as_str().unwrap().to_owned();
+
+    let plain = "the database is locked by another process; the message was not stored";
+    for text in [&frame_text, &api_text] {
+        // The whole text is the plain reason: SQLite's own message ("(code: 5) database is
+        // locked"), the file's path and the old "database error:" prefix stay in the log.
+        assert_eq!(text, plain);
+        assert!(!text.contains("code:"), "{text}");
+        assert!(!text.contains(dir.path().to_str().unwrap()), "{text}");
+        assert!(!text.contains("database error"), "{text}");
+    }
+    locker.release().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn posts_racing_a_store_outage_are_acked_only_if_stored() {
     if common::pg::skip_on_postgres(
         "posts_racing_a_store_outage_are_acked_only_if_stored",

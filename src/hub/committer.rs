@@ -162,9 +162,7 @@ async fn commit(
             error!(cause = %reason, posts = batch.len(), "group commit failed");
             metrics.store_errors.inc_by(batch.len() as u64);
             for reply in replies {
-                let _ = reply.send(Err(PostError::Store(
-                    crate::store::StoreError::Unavailable(reason.clone()),
-                )));
+                let _ = reply.send(Err(PostError::Store(err.shared())));
             }
             None
         }

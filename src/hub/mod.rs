@@ -53,6 +53,17 @@ pub enum PostError {
     ShuttingDown,
 }
 
+impl PostError {
+    /// The text the poster is told: the store's plain-words reason or its fixed message
+    /// ([`StoreError::client_message`]), never the driver's text.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::Store(err) => err.client_message(),
+            Self::ShuttingDown => "server is shutting down",
+        }
+    }
+}
+
 /// Messages replayed on a join without `since`, and so the messages each room keeps in memory.
 const JOIN_BACKLOG: usize = 50;
 

@@ -5,9 +5,10 @@
 use std::collections::HashSet;
 
 use rand::RngExt;
+use tracing::{debug, warn};
 
 use super::room::RecentSnapshot;
-use super::{Admission, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing};
+use super::{Admission, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing, PostError};
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
     ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
@@ -127,6 +128,26 @@ impl Session {
         });
     }
 
+    /// Answers a store failure with `store_unavailable` and the error's client text (never the
+    /// driver's, which may name files or SQL); the whole error goes to the log with its fields.
+    fn store_failed(
+        &self,
+        room: &RoomName,
+        action: &'static str,
+        err: &StoreError,
+        reference: Option<Ref>,
+    ) {
+        warn!(conn = self.id, %room, action, error = %err, "store read failed; answered store_unavailable");
+        self.reject_with(ErrorCode::StoreUnavailable, err.client_message(), reference);
+    }
+
+    /// Answers a refused post with `store_unavailable`. The committer has logged the failed batch
+    /// with its cause, so only the connection's side is logged here, at debug.
+    fn post_failed(&self, room: &RoomName, err: &PostError, reference: Option<Ref>) {
+        debug!(conn = self.id, %room, error = %err, "post refused; answered store_unavailable");
+        self.reject_with(ErrorCode::StoreUnavailable, err.client_message(), reference);
+    }
+
     fn push(&self, json: bytes::Bytes) {
         if self.outbox.push(Outgoing::control(json)) == super::Pushed::Overflowed {
             self.hub.inner.metrics.slow_consumers.inc();
@@ -168,8 +189,10 @@ impl Session {
         }
         if self.rooms.contains(&room) {
             let (members, count) = self.hub.member_sample(&room);
-            let last_id = self.hub.store().last_id(&room).await.unwrap_or(0);
-            self.send_joined(&room, &members, count, last_id);
+            match self.hub.store().last_id(&room).await {
+                Ok(last_id) => self.send_joined(&room, &members, count, last_id),
+                Err(err) => self.store_failed(&room, "rejoin", &err, reference),
+            }
             return;
         }
         if self.rooms.len() >= self.hub.settings().max_rooms_per_connection {
@@ -204,8 +227,7 @@ impl Session {
             None => match self.read_recent(&room).await {
                 Ok(recent) => Some(recent),
                 Err(err) => {
-                    let message = err.to_string();
-                    self.reject_with(ErrorCode::StoreUnavailable, &message, reference.clone());
+                    self.store_failed(&room, "join", &err, reference.clone());
                     None
                 }
             },
@@ -280,7 +302,7 @@ impl Session {
                     up_to
                 }
                 Err(err) => {
-                    self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference);
+                    self.store_failed(room, "replay", &err, reference);
                     0
                 }
             };
@@ -295,7 +317,7 @@ impl Session {
                     }
                 }
                 Err(err) => {
-                    self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference);
+                    self.store_failed(room, "replay", &err, reference);
                     return up_to;
                 }
             }
@@ -354,7 +376,7 @@ impl Session {
                 }
                 .encode(),
             ),
-            Err(err) => self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference),
+            Err(err) => self.post_failed(&room, &err, reference),
         }
     }
 
@@ -394,7 +416,7 @@ impl Session {
                 .encode();
                 self.outbox.send(Outgoing::control(json)).await;
             }
-            Err(err) => self.reject_with(ErrorCode::StoreUnavailable, &err.to_string(), reference),
+            Err(err) => self.store_failed(&room, "history", &err, reference),
         }
     }
 
@@ -480,7 +502,7 @@ mod tests {
     use crate::config::Durability;
     use crate::hub::HubSettings;
     use crate::metrics::Metrics;
-    use crate::store::{Coalescing, SqliteStore, Store};
+    use crate::store::{Coalescing, NewMessage, Page, RoomSummary, SqliteStore, Store};
     use crate::transport::outbox::OutboxReceiver;
 
     /// A hub on a fresh SQLite file behind the coalescing store, as `serve` builds it.
@@ -541,5 +563,82 @@ mod tests {
         assert_eq!(metrics.store_reads("before").get(), 1, "the first join's");
         assert_eq!(metrics.store_reads("last_id").get(), 0);
         assert_eq!(metrics.store_reads("after").get(), 0);
+    }
+
+    /// A store whose `last_id` fails with a driver error naming a path; everything else is
+    /// SQLite's.
+    struct LastIdFails(SqliteStore);
+
+    const DRIVER_TEXT: &str = "driver detail about /srv/secret/hub.db";
+
+    #[async_trait::async_trait]
+    impl Store for LastIdFails {
+        async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
+            self.0.append(batch).await
+        }
+        async fn after(
+            &self,
+            room: &RoomName,
+            since: u64,
+            limit: u32,
+        ) -> Result<Vec<StoredMessage>, StoreError> {
+            self.0.after(room, since, limit).await
+        }
+        async fn before(
+            &self,
+            room: &RoomName,
+            before: Option<u64>,
+            limit: u32,
+        ) -> Result<Page, StoreError> {
+            self.0.before(room, before, limit).await
+        }
+        async fn last_id(&self, _room: &RoomName) -> Result<u64, StoreError> {
+            Err(StoreError::Database(sqlx::Error::Protocol(
+                DRIVER_TEXT.to_owned(),
+            )))
+        }
+        async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
+            self.0.rooms().await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.0.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejoin_whose_store_read_fails_answers_store_unavailable_without_driver_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = SqliteStore::open(
+            &dir.path().join("hub.db"),
+            Duration::from_secs(5),
+            Durability::Process,
+        )
+        .await
+        .expect("store");
+        let hub = Hub::new(
+            Arc::new(LastIdFails(sqlite)),
+            crate::broker::local(),
+            HubSettings::default(),
+            Metrics::new(),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let (outbox, frames) = Outbox::new(64);
+        let mut session = hub.connect(None, outbox);
+        session.join(RoomName::lobby(), None, None).await;
+        while frames.try_recv().is_some() {}
+
+        session.join(RoomName::lobby(), None, None).await;
+        let answers: Vec<serde_json::Value> = std::iter::from_fn(|| frames.try_recv())
+            .map(|frame| serde_json::from_slice(&frame.json).expect("json"))
+            .collect();
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0]["type"], "error", "not a joined with last_id 0");
+        assert_eq!(answers[0]["data"]["code"], "store_unavailable");
+        assert_eq!(
+            answers[0]["data"]["message"],
+            crate::store::STORE_UNAVAILABLE
+        );
+        session.disconnect().await;
     }
 }

@@ -221,10 +221,8 @@ where
         F: FnOnce() -> BoxFuture<'static, Result<V, StoreError>> + Send + 'static,
     {
         let shared = self.join_or_start(key, query);
-        // The trait's error is not `Clone`: every reader gets the shared one's text.
-        shared
-            .await
-            .map_err(|err| StoreError::Unavailable(err.to_string()))
+        // The trait's error is not `Clone`: every reader gets a copy of the shared one.
+        shared.await.map_err(|err| err.shared())
     }
 
     fn join_or_start<F>(&self, key: K, query: F) -> Query<V>

@@ -97,9 +97,21 @@ pub enum StoreError {
     /// The database refused or failed (locked, read-only, disk full, connection lost ...).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The batch this post was part of failed; the cause is shared by every poster in it.
+    /// The batch this post was part of failed, or a read shared with other readers did; the
+    /// cause's text is shared by every poster or reader in it. For the log only: clients are
+    /// told [`STORE_UNAVAILABLE`].
     #[error("{0}")]
     Unavailable(String),
+    /// The database refused for a reason an operator or user can act on (disk full, read-only,
+    /// files deleted ...). `reason` is plain words with no path, SQL or driver text, and is what
+    /// clients are told; `detail` is what the driver or the file system said, for the log.
+    #[error("{reason} ({detail})")]
+    Refused {
+        /// The plain-words reason clients see.
+        reason: &'static str,
+        /// The driver's or file system's own text, logged with the reason.
+        detail: String,
+    },
     /// The schema could not be brought up to date at start-up.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -127,6 +139,35 @@ pub enum StoreError {
     /// (`hubbub import`/`copy`): it was refused and nothing of it was stored.
     #[error(transparent)]
     Import(#[from] ImportConflict),
+}
+
+/// What a client is told when the store failed for a reason that is not a [`StoreError::Refused`]:
+/// a driver's message can name files, tables, SQL or the database host, so it goes to the log
+/// and never to a client.
+pub const STORE_UNAVAILABLE: &str = "the message store is unavailable; try again shortly";
+
+impl StoreError {
+    /// The text a client may see for this error: the plain-words reason of a
+    /// [`StoreError::Refused`], else the fixed [`STORE_UNAVAILABLE`]. Never the driver's text.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::Refused { reason, .. } => reason,
+            _ => STORE_UNAVAILABLE,
+        }
+    }
+
+    /// A copy of this error for each poster of a failed batch or reader of a shared query (the
+    /// driver's error is not `Clone`): a refusal keeps its plain reason, anything else keeps its
+    /// text for the log.
+    pub(crate) fn shared(&self) -> StoreError {
+        match self {
+            Self::Refused { reason, detail } => Self::Refused {
+                reason,
+                detail: detail.clone(),
+            },
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
 }
 
 /// Durable, ordered history of every room. Methods are ordered create, read.
@@ -187,4 +228,39 @@ pub trait Store: Send + Sync + 'static {
     /// file that is later deleted or replaced would be applied to whatever file is there next.
     /// The default does nothing.
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_driver_error_shows_clients_only_the_fixed_message() {
+        let err = StoreError::Database(sqlx::Error::Protocol(
+            "syntax error near SELECT in /srv/hub.db".to_owned(),
+        ));
+        assert_eq!(err.client_message(), STORE_UNAVAILABLE);
+        assert_eq!(err.shared().client_message(), STORE_UNAVAILABLE);
+        assert!(
+            err.shared().to_string().contains("/srv/hub.db"),
+            "kept for the log"
+        );
+    }
+
+    #[test]
+    fn a_refusal_shows_clients_its_plain_reason_and_keeps_it_when_shared() {
+        let err = StoreError::Refused {
+            reason: "the disk holding the database is full",
+            detail: "(code: 13) database or disk is full".to_owned(),
+        };
+        assert_eq!(
+            err.client_message(),
+            "the disk holding the database is full"
+        );
+        assert_eq!(err.shared().client_message(), err.client_message());
+        assert!(
+            err.to_string().contains("code: 13"),
+            "the log has the driver's text"
+        );
+    }
 }

@@ -462,6 +462,14 @@ const FILES_GONE: &str = "the database file was deleted or replaced while hubbub
                           the message was not stored, and posts are refused until hubbub is \
                           restarted";
 
+/// The refusal of a commit or read once the files are gone.
+fn files_gone() -> StoreError {
+    StoreError::Refused {
+        reason: FILES_GONE,
+        detail: "the open database's files are no longer at its path".to_owned(),
+    }
+}
+
 impl DatabaseFiles {
     /// Takes the identity of the open database's files. SQLite names the WAL after the database's
     /// resolved path, so the WAL is looked for there.
@@ -530,24 +538,32 @@ struct Lost {
     first: bool,
 }
 
-/// Says in plain words why SQLite refused a commit, for the log and the posters; the code stays
-/// in the text for whoever needs it.
+/// Says in plain words why SQLite refused a commit: the reason for the posters, the driver's text
+/// (with its code) beside it for the log.
 fn explain(err: sqlx::Error) -> StoreError {
     let code = err
         .as_database_error()
         .and_then(|db| db.code())
         .and_then(|code| code.parse::<i32>().ok());
     // Primary result codes (the low byte of the extended code): https://sqlite.org/rescode.html
-    let plain = match code.map(|code| code & 0xff) {
-        Some(5 | 6) => "the database is locked by another process",
-        Some(8) => "the database is read-only",
-        Some(10) => "the database files could not be written (read-only, failing or full storage)",
-        Some(11 | 26) => "the database file is damaged or not a database",
-        Some(13) => "the disk holding the database is full",
-        Some(14) => "the database file could not be opened",
+    let reason = match code.map(|code| code & 0xff) {
+        Some(5 | 6) => "the database is locked by another process; the message was not stored",
+        Some(8) => "the database is read-only; the message was not stored",
+        Some(10) => {
+            "the database files could not be written (read-only, failing or full storage); the \
+             message was not stored"
+        }
+        Some(11 | 26) => {
+            "the database file is damaged or not a database; the message was not stored"
+        }
+        Some(13) => "the disk holding the database is full; the message was not stored",
+        Some(14) => "the database file could not be opened; the message was not stored",
         _ => return StoreError::Database(err),
     };
-    StoreError::Unavailable(format!("{plain}; the message was not stored ({err})"))
+    StoreError::Refused {
+        reason,
+        detail: err.to_string(),
+    }
 }
 
 impl SqliteStore {
@@ -568,7 +584,7 @@ impl SqliteStore {
                 Err(err) => warn!(cause = %err, "could not empty this server's WAL"),
             }
         }
-        outcome.map_err(|_| StoreError::Unavailable(FILES_GONE.to_owned()))
+        outcome.map_err(|_| files_gone())
     }
 }
 
@@ -678,7 +694,7 @@ impl Store for SqliteStore {
     /// database refuses every post, so the node is not ready.
     async fn ping(&self) -> Result<(), StoreError> {
         if !self.files.intact() {
-            return Err(StoreError::Unavailable(FILES_GONE.to_owned()));
+            return Err(files_gone());
         }
         sqlx::query("SELECT 1 FROM rooms LIMIT 1")
             .execute(&self.reader)

@@ -61,11 +61,7 @@ pub async fn post_message(
         max_message_bytes: state.config.max_message_bytes,
     };
     let text = message_text(&body.data, limits)?;
-    let stored = state
-        .hub
-        .post(room, from, text)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    let stored = state.hub.post(room, from, text).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": stored.id, "room": stored.room})),
@@ -103,8 +99,7 @@ pub async fn history(
     let page = state
         .hub
         .history(&room, query.before, history_limit(query.limit))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+        .await?;
     let body = HistoryPage {
         messages: page.messages.iter().map(StoredMessage::view).collect(),
         has_more: page.has_more,
@@ -120,11 +115,7 @@ pub async fn rooms(
 ) -> Result<Response, ApiError> {
     state.charge_api(client)?;
     let caller = caller?;
-    let rooms = state
-        .hub
-        .rooms()
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::StoreUnavailable, e.to_string()))?;
+    let rooms = state.hub.rooms().await?;
     let rows: Vec<RoomRow> = rooms
         .into_iter()
         .filter(|r| caller.may_see(&r.room))

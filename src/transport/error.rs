@@ -5,8 +5,11 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tracing::{debug, warn};
 
+use crate::hub::PostError;
 use crate::protocol::{ErrorCode, Rejection};
+use crate::store::StoreError;
 
 /// An API error response.
 #[derive(Debug)]
@@ -41,6 +44,24 @@ impl ApiError {
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
         ApiError::new(rejection.code, rejection.message)
+    }
+}
+
+/// A store failure on a read route: 503 `store_unavailable` with the error's client text; the
+/// whole error (which may name files or SQL) goes to the log only.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        warn!(error = %err, "store read failed; answered 503 store_unavailable");
+        ApiError::new(ErrorCode::StoreUnavailable, err.client_message())
+    }
+}
+
+/// A refused post: 503 `store_unavailable` with the error's client text. The committer has
+/// logged the failed batch with its cause, so this logs at debug.
+impl From<PostError> for ApiError {
+    fn from(err: PostError) -> Self {
+        debug!(error = %err, "post refused; answered 503 store_unavailable");
+        ApiError::new(ErrorCode::StoreUnavailable, err.client_message())
     }
 }
 
