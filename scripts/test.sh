@@ -26,9 +26,6 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "release build of the server (used by the browser and conformance suites)"
-cargo build --release --bin hubbub
-
 step "Rust tests"
 cargo test --workspace --all-targets
 
@@ -95,10 +92,15 @@ bash scripts/redis.sh stop "$redis_dir"
 
 bash scripts/pg.sh stop "$pg_dir"
 
+# The browser and Autobahn suites run the binary the Rust tests built and ran (target/debug):
+# the same code, where a release build meant a second, optimised build of the whole dependency
+# tree on a fresh machine for these two suites alone (issue 21, CI time). Autobahn is as clean
+# on it and the browser tests pass on it; run by hand, each suite still builds and uses the
+# release binary (docs/conformance.md).
 for suite in tests/*/run.sh; do
   [ -e "$suite" ] || continue
   step "suite $suite"
-  HUBBUB_BIN="$PWD/target/release/hubbub" bash "$suite"
+  HUBBUB_BIN="$PWD/target/debug/hubbub" bash "$suite"
 done
 
 step "all suites passed"
