@@ -42,6 +42,13 @@ impl Cluster {
         }
     }
 
+    /// A cluster for `test` on the run's PostgreSQL and Redis, or `None` after saying why the
+    /// test is skipped.
+    async fn for_test(test: &str) -> Option<Cluster> {
+        let ClusterEnv { postgres, redis } = nodes_env(test)?;
+        Some(Cluster::new(&postgres, &redis, test).await)
+    }
+
     /// Points `config` at the cluster as node `node_id`.
     fn configure(&self, config: &mut Config, node_id: u64) {
         config.postgres = Some(PostgresUrl::new(self.schema.clone()));
@@ -119,6 +126,13 @@ impl Drop for CrashableNode {
     }
 }
 
+/// `n` nodes for `test` on the run's PostgreSQL and Redis ([`start_nodes`]), or `None` after
+/// saying why the test is skipped.
+async fn nodes_for(test: &str, n: u64) -> Option<Vec<TestServer>> {
+    let ClusterEnv { postgres, redis } = nodes_env(test)?;
+    Some(start_nodes(n, &postgres, &redis, test).await)
+}
+
 /// `n` nodes on one fresh schema, one Redis and the test's own channel.
 async fn start_nodes(n: u64, postgres: &str, redis: &str, test: &str) -> Vec<TestServer> {
     start_nodes_with(n, postgres, redis, test, |_| {}).await
@@ -172,10 +186,9 @@ fn ids(messages: &[Value]) -> Vec<u64> {
 #[tokio::test]
 async fn a_message_posted_on_one_node_reaches_members_on_every_node_once_with_the_same_id() {
     let test = "one_message_every_node";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(nodes) = nodes_for(test, 3).await else {
         return;
     };
-    let nodes = start_nodes(3, &postgres, &redis, test).await;
     let mut members = Vec::new();
     for node in &nodes {
         members.push(member(node, "lobby").await);
@@ -198,11 +211,10 @@ async fn a_message_posted_on_one_node_reaches_members_on_every_node_once_with_th
 #[tokio::test]
 async fn concurrent_posts_from_every_node_reach_every_member_on_every_node_once_in_id_order() {
     let test = "concurrent_posts";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    const PER_POSTER: usize = 40;
+    let Some(nodes) = nodes_for(test, 3).await else {
         return;
     };
-    const PER_POSTER: usize = 40;
-    let nodes = start_nodes(3, &postgres, &redis, test).await;
     let mut members = Vec::new();
     for node in &nodes {
         for _ in 0..2 {
@@ -245,10 +257,9 @@ async fn concurrent_posts_from_every_node_reach_every_member_on_every_node_once_
 #[tokio::test]
 async fn a_client_resumes_with_since_on_another_node() {
     let test = "resume_elsewhere";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(nodes) = nodes_for(test, 2).await else {
         return;
     };
-    let nodes = start_nodes(2, &postgres, &redis, test).await;
     let mut poster = member(&nodes[0], "lobby").await;
     for text in ["one", "two", "three", "four", "five"] {
         poster.post("lobby", text).await;
@@ -469,10 +480,9 @@ async fn until_listed(client: &mut Client, joined: &Value, name: &str) {
 #[tokio::test]
 async fn presence_frames_cross_nodes_also_for_members_with_the_same_connection_id() {
     let test = "presence_frames";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(nodes) = nodes_for(test, 2).await else {
         return;
     };
-    let nodes = start_nodes(2, &postgres, &redis, test).await;
     // Both are their node's first connection, so both have connection id 1: a remote event
     // that skipped its origin's id would skip bob.
     let (mut bob, _) = named_member(nodes[1].addr, "bob", "lobby").await;
@@ -487,10 +497,9 @@ async fn presence_frames_cross_nodes_also_for_members_with_the_same_connection_i
 #[tokio::test]
 async fn joined_and_members_include_members_on_other_nodes() {
     let test = "joined_members";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(nodes) = nodes_for(test, 2).await else {
         return;
     };
-    let nodes = start_nodes(2, &postgres, &redis, test).await;
     let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
     let (mut bob, joined) = named_member(nodes[1].addr, "bob", "lobby").await;
     // Each node has the other's member once its member has heard of it.
@@ -521,10 +530,9 @@ async fn joined_and_members_include_members_on_other_nodes() {
 #[tokio::test]
 async fn typing_crosses_nodes_and_is_not_echoed_to_the_typer() {
     let test = "typing";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(nodes) = nodes_for(test, 2).await else {
         return;
     };
-    let nodes = start_nodes(2, &postgres, &redis, test).await;
     let (mut alice, _) = named_member(nodes[0].addr, "alice", "lobby").await;
     let (mut bob, _) = named_member(nodes[1].addr, "bob", "lobby").await;
     alice.send(json!({"type": "typing", "room": "lobby"})).await;
@@ -551,10 +559,9 @@ fn quick_presence(config: &mut Config) {
 #[tokio::test]
 async fn the_members_of_a_node_that_dies_without_goodbye_leave_everyones_view() {
     let test = "node_dies";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(cluster) = Cluster::for_test(test).await else {
         return;
     };
-    let cluster = Cluster::new(&postgres, &redis, test).await;
     let survivor = cluster.node(1, quick_presence).await;
     let doomed = cluster.crashable_node(2, quick_presence);
     let (mut watcher, _) = named_member(survivor.addr, "watcher", "lobby").await;
@@ -584,10 +591,9 @@ async fn the_members_of_a_node_that_dies_without_goodbye_leave_everyones_view() 
 #[tokio::test]
 async fn a_node_restarted_with_the_same_id_leaves_no_ghosts() {
     let test = "node_restarts";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(cluster) = Cluster::for_test(test).await else {
         return;
     };
-    let cluster = Cluster::new(&postgres, &redis, test).await;
     // Expiry far beyond the test's waits: only the restart can remove the ghost in time.
     let slow_expiry = |c: &mut Config| c.hub.presence_expiry = Duration::from_secs(600);
     let survivor = cluster.node(1, slow_expiry).await;
@@ -684,10 +690,9 @@ async fn presence_survives_a_redis_restart_without_false_departures() {
 #[tokio::test]
 async fn the_first_node_to_find_a_node_dead_makes_every_node_drop_it() {
     let test = "node_buried";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(cluster) = Cluster::for_test(test).await else {
         return;
     };
-    let cluster = Cluster::new(&postgres, &redis, test).await;
     let finder = cluster.node(1, quick_presence).await;
     // Beats as often as the others, but would wait ten minutes before expiring anyone itself.
     let patient = cluster
@@ -748,10 +753,9 @@ fn a_presence_expiry_under_three_heartbeats_is_refused_at_start() {
 #[tokio::test]
 async fn two_live_nodes_with_one_node_id_are_reported_not_ready_until_one_stops() {
     let test = "duplicate_node_id";
-    let Some(ClusterEnv { postgres, redis }) = nodes_env(test) else {
+    let Some(cluster) = Cluster::for_test(test).await else {
         return;
     };
-    let cluster = Cluster::new(&postgres, &redis, test).await;
     let first = cluster.node(7, quick_presence).await;
     until_readyz(first.addr, 200, 3 * WAIT).await;
     let second = cluster.node(7, quick_presence).await;
