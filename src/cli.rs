@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::HubSettings;
-use crate::config::{Config, Database, Durability, Secret, parse_trusted_proxy};
+use crate::config::{Config, Database, Durability, MIN_SECRET_BYTES, Secret, parse_trusted_proxy};
 use crate::error::{Error, Result};
 use crate::store::copy;
 use crate::token::{Claims, mint};
@@ -233,24 +233,11 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// `--presence-expiry-ms`, refused under three heartbeats: one late beat (a busy Redis, a
-    /// paused VM) would otherwise make a live node look dead and its members leave and rejoin
-    /// on every node.
-    fn presence_expiry(&self) -> Result<Duration> {
-        let heartbeat = self.presence_heartbeat_ms.max(10);
-        if self.presence_expiry_ms < heartbeat.saturating_mul(3) {
-            return Err(Error::Config(format!(
-                "--presence-expiry-ms ({}) must be at least three --presence-heartbeat-ms ({heartbeat})",
-                self.presence_expiry_ms
-            )));
-        }
-        Ok(Duration::from_millis(self.presence_expiry_ms))
-    }
-
-    /// The config these flags describe.
+    /// The config these flags describe, checked by [`Config::validated`] (floors, the auth
+    /// secret's length, the presence expiry rule).
     pub fn to_config(&self) -> Result<Config> {
         let (db_path, postgres) = database_fields(self.db.as_ref());
-        Ok(Config {
+        Config {
             addr: self.addr,
             data_dir: self.data.clone(),
             db_path,
@@ -262,8 +249,8 @@ impl ServeArgs {
             max_frame_bytes: self.max_frame_bytes,
             echo_enabled: !self.no_echo,
             max_echo_bytes: self.max_echo_bytes,
-            ping_interval: Duration::from_secs(self.ping_interval_secs.max(1)),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            ping_interval: Duration::from_secs(self.ping_interval_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
@@ -271,24 +258,12 @@ impl ServeArgs {
             rate_burst: self.rate_burst,
             abuse_rejections: self.abuse_rejections,
             abuse_window: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
-            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_body_bytes: self.max_body_bytes,
             allowed_origins: self.allowed_origin.clone(),
-            auth_secret: match self.auth_secret.as_deref() {
-                None | Some("") => None,
-                Some(secret) if secret.len() < MIN_SECRET_BYTES => {
-                    return Err(Error::Config(format!(
-                        "--auth-secret must be at least {MIN_SECRET_BYTES} bytes"
-                    )));
-                }
-                Some(secret) => Some(Secret::new(secret)),
-            },
-            broker: self
-                .broker
-                .clone()
-                .filter(|url| !url.is_empty())
-                .map(Secret::new),
+            auth_secret: self.auth_secret.clone().map(Secret::new),
+            broker: self.broker.clone().map(Secret::new),
             node_id: self.node_id,
             broker_channel: self.broker_channel.clone(),
             gap_wait: Duration::from_millis(self.broker_gap_wait_ms),
@@ -298,20 +273,17 @@ impl ServeArgs {
                 max_rooms_per_connection: self.max_rooms_per_connection,
                 max_room_members: self.max_room_members,
                 presence_limit: self.presence_limit,
-                presence_tick: Duration::from_millis(self.presence_tick_ms.max(10)),
-                presence_count_budget: self.presence_count_budget.max(1),
-                fan_out_slice: self.fan_out_slice.max(1),
-                presence_heartbeat: Duration::from_millis(self.presence_heartbeat_ms.max(10)),
-                presence_expiry: self.presence_expiry()?,
+                presence_tick: Duration::from_millis(self.presence_tick_ms),
+                presence_count_budget: self.presence_count_budget,
+                fan_out_slice: self.fan_out_slice,
+                presence_heartbeat: Duration::from_millis(self.presence_heartbeat_ms),
+                presence_expiry: Duration::from_millis(self.presence_expiry_ms),
                 ..HubSettings::default()
             },
-        })
+        }
+        .validated()
     }
 }
-
-/// Shortest accepted auth secret: HS256 with a short secret can be brute-forced offline from one
-/// token.
-const MIN_SECRET_BYTES: usize = 16;
 
 /// Parses `--db` with [`Database::parse`]. clap's own error for a function parser quotes the
 /// value, and a URL may carry a password: this one names only what is wrong.

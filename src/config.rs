@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::error::Error;
+
 /// What an acknowledged message survives. Both survive `kill -9` and any crash of hubbub itself;
 /// they differ on a crash of the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -158,6 +160,26 @@ impl Default for HubSettings {
     }
 }
 
+impl HubSettings {
+    /// These settings with their floors applied (see [`Config::validated`]); refused when the
+    /// presence expiry is under three heartbeats: one late beat (a busy Redis, a paused VM)
+    /// would otherwise make a live node look dead and its members leave and rejoin on every node.
+    fn validated(mut self) -> Result<HubSettings, Error> {
+        self.presence_tick = self.presence_tick.max(MIN_PRESENCE_PERIOD);
+        self.presence_heartbeat = self.presence_heartbeat.max(MIN_PRESENCE_PERIOD);
+        self.presence_count_budget = self.presence_count_budget.max(1);
+        self.fan_out_slice = self.fan_out_slice.max(1);
+        if self.presence_expiry < self.presence_heartbeat.saturating_mul(3) {
+            return Err(Error::Config(format!(
+                "--presence-expiry-ms ({}) must be at least three --presence-heartbeat-ms ({})",
+                self.presence_expiry.as_millis(),
+                self.presence_heartbeat.as_millis()
+            )));
+        }
+        Ok(self)
+    }
+}
+
 /// Open files kept free for the database, the listener, logs and accept bursts when the
 /// connection cap is derived from the open-file limit.
 pub const FD_HEADROOM: usize = 64;
@@ -292,7 +314,61 @@ pub fn parse_trusted_proxy(value: &str) -> Result<IpNet, String> {
     ))
 }
 
+/// Shortest accepted auth secret: HS256 with a short secret can be brute-forced offline from one
+/// token.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Shortest presence tick and heartbeat: a zero period would spin the ticker.
+const MIN_PRESENCE_PERIOD: Duration = Duration::from_millis(10);
+
+/// What a zero timeout or ping interval becomes: a zero one would close every connection at once
+/// or ping in a loop.
+const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Config {
+    /// The config `serve` runs with: empty secrets and broker URLs read as unset, periods and
+    /// counts that must not be zero raised to their floor, and refused (with a message naming
+    /// the flag) when the auth secret is too short or the presence expiry is under three
+    /// heartbeats. `serve` calls it, so a `Config` built in a test is checked exactly like one
+    /// from the command line.
+    pub fn validated(mut self) -> Result<Config, Error> {
+        if self
+            .auth_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
+            self.auth_secret = None;
+        }
+        if self
+            .auth_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < MIN_SECRET_BYTES)
+        {
+            return Err(Error::Config(format!(
+                "--auth-secret must be at least {MIN_SECRET_BYTES} bytes"
+            )));
+        }
+        if self
+            .broker
+            .as_ref()
+            .is_some_and(|url| url.expose().is_empty())
+        {
+            self.broker = None;
+        }
+        for period in [
+            &mut self.ping_interval,
+            &mut self.idle_timeout,
+            &mut self.header_timeout,
+            &mut self.request_timeout,
+        ] {
+            if period.is_zero() {
+                *period = MIN_TIMEOUT;
+            }
+        }
+        self.hub = self.hub.validated()?;
+        Ok(self)
+    }
+
     /// Rejections within the abuse window that close a connection.
     pub fn abuse_threshold(&self) -> u32 {
         self.abuse_rejections
@@ -349,6 +425,75 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_built_in_code_is_refused_for_a_short_auth_secret() {
+        let config = Config {
+            auth_secret: Some(Secret::new("short")),
+            ..Config::default()
+        };
+        let err = config.validated().unwrap_err().to_string();
+        assert!(
+            err.contains("--auth-secret must be at least 16 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_auth_secret_or_broker_means_unset() {
+        let config = Config {
+            auth_secret: Some(Secret::new("")),
+            broker: Some(Secret::new("")),
+            ..Config::default()
+        }
+        .validated()
+        .unwrap();
+        assert!(config.auth_secret.is_none() && config.broker.is_none());
+    }
+
+    #[test]
+    fn a_presence_expiry_under_three_heartbeats_is_refused() {
+        let mut config = Config::default();
+        config.hub.presence_heartbeat = Duration::from_secs(5);
+        config.hub.presence_expiry = Duration::from_secs(10);
+        let err = config.validated().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "--presence-expiry-ms (10000) must be at least three --presence-heartbeat-ms (5000)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_periods_and_counts_are_raised_to_their_floors() {
+        let mut config = Config {
+            ping_interval: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            header_timeout: Duration::ZERO,
+            request_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        config.hub.presence_tick = Duration::ZERO;
+        config.hub.fan_out_slice = 0;
+        config.hub.presence_count_budget = 0;
+        let config = config.validated().unwrap();
+        assert_eq!(config.ping_interval, Duration::from_secs(1));
+        assert_eq!(config.idle_timeout, Duration::from_secs(1));
+        assert_eq!(config.header_timeout, Duration::from_secs(1));
+        assert_eq!(config.request_timeout, Duration::from_secs(1));
+        assert_eq!(config.hub.presence_tick, Duration::from_millis(10));
+        assert_eq!(
+            (config.hub.fan_out_slice, config.hub.presence_count_budget),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn the_default_config_is_valid_unchanged() {
+        let config = Config::default().validated().unwrap();
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+    }
 
     #[test]
     fn debug_output_redacts_the_auth_secret() {

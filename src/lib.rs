@@ -142,12 +142,14 @@ pub async fn migrate(config: &Config) -> Result<String> {
 
 /// Runs a server on `listener` until `shutdown` resolves, then shuts down gracefully: stop
 /// accepting, close every socket with 1001 after flushing pending acks, commit what was queued,
-/// return. Tests bind port 0 and pass their own shutdown future.
+/// return. Tests bind port 0 and pass their own shutdown future. The config is checked with
+/// [`Config::validated`] first, as the command line's is.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let config = config.validated()?;
     refuse_split_history(&config)?;
     let metrics = Metrics::new();
     // Identical concurrent reads (a reconnect storm's joins, gap fills) share one query.
