@@ -100,6 +100,16 @@ async fn server_behind_relay(postgres: &str) -> (common::TestServer, Relay) {
     (server, relay)
 }
 
+/// Lets the relay's traffic flow again and asserts the node reports itself ready, its store
+/// `ok`, within [`RECOVERY`]; then stops both.
+async fn ready_again_once_the_relay_flows(server: common::TestServer, relay: Relay) {
+    relay.flow();
+    let body = readyz_until(server.addr, 200, RECOVERY).await;
+    assert_eq!(body["store"], "ok", "{body}");
+    server.stop().await;
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn a_healthy_node_is_ready() {
     let server = common::start_server().await;
@@ -160,11 +170,7 @@ async fn a_hung_database_makes_the_node_unready_and_its_return_ready_again() {
     assert_eq!(body["broker"], "ok", "{body}");
     assert_live(server.addr).await;
 
-    relay.flow();
-    let body = readyz_until(server.addr, 200, RECOVERY).await;
-    assert_eq!(body["store"], "ok", "{body}");
-    server.stop().await;
-    relay.stop().await;
+    ready_again_once_the_relay_flows(server, relay).await;
 }
 
 #[tokio::test]
@@ -187,11 +193,7 @@ async fn a_database_that_goes_down_makes_the_node_unready_and_its_return_ready_a
     );
     assert_live(server.addr).await;
 
-    relay.flow();
-    let body = readyz_until(server.addr, 200, RECOVERY).await;
-    assert_eq!(body["store"], "ok", "{body}");
-    server.stop().await;
-    relay.stop().await;
+    ready_again_once_the_relay_flows(server, relay).await;
 }
 
 #[tokio::test]
