@@ -68,7 +68,7 @@ pub struct CopyArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
     /// Directory for the embedded SQLite database.
-    #[arg(long, env = "HUBBUB_DATA", default_value = "hubbub-data")]
+    #[arg(long, env = "HUBBUB_DATA", default_value_os_t = defaults().data_dir)]
     pub data: PathBuf,
     /// Database: `postgres://USER@HOST:PORT/DB`, `sqlite://PATH` or a file path (default:
     /// DATA/hubbub.db).
@@ -94,14 +94,25 @@ pub struct TokenArgs {
     pub secret: String,
 }
 
+/// The defaults of every `serve` flag: [`Config::default`] (and [`HubSettings::default`] within
+/// it) is the one place they are written, so `--help`, the flags and a test's `Config` agree.
+fn defaults() -> Config {
+    Config::default()
+}
+
+/// A default duration as the whole milliseconds a `*-ms` flag takes.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Flags of `hubbub serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "HUBBUB_ADDR", default_value = "0.0.0.0:3000")]
+    #[arg(long, env = "HUBBUB_ADDR", default_value_t = defaults().addr)]
     pub addr: SocketAddr,
     /// Directory for the embedded SQLite database.
-    #[arg(long, env = "HUBBUB_DATA", default_value = "hubbub-data")]
+    #[arg(long, env = "HUBBUB_DATA", default_value_os_t = defaults().data_dir)]
     pub data: PathBuf,
     /// Database: `postgres://USER@HOST:PORT/DB` (or `postgresql://`), `sqlite://PATH` or a file
     /// path (default: DATA/hubbub.db).
@@ -113,81 +124,81 @@ pub struct ServeArgs {
     pub no_migrate: bool,
     /// Milliseconds a commit waits on a database lock held by another process before the posts
     /// in it fail with `store_unavailable`.
-    #[arg(long, env = "HUBBUB_DB_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "HUBBUB_DB_BUSY_TIMEOUT_MS", default_value_t = millis(defaults().db_busy_timeout))]
     pub db_busy_timeout_ms: u64,
     /// What an ack survives: `machine` (fsync every commit; survives power loss) or `process`
     /// (survives crashes of hubbub, acks don't wait for the disk).
-    #[arg(long, env = "HUBBUB_DURABILITY", value_enum, default_value_t = Durability::Machine)]
+    #[arg(long, env = "HUBBUB_DURABILITY", value_enum, default_value_t = defaults().durability)]
     pub durability: Durability,
     /// Longest chat message text, in bytes.
-    #[arg(long, env = "HUBBUB_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    #[arg(long, env = "HUBBUB_MAX_MESSAGE_BYTES", default_value_t = defaults().max_message_bytes)]
     pub max_message_bytes: usize,
     /// Largest WebSocket frame/message on /ws, in bytes (over it: close 1009).
-    #[arg(long, env = "HUBBUB_MAX_FRAME_BYTES", default_value_t = 65536)]
+    #[arg(long, env = "HUBBUB_MAX_FRAME_BYTES", default_value_t = defaults().max_frame_bytes)]
     pub max_frame_bytes: usize,
     /// Largest message on /echo, in bytes.
-    #[arg(long, env = "HUBBUB_MAX_ECHO_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "HUBBUB_MAX_ECHO_BYTES", default_value_t = defaults().max_echo_bytes)]
     pub max_echo_bytes: usize,
     /// Do not serve the /echo WebSocket.
     #[arg(long, env = "HUBBUB_NO_ECHO")]
     pub no_echo: bool,
     /// Frames a connection may have queued before it is closed as a slow consumer (1013).
-    #[arg(long, env = "HUBBUB_OUTBOX_FRAMES", default_value_t = 1024)]
+    #[arg(long, env = "HUBBUB_OUTBOX_FRAMES", default_value_t = defaults().hub.outbox_frames)]
     pub outbox_frames: usize,
     /// Rooms one connection may be in at once.
-    #[arg(long, env = "HUBBUB_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    #[arg(long, env = "HUBBUB_MAX_ROOMS_PER_CONNECTION", default_value_t = defaults().hub.max_rooms_per_connection)]
     pub max_rooms_per_connection: usize,
     /// Members one room may hold (default: unlimited).
     #[arg(long, env = "HUBBUB_MAX_ROOM_MEMBERS")]
     pub max_room_members: Option<usize>,
     /// Rooms with more members than this announce a member count per tick instead of every
     /// arrival and departure.
-    #[arg(long, env = "HUBBUB_PRESENCE_LIMIT", default_value_t = 200)]
+    #[arg(long, env = "HUBBUB_PRESENCE_LIMIT", default_value_t = defaults().hub.presence_limit)]
     pub presence_limit: usize,
     /// Milliseconds between member-count announcements in large rooms.
-    #[arg(long, env = "HUBBUB_PRESENCE_TICK_MS", default_value_t = 1000)]
+    #[arg(long, env = "HUBBUB_PRESENCE_TICK_MS", default_value_t = millis(defaults().hub.presence_tick))]
     pub presence_tick_ms: u64,
     /// Count frames per second one large room's announcements may cost: a room of N members gets
     /// its count at most every N / budget seconds (never more often than every tick).
-    #[arg(long, env = "HUBBUB_PRESENCE_COUNT_BUDGET", default_value_t = 5000)]
+    #[arg(long, env = "HUBBUB_PRESENCE_COUNT_BUDGET", default_value_t = defaults().hub.presence_count_budget)]
     pub presence_count_budget: usize,
     /// Members a large room's message fan-out serves before other work gets a turn.
-    #[arg(long, env = "HUBBUB_FAN_OUT_SLICE", default_value_t = 4096)]
+    #[arg(long, env = "HUBBUB_FAN_OUT_SLICE", default_value_t = defaults().hub.fan_out_slice)]
     pub fan_out_slice: usize,
     /// Seconds between server pings.
-    #[arg(long, env = "HUBBUB_PING_INTERVAL", default_value_t = 25)]
+    #[arg(long, env = "HUBBUB_PING_INTERVAL", default_value_t = defaults().ping_interval.as_secs())]
     pub ping_interval_secs: u64,
     /// Seconds a silent peer is kept before it is closed (1008).
-    #[arg(long, env = "HUBBUB_IDLE_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "HUBBUB_IDLE_TIMEOUT", default_value_t = defaults().idle_timeout.as_secs())]
     pub idle_timeout_secs: u64,
     /// Seconds shutdown waits for connections to close.
-    #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", default_value_t = 10)]
+    #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", default_value_t = defaults().shutdown_grace.as_secs())]
     pub shutdown_grace_secs: u64,
     /// Open connections (/ws, /events, /echo) before upgrades are refused with 503 (default: the
     /// open-file limit minus 64).
     #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Open connections one client IP may hold before its upgrades are refused with 429.
-    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS_PER_IP", default_value_t = defaults().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
     /// Chat posts per second per connection, and API requests per second per IP (0: off).
-    #[arg(long, env = "HUBBUB_RATE_LIMIT", default_value_t = 10)]
+    #[arg(long, env = "HUBBUB_RATE_LIMIT", default_value_t = defaults().rate_limit)]
     pub rate_limit: u32,
     /// Posts allowed at once before the rate applies (token bucket size).
-    #[arg(long, env = "HUBBUB_RATE_BURST", default_value_t = 20)]
+    #[arg(long, env = "HUBBUB_RATE_BURST", default_value_t = defaults().rate_burst)]
     pub rate_burst: u32,
     /// Rate-limited frames within 10 s that close a connection with 1008 (default: 10x the rate).
     #[arg(long, env = "HUBBUB_ABUSE_REJECTIONS")]
     pub abuse_rejections: Option<u32>,
     /// Seconds a client may take to send request headers (slowloris guard; also the keep-alive
     /// idle limit).
-    #[arg(long, env = "HUBBUB_HEADER_TIMEOUT", default_value_t = 10)]
+    #[arg(long, env = "HUBBUB_HEADER_TIMEOUT", default_value_t = defaults().header_timeout.as_secs())]
     pub header_timeout_secs: u64,
     /// Seconds an HTTP request may take to produce its response (408 after).
-    #[arg(long, env = "HUBBUB_REQUEST_TIMEOUT", default_value_t = 30)]
+    #[arg(long, env = "HUBBUB_REQUEST_TIMEOUT", default_value_t = defaults().request_timeout.as_secs())]
     pub request_timeout_secs: u64,
     /// Largest HTTP request body, in bytes (413 over it).
-    #[arg(long, env = "HUBBUB_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "HUBBUB_MAX_BODY_BYTES", default_value_t = defaults().max_body_bytes)]
     pub max_body_bytes: usize,
     /// A page origin (`https://chat.example`) allowed to open /ws and /events besides this
     /// server's own; repeatable, or comma-separated in the variable; `*` allows any.
@@ -204,20 +215,20 @@ pub struct ServeArgs {
     #[arg(long, env = "HUBBUB_NODE_ID")]
     pub node_id: Option<u64>,
     /// The Redis pub/sub channel the cluster's nodes share.
-    #[arg(long, env = "HUBBUB_BROKER_CHANNEL", default_value = "hubbub:messages")]
+    #[arg(long, env = "HUBBUB_BROKER_CHANNEL", default_value_t = defaults().broker_channel)]
     pub broker_channel: String,
     /// Milliseconds a node holds a message that arrived ahead of a gap before reading the gap
     /// from the database.
-    #[arg(long, env = "HUBBUB_BROKER_GAP_WAIT_MS", default_value_t = 200)]
+    #[arg(long, env = "HUBBUB_BROKER_GAP_WAIT_MS", default_value_t = millis(defaults().gap_wait))]
     pub broker_gap_wait_ms: u64,
     /// With --broker: milliseconds between this node's presence heartbeats (it refreshes its
     /// members in Redis and tells the other nodes it is alive).
-    #[arg(long, env = "HUBBUB_PRESENCE_HEARTBEAT_MS", default_value_t = 5000)]
+    #[arg(long, env = "HUBBUB_PRESENCE_HEARTBEAT_MS", default_value_t = millis(defaults().hub.presence_heartbeat))]
     pub presence_heartbeat_ms: u64,
     /// With --broker: milliseconds a node may stay silent before the others drop its members
     /// (a node killed with -9 leaves everyone's view this long after its last heartbeat, plus at
     /// most half a second). At least three heartbeats.
-    #[arg(long, env = "HUBBUB_PRESENCE_EXPIRY_MS", default_value_t = 15000)]
+    #[arg(long, env = "HUBBUB_PRESENCE_EXPIRY_MS", default_value_t = millis(defaults().hub.presence_expiry))]
     pub presence_expiry_ms: u64,
     /// A reverse proxy or load balancer (CIDR such as `10.0.0.0/8`, or one address) whose
     /// `Forwarded`/`X-Forwarded-For` names the client for per-address limits and logs; repeatable,
@@ -257,7 +268,7 @@ impl ServeArgs {
             rate_limit: self.rate_limit,
             rate_burst: self.rate_burst,
             abuse_rejections: self.abuse_rejections,
-            abuse_window: Duration::from_secs(10),
+            abuse_window: defaults().abuse_window,
             header_timeout: Duration::from_secs(self.header_timeout_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_body_bytes: self.max_body_bytes,
@@ -390,4 +401,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listener = TcpListener::bind(config.addr).await?;
     info!(addr = %config.addr, "binding");
     crate::serve(config, listener, crate::shutdown::signal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_with_no_flags_runs_the_default_config() {
+        let cli = Cli::try_parse_from(["hubbub"]).expect("no flags parse");
+        let config = cli.serve.to_config().expect("the defaults are valid");
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+    }
 }
