@@ -20,6 +20,19 @@ need_apt() {
   apt-get install -y -qq "$@" >/dev/null
 }
 
+# The servers the suites start privately (PostgreSQL, Redis, nginx), installed up front: the
+# bench crate's cluster smoke test in the first pass needs PostgreSQL and Redis, and skips (saying
+# so) when they are missing. pg.sh and redis.sh install them themselves when run; starting and
+# stopping a throw-away server here does exactly that, and nothing else.
+step "servers the suites need"
+need_apt nginx nginx
+setup_pg=$(mktemp -d) setup_redis=$(mktemp -d)
+bash scripts/pg.sh start "$setup_pg" >/dev/null
+bash scripts/pg.sh stop "$setup_pg"
+bash scripts/redis.sh start "$setup_redis" >/dev/null
+bash scripts/redis.sh stop "$setup_redis"
+rm -rf "$setup_pg" "$setup_redis"
+
 step "formatting"
 cargo fmt --all -- --check
 
@@ -73,7 +86,7 @@ step "cluster tests (PostgreSQL + Redis)"
 redis_dir=$(mktemp -d)
 trap 'bash scripts/redis.sh stop "$redis_dir"; rm -rf "$redis_dir"; bash scripts/pg.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
 redis_url=$(bash scripts/redis.sh start "$redis_dir")
-HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --test cluster
+HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --workspace --test cluster
 
 # The same on real processes (issue 18): the protocol suite again, each test's server being three
 # real nodes (this build's binary) on the PostgreSQL and Redis above behind a private nginx
@@ -84,10 +97,10 @@ HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --test 
 # subscription, /readyz, a dead node's presence), which start a private PostgreSQL or Redis
 # where they stop one. About two minutes.
 step "protocol suite on three nodes behind nginx; node faults"
-need_apt nginx nginx
-HUBBUB_TEST_CLUSTER="$pg_url $redis_url" \
-  cargo test --test ws_protocol --test sse --test http_api --test echo --test ws_framing
-HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --test cluster_nodes
+HUBBUB_TEST_CLUSTER="$pg_url $redis_url" cargo test --workspace \
+  --test ws_protocol --test sse --test http_api --test echo --test ws_framing
+HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" \
+  cargo test --workspace --test cluster_nodes
 bash scripts/redis.sh stop "$redis_dir"
 
 bash scripts/pg.sh stop "$pg_dir"
