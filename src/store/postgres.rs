@@ -327,13 +327,11 @@ impl Store for PostgresStore {
         }
 
         let mut stored = Vec::with_capacity(batch.len());
-        let mut ids = Vec::with_capacity(batch.len());
         for message in batch {
             let room = message.room.as_str();
             let id = next.get_mut(room).ok_or_else(|| {
                 StoreError::Unavailable(format!("room {room:?} missing from the id allocation"))
             })?;
-            ids.push(*id);
             stored.push(StoredMessage {
                 room: room.to_owned(),
                 id: *id as u64,
@@ -343,21 +341,8 @@ impl Store for PostgresStore {
             });
             *id += 1;
         }
-        let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
-        let stamps: Vec<i64> = batch.iter().map(|m| m.ts).collect();
-        let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
-        let bodies: Vec<&[u8]> = batch.iter().map(|m| m.text.as_bytes()).collect();
-        sqlx::query(
-            "INSERT INTO messages (room, id, ts, sender, body) \
-             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[])",
-        )
-        .bind(&rooms)
-        .bind(&ids)
-        .bind(&stamps)
-        .bind(&senders)
-        .bind(&bodies)
-        .execute(&mut *tx)
-        .await?;
+        let rows: Vec<&StoredMessage> = stored.iter().collect();
+        insert_with_ids(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(stored)
     }
