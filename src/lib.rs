@@ -48,21 +48,22 @@ pub use error::{Error, Result};
 
 use hub::Hub;
 use metrics::Metrics;
-use store::{Coalescing, PostgresStore, SchemaAtOpen, SqliteStore, Store};
+use store::{Coalescing, People, PostgresStore, SchemaAtOpen, SqliteStore, Store};
 use transport::AppState;
 
 /// Opens the store the config names: PostgreSQL when `config.postgres` is set (migrated, or only
 /// checked under `--no-migrate`), otherwise the SQLite file (created and migrated as needed).
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, People)> {
     if let Some(url) = &config.postgres {
         let schema = if config.migrate_at_start {
             SchemaAtOpen::Migrate
         } else {
             SchemaAtOpen::RequireCurrent
         };
-        let store =
-            PostgresStore::open(url, config.db_busy_timeout, config.durability, schema).await?;
-        return Ok(Arc::new(store));
+        let store = Arc::new(
+            PostgresStore::open(url, config.db_busy_timeout, config.durability, schema).await?,
+        );
+        return Ok((store.clone(), People::of(store)));
     }
     if config.db_path.is_none() {
         std::fs::create_dir_all(&config.data_dir)?;
@@ -73,7 +74,8 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
         config.durability,
     )
     .await?;
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    Ok((store.clone(), People::of(store)))
 }
 
 /// Refuses `--broker` without a shared database, before anything is opened or created: with
@@ -153,7 +155,8 @@ pub async fn serve(
     refuse_split_history(&config)?;
     let metrics = Metrics::new();
     // Identical concurrent reads (a reconnect storm's joins, gap fills) share one query.
-    let store: Arc<dyn Store> = Arc::new(Coalescing::new(open_store(&config).await?, &metrics));
+    let (store, people) = open_store(&config).await?;
+    let store: Arc<dyn Store> = Arc::new(Coalescing::new(store, &metrics));
     let (broker, redis) = open_broker(&config, &store).await?;
     let database = database_name(&config);
     let sockets = TaskTracker::new();
@@ -163,6 +166,7 @@ pub async fn serve(
     let readiness = ready::Readiness::new(store.clone(), broker.clone(), stop_sockets.clone());
     let hub = Hub::new(
         store,
+        people,
         broker,
         config.hub.clone(),
         metrics.clone(),

@@ -177,7 +177,7 @@ mod tests {
     use crate::config::Durability;
     use crate::hub::HubSettings;
     use crate::metrics::Metrics;
-    use crate::store::{NewMessage, Page, SqliteStore, Store, StoreError, StoredMessage};
+    use crate::store::{NewMessage, Page, People, SqliteStore, Store, StoreError, StoredMessage};
     use crate::transport::outbox::OutboxReceiver;
 
     /// A store that counts the reads a join makes.
@@ -248,6 +248,7 @@ mod tests {
         });
         let hub = Hub::new(
             store.clone(),
+            People::sqlite_in(dir.path()).await,
             crate::broker::local(),
             HubSettings::default(),
             Metrics::new(),

@@ -32,7 +32,7 @@ use crate::broker::{Broker, ConnId, Deliver, RemoteChange, RoomEvent};
 use crate::config::HubSettings;
 use crate::metrics::Metrics;
 use crate::protocol::{RoomName, ServerFrame};
-use crate::store::{NewMessage, Page, Store, StoreError, StoredMessage};
+use crate::store::{NewMessage, Page, People, Store, StoreError, StoredMessage};
 use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 
 pub use session::{Access, Session};
@@ -96,6 +96,8 @@ struct Rooms {
 struct Inner {
     rooms: Mutex<Rooms>,
     store: Arc<dyn Store>,
+    /// Accounts, the room directory and moderation records (issue 19).
+    people: People,
     broker: Arc<dyn Broker>,
     posts: mpsc::Sender<PostJob>,
     settings: HubSettings,
@@ -109,6 +111,7 @@ impl Hub {
     /// it only after every session is gone, so no acked post is lost.
     pub fn new(
         store: Arc<dyn Store>,
+        people: People,
         broker: Arc<dyn Broker>,
         settings: HubSettings,
         metrics: Metrics,
@@ -119,6 +122,7 @@ impl Hub {
         let inner = Arc::new(Inner {
             rooms: Mutex::new(Rooms::default()),
             store: store.clone(),
+            people,
             broker: broker.clone(),
             posts,
             settings: settings.clone(),
@@ -139,6 +143,11 @@ impl Hub {
         tracker.spawn(committer::broadcast(to_broadcast, broker));
         tracker.spawn(presence::ticker(Arc::downgrade(&inner), stop));
         Hub { inner }
+    }
+
+    /// The store's people side: accounts, the room directory and moderation records.
+    pub fn people(&self) -> &People {
+        &self.inner.people
     }
 
     /// Starts a session for a new connection and queues its `welcome`. `name` must already be
@@ -381,7 +390,7 @@ mod tests {
     use crate::broker::BrokerError;
     use crate::config::Durability;
     use crate::protocol::RoomName;
-    use crate::store::SqliteStore;
+    use crate::store::{People, SqliteStore};
     use async_trait::async_trait;
     use std::sync::OnceLock;
     use std::time::Duration;
@@ -447,6 +456,7 @@ mod tests {
         );
         let hub = Hub::new(
             store.clone(),
+            People::sqlite_in(dir.path()).await,
             broker,
             HubSettings::default(),
             Metrics::new(),

@@ -325,7 +325,7 @@ mod tests {
     use crate::hub::{Hub, HubSettings};
     use crate::metrics::Metrics;
     use crate::protocol::RoomName;
-    use crate::store::{SqliteStore, Store};
+    use crate::store::{People, SqliteStore, Store};
     use crate::transport::outbox::{Outbox, OutboxReceiver};
     use tokio_util::task::TaskTracker;
 
@@ -358,6 +358,7 @@ mod tests {
         );
         let hub = Hub::new(
             store,
+            People::sqlite_in(dir.path()).await,
             crate::broker::local(),
             settings,
             Metrics::new(),

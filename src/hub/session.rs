@@ -502,7 +502,7 @@ mod tests {
     use crate::config::Durability;
     use crate::hub::HubSettings;
     use crate::metrics::Metrics;
-    use crate::store::{Coalescing, NewMessage, Page, RoomSummary, SqliteStore, Store};
+    use crate::store::{Coalescing, NewMessage, Page, People, RoomSummary, SqliteStore, Store};
     use crate::transport::outbox::OutboxReceiver;
 
     /// A hub on a fresh SQLite file behind the coalescing store, as `serve` builds it.
@@ -519,6 +519,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(Coalescing::new(Arc::new(sqlite), &metrics));
         let hub = Hub::new(
             store,
+            People::sqlite_in(dir.path()).await,
             crate::broker::local(),
             HubSettings::default(),
             metrics.clone(),
@@ -617,6 +618,7 @@ mod tests {
         .expect("store");
         let hub = Hub::new(
             Arc::new(LastIdFails(sqlite)),
+            People::sqlite_in(dir.path()).await,
             crate::broker::local(),
             HubSettings::default(),
             Metrics::new(),

@@ -3,9 +3,13 @@
 //! ids (it is the only thing that can make them survive restarts) and knows nothing of members,
 //! sockets or the broker.
 
+pub mod accounts;
 mod coalesce;
 pub mod copy;
+pub mod directory;
 mod import;
+pub mod moderation;
+mod people;
 mod postgres;
 mod sqlite;
 
@@ -13,8 +17,12 @@ use async_trait::async_trait;
 
 use crate::protocol::{MessageView, RoomName};
 
+pub use accounts::AccountStore;
 pub use coalesce::Coalescing;
+pub use directory::RoomDirectory;
 pub use import::{ImportConflict, ImportOutcome};
+pub use moderation::ModerationStore;
+pub use people::People;
 pub use postgres::{PostgresStore, SchemaAtOpen};
 pub use sqlite::SqliteStore;
 

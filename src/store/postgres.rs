@@ -13,6 +13,10 @@
 //! As with SQLite, commits use a pool of one connection (the hub commits one batch at a time) and
 //! reads their own pool, so history never waits behind a commit.
 
+mod accounts;
+mod directory;
+mod moderation;
+
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;

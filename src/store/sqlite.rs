@@ -28,6 +28,10 @@
 //! The server never opens the database files itself besides through SQLite: closing any other
 //! descriptor of the file would drop SQLite's POSIX locks on it (only `stat` is used here).
 
+mod accounts;
+mod directory;
+mod moderation;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

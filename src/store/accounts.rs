@@ -1,0 +1,9 @@
+//! Accounts, password hashes, sign-in sessions and invites (issue 19): the records behind
+//! `crate::accounts`. Only hashes are stored: a password's (argon2, made by the caller) and a
+//! session token's or invite code's (so a copy of the database opens nobody's session).
+
+use async_trait::async_trait;
+
+/// Accounts and their sessions, as SQLite and PostgreSQL keep them.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {}

@@ -1,0 +1,55 @@
+//! What the store keeps about people, beside history (issue 19): accounts and sessions
+//! ([`AccountStore`]), rooms' settings, members, roles, direct messages and read markers
+//! ([`RoomDirectory`]), and moderation with its audit log ([`ModerationStore`]). Each is its own
+//! trait so each concern has one owner; [`People`] carries the three as one cloneable handle.
+//! SQLite and PostgreSQL implement all three (in `sqlite/` and `postgres/`, one file per trait),
+//! and the same contract tests run against both.
+
+use std::sync::Arc;
+
+use super::accounts::AccountStore;
+use super::directory::RoomDirectory;
+use super::moderation::ModerationStore;
+
+/// The store's people side as one handle: what the hub and the accounts service hold. Built
+/// from the backend itself, not from the [`super::Coalescing`] wrapper, which only shares
+/// history reads.
+#[derive(Clone)]
+pub struct People {
+    /// Accounts, password hashes, sessions and invites.
+    pub accounts: Arc<dyn AccountStore>,
+    /// Rooms' settings, members and roles, direct messages, read markers and unread counts.
+    pub directory: Arc<dyn RoomDirectory>,
+    /// Bans, mutes, slow mode, tombstones and the audit log.
+    pub moderation: Arc<dyn ModerationStore>,
+}
+
+impl People {
+    /// The people side of one backend that implements all three traits.
+    pub fn of<S>(store: Arc<S>) -> People
+    where
+        S: AccountStore + RoomDirectory + ModerationStore,
+    {
+        People {
+            accounts: store.clone(),
+            directory: store.clone(),
+            moderation: store,
+        }
+    }
+}
+
+#[cfg(test)]
+impl People {
+    /// The people side of a fresh SQLite file in `dir`, for unit tests whose hub stores history
+    /// in a wrapper of their own.
+    pub(crate) async fn sqlite_in(dir: &std::path::Path) -> People {
+        let store = super::SqliteStore::open(
+            &dir.join("people.db"),
+            std::time::Duration::from_secs(5),
+            crate::config::Durability::Process,
+        )
+        .await
+        .expect("people store");
+        People::of(Arc::new(store))
+    }
+}
