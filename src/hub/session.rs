@@ -14,6 +14,7 @@ use crate::protocol::{
     ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
     RoomName, ServerFrame, VERSION, Welcome,
 };
+use crate::store::accounts::AccountId;
 use crate::store::{StoreError, StoredMessage};
 
 /// Messages read from the store per replay query when resuming with `since`.
@@ -27,6 +28,9 @@ pub struct Access {
     pub fixed_name: bool,
     /// The rooms the connection may join, post to, read and signal typing in.
     pub grant: RoomGrant,
+    /// The signed-in account (a session cookie, or a token whose `sub` names it); `None` for a
+    /// guest. Private rooms, direct messages, read markers and moderation rights hang on it.
+    pub account: Option<AccountId>,
 }
 
 impl Access {
@@ -35,6 +39,7 @@ impl Access {
         Self {
             fixed_name: false,
             grant: RoomGrant::all(),
+            account: None,
         }
     }
 
@@ -43,6 +48,7 @@ impl Access {
         Self {
             fixed_name: true,
             grant,
+            account: None,
         }
     }
 }

@@ -7,3 +7,8 @@ use async_trait::async_trait;
 /// Accounts and their sessions, as SQLite and PostgreSQL keep them.
 #[async_trait]
 pub trait AccountStore: Send + Sync + 'static {}
+
+/// An account's id: the stable key every other record (sessions, room roles, read markers,
+/// bans, audit entries) refers to, so an account keeps them across renames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub i64);
