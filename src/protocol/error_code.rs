@@ -38,6 +38,14 @@ pub enum ErrorCode {
     TooManyConnections,
     /// HTTP only (503): the server holds as many connections as it may.
     ServerFull,
+    /// No such room, or one the caller may not see (a private room or DM it is not a member
+    /// of answers exactly like one that does not exist); also an unknown account name.
+    NotFound,
+    /// The caller may see the room but its role does not allow this (an invite, a topic or a
+    /// role change by a member who is not an owner or moderator).
+    Forbidden,
+    /// `create` of a room whose name is taken (it has messages, members or an owner already).
+    RoomExists,
 }
 
 impl ErrorCode {
@@ -59,6 +67,9 @@ impl ErrorCode {
             ErrorCode::BadOrigin => "bad_origin",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ServerFull => "server_full",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RoomExists => "room_exists",
         }
     }
 }
