@@ -270,8 +270,12 @@ pub struct MessageView<'a> {
     pub ts: i64,
     /// The sender's display name.
     pub from: &'a str,
-    /// The text.
+    /// The text (empty for a deleted message).
     pub data: &'a str,
+    /// A moderator deleted it: a tombstone (`"deleted": true`, `data` empty). Absent otherwise,
+    /// so every other message encodes as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// `welcome` payload.
@@ -487,6 +491,7 @@ mod tests {
             ts: 5,
             from: "a",
             data: "<b>",
+            deleted: false,
         });
         assert_eq!(
             frame.encode(),

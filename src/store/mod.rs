@@ -63,7 +63,15 @@ impl StoredMessage {
             ts: self.ts,
             from: &self.from,
             data: &self.text,
+            deleted: self.is_deleted(),
         }
+    }
+
+    /// Whether a moderator deleted it: its text is gone and readers get a tombstone. Posts of
+    /// empty text are refused, so only a deletion leaves a stored text empty
+    /// (store/moderation.rs).
+    pub fn is_deleted(&self) -> bool {
+        self.text.is_empty()
     }
 }
 
