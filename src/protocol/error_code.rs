@@ -46,6 +46,13 @@ pub enum ErrorCode {
     Forbidden,
     /// `create` of a room whose name is taken (it has messages, members or an owner already).
     RoomExists,
+    /// `join` of a room the account is banned from.
+    Banned,
+    /// `msg` to a room the account is muted in.
+    Muted,
+    /// `msg` sooner after the previous one than the room's slow mode allows; the message says
+    /// how many seconds to wait.
+    SlowMode,
 }
 
 impl ErrorCode {
@@ -70,6 +77,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RoomExists => "room_exists",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Muted => "muted",
+            ErrorCode::SlowMode => "slow_mode",
         }
     }
 }
