@@ -4,7 +4,7 @@ use std::sync::{OnceLock, Weak};
 
 use async_trait::async_trait;
 
-use super::{Broker, BrokerError, Deliver, RoomEvent};
+use super::{Broker, BrokerError, Control, Deliver, RoomEvent};
 use crate::store::StoredMessage;
 
 /// In-process [`Broker`] for a single node.
@@ -27,6 +27,16 @@ impl Broker for LocalBroker {
             .and_then(Weak::upgrade)
             .ok_or(BrokerError::NoReceiver)?;
         receiver.deliver(room, event);
+        Ok(())
+    }
+
+    async fn publish_control(&self, control: Control) -> Result<(), BrokerError> {
+        let receiver = self
+            .receiver
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or(BrokerError::NoReceiver)?;
+        receiver.deliver_control(&control);
         Ok(())
     }
 

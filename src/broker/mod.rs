@@ -3,6 +3,7 @@
 //! the hub publishes, and the broker hands the event back to every node's hub, this one included.
 //! The broker never stores history, assigns ids or touches sockets.
 
+mod control;
 mod gate;
 mod local;
 mod presence;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use crate::store::StoredMessage;
 
 pub use self::redis::{RedisBroker, RedisSettings};
+pub use control::{AccountClosed, Control};
 pub use local::LocalBroker;
 pub use presence::PresenceTiming;
 
@@ -92,6 +94,11 @@ pub trait Deliver: Send + Sync + 'static {
     /// the typer is elsewhere). Only a cluster broker calls this.
     fn remote_typing(&self, _room: &str, _name: &str) {}
 
+    /// Applies a control event (an account's connections closed, removed from a room, sent a
+    /// frame; a room's policy reloaded) to this node's connections. Every node gets every event,
+    /// this one included. Must not block. The default ignores it (a receiver without accounts).
+    fn deliver_control(&self, _control: &Control) {}
+
     /// Fans out one commit's messages, in order; returns once every member has them queued. A
     /// receiver that can hand each member all of its room's messages at once (one socket write
     /// instead of several), or that lets other work run during a long fan-out, overrides this.
@@ -135,6 +142,16 @@ pub trait Broker: Send + Sync + 'static {
     /// the broker could wait on; must not block. A cluster broker keeps it where the other
     /// nodes see it (the Redis broker: its presence hash); the local broker has nothing to do.
     fn member_changed(&self, _room: &str, _conn: ConnId, _name: Option<&str>) {}
+
+    /// This node's id in the cluster (what [`RemoteMember::node`] names): the local broker's
+    /// single node is 0.
+    fn node_id(&self) -> u64 {
+        0
+    }
+
+    /// Sends a control event to every node, this one included (see `control.rs`). This node
+    /// applies it before the call returns; other nodes as soon as the bus carries it there.
+    async fn publish_control(&self, control: Control) -> Result<(), BrokerError>;
 
     /// Sends `event` for `room` to every node, in call order per room.
     async fn publish(&self, room: &str, event: RoomEvent) -> Result<(), BrokerError>;

@@ -35,6 +35,11 @@
 //! node mirrors the others and hands the hub [`RemoteChange`](super::RemoteChange)s. Presence
 //! events the hub publishes are still delivered here directly (the local members hear them at
 //! once); the other nodes learn of them from the presence announcements.
+//!
+//! **Control events** (issue 19: an account's connections closed or sent a frame, an account
+//! removed from a room, a room's policy changed; `control.rs`) are applied here at once and
+//! sent on the same channel (payloads starting with `C`) through the same publisher, so one kept
+//! while Redis is down goes out when it is back; every other node applies what it hears.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,11 +57,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::control::{self, CONTROL_TAG};
 use super::gate::{Gate, Input};
 use super::presence::{
     self, LocalPresence, MirrorInput, MirrorTask, PresenceTiming, Signal, Writer,
 };
-use super::{Broker, BrokerError, ConnId, Deliver, RoomEvent};
+use super::{Broker, BrokerError, ConnId, Control, Deliver, RoomEvent};
 use crate::protocol::RoomName;
 use crate::store::{Store, StoredMessage};
 
@@ -163,6 +169,7 @@ impl RedisBroker {
             settings.channel,
             settings.node_id,
             Listeners {
+                receiver: receiver.clone(),
                 gate: to_gate.clone(),
                 presence: to_mirror,
                 incarnation,
@@ -216,6 +223,33 @@ impl Broker for RedisBroker {
 
     fn member_changed(&self, room: &str, conn: ConnId, name: Option<&str>) {
         self.presence.changed(room, conn, name);
+    }
+
+    fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Applied here first, then queued for the other nodes (kept and resent like a batch while
+    /// Redis is unreachable).
+    async fn publish_control(&self, control: Control) -> Result<(), BrokerError> {
+        let receiver = self
+            .receiver
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or(BrokerError::NoReceiver)?;
+        receiver.deliver_control(&control);
+        if self
+            .publish
+            .send(control::encode(self.node_id, &control))
+            .await
+            .is_err()
+        {
+            warn!(
+                ?control,
+                "publisher stopped; control event not sent to other nodes"
+            );
+        }
+        Ok(())
     }
 
     /// Messages go through [`Broker::publish_messages`]. Presence and typing are delivered here
@@ -326,6 +360,8 @@ pub(crate) enum Decoded {
     Batch(Vec<StoredMessage>),
     /// Another node's presence announcement or typing.
     Signal(Signal),
+    /// Another node's control event.
+    Control(Control),
     /// Not a payload of ours (logged and dropped).
     Invalid(String),
 }
@@ -333,6 +369,13 @@ pub(crate) enum Decoded {
 /// Reads a payload from the channel. Messages with a room name that breaks the room rule are
 /// refused, like everything else that comes from outside the process.
 pub(crate) fn decode(own: u64, payload: &[u8]) -> Decoded {
+    if payload.first() == Some(&CONTROL_TAG) {
+        return match control::decode(own, payload) {
+            Ok(Some(control)) => Decoded::Control(control),
+            Ok(None) => Decoded::Own,
+            Err(cause) => Decoded::Invalid(cause),
+        };
+    }
     if let Some(&(presence::PRESENCE_TAG | presence::TYPING_TAG)) = payload.first() {
         return match presence::decode_signal(own, payload) {
             Ok(Some(signal)) => Decoded::Signal(signal),
@@ -507,6 +550,8 @@ async fn flush(
 
 /// Where the subscriber hands what it hears.
 struct Listeners {
+    /// This node's hub, which applies other nodes' control events.
+    receiver: Arc<OnceLock<Weak<dyn Deliver>>>,
     /// Message batches, and the subscription's ups and downs (catch-up from the store).
     gate: mpsc::Sender<Input>,
     /// Presence and typing, and the subscription's ups and downs (snapshot, expiry).
@@ -687,6 +732,11 @@ async fn listen(
                     Decoded::Signal(signal) => {
                         if let Err(err) = listeners.presence.try_send(MirrorInput::Signal(signal)) {
                             debug!(cause = %err, "presence payload dropped: the mirror is behind");
+                        }
+                    }
+                    Decoded::Control(control) => {
+                        if let Some(receiver) = listeners.receiver.get().and_then(Weak::upgrade) {
+                            receiver.deliver_control(&control);
                         }
                     }
                     Decoded::Invalid(cause) => warn!(%cause, "unreadable payload on the channel dropped"),

@@ -427,6 +427,16 @@ mod tests {
             Ok(())
         }
 
+        async fn publish_control(
+            &self,
+            control: crate::broker::Control,
+        ) -> Result<(), BrokerError> {
+            if let Some(receiver) = self.receiver.get().and_then(Weak::upgrade) {
+                receiver.deliver_control(&control);
+            }
+            Ok(())
+        }
+
         async fn publish_messages(&self, messages: &[StoredMessage]) -> Result<(), BrokerError> {
             let permit = self
                 .gate
