@@ -1,0 +1,40 @@
+// The message box.
+
+import { state } from "./state.js";
+import { ui } from "./ui.js";
+import { scrollToBottom } from "./log.js";
+import { sendMessage } from "./sending.js";
+import { noteTyping } from "./presence.js";
+
+/** Wires the message box: Enter sends, Shift+Enter is a new line, Esc jumps to the newest. */
+export function wireComposer() {
+  ui.composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = ui.message.value.replace(/\s+$/, "");
+    if (!text.trim()) return;
+    ui.message.value = "";
+    autoGrow();
+    sendMessage(text);
+    // Receivers clear "X is typing" when X's message arrives: the next keystroke may say so again.
+    if (state.current) state.lastTypingSent.delete(state.current.name);
+    ui.message.focus();
+  });
+
+  ui.message.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      e.preventDefault();
+      ui.composer.requestSubmit();
+    } else if (e.key === "Escape") {
+      scrollToBottom();
+    }
+  });
+  ui.message.addEventListener("input", () => {
+    autoGrow();
+    noteTyping();
+  });
+}
+
+export function autoGrow() {
+  ui.message.style.height = "auto";
+  ui.message.style.height = `${Math.min(ui.message.scrollHeight, 180)}px`;
+}
