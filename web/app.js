@@ -19,11 +19,19 @@ import { forcedTransport, renderConn, authFailed, useTransport } from "./connect
 import { wireIdentity, showIdentity } from "./identity.js";
 import { wireControls } from "./controls.js";
 import { wireComposer } from "./composer.js";
+import { wireAccount } from "./account.js";
+import { wirePeople } from "./people.js";
+import { wireModeration } from "./moderation.js";
+import { wireMarks } from "./marks.js";
 
 function start() {
   wireControls();
   wireIdentity();
   wireComposer();
+  wireAccount();
+  wirePeople();
+  wireModeration();
+  wireMarks();
   showIdentity();
   const hashRoom = decodeURIComponent(location.hash.slice(1));
   const saved = store.get("rooms", []);

@@ -11,6 +11,21 @@ import { updateEntryStatus, flush, onAck, onError } from "./sending.js";
 import { onJoined, markUnsynced, markSynced } from "./sync.js";
 import { onPresence, onMembers, onTyping, renderTyping } from "./presence.js";
 import { onWelcome } from "./identity.js";
+import { onRooms, onRoom, onTopic } from "./people.js";
+import { onRead } from "./marks.js";
+import { onDeleted, onKicked, onSlow, onMuted } from "./moderation.js";
+
+// Issue 19's frames, by the module that owns them.
+const peopleFrames = {
+  rooms: onRooms,
+  room: onRoom,
+  topic: onTopic,
+  read: onRead,
+  deleted: onDeleted,
+  kicked: onKicked,
+  slow: onSlow,
+  muted: onMuted,
+};
 
 export const params = new URLSearchParams(location.search);
 export const forcedTransport = params.get("transport"); // "sse" forces the fallback, "ws" forbids it
@@ -48,7 +63,7 @@ export function authFailed(reason) {
   const text = {
     expired: "Your session expired. Open hubbub again with a new sign-in link (token) to continue.",
     refused: "Your sign-in token was not accepted. Open hubbub again with a new sign-in link.",
-    required: "Cannot connect: this server needs a sign-in token. Open hubbub with the link (…/?token=…) you were given.",
+    required: "Cannot connect: this server needs a sign-in token or an account. Sign in, or open hubbub with the link (…/?token=…) you were given.",
   }[reason];
   announce(text, { sticky: true });
 }
@@ -89,7 +104,8 @@ export const handlers = {
         onError(f);
         break;
       default:
-        break; // newer server, newer frame types: ignore
+        peopleFrames[f.type]?.(f); // anything else: a newer server's frame, ignored
+        break;
     }
   },
   onOpen() {

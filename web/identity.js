@@ -4,6 +4,7 @@ import { store, normaliseName, state } from "./state.js";
 import { auth } from "./auth.js";
 import { ui } from "./ui.js";
 import { renderMembers } from "./presence.js";
+import { setAccount } from "./account.js";
 
 export function onWelcome(f) {
   const name = f.data?.name;
@@ -11,8 +12,15 @@ export function onWelcome(f) {
   const old = state.name;
   state.name = name;
   state.nickPending = null;
+  if (f.data.account) {
+    // Signed in: the account's name is the name; the field only shows it.
+    setAccount(f.data.account);
+    ui.name.readOnly = true;
+    ui.name.title = "Your name is your account's name";
+  }
   if (document.activeElement !== ui.name) ui.name.value = name;
-  ui.nameHint.textContent = auth.claims ? "(from your sign-in)" : state.wantedName ? "" : "(a guest name: type yours)";
+  ui.nameHint.textContent =
+    auth.claims || f.data.account ? "(from your sign-in)" : state.wantedName ? "" : "(a guest name: type yours)";
   if (old !== name) {
     for (const el of document.querySelectorAll("li.msg.unsent .from")) el.textContent = name;
     // The server tells the *other* members about a nick change; our own lists we fix here.
@@ -27,7 +35,7 @@ export function onWelcome(f) {
 }
 
 export function commitName() {
-  if (auth.claims) return; // the token's `sub` is the name; the server refuses any other
+  if (auth.claims || ui.name.readOnly) return; // the token's `sub` is the name; the server refuses any other
   const v = normaliseName(ui.name.value);
   if (!v.ok) {
     ui.name.setCustomValidity(v.why);

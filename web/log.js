@@ -7,6 +7,8 @@ import { settleEntry } from "./sending.js";
 import { checkSynced } from "./sync.js";
 import { renderTyping } from "./presence.js";
 import { renderRooms, updateTitle } from "./sidebar.js";
+import { canModerate, tombstone, addDeleteButton } from "./moderation.js";
+import { noteMention, markRead } from "./marks.js";
 
 
 export function isAtBottom() {
@@ -69,6 +71,7 @@ export function addMessage(m, { live }) {
   if (m.id > room.lastId) room.lastId = m.id;
   if (m.id < room.oldestId) room.oldestId = m.id;
   if (room.byId.has(m.id)) {
+    if (m.deleted === true) tombstone(room.byId.get(m.id)); // a replay or history page says so
     checkSynced(room);
     return; // seen already: replay overlap, SSE resume, or our own message acked first
   }
@@ -99,21 +102,26 @@ export function addMessage(m, { live }) {
   if (!li) li = messageEl({ ...m, from }, { mine: from === state.name });
   room.byId.set(m.id, li);
   placeMessage(room, li, m.id);
+  if (m.deleted === true) tombstone(li);
+  else if (canModerate(room)) addDeleteButton(li);
   room.typing.delete(from);
 
   if (live && wasNewest && from !== state.name && room.baseline != null && m.id > room.baseline) {
+    const mention = noteMention(room, { ...m, from });
     if (!inView) {
       room.unread += 1;
       renderRooms();
     } else if (document.hidden) {
       state.unseen += 1; // in view but the tab is in the background: count it in the title
-      updateTitle();
+      if (mention) renderRooms();
+      else updateTitle();
     }
   }
   if (inView) {
     if (stick || (from === state.name && live && wasNewest)) scrollToBottom();
     else if (live && wasNewest) ui.jump.hidden = false;
     renderTyping();
+    if (live && wasNewest) markRead(room);
   }
   checkSynced(room);
 }

@@ -5,6 +5,7 @@ import { TYPING_EVERY_MS, TYPING_SHOW_MS, MEMBERS_SHOWN, state } from "./state.j
 import { ui } from "./ui.js";
 import { addNotice } from "./log.js";
 import { renderRooms } from "./sidebar.js";
+import { memberActions } from "./moderation.js";
 
 export function onPresence(f) {
   const room = state.rooms.get(f.room);
@@ -109,6 +110,7 @@ export function renderMembers() {
         h("span", { className: "member-name", textContent: n }),
         n === state.name ? h("span", { className: "you", textContent: " (you)" }) : null,
         counts.get(n) > 1 ? h("span", { className: "tabs", textContent: ` ×${counts.get(n)}` }) : null,
+        memberActions(room, n),
       );
     }),
     ...(more ? [more] : []),

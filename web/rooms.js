@@ -7,6 +7,8 @@ import { isAtBottom, scrollToBottom, renderTop, maybeFillHistory } from "./log.j
 import { dropEntry } from "./sending.js";
 import { renderTyping, renderMembers } from "./presence.js";
 import { renderRooms, updateTitle } from "./sidebar.js";
+import { renderRoomHead } from "./moderation.js";
+import { markRead } from "./marks.js";
 
 export function persistRooms() {
   store.set("rooms", [...state.rooms.keys()]);
@@ -68,12 +70,14 @@ export function showRoom(room) {
   }
   state.current = room;
   room.unread = 0;
+  room.mentions = 0;
+  const label = room.label || `#${room.name}`;
   ui.log.replaceChildren(room.container);
-  ui.log.setAttribute("aria-label", `Messages in #${room.name}`);
-  ui.roomTitle.textContent = `#${room.name}`;
-  ui.message.placeholder = `Message #${room.name}`;
+  ui.log.setAttribute("aria-label", `Messages in ${label}`);
+  renderRoomHead();
+  ui.message.placeholder = `Message ${label}`;
   ui.leave.textContent = "Leave";
-  ui.leave.setAttribute("aria-label", `Leave #${room.name}`);
+  ui.leave.setAttribute("aria-label", `Leave ${label}`);
   if (room.stick) scrollToBottom();
   else ui.log.scrollTop = room.scrollTop;
   ui.jump.hidden = true;
@@ -86,6 +90,7 @@ export function showRoom(room) {
   renderTyping();
   updateTitle();
   maybeFillHistory(room);
+  markRead(room);
 }
 
 export function switchBy(delta) {

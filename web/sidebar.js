@@ -5,39 +5,59 @@ import { h } from "./render.js";
 import { state } from "./state.js";
 import { ui } from "./ui.js";
 import { joinRoom, showRoom } from "./rooms.js";
+import { account } from "./account.js";
 
-// Rendering: rooms, members, connection state
+/** The list a room of ours belongs in: DMs, private rooms, or the public "Your rooms". */
+function listFor(room) {
+  if (room.kind === "direct") return "dm";
+  if (room.kind === "private") return "private";
+  return "public";
+}
 
+function countBadge(n, className, what) {
+  return n > 0
+    ? h("span", { className, textContent: n > 999 ? "999+" : String(n) }, h("span", { className: "visually-hidden", textContent: what }))
+    : null;
+}
+
+function roomButton(room) {
+  const isCurrent = room === state.current;
+  const members = room.inServer ? (room.count ?? room.members.length) : state.directory.get(room.name)?.members;
+  const btn = h(
+    "button",
+    { type: "button", className: "room-btn" },
+    h("span", { className: "room-name", textContent: room.label || `#${room.name}` }),
+    members != null && room.kind !== "direct"
+      ? h("span", { className: "room-members", textContent: `${members}`, title: `${members} online` },
+          h("span", { className: "visually-hidden", textContent: members === 1 ? " member" : " members" }))
+      : null,
+    isCurrent ? null : countBadge(room.mentions || 0, "mentions", (room.mentions || 0) === 1 ? " mention" : " mentions"),
+    isCurrent ? null : countBadge(room.unread, "unread", " unread"),
+  );
+  if (isCurrent) btn.setAttribute("aria-current", "true");
+  btn.addEventListener("click", () => {
+    showRoom(room);
+    closeDrawer();
+    ui.message.focus();
+  });
+  return h("li", { dataset: { room: room.name } }, btn);
+}
+
+/** Draws the room lists (yours, DMs, private, others) and the tab title. */
 export function renderRooms() {
-  const items = [];
-  for (const room of state.rooms.values()) {
-    const isCurrent = room === state.current;
-    const members = room.inServer ? (room.count ?? room.members.length) : state.directory.get(room.name)?.members;
-    const btn = h(
-      "button",
-      { type: "button", className: "room-btn" },
-      h("span", { className: "room-name", textContent: `#${room.name}` }),
-      members != null
-        ? h("span", { className: "room-members", textContent: `${members}`, title: `${members} online` },
-            h("span", { className: "visually-hidden", textContent: members === 1 ? " member" : " members" }))
-        : null,
-      room.unread > 0 && !isCurrent
-        ? h("span", { className: "unread", textContent: String(room.unread) },
-            h("span", { className: "visually-hidden", textContent: " unread" }))
-        : null,
-    );
-    if (isCurrent) btn.setAttribute("aria-current", "true");
-    btn.addEventListener("click", () => {
-      showRoom(room);
-      closeDrawer();
-      ui.message.focus();
-    });
-    items.push(h("li", { dataset: { room: room.name } }, btn));
-  }
+  const lists = { public: [], dm: [], private: [] };
+  for (const room of state.rooms.values()) lists[listFor(room)].push(roomButton(room));
   // Re-rendering must not steal keyboard focus from a room button.
-  const focused = document.activeElement?.closest?.("#room-list li, #other-rooms li");
+  const focused = document.activeElement?.closest?.("#room-list li, #other-rooms li, #dm-list li, #private-list li");
   const focusKey = focused ? `${focused.parentElement.id}:${focused.dataset.room}` : null;
-  ui.roomList.replaceChildren(...items);
+  ui.roomList.replaceChildren(...lists.public);
+  ui.dmList.replaceChildren(...lists.dm);
+  ui.privateList.replaceChildren(...lists.private);
+  // Accounts only (over WebSocket): a guest cannot start a DM or own a private room.
+  const people = !!account.me && state.transport?.kind === "websocket";
+  ui.dmHead.hidden = ui.dmList.hidden = !(people || lists.dm.length);
+  ui.privateHead.hidden = ui.privateList.hidden = !(people || lists.private.length);
+  ui.newDm.hidden = ui.newPrivate.hidden = !people;
 
   const others = [];
   for (const [name, info] of [...state.directory].sort((a, b) => b[1].members - a[1].members || a[0].localeCompare(b[0]))) {
@@ -77,7 +97,7 @@ export function updateTitle() {
     badge.hidden = total === 0;
     badge.replaceChildren(String(total), h("span", { className: "visually-hidden", textContent: " unread" }));
   }
-  const room = state.current ? `#${state.current.name} · ` : "";
+  const room = state.current ? `${state.current.label || `#${state.current.name}`} · ` : "";
   document.title = `${inTitle ? `(${inTitle}) ` : ""}${room}hubbub`;
 }
 

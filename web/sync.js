@@ -6,6 +6,9 @@ import { addNotice, renderTop, maybeFillHistory } from "./log.js";
 import { settleEntry, resolveUnconfirmed } from "./sending.js";
 import { renderMembers } from "./presence.js";
 import { renderRooms } from "./sidebar.js";
+import { applyInfo } from "./people.js";
+import { renderRoomHead } from "./moderation.js";
+import { markRead } from "./marks.js";
 
 // ---------------------------------------------------------------------------------------------
 // Joining, syncing, presence, typing
@@ -30,13 +33,17 @@ export function onJoined(f) {
   // Large rooms list only a sample in `members`, with the total in `count`.
   room.count = typeof d.count === "number" ? d.count : room.members.length;
   room.membersStale = room.count > room.members.length;
+  applyInfo(room, d, { fromJoined: true });
   room.inServer = true;
   room.syncTarget = typeof d.last_id === "number" ? d.last_id : 0;
   if (room.baseline == null) room.baseline = room.syncTarget;
   if (room.syncTarget === 0 && room.byId.size === 0) room.hasMore = false;
   clearTimeout(room.syncTimer);
   room.syncTimer = setTimeout(() => markSynced(room), SYNC_TIMEOUT_MS);
-  if (room === state.current) renderMembers();
+  if (room === state.current) {
+    renderMembers();
+    renderRoomHead();
+  }
   renderRooms();
   checkSynced(room);
   refreshDirectorySoon();
@@ -86,4 +93,5 @@ export function markSynced(room) {
     maybeFillHistory(room);
   }
   resolveUnconfirmed(room);
+  markRead(room);
 }

@@ -27,6 +27,21 @@ export const ui = {
   composer: $("composer"),
   message: $("message"),
   alert: $("alert"),
+  accountName: $("account-name"),
+  signIn: $("sign-in"),
+  signUp: $("sign-up"),
+  signOut: $("sign-out"),
+  notifyOn: $("notify-on"),
+  dmHead: $("dm-head"),
+  dmList: $("dm-list"),
+  newDm: $("new-dm"),
+  privateHead: $("private-head"),
+  privateList: $("private-list"),
+  newPrivate: $("new-private"),
+  roomTopic: $("room-topic"),
+  invite: $("invite"),
+  slowLabel: $("slow-label"),
+  slowMode: $("slow-mode"),
 };
 
 /** Shows a notice; a sticky one stays until the next notice replaces it. */

@@ -1,0 +1,136 @@
+// Accounts (issue 19; docs/web-client.md, "Accounts"): who is signed in, the sign-in / sign-up
+// dialog, sign out. The session is an HttpOnly cookie the page never sees: the browser sends it
+// on /ws, /events and /api by itself. The page only learns the account from `welcome` (and the
+// CSRF token for its own POSTs from GET /api/me), so a guest's page makes no extra request.
+
+import { state } from "./state.js";
+import { auth } from "./auth.js";
+import { ui } from "./ui.js";
+import { renderNotifyButton } from "./marks.js";
+
+/** The signed-in account as the server reported it (null for a guest), and the CSRF token
+ *  that state-changing requests made with its cookie must carry. */
+export const account = { me: null, csrf: "" };
+
+const $ = (id) => document.getElementById(id);
+let mode = "signin";
+
+/** `welcome` said who we are: remember it and fetch the CSRF token for sign-out. */
+export function setAccount(info) {
+  if (!info || typeof info.name !== "string") return;
+  account.me = { name: info.name, admin: info.admin === true };
+  renderAccount();
+  fetch("/api/me", { cache: "no-store" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((me) => {
+      if (me && typeof me.csrf === "string") account.csrf = me.csrf;
+    })
+    .catch(() => {
+      /* offline: sign-out asks again */
+    });
+}
+
+/** The account line in the top bar: "Signed in as alice · Sign out", or the sign-in buttons. */
+export function renderAccount() {
+  const signedIn = !!account.me;
+  const byToken = !!auth.claims;
+  ui.accountName.textContent = signedIn ? `Signed in as ${account.me.name}${account.me.admin ? " (admin)" : ""}` : "";
+  ui.signIn.hidden = signedIn || byToken;
+  ui.signUp.hidden = signedIn || byToken;
+  ui.signOut.hidden = !signedIn || byToken;
+  document.documentElement.dataset.account = signedIn ? "signed-in" : "guest";
+  renderNotifyButton();
+}
+
+/** Opens the dialog in "signin" or "signup" mode, focus in the name field. */
+export function openAccountDialog(which) {
+  mode = which;
+  const signup = which === "signup";
+  $("account-dialog-h").textContent = signup ? "Sign up" : "Sign in";
+  $("account-submit").textContent = signup ? "Sign up" : "Sign in";
+  $("account-switch").textContent = signup ? "Have an account? Sign in" : "New here? Sign up";
+  $("account-password").autocomplete = signup ? "new-password" : "current-password";
+  const invite = new URLSearchParams(location.search).get("invite");
+  if (invite) $("account-invite").value = invite;
+  $("invite-row").hidden = !signup;
+  $("account-error").textContent = "";
+  if (!$("account-user").value) $("account-user").value = state.wantedName || "";
+  const dialog = $("account-dialog");
+  if (!dialog.open) dialog.showModal();
+  $("account-user").focus();
+}
+
+/** The words a person reads for a refused sign-in or sign-up. */
+async function refusal(r) {
+  let body = null;
+  try {
+    body = await r.json();
+  } catch {
+    /* no JSON body */
+  }
+  const message = body?.error?.message;
+  if (r.status === 404) return "This server has no accounts.";
+  if (r.status === 401) return mode === "signin" ? "Wrong name or password." : message || "Not allowed.";
+  if (r.status === 409) return "That name is taken.";
+  if (r.status === 429) {
+    const wait = Number(r.headers.get("retry-after"));
+    return `Too many attempts. Try again${wait > 0 ? ` in ${wait} s` : " later"}.`;
+  }
+  return message || `The server said ${r.status}.`;
+}
+
+async function submitAccount(e) {
+  e.preventDefault();
+  const body = { name: $("account-user").value.trim(), password: $("account-password").value };
+  const invite = $("account-invite").value.trim();
+  if (mode === "signup" && invite) body.invite = invite;
+  const button = $("account-submit");
+  button.disabled = true;
+  try {
+    const r = await fetch(`/api/auth/${mode}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (r.ok) {
+      // The new session cookie is set: a fresh page connects with it.
+      $("account-password").value = "";
+      location.reload();
+      return;
+    }
+    $("account-error").textContent = await refusal(r);
+  } catch {
+    $("account-error").textContent = "Could not reach the server.";
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function signOut() {
+  try {
+    if (!account.csrf) {
+      const me = await fetch("/api/me", { cache: "no-store" }).then((r) => (r.ok ? r.json() : null));
+      account.csrf = typeof me?.csrf === "string" ? me.csrf : "";
+    }
+    const r = await fetch("/api/auth/signout", { method: "POST", headers: { "X-CSRF-Token": account.csrf } });
+    if (!r.ok && r.status !== 401) {
+      ui.alert.textContent = `Could not sign out: ${await refusal(r)}`;
+      return;
+    }
+  } catch {
+    ui.alert.textContent = "Could not sign out: the server cannot be reached.";
+    return;
+  }
+  location.reload();
+}
+
+/** Wires the account buttons and the dialog. */
+export function wireAccount() {
+  ui.signIn.addEventListener("click", () => openAccountDialog("signin"));
+  ui.signUp.addEventListener("click", () => openAccountDialog("signup"));
+  ui.signOut.addEventListener("click", signOut);
+  $("account-form").addEventListener("submit", submitAccount);
+  $("account-cancel").addEventListener("click", () => $("account-dialog").close());
+  $("account-switch").addEventListener("click", () => openAccountDialog(mode === "signin" ? "signup" : "signin"));
+  renderAccount();
+}
