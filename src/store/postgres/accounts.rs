@@ -1,9 +1,270 @@
-//! [`AccountStore`] on PostgreSQL.
+//! [`AccountStore`] on PostgreSQL. Writes use the store's writer pool (one statement, or one
+//! transaction where two must happen together); reads use the read pool.
 
 use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
 
 use super::PostgresStore;
-use crate::store::accounts::AccountStore;
+use crate::store::StoreError;
+use crate::store::accounts::{
+    Account, AccountId, AccountStore, Invite, NewAccount, NewSession, Session, TokenHash,
+};
+
+/// The columns [`account_from`] reads.
+const ACCOUNT_COLUMNS: &str = "id, name, name_key, password_hash, admin, disabled, created_ms";
+
+fn account_from(row: &PgRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: AccountId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        name_key: row.try_get("name_key")?,
+        password_hash: row.try_get("password_hash")?,
+        admin: row.try_get("admin")?,
+        disabled: row.try_get("disabled")?,
+        created_ms: row.try_get("created_ms")?,
+    })
+}
+
+fn invite_from(row: &PgRow) -> Result<Invite, sqlx::Error> {
+    let hash: Vec<u8> = row.try_get("code_hash")?;
+    Ok(Invite {
+        code_hash: hash_from(&hash)?,
+        created_by: row.try_get::<Option<i64>, _>("created_by")?.map(AccountId),
+        room: row.try_get("room")?,
+        expires_ms: row.try_get("expires_ms")?,
+        uses_left: row.try_get("uses_left")?,
+    })
+}
+
+/// A stored hash as the fixed-size array it was written from.
+fn hash_from(bytes: &[u8]) -> Result<TokenHash, sqlx::Error> {
+    TokenHash::try_from(bytes).map_err(|err| sqlx::Error::Decode(Box::new(err)))
+}
 
 #[async_trait]
-impl AccountStore for PostgresStore {}
+impl AccountStore for PostgresStore {
+    async fn create_account(&self, account: &NewAccount) -> Result<Option<Account>, StoreError> {
+        let sql = format!(
+            "INSERT INTO accounts (name, name_key, password_hash, admin, disabled, created_ms) \
+             VALUES ($1, $2, $3, $4, FALSE, $5) ON CONFLICT (name_key) DO NOTHING \
+             RETURNING {ACCOUNT_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&account.name)
+            .bind(&account.name_key)
+            .bind(&account.password_hash)
+            .bind(account.admin)
+            .bind(account.created_ms)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(row.as_ref().map(account_from).transpose()?)
+    }
+
+    async fn account_by_key(&self, name_key: &str) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name_key = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name_key)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(account_from).transpose()?)
+    }
+
+    async fn account_by_id(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(account_from).transpose()?)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name_key");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(account_from).collect::<Result<_, _>>()?)
+    }
+
+    async fn set_password(
+        &self,
+        id: AccountId,
+        password_hash: Option<&str>,
+        keep: Option<&TokenHash>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query("UPDATE accounts SET password_hash = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(password_hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM sessions WHERE account_id = $1 \
+             AND ($2::bytea IS NULL OR token_hash <> $2::bytea)",
+        )
+        .bind(id.0)
+        .bind(keep.map(|hash| hash.as_slice()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn set_disabled(&self, id: AccountId, disabled: bool) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query("UPDATE accounts SET disabled = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(disabled)
+            .execute(&mut *tx)
+            .await?;
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn set_admin(&self, id: AccountId, admin: bool) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE accounts SET admin = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(admin)
+            .execute(&self.writer)
+            .await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn disabled_among(&self, ids: &[AccountId]) -> Result<Vec<AccountId>, StoreError> {
+        let wanted: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        let live: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM accounts WHERE NOT disabled AND id = ANY($1::bigint[])",
+        )
+        .bind(&wanted)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(ids
+            .iter()
+            .filter(|id| !live.contains(&id.0))
+            .copied()
+            .collect())
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions \
+             (token_hash, account_id, csrf, created_ms, last_seen_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4, $4, $5)",
+        )
+        .bind(session.token_hash.as_slice())
+        .bind(session.account.0)
+        .bind(&session.csrf)
+        .bind(session.created_ms)
+        .bind(session.expires_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        token_hash: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<(Session, Account)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.csrf, s.created_ms AS s_created, s.last_seen_ms, s.expires_ms, \
+                    a.id, a.name, a.name_key, a.password_hash, a.admin, a.disabled, a.created_ms \
+             FROM sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.token_hash = $1 AND s.expires_ms > $2 AND NOT a.disabled",
+        )
+        .bind(token_hash.as_slice())
+        .bind(now_ms)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let account = account_from(&row)?;
+        let session = Session {
+            account: account.id,
+            csrf: row.try_get("csrf")?,
+            created_ms: row.try_get("s_created")?,
+            last_seen_ms: row.try_get("last_seen_ms")?,
+            expires_ms: row.try_get("expires_ms")?,
+        };
+        Ok(Some((session, account)))
+    }
+
+    async fn touch_session(
+        &self,
+        token_hash: &TokenHash,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_ms = $2, expires_ms = $3 WHERE token_hash = $1")
+            .bind(token_hash.as_slice())
+            .bind(now_ms)
+            .bind(expires_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash.as_slice())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_sessions(&self, account: AccountId) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+            .bind(account.0)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_expired_sessions(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_ms <= $1")
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_invite(&self, invite: &Invite) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO invites (code_hash, created_by, room, expires_ms, uses_left) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(invite.code_hash.as_slice())
+        .bind(invite.created_by.map(|a| a.0))
+        .bind(&invite.room)
+        .bind(invite.expires_ms)
+        .bind(invite.uses_left)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_invite(
+        &self,
+        code_hash: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<Invite>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE invites SET uses_left = uses_left - 1 \
+             WHERE code_hash = $1 AND uses_left > 0 AND expires_ms > $2 \
+             RETURNING code_hash, created_by, room, expires_ms, uses_left + 1 AS uses_left",
+        )
+        .bind(code_hash.as_slice())
+        .bind(now_ms)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.as_ref().map(invite_from).transpose()?)
+    }
+}

@@ -1,0 +1,335 @@
+//! The `AccountStore` contract (issue 19): accounts, sessions and invites, one test body per
+//! behaviour, run against SQLite always and PostgreSQL when `HUBBUB_TEST_POSTGRES` (or
+//! `HUBBUB_TEST_DB`) names a server (each test in a schema of its own), as
+//! tests/store_contract.rs does for history.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubbub::config::{Durability, PostgresUrl};
+use hubbub::store::accounts::{AccountId, AccountStore, Invite, NewAccount, NewSession, TokenHash};
+use hubbub::store::{PostgresStore, SchemaAtOpen, SqliteStore};
+use tempfile::TempDir;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One fresh database of one implementation.
+struct Db {
+    accounts: Arc<dyn AccountStore>,
+    _dir: Option<TempDir>,
+}
+
+impl Db {
+    async fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            &dir.path().join("accounts.db"),
+            BUSY_TIMEOUT,
+            Durability::Process,
+        )
+        .await
+        .unwrap();
+        Db {
+            accounts: Arc::new(store),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres(test: &str) -> Option<Db> {
+        let url = common::pg::fresh_schema_or_skip(test).await?;
+        let store = PostgresStore::open(
+            &PostgresUrl::new(url),
+            BUSY_TIMEOUT,
+            Durability::Process,
+            SchemaAtOpen::Migrate,
+        )
+        .await
+        .unwrap();
+        Some(Db {
+            accounts: Arc::new(store),
+            _dir: None,
+        })
+    }
+
+    /// A new account `name` (key: its lowercase) with password hash `hash`.
+    async fn account(&self, name: &str, hash: Option<&str>) -> AccountId {
+        self.accounts
+            .create_account(&new_account(name, hash))
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    }
+
+    /// A session for `account` with token hash `[byte; 32]`, expiring at `expires_ms`.
+    async fn session(&self, account: AccountId, byte: u8, expires_ms: i64) -> TokenHash {
+        let token_hash = [byte; 32];
+        self.accounts
+            .create_session(&NewSession {
+                token_hash,
+                account,
+                csrf: format!("csrf-{byte}"),
+                created_ms: 10,
+                expires_ms,
+            })
+            .await
+            .unwrap();
+        token_hash
+    }
+}
+
+fn new_account(name: &str, hash: Option<&str>) -> NewAccount {
+    NewAccount {
+        name: name.to_owned(),
+        name_key: name.to_lowercase(),
+        password_hash: hash.map(str::to_owned),
+        admin: false,
+        created_ms: 7,
+    }
+}
+
+/// Runs each named behaviour once per implementation: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! contract {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    super::$behaviour(super::Db::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    if let Some(db) = super::Db::postgres(stringify!($behaviour)).await {
+                        super::$behaviour(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_created_account_reads_back_by_key_and_by_id,
+    a_second_account_with_a_taken_name_key_is_refused,
+    accounts_are_listed_by_name_key,
+    a_password_change_ends_every_session_but_the_kept_one,
+    disabling_an_account_ends_its_sessions_and_hides_it_from_session_lookups,
+    disabled_among_names_disabled_and_missing_accounts,
+    admin_rights_can_be_granted,
+    a_session_reads_back_with_its_account_until_it_expires,
+    an_unknown_session_token_reads_as_none,
+    touching_a_session_moves_its_expiry,
+    deleting_a_session_ends_only_that_session,
+    deleting_all_sessions_of_an_account_leaves_others_alone,
+    purging_removes_only_expired_sessions,
+    an_invite_is_spent_one_use_at_a_time,
+    an_expired_invite_is_refused,
+);
+
+async fn a_created_account_reads_back_by_key_and_by_id(db: Db) {
+    let created = db
+        .accounts
+        .create_account(&new_account("Alice", Some("$argon2id$x")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.name, "Alice");
+    assert_eq!(created.name_key, "alice");
+    assert_eq!(created.password_hash.as_deref(), Some("$argon2id$x"));
+    assert!(!created.admin && !created.disabled);
+    assert_eq!(created.created_ms, 7);
+    let by_key = db.accounts.account_by_key("alice").await.unwrap();
+    assert_eq!(by_key.as_ref(), Some(&created));
+    let by_id = db.accounts.account_by_id(created.id).await.unwrap();
+    assert_eq!(by_id, Some(created));
+    assert_eq!(db.accounts.account_by_key("bob").await.unwrap(), None);
+}
+
+async fn a_second_account_with_a_taken_name_key_is_refused(db: Db) {
+    db.account("Alice", None).await;
+    let again = NewAccount {
+        name: "ALICE".to_owned(),
+        ..new_account("alice", Some("h"))
+    };
+    assert_eq!(db.accounts.create_account(&again).await.unwrap(), None);
+    let kept = db.accounts.account_by_key("alice").await.unwrap().unwrap();
+    assert_eq!(kept.name, "Alice");
+    assert_eq!(kept.password_hash, None);
+}
+
+async fn accounts_are_listed_by_name_key(db: Db) {
+    db.account("carol", None).await;
+    db.account("Alice", None).await;
+    db.account("bob", None).await;
+    let names: Vec<String> = db
+        .accounts
+        .list_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["Alice", "bob", "carol"]);
+}
+
+async fn a_password_change_ends_every_session_but_the_kept_one(db: Db) {
+    let alice = db.account("alice", Some("old")).await;
+    let kept = db.session(alice, 1, i64::MAX).await;
+    let other = db.session(alice, 2, i64::MAX).await;
+    let found = db
+        .accounts
+        .set_password(alice, Some("new"), Some(&kept))
+        .await
+        .unwrap();
+    assert!(found);
+    let account = db.accounts.account_by_id(alice).await.unwrap().unwrap();
+    assert_eq!(account.password_hash.as_deref(), Some("new"));
+    assert!(db.accounts.session(&kept, 100).await.unwrap().is_some());
+    assert!(db.accounts.session(&other, 100).await.unwrap().is_none());
+    db.accounts.set_password(alice, None, None).await.unwrap();
+    assert!(db.accounts.session(&kept, 100).await.unwrap().is_none());
+}
+
+async fn disabling_an_account_ends_its_sessions_and_hides_it_from_session_lookups(db: Db) {
+    let alice = db.account("alice", None).await;
+    let token = db.session(alice, 1, i64::MAX).await;
+    assert!(db.accounts.set_disabled(alice, true).await.unwrap());
+    assert!(db.accounts.session(&token, 100).await.unwrap().is_none());
+    let account = db.accounts.account_by_id(alice).await.unwrap().unwrap();
+    assert!(account.disabled);
+    assert!(db.accounts.set_disabled(alice, false).await.unwrap());
+    assert!(db.accounts.session(&token, 100).await.unwrap().is_none());
+    assert!(
+        !db.accounts
+            .set_disabled(AccountId(9999), true)
+            .await
+            .unwrap()
+    );
+}
+
+async fn disabled_among_names_disabled_and_missing_accounts(db: Db) {
+    let alice = db.account("alice", None).await;
+    let bob = db.account("bob", None).await;
+    db.accounts.set_disabled(bob, true).await.unwrap();
+    let gone = AccountId(9999);
+    let refused = db
+        .accounts
+        .disabled_among(&[alice, bob, gone])
+        .await
+        .unwrap();
+    assert_eq!(refused, [bob, gone]);
+}
+
+async fn admin_rights_can_be_granted(db: Db) {
+    let alice = db.account("alice", None).await;
+    assert!(db.accounts.set_admin(alice, true).await.unwrap());
+    assert!(
+        db.accounts
+            .account_by_id(alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .admin
+    );
+}
+
+async fn a_session_reads_back_with_its_account_until_it_expires(db: Db) {
+    let alice = db.account("alice", None).await;
+    let token = db.session(alice, 1, 1_000).await;
+    let (session, account) = db.accounts.session(&token, 999).await.unwrap().unwrap();
+    assert_eq!(session.account, alice);
+    assert_eq!(session.csrf, "csrf-1");
+    assert_eq!(session.created_ms, 10);
+    assert_eq!(session.last_seen_ms, 10);
+    assert_eq!(session.expires_ms, 1_000);
+    assert_eq!(account.name, "alice");
+    assert!(db.accounts.session(&token, 1_000).await.unwrap().is_none());
+}
+
+async fn an_unknown_session_token_reads_as_none(db: Db) {
+    let alice = db.account("alice", None).await;
+    db.session(alice, 1, i64::MAX).await;
+    assert!(db.accounts.session(&[2; 32], 0).await.unwrap().is_none());
+}
+
+async fn touching_a_session_moves_its_expiry(db: Db) {
+    let alice = db.account("alice", None).await;
+    let token = db.session(alice, 1, 1_000).await;
+    db.accounts.touch_session(&token, 900, 5_000).await.unwrap();
+    let (session, _) = db.accounts.session(&token, 2_000).await.unwrap().unwrap();
+    assert_eq!(session.last_seen_ms, 900);
+    assert_eq!(session.expires_ms, 5_000);
+}
+
+async fn deleting_a_session_ends_only_that_session(db: Db) {
+    let alice = db.account("alice", None).await;
+    let one = db.session(alice, 1, i64::MAX).await;
+    let two = db.session(alice, 2, i64::MAX).await;
+    assert!(db.accounts.delete_session(&one).await.unwrap());
+    assert!(!db.accounts.delete_session(&one).await.unwrap());
+    assert!(db.accounts.session(&one, 0).await.unwrap().is_none());
+    assert!(db.accounts.session(&two, 0).await.unwrap().is_some());
+}
+
+async fn deleting_all_sessions_of_an_account_leaves_others_alone(db: Db) {
+    let alice = db.account("alice", None).await;
+    let bob = db.account("bob", None).await;
+    db.session(alice, 1, i64::MAX).await;
+    db.session(alice, 2, i64::MAX).await;
+    let bobs = db.session(bob, 3, i64::MAX).await;
+    assert_eq!(db.accounts.delete_sessions(alice).await.unwrap(), 2);
+    assert!(db.accounts.session(&bobs, 0).await.unwrap().is_some());
+}
+
+async fn purging_removes_only_expired_sessions(db: Db) {
+    let alice = db.account("alice", None).await;
+    db.session(alice, 1, 100).await;
+    let live = db.session(alice, 2, 10_000).await;
+    assert_eq!(db.accounts.purge_expired_sessions(500).await.unwrap(), 1);
+    assert!(db.accounts.session(&live, 500).await.unwrap().is_some());
+}
+
+async fn an_invite_is_spent_one_use_at_a_time(db: Db) {
+    let alice = db.account("alice", None).await;
+    let invite = Invite {
+        code_hash: [5; 32],
+        created_by: Some(alice),
+        room: Some("p-0123456789abcdef".to_owned()),
+        expires_ms: 10_000,
+        uses_left: 2,
+    };
+    db.accounts.create_invite(&invite).await.unwrap();
+    let first = db.accounts.redeem_invite(&[5; 32], 0).await.unwrap();
+    assert_eq!(first.as_ref(), Some(&invite));
+    let second = db
+        .accounts
+        .redeem_invite(&[5; 32], 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.uses_left, 1);
+    assert_eq!(db.accounts.redeem_invite(&[5; 32], 0).await.unwrap(), None);
+    assert_eq!(db.accounts.redeem_invite(&[6; 32], 0).await.unwrap(), None);
+}
+
+async fn an_expired_invite_is_refused(db: Db) {
+    let invite = Invite {
+        code_hash: [5; 32],
+        created_by: None,
+        room: None,
+        expires_ms: 1_000,
+        uses_left: 1,
+    };
+    db.accounts.create_invite(&invite).await.unwrap();
+    assert_eq!(
+        db.accounts.redeem_invite(&[5; 32], 1_000).await.unwrap(),
+        None
+    );
+}
