@@ -1,0 +1,497 @@
+//! The `RoomDirectory` contract (issue 19): rooms' records, members and roles, the sidebar, read
+//! markers and unread/mention counts, one test body per behaviour, run against SQLite always and
+//! PostgreSQL when `HUBBUB_TEST_POSTGRES` (or `HUBBUB_TEST_DB`) names a server (each test in a
+//! schema of its own), as tests/store_contract.rs does for history.
+//!
+//! Accounts are inserted with plain SQL into the `accounts` table the spec fixes (migration
+//! 0002), so these tests depend on that table, not on the accounts service.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubbub::config::{Durability, PostgresUrl};
+use hubbub::protocol::RoomName;
+use hubbub::store::accounts::AccountId;
+use hubbub::store::directory::{
+    Created, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind, RoomSettings,
+};
+use hubbub::store::{NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store};
+use sqlx::Connection;
+use tempfile::TempDir;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One fresh database of one implementation, opened as both the history store and the
+/// directory (one backend implements both, as `serve` opens it).
+struct Db {
+    store: Arc<dyn Store>,
+    directory: Arc<dyn RoomDirectory>,
+    accounts: AccountMaker,
+    _dir: Option<TempDir>,
+}
+
+/// Where accounts are inserted with plain SQL.
+enum AccountMaker {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Db {
+    async fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.db");
+        let store = Arc::new(
+            SqliteStore::open(&path, BUSY_TIMEOUT, Durability::Process)
+                .await
+                .unwrap(),
+        );
+        Db {
+            store: store.clone(),
+            directory: store,
+            accounts: AccountMaker::Sqlite(path),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres(test: &str) -> Option<Db> {
+        let Some(base) = postgres_server() else {
+            eprintln!("skipped: {test} on PostgreSQL: set HUBBUB_TEST_POSTGRES to a server URL");
+            return None;
+        };
+        let url = common::pg::fresh_schema_url(&base).await;
+        let store = Arc::new(
+            PostgresStore::open(
+                &PostgresUrl::new(url.clone()),
+                BUSY_TIMEOUT,
+                Durability::Process,
+                SchemaAtOpen::Migrate,
+            )
+            .await
+            .unwrap(),
+        );
+        Some(Db {
+            store: store.clone(),
+            directory: store,
+            accounts: AccountMaker::Postgres(url),
+            _dir: None,
+        })
+    }
+
+    /// A new account with this name.
+    async fn account(&self, name: &str) -> AccountId {
+        let insert = "INSERT INTO accounts (name, name_key, admin, disabled, created_ms) \
+                      VALUES ($1, $2, $3, $4, $5) RETURNING id";
+        let id: i64 = match &self.accounts {
+            AccountMaker::Sqlite(path) => {
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                let id = sqlx::query_scalar(insert)
+                    .bind(name)
+                    .bind(name.to_lowercase())
+                    .bind(false)
+                    .bind(false)
+                    .bind(0_i64)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                id
+            }
+            AccountMaker::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let id = sqlx::query_scalar(insert)
+                    .bind(name)
+                    .bind(name.to_lowercase())
+                    .bind(false)
+                    .bind(false)
+                    .bind(0_i64)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                id
+            }
+        };
+        AccountId(id)
+    }
+
+    /// Posts `texts` to `room` as `from`.
+    async fn post(&self, room: &str, from: &str, texts: &[&str]) {
+        let batch: Vec<NewMessage> = texts
+            .iter()
+            .map(|text| NewMessage {
+                room: RoomName::parse(room).unwrap(),
+                from: from.to_owned(),
+                text: (*text).to_owned(),
+                ts: 1,
+            })
+            .collect();
+        self.store.append(&batch).await.unwrap();
+    }
+}
+
+fn postgres_server() -> Option<String> {
+    std::env::var("HUBBUB_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .or_else(common::pg::test_db)
+}
+
+/// Runs each named behaviour once per implementation: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! contract {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    super::$behaviour(super::Db::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    if let Some(db) = super::Db::postgres(stringify!($behaviour)).await {
+                        super::$behaviour(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_created_room_has_its_record_and_first_members,
+    creating_a_room_whose_name_has_a_record_changes_nothing,
+    a_room_without_a_record_has_no_settings_and_no_members,
+    members_are_listed_owners_first_then_moderators_then_by_name,
+    a_non_member_has_no_role,
+    adding_a_member_twice_keeps_the_first_role,
+    setting_the_role_of_a_non_member_changes_nothing,
+    removing_a_member_removes_only_that_member,
+    a_topic_on_a_room_without_a_record_makes_it_a_public_record,
+    a_topic_of_none_clears_it,
+    list_rooms_lists_every_record_by_name,
+    the_sidebar_lists_member_rooms_and_public_rooms_with_a_marker,
+    the_sidebar_omits_a_private_room_the_account_left_even_with_a_marker,
+    a_read_marker_only_moves_forward,
+    a_batch_of_markers_for_several_accounts_and_rooms_is_saved_whole,
+    unread_counts_messages_after_the_marker_not_sent_by_the_account,
+    mentions_count_word_bounded_mentions_in_any_case,
+    unread_and_mentions_stop_at_the_cap,
+);
+
+fn record(room: &str, kind: RoomKind, by: Option<AccountId>) -> RoomSettings {
+    RoomSettings {
+        room: room.to_owned(),
+        kind,
+        title: (kind == RoomKind::Private).then(|| "Design".to_owned()),
+        topic: None,
+        created_by: by,
+        created_ms: 42,
+    }
+}
+
+async fn create(db: &Db, room: &str, kind: RoomKind, members: &[(AccountId, Role)]) -> Created {
+    let by = members.first().map(|(account, _)| *account);
+    db.directory
+        .create_room(&NewRoom {
+            settings: record(room, kind, by),
+            members: members.to_vec(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn a_created_room_has_its_record_and_first_members(db: Db) {
+    let ann = db.account("ann").await;
+    let made = create(&db, "p-1", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    assert_eq!(made, Created::New);
+    let settings = db.directory.settings("p-1").await.unwrap();
+    assert_eq!(settings, Some(record("p-1", RoomKind::Private, Some(ann))));
+    assert_eq!(
+        db.directory.role("p-1", ann).await.unwrap(),
+        Some(Role::Owner)
+    );
+}
+
+async fn creating_a_room_whose_name_has_a_record_changes_nothing(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    create(&db, "p-1", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    let again = create(&db, "p-1", RoomKind::Direct, &[(bob, Role::Owner)]).await;
+    assert_eq!(again, Created::Existed);
+    let settings = db.directory.settings("p-1").await.unwrap().unwrap();
+    assert_eq!(settings.kind, RoomKind::Private);
+    assert_eq!(db.directory.role("p-1", bob).await.unwrap(), None);
+}
+
+async fn a_room_without_a_record_has_no_settings_and_no_members(db: Db) {
+    db.post("lobby", "ann", &["hi"]).await;
+    assert_eq!(db.directory.settings("lobby").await.unwrap(), None);
+    assert!(db.directory.members("lobby").await.unwrap().is_empty());
+}
+
+async fn members_are_listed_owners_first_then_moderators_then_by_name(db: Db) {
+    let zed = db.account("zed").await;
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    let cat = db.account("cat").await;
+    let members = [
+        (bob, Role::Member),
+        (zed, Role::Owner),
+        (cat, Role::Moderator),
+        (ann, Role::Member),
+    ];
+    create(&db, "p-1", RoomKind::Private, &members).await;
+    let listed: Vec<(String, Role)> = db
+        .directory
+        .members("p-1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.role))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("zed".to_owned(), Role::Owner),
+            ("cat".to_owned(), Role::Moderator),
+            ("ann".to_owned(), Role::Member),
+            ("bob".to_owned(), Role::Member),
+        ]
+    );
+}
+
+async fn a_non_member_has_no_role(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    create(&db, "p-1", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    assert_eq!(db.directory.role("p-1", bob).await.unwrap(), None);
+    assert_eq!(db.directory.role("nowhere", ann).await.unwrap(), None);
+}
+
+async fn adding_a_member_twice_keeps_the_first_role(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    create(&db, "p-1", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    assert!(
+        db.directory
+            .add_member("p-1", bob, Role::Member)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.directory
+            .add_member("p-1", bob, Role::Owner)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.directory.role("p-1", bob).await.unwrap(),
+        Some(Role::Member)
+    );
+}
+
+async fn setting_the_role_of_a_non_member_changes_nothing(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    create(&db, "p-1", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    assert!(
+        !db.directory
+            .set_role("p-1", bob, Role::Moderator)
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.directory.role("p-1", bob).await.unwrap(), None);
+    assert!(
+        db.directory
+            .set_role("p-1", ann, Role::Moderator)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.directory.role("p-1", ann).await.unwrap(),
+        Some(Role::Moderator)
+    );
+}
+
+async fn removing_a_member_removes_only_that_member(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    let members = [(ann, Role::Owner), (bob, Role::Member)];
+    create(&db, "p-1", RoomKind::Private, &members).await;
+    assert!(db.directory.remove_member("p-1", bob).await.unwrap());
+    assert!(!db.directory.remove_member("p-1", bob).await.unwrap());
+    assert_eq!(db.directory.role("p-1", bob).await.unwrap(), None);
+    assert_eq!(
+        db.directory.role("p-1", ann).await.unwrap(),
+        Some(Role::Owner)
+    );
+}
+
+async fn a_topic_on_a_room_without_a_record_makes_it_a_public_record(db: Db) {
+    let ann = db.account("ann").await;
+    db.directory
+        .set_topic("lobby", Some("welcome"), Some(ann))
+        .await
+        .unwrap();
+    let settings = db.directory.settings("lobby").await.unwrap().unwrap();
+    assert_eq!(settings.kind, RoomKind::Public);
+    assert_eq!(settings.topic.as_deref(), Some("welcome"));
+    assert_eq!(settings.created_by, Some(ann));
+}
+
+async fn a_topic_of_none_clears_it(db: Db) {
+    db.directory
+        .set_topic("lobby", Some("welcome"), None)
+        .await
+        .unwrap();
+    db.directory.set_topic("lobby", None, None).await.unwrap();
+    let settings = db.directory.settings("lobby").await.unwrap().unwrap();
+    assert_eq!(settings.topic, None);
+}
+
+async fn list_rooms_lists_every_record_by_name(db: Db) {
+    let ann = db.account("ann").await;
+    create(&db, "p-b", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    create(&db, "dm-a", RoomKind::Direct, &[(ann, Role::Member)]).await;
+    db.directory
+        .set_topic("lobby", Some("t"), None)
+        .await
+        .unwrap();
+    let names: Vec<String> = db
+        .directory
+        .list_rooms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.room)
+        .collect();
+    assert_eq!(names, vec!["dm-a", "lobby", "p-b"]);
+}
+
+async fn the_sidebar_lists_member_rooms_and_public_rooms_with_a_marker(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    create(&db, "p-1", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    create(&db, "p-2", RoomKind::Private, &[(bob, Role::Owner)]).await;
+    db.post("lobby", "bob", &["a", "b", "c"]).await;
+    db.post("p-1", "ann", &["x"]).await;
+    db.post("quiet", "bob", &["z"]).await;
+    let marker = ReadMarker {
+        account: ann,
+        room: "lobby".to_owned(),
+        last_read: 2,
+    };
+    db.directory.save_read_markers(&[marker]).await.unwrap();
+    let sidebar = db.directory.sidebar(ann).await.unwrap();
+    let rows: Vec<(&str, RoomKind, Option<Role>, u64, u64)> = sidebar
+        .iter()
+        .map(|r| {
+            (
+                r.settings.room.as_str(),
+                r.settings.kind,
+                r.role,
+                r.last_id,
+                r.last_read,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("lobby", RoomKind::Public, None, 3, 2),
+            ("p-1", RoomKind::Private, Some(Role::Owner), 1, 0),
+        ]
+    );
+}
+
+async fn the_sidebar_omits_a_private_room_the_account_left_even_with_a_marker(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    let members = [(ann, Role::Owner), (bob, Role::Member)];
+    create(&db, "p-1", RoomKind::Private, &members).await;
+    let marker = ReadMarker {
+        account: bob,
+        room: "p-1".to_owned(),
+        last_read: 1,
+    };
+    db.directory.save_read_markers(&[marker]).await.unwrap();
+    db.directory.remove_member("p-1", bob).await.unwrap();
+    assert!(db.directory.sidebar(bob).await.unwrap().is_empty());
+}
+
+async fn a_read_marker_only_moves_forward(db: Db) {
+    let ann = db.account("ann").await;
+    let at = |last_read| ReadMarker {
+        account: ann,
+        room: "lobby".to_owned(),
+        last_read,
+    };
+    assert_eq!(db.directory.read_marker(ann, "lobby").await.unwrap(), 0);
+    db.directory.save_read_markers(&[at(5)]).await.unwrap();
+    db.directory.save_read_markers(&[at(3)]).await.unwrap();
+    assert_eq!(db.directory.read_marker(ann, "lobby").await.unwrap(), 5);
+    db.directory.save_read_markers(&[at(9)]).await.unwrap();
+    assert_eq!(db.directory.read_marker(ann, "lobby").await.unwrap(), 9);
+}
+
+async fn a_batch_of_markers_for_several_accounts_and_rooms_is_saved_whole(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    let marker = |account, room: &str, last_read| ReadMarker {
+        account,
+        room: room.to_owned(),
+        last_read,
+    };
+    let batch = [
+        marker(ann, "a", 1),
+        marker(ann, "b", 2),
+        marker(bob, "a", 3),
+        marker(ann, "a", 4),
+    ];
+    db.directory.save_read_markers(&batch).await.unwrap();
+    assert_eq!(db.directory.read_marker(ann, "a").await.unwrap(), 4);
+    assert_eq!(db.directory.read_marker(ann, "b").await.unwrap(), 2);
+    assert_eq!(db.directory.read_marker(bob, "a").await.unwrap(), 3);
+}
+
+async fn unread_counts_messages_after_the_marker_not_sent_by_the_account(db: Db) {
+    db.post("lobby", "bob", &["1", "2", "3"]).await;
+    db.post("lobby", "ann", &["4"]).await;
+    db.post("lobby", "bob", &["5"]).await;
+    let counts = db.directory.unread("lobby", "ann", 1, 999).await.unwrap();
+    assert_eq!(counts.unread, 3, "2, 3 and 5");
+    assert_eq!(counts.mentions, 0);
+}
+
+async fn mentions_count_word_bounded_mentions_in_any_case(db: Db) {
+    let texts = [
+        "hi @Ann",
+        "@ann: look",
+        "@annie here",
+        "mail ann@ann.example",
+        "ann without an at",
+    ];
+    db.post("lobby", "bob", &texts).await;
+    db.post("lobby", "ann", &["@ann talking to myself"]).await;
+    let counts = db.directory.unread("lobby", "ann", 0, 999).await.unwrap();
+    assert_eq!(counts.unread, 5);
+    assert_eq!(counts.mentions, 2);
+}
+
+async fn unread_and_mentions_stop_at_the_cap(db: Db) {
+    let texts = ["@ann 1", "@ann 2", "@ann 3", "@ann 4", "@ann 5"];
+    db.post("lobby", "bob", &texts).await;
+    let counts = db.directory.unread("lobby", "ann", 0, 3).await.unwrap();
+    assert_eq!(counts.unread, 3);
+    assert_eq!(counts.mentions, 3);
+}
