@@ -53,6 +53,16 @@ pub enum ErrorCode {
     /// `msg` sooner after the previous one than the room's slow mode allows; the message says
     /// how many seconds to wait.
     SlowMode,
+    /// A sign-up, or a guest's name, whose case-folded form belongs to an account (HTTP 409).
+    NameTaken,
+    /// A new password that breaks the password rule (length), HTTP 400.
+    BadPassword,
+    /// Sign-up is closed on this server, or needs an invite and none (or a used-up or expired
+    /// one) was given (HTTP 403).
+    SignupClosed,
+    /// A cookie-authenticated state-changing request without the session's `X-CSRF-Token`
+    /// (HTTP 403).
+    BadCsrf,
 }
 
 impl ErrorCode {
@@ -80,6 +90,10 @@ impl ErrorCode {
             ErrorCode::Banned => "banned",
             ErrorCode::Muted => "muted",
             ErrorCode::SlowMode => "slow_mode",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::BadPassword => "bad_password",
+            ErrorCode::SignupClosed => "signup_closed",
+            ErrorCode::BadCsrf => "bad_csrf",
         }
     }
 }
