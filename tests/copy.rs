@@ -148,7 +148,7 @@ async fn served_history(addr: SocketAddr, room_name: &str) -> Vec<StoredMessage>
 
 fn stored_from_json(m: &Value) -> StoredMessage {
     StoredMessage {
-        room: m["room"].as_str().unwrap().to_owned(),
+        room: RoomName::parse(m["room"].as_str().unwrap()).unwrap(),
         id: m["id"].as_u64().unwrap(),
         ts: m["ts"].as_i64().unwrap(),
         from: m["from"].as_str().unwrap().to_owned(),

@@ -446,7 +446,7 @@ async fn concurrent_batches_over_shared_rooms_all_commit_gaplessly(db: Database)
 /// A message as an export carries it: room, id, ts, sender and text all given.
 fn exported(room_name: &str, id: u64, text: &str) -> StoredMessage {
     StoredMessage {
-        room: room_name.to_owned(),
+        room: RoomName::parse(room_name).unwrap(),
         id,
         ts: 1_600_000_000_000 + id as i64,
         from: format!("user{}", id % 3),

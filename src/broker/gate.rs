@@ -116,7 +116,7 @@ impl Lines {
     ) -> Vec<String> {
         let mut touched: Vec<String> = Vec::new();
         for message in messages {
-            let line = match self.rooms.entry(message.room.clone()) {
+            let line = match self.rooms.entry(message.room.as_str().to_owned()) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => entry.insert(Line::default()),
             };
@@ -124,8 +124,8 @@ impl Lines {
                 debug!(room = %message.room, id = message.id, "duplicate dropped");
                 continue;
             }
-            if !touched.contains(&message.room) {
-                touched.push(message.room.clone());
+            if !touched.iter().any(|room| message.room == room.as_str()) {
+                touched.push(message.room.as_str().to_owned());
             }
             line.held.insert(message.id, message);
         }
@@ -498,9 +498,12 @@ impl Gate {
 fn highest_per_room(messages: &[StoredMessage]) -> Vec<(String, u64)> {
     let mut needs: Vec<(String, u64)> = Vec::new();
     for message in messages {
-        match needs.iter_mut().find(|(room, _)| *room == message.room) {
+        match needs
+            .iter_mut()
+            .find(|(room, _)| message.room == room.as_str())
+        {
             Some((_, id)) => *id = (*id).max(message.id),
-            None => needs.push((message.room.clone(), message.id)),
+            None => needs.push((message.room.as_str().to_owned(), message.id)),
         }
     }
     needs
@@ -606,7 +609,7 @@ mod tests {
 
     fn lobby(id: u64) -> StoredMessage {
         StoredMessage {
-            room: "lobby".into(),
+            room: RoomName::lobby(),
             id,
             ts: 0,
             from: "x".into(),

@@ -104,7 +104,7 @@ pub trait Deliver: Send + Sync + 'static {
     /// instead of several), or that lets other work run during a long fan-out, overrides this.
     async fn deliver_messages(&self, messages: &[StoredMessage]) {
         for message in messages {
-            self.deliver(&message.room, RoomEvent::Message(message.clone()));
+            self.deliver(message.room.as_str(), RoomEvent::Message(message.clone()));
         }
     }
 }
@@ -160,7 +160,7 @@ pub trait Broker: Send + Sync + 'static {
     /// under load a commit holds many messages, and a batch reaches each member in one write.
     async fn publish_messages(&self, messages: &[StoredMessage]) -> Result<(), BrokerError> {
         for message in messages {
-            self.publish(&message.room, RoomEvent::Message(message.clone()))
+            self.publish(message.room.as_str(), RoomEvent::Message(message.clone()))
                 .await?;
         }
         Ok(())

@@ -310,9 +310,9 @@ impl Deliver for Inner {
         let mut by_room: Vec<(&str, Vec<Outgoing>)> = Vec::new();
         for message in messages {
             let frame = Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id);
-            match by_room.iter_mut().find(|(room, _)| *room == message.room) {
+            match by_room.iter_mut().find(|(room, _)| message.room == *room) {
                 Some((_, frames)) => frames.push(frame),
-                None => by_room.push((&message.room, vec![frame])),
+                None => by_room.push((message.room.as_str(), vec![frame])),
             }
         }
         for (room, frames) in by_room {

@@ -13,7 +13,7 @@ pub const MAX_NAME_CHARS: usize = 32;
 
 /// A room name that has passed the rule `[A-Za-z0-9_.-]{1,64}`. Holding one proves validation ran,
 /// so the hub and the store never re-check.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomName(String);
 
 impl RoomName {
@@ -39,6 +39,32 @@ impl RoomName {
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Debug-printed as the quoted name, like the `String` it replaced in stored messages, so
+/// messages and logs that quote a room read the same.
+impl fmt::Debug for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl AsRef<str> for RoomName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for RoomName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RoomName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 

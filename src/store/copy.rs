@@ -300,7 +300,7 @@ pub async fn export(
         let mut lines = Vec::with_capacity(batch.len() * 128);
         for message in &batch {
             let line = MessageLine {
-                room: &message.room,
+                room: message.room.as_str(),
                 id: message.id,
                 ts: message.ts,
                 from: &message.from,
@@ -457,7 +457,7 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
     }
     let missing = |field: &str| format!("the message has no `{field}`");
     let room = room.ok_or_else(|| missing("room"))?;
-    RoomName::parse(&room).map_err(|reason| format!("room {room:?}: {reason}"))?;
+    let room = RoomName::parse(&room).map_err(|reason| format!("room {room:?}: {reason}"))?;
     let id = id.ok_or_else(|| missing("id"))?;
     let from = from.ok_or_else(|| missing("from"))?;
     if from.is_empty() || from.contains('\0') {
@@ -475,7 +475,7 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
 /// Each room's last id in the input so far: every next one must be one more.
 #[derive(Default)]
 struct Sequence {
-    last: HashMap<String, u64>,
+    last: HashMap<RoomName, u64>,
     messages: u64,
 }
 

@@ -175,10 +175,11 @@ fn same_message(a: &StoredMessage, b: &StoredMessage) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::RoomName;
 
     fn message(id: u64, text: &str) -> StoredMessage {
         StoredMessage {
-            room: "r".to_owned(),
+            room: RoomName::parse("r").unwrap(),
             id,
             ts: 7,
             from: "alice".to_owned(),

@@ -42,8 +42,9 @@ pub struct NewMessage {
 /// A committed message: what replay, history and broadcast all send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
-    /// The room it belongs to.
-    pub room: String,
+    /// The room it belongs to: the same checked type as [`NewMessage::room`], so a message read
+    /// back from a database or a broker has passed the room rule like one a client posted.
+    pub room: RoomName,
     /// Per-room id: strictly increasing, never reused.
     pub id: u64,
     /// Server time of the post, ms since the Unix epoch.
@@ -58,7 +59,7 @@ impl StoredMessage {
     /// The wire view of this message, borrowed for encoding.
     pub fn view(&self) -> MessageView<'_> {
         MessageView {
-            room: &self.room,
+            room: self.room.as_str(),
             id: self.id,
             ts: self.ts,
             from: &self.from,
@@ -155,6 +156,30 @@ pub enum StoreError {
     /// (`hubbub import`/`copy`): it was refused and nothing of it was stored.
     #[error(transparent)]
     Import(#[from] ImportConflict),
+}
+
+/// A room name read from a database that breaks the room rule (a database edited by hand or by
+/// another program): the read fails with it instead of handing the hub a name no client could
+/// have posted to.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored room name breaks the room rule ({reason}): {name:?}")]
+pub(crate) struct BadStoredRoom {
+    /// The name as the database holds it.
+    name: String,
+    /// Which part of the rule it breaks.
+    reason: String,
+}
+
+/// The room name of a row read from a database, checked against the room rule: a name that
+/// breaks it is a decode error of the read ([`BadStoredRoom`], a [`StoreError::Database`] for
+/// the caller), never a panic.
+pub(crate) fn room_from_row(name: &str) -> Result<RoomName, sqlx::Error> {
+    RoomName::parse(name).map_err(|reason| {
+        sqlx::Error::Decode(Box::new(BadStoredRoom {
+            name: name.to_owned(),
+            reason,
+        }))
+    })
 }
 
 /// What a client is told when the store failed for a reason that is not a [`StoreError::Refused`]:

@@ -29,6 +29,7 @@ use tracing::info;
 
 use super::{
     ImportOutcome, NewMessage, Page, RoomSummary, Store, StoreError, StoredMessage, import,
+    room_from_row,
 };
 use crate::config::{Durability, PostgresUrl};
 use crate::protocol::RoomName;
@@ -219,11 +220,11 @@ fn id_param(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
-fn row_to_message(row: &PgRow, room: &str) -> Result<StoredMessage, sqlx::Error> {
+fn row_to_message(row: &PgRow, room: &RoomName) -> Result<StoredMessage, sqlx::Error> {
     let body: Vec<u8> = row.try_get("body")?;
     let text = String::from_utf8(body).map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
     Ok(StoredMessage {
-        room: room.to_owned(),
+        room: room.clone(),
         id: row.try_get::<i64, _>("id")? as u64,
         ts: row.try_get("ts")?,
         from: row.try_get("sender")?,
@@ -263,7 +264,7 @@ async fn held_messages(
     .await?;
     for row in &rows {
         let room: String = row.try_get("room")?;
-        let message = row_to_message(row, &room)?;
+        let message = row_to_message(row, &room_from_row(&room)?)?;
         held.entry(room).or_default().push(message);
     }
     Ok(held)
@@ -337,7 +338,7 @@ impl Store for PostgresStore {
                 StoreError::Unavailable(format!("room {room:?} missing from the id allocation"))
             })?;
             stored.push(StoredMessage {
-                room: room.to_owned(),
+                room: message.room.clone(),
                 id: *id as u64,
                 ts: message.ts,
                 from: message.from.clone(),
@@ -429,7 +430,7 @@ impl Store for PostgresStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|row| row_to_message(row, room.as_str()))
+            .map(|row| row_to_message(row, room))
             .collect::<Result<_, _>>()?)
     }
 
@@ -452,7 +453,7 @@ impl Store for PostgresStore {
         .await?;
         let newest_first = rows
             .iter()
-            .map(|row| row_to_message(row, room.as_str()))
+            .map(|row| row_to_message(row, room))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_newest_first(newest_first, limit))
     }

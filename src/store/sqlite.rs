@@ -47,7 +47,7 @@ use tracing::{error, info, warn};
 
 use super::{
     ImportOutcome, NewMessage, Page, RoomSummary, SchemaAtOpen, Store, StoreError, StoredMessage,
-    import,
+    import, room_from_row,
 };
 use crate::config::Durability;
 use crate::protocol::RoomName;
@@ -375,7 +375,8 @@ async fn held_messages(
     .bind(newest as i64)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter().map(|row| row_to_message(row, room)).collect()
+    let room = room_from_row(room)?;
+    rows.iter().map(|row| row_to_message(row, &room)).collect()
 }
 
 /// Inserts one message under the id it already has.
@@ -384,7 +385,7 @@ async fn insert_with_id(
     message: &StoredMessage,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO messages (room, id, ts, sender, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(&message.room)
+        .bind(message.room.as_str())
         .bind(message.id as i64)
         .bind(message.ts)
         .bind(&message.from)
@@ -419,7 +420,7 @@ async fn insert_all(
         .execute(&mut *conn)
         .await?;
         stored.push(StoredMessage {
-            room: message.room.as_str().to_owned(),
+            room: message.room.clone(),
             id: id as u64,
             ts: message.ts,
             from: message.from.clone(),
@@ -612,9 +613,12 @@ fn refuse_orphaned_wal(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn row_to_message(row: &sqlx::sqlite::SqliteRow, room: &str) -> Result<StoredMessage, sqlx::Error> {
+fn row_to_message(
+    row: &sqlx::sqlite::SqliteRow,
+    room: &RoomName,
+) -> Result<StoredMessage, sqlx::Error> {
     Ok(StoredMessage {
-        room: room.to_owned(),
+        room: room.clone(),
         id: row.try_get::<i64, _>("id")? as u64,
         ts: row.try_get("ts")?,
         from: row.try_get("sender")?,
@@ -658,7 +662,7 @@ impl Store for SqliteStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|row| row_to_message(row, room.as_str()))
+            .map(|row| row_to_message(row, room))
             .collect::<Result<_, _>>()?)
     }
 
@@ -680,7 +684,7 @@ impl Store for SqliteStore {
         .await?;
         let newest_first = rows
             .iter()
-            .map(|row| row_to_message(row, room.as_str()))
+            .map(|row| row_to_message(row, room))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_newest_first(newest_first, limit))
     }

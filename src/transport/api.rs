@@ -64,7 +64,7 @@ pub async fn post_message(
     let stored = state.hub.post(room, from, text).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": stored.id, "room": stored.room})),
+        Json(json!({"id": stored.id, "room": stored.room.as_str()})),
     )
         .into_response())
 }

@@ -116,7 +116,7 @@ impl ModerationStore for PostgresStore {
         insert_audit(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(Deletion::Deleted(StoredMessage {
-            room: room.to_owned(),
+            room: crate::store::room_from_row(room)?,
             id,
             ts: row.try_get("ts")?,
             from: row.try_get("sender")?,

@@ -131,7 +131,7 @@ impl ModerationStore for SqliteStore {
                 Some(row) => {
                     insert_audit(conn, audit, now).await?;
                     Deletion::Deleted(StoredMessage {
-                        room: room.to_owned(),
+                        room: crate::store::room_from_row(room)?,
                         id: id as u64,
                         ts: row.try_get("ts")?,
                         from: row.try_get("sender")?,
