@@ -86,6 +86,7 @@ async function submitAccount(e) {
   if (mode === "signup" && invite) body.invite = invite;
   const button = $("account-submit");
   button.disabled = true;
+  $("account-error").textContent = "";
   try {
     const r = await fetch(`/api/auth/${mode}`, {
       method: "POST",

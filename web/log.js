@@ -106,7 +106,9 @@ export function addMessage(m, { live }) {
   else if (canModerate(room)) addDeleteButton(li);
   room.typing.delete(from);
 
-  if (live && wasNewest && from !== state.name && room.baseline != null && m.id > room.baseline) {
+  // Unread: live, newest, someone else's, and not already read on another device of ours.
+  const counts = m.id > room.baseline && m.id > (room.readSent || 0);
+  if (live && wasNewest && from !== state.name && room.baseline != null && counts) {
     const mention = noteMention(room, { ...m, from });
     if (!inView) {
       room.unread += 1;

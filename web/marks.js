@@ -39,7 +39,8 @@ export function noteMention(room, m) {
 function notify(room, m) {
   if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
   try {
-    const n = new Notification(`${m.from} mentioned you in ${room.label || `#${room.name}`}`, {
+    const where = room.kind === "direct" ? "" : ` in ${room.label || `#${room.name}`}`;
+    const n = new Notification(`${m.from} mentioned you${where}`, {
       body: m.data.slice(0, 200),
       tag: `hubbub:${room.name}`,
     });
