@@ -3,7 +3,7 @@
 // on /ws, /events and /api by itself. The page only learns the account from `welcome` (and the
 // CSRF token for its own POSTs from GET /api/me), so a guest's page makes no extra request.
 
-import { state } from "./state.js";
+import { state, store } from "./state.js";
 import { auth } from "./auth.js";
 import { ui } from "./ui.js";
 import { renderNotifyButton } from "./marks.js";
@@ -122,6 +122,12 @@ async function signOut() {
     ui.alert.textContent = "Could not sign out: the server cannot be reached.";
     return;
   }
+  // A guest cannot enter the account's DMs and private rooms: do not try them after the reload.
+  const personal = (name) => typeof name === "string" && /^(dm|p)-/.test(name);
+  const saved = store.get("rooms", []);
+  store.set("rooms", (Array.isArray(saved) ? saved : []).filter((n) => !personal(n)));
+  if (personal(store.get("current", ""))) store.set("current", "lobby");
+  if (personal(decodeURIComponent(location.hash.slice(1)))) history.replaceState(null, "", "#lobby");
   location.reload();
 }
 
