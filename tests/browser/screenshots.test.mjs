@@ -91,4 +91,24 @@ describe("screenshots", () => {
   test("phone 390x844", () => shoot({ file: "phone.png", viewport: { width: 390, height: 844 }, colorScheme: "light" }));
   test("desktop, dark", () => shoot({ file: "desktop-dark.png", viewport: { width: 1280, height: 800 }, colorScheme: "dark" }));
   test("phone, dark", () => shoot({ file: "phone-dark.png", viewport: { width: 390, height: 844 }, colorScheme: "dark" }));
+
+  test("the sign-up dialog, opened by keyboard from the top bar", async () => {
+    const server = await startServer();
+    servers.push(server);
+    const browser = await launchBrowser({ viewport: { width: 1280, height: 800 } });
+    browsers.push(browser);
+    const page = await openChat(browser, server, { name: "alice" });
+    await page.getByRole("button", { name: "Sign up", exact: true }).focus();
+    await page.keyboard.press("Enter");
+    const dialog = page.getByRole("dialog", { name: "Sign up" });
+    await dialog.waitFor();
+    // Focus starts in the name field, filled with the name already in use.
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "account-user");
+    assert.equal(await dialog.getByLabel("Name").inputValue(), "alice");
+    await dialog.getByLabel("Password").fill("a long enough password");
+    await page.mouse.move(5, 795);
+    await saveScreenshot(page, "sign-up.png");
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+  });
 });
