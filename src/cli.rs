@@ -50,6 +50,16 @@ pub enum Command {
     /// Copy every room's history from one database to another, ids unchanged:
     /// `hubbub copy --from sqlite://hubbub-data/hubbub.db --to postgres://USER@HOST:PORT/DB`.
     Copy(CopyArgs),
+    /// Accounts, on the database directly (also while servers run): `hubbub user add alice
+    /// --admin --password-stdin`, `list`, `disable`, `enable`, `reset-password`.
+    User(crate::operator::UserArgs),
+    /// Rooms' records, on the database directly: `hubbub room list`, `create --title T
+    /// [--private] --owner NAME`, `add-member ROOM NAME [--role R]`, `set-topic ROOM TOPIC`.
+    Room(crate::operator::RoomArgs),
+    /// The moderation and operator audit log, newest first: `hubbub audit [--room R] [--limit N]`.
+    Audit(crate::operator::AuditArgs),
+    /// Make an invite code: for sign-up (`--signup invite`) or into a private room (`--room`).
+    Invite(crate::operator::InviteArgs),
 }
 
 /// Flags of `hubbub copy`.
@@ -241,6 +251,18 @@ pub struct ServeArgs {
         value_parser = parse_trusted_proxy
     )]
     pub trusted_proxy: Vec<IpNet>,
+    /// Let in callers without an account or token (guests) on /ws, /events and API posts:
+    /// `--guests=false` refuses them with 401. Default: on, unless --auth-secret is set.
+    #[arg(long, env = "HUBBUB_GUESTS", num_args = 0..=1, default_missing_value = "true")]
+    pub guests: Option<bool>,
+    /// Who may sign up for an account: `open`, `invite` (with an invite link) or `closed`
+    /// (operators add accounts with `hubbub user add`).
+    #[arg(long, env = "HUBBUB_SIGNUP", value_enum, default_value_t = defaults().signup)]
+    pub signup: crate::accounts::Signup,
+    /// Mark session cookies Secure even on plain-HTTP requests (behind a TLS proxy that does not
+    /// send X-Forwarded-Proto); requests that arrive over https get Secure cookies anyway.
+    #[arg(long, env = "HUBBUB_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }
 
 impl ServeArgs {
@@ -279,6 +301,9 @@ impl ServeArgs {
             broker_channel: self.broker_channel.clone(),
             gap_wait: Duration::from_millis(self.broker_gap_wait_ms),
             trusted_proxies: self.trusted_proxy.clone(),
+            guests: self.guests,
+            signup: self.signup,
+            secure_cookies: self.secure_cookies,
             hub: HubSettings {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,
@@ -374,8 +399,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", copy::copy_between(&args.from, &args.to).await?);
             Ok(())
         }
+        Some(Command::User(args)) => print(crate::operator::user(args).await?),
+        Some(Command::Room(args)) => print(crate::operator::room(args).await?),
+        Some(Command::Audit(args)) => print(crate::operator::audit(args).await?),
+        Some(Command::Invite(args)) => print(crate::operator::invite(args).await?),
         None => serve(cli.serve).await,
     }
+}
+
+/// Prints an operator command's answer.
+fn print(answer: String) -> Result<()> {
+    println!("{answer}");
+    Ok(())
 }
 
 /// The token `hubbub token` prints.

@@ -103,6 +103,23 @@ pub struct Config {
     /// proxy's address, so without this every client would share one per-address limit. Empty:
     /// those headers are ignored and the peer address is the client (no one can spoof it).
     pub trusted_proxies: Vec<IpNet>,
+    /// Whether connections and API posts without a credential (guests) are let in (`--guests`).
+    /// `None`: yes, unless `auth_secret` is set (token auth keeps refusing anonymous callers);
+    /// see [`Config::guests_allowed`].
+    pub guests: Option<bool>,
+    /// Who may sign up for an account over HTTP (`--signup open|invite|closed`).
+    pub signup: crate::accounts::Signup,
+    /// Mark session cookies `Secure` even on plain-HTTP requests (`--secure-cookies`): for a TLS
+    /// proxy that does not say `X-Forwarded-Proto`/`Forwarded: proto=https`.
+    pub secure_cookies: bool,
+}
+
+impl Config {
+    /// Whether guests (callers with no token and no session cookie) are let in: `--guests` when
+    /// given, otherwise on unless token auth is on.
+    pub fn guests_allowed(&self) -> bool {
+        self.guests.unwrap_or(self.auth_secret.is_none())
+    }
 }
 
 /// Tunables the hub enforces: rooms, membership, queues and presence (the `hub` slice of
@@ -418,6 +435,9 @@ impl Default for Config {
             broker_channel: "hubbub:messages".to_owned(),
             gap_wait: Duration::from_millis(200),
             trusted_proxies: Vec::new(),
+            guests: None,
+            signup: crate::accounts::Signup::Open,
+            secure_cookies: false,
         }
     }
 }
