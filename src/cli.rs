@@ -324,7 +324,7 @@ impl ServeArgs {
 /// Parses `--db` with [`Database::parse`]. clap's own error for a function parser quotes the
 /// value, and a URL may carry a password: this one names only what is wrong.
 #[derive(Debug, Clone, Copy)]
-struct DatabaseParser;
+pub(crate) struct DatabaseParser;
 
 impl clap::builder::TypedValueParser for DatabaseParser {
     type Value = Database;

@@ -15,6 +15,9 @@ pub enum Error {
     /// `hubbub export`, `import` or `copy` stopped (bad input, a refused batch, a database).
     #[error(transparent)]
     Transfer(#[from] crate::store::copy::TransferError),
+    /// An operator command (`hubbub user|room|audit|invite`) did nothing.
+    #[error(transparent)]
+    Operator(#[from] crate::operator::OperatorError),
     /// A flag or variable has a value the server cannot use.
     #[error("configuration error: {0}")]
     Config(String),

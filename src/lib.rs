@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod metrics;
+pub mod operator;
 pub mod protocol;
 pub mod ready;
 pub mod shutdown;
