@@ -31,6 +31,8 @@ impl ApiError {
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::StoreUnavailable | ErrorCode::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RoomFull | ErrorCode::TooManyRooms => StatusCode::CONFLICT,
+            ErrorCode::NameTaken => StatusCode::CONFLICT,
+            ErrorCode::SignupClosed | ErrorCode::BadCsrf => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
         Self {

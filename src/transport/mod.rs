@@ -2,6 +2,7 @@
 //! API. They decode and encode, enforce frame limits and close codes, and call the [`Hub`]; they
 //! never touch the store or broker and hold no room state.
 
+mod account_routes;
 mod api;
 mod auth;
 mod client;
@@ -24,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
@@ -66,6 +67,8 @@ pub struct AppState {
     api_limiter: Option<ApiLimiter>,
     /// What `/readyz` asks.
     readiness: Readiness,
+    /// Accounts and sign-in sessions (issue 19): the account routes and the caller step.
+    pub accounts: Arc<crate::accounts::Accounts>,
 }
 
 impl AppState {
@@ -79,7 +82,15 @@ impl AppState {
         max_connections: usize,
         readiness: Readiness,
     ) -> Self {
+        let accounts = Arc::new(crate::accounts::Accounts::new(
+            hub.people().accounts.clone(),
+            crate::accounts::AccountSettings {
+                signup: config.signup,
+                ..Default::default()
+            },
+        ));
         Self {
+            accounts,
             caps: ConnectionCaps::new(max_connections, config.max_connections_per_ip),
             api_limiter: ApiLimiter::new(&config),
             readiness,
@@ -129,6 +140,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/rooms/{room}/messages",
             get(api::history).post(api::post_message),
         )
+        .route("/api/auth/signup", post(account_routes::signup))
+        .route("/api/auth/signin", post(account_routes::signin))
+        .route("/api/auth/signout", post(account_routes::signout))
+        .route("/api/auth/signout-all", post(account_routes::signout_all))
+        .route("/api/auth/password", post(account_routes::password))
+        .route("/api/me", get(account_routes::me))
+        .route("/api/invites", post(account_routes::create_invite))
         .route("/{*file}", get(web::file));
     if state.config.echo_enabled {
         app = app.route("/echo", get(echo::echo));
@@ -136,6 +154,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;
     let request_timeout = state.config.request_timeout;
     app.layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            account_routes::csrf_guard,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

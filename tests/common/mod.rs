@@ -7,6 +7,7 @@
 //! nodes behind a real nginx instead (cluster.rs).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod accounts;
 pub mod cli;
 pub mod cluster;
 pub mod pg;

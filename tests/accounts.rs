@@ -1,0 +1,318 @@
+//! Accounts over HTTP and on the socket (issue 19; docs/protocol.md "Accounts and rooms"),
+//! against the real server on loopback: sign-up, sign-in, sign-out (here and everywhere),
+//! password change, invites, `--signup` and `--guests`, guests and account names, token `sub`s
+//! as accounts. The security rules (fixation, CSRF, cookie flags, limits, enumeration) are in
+//! tests/account_security.rs.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::accounts::{
+    PASSWORD, operator, post_json, sign_in, sign_up, start_server_keeping_config,
+};
+use common::{assert_api_error, start_server, start_server_with};
+use hubbub::accounts::Signup;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn sign_up_answers_201_with_the_accounts_me_body() {
+    let server = start_server().await;
+    let response = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "Alice", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], "Alice");
+    assert_eq!(body["admin"], false);
+    assert_eq!(body["guest"], false);
+    assert_eq!(body["csrf"].as_str().unwrap().len(), 43);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn me_with_the_session_cookie_names_the_account_and_its_csrf_token() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let response = alice.get(server.addr, "/api/me").await;
+    assert_eq!(response.status(), 200);
+    let me: Value = response.json().await.unwrap();
+    assert_eq!(
+        me,
+        json!({"name": "alice", "admin": false, "guest": false, "csrf": alice.csrf})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn me_without_a_session_is_401() {
+    let server = start_server().await;
+    let response = common::http()
+        .get(server.url("/api/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_api_error(response, 401, "unauthenticated").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn me_with_an_unknown_session_cookie_is_401() {
+    let server = start_server().await;
+    let response = common::http()
+        .get(server.url("/api/me"))
+        .header("cookie", "hubbub_session=not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert_api_error(response, 401, "unauthenticated").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_up_of_a_name_taken_in_another_case_is_409_name_taken() {
+    let server = start_server().await;
+    sign_up(server.addr, "Alice").await;
+    let response = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "ALICE", "password": PASSWORD}),
+    )
+    .await;
+    assert_api_error(response, 409, "name_taken").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_up_with_a_short_password_is_400_bad_password() {
+    let server = start_server().await;
+    let response = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "alice", "password": "short"}),
+    )
+    .await;
+    assert_api_error(response, 400, "bad_password").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_up_with_a_name_breaking_the_rule_is_400_bad_name() {
+    let server = start_server().await;
+    let response = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "pаypal", "password": PASSWORD}),
+    )
+    .await;
+    assert_api_error(response, 400, "bad_name").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_up_with_a_body_that_is_not_the_expected_json_is_400_bad_json() {
+    let server = start_server().await;
+    let response = post_json(server.addr, "/api/auth/signup", json!({"name": "alice"})).await;
+    assert_api_error(response, 400, "bad_json").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_with_the_right_password_in_any_case_of_the_name_opens_a_session() {
+    let server = start_server().await;
+    sign_up(server.addr, "Alice").await;
+    let browser = sign_in(server.addr, "alice", PASSWORD).await;
+    let me: Value = browser
+        .get(server.addr, "/api/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "Alice");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_out_ends_that_session_only() {
+    let server = start_server().await;
+    let laptop = sign_up(server.addr, "alice").await;
+    let phone = sign_in(server.addr, "alice", PASSWORD).await;
+    let response = laptop
+        .post(server.addr, "/api/auth/signout", json!({}))
+        .await;
+    assert_eq!(response.status(), 204);
+    assert!(common::accounts::set_cookie_of(&response).contains("Max-Age=0"));
+    assert_eq!(laptop.get(server.addr, "/api/me").await.status(), 401);
+    assert_eq!(phone.get(server.addr, "/api/me").await.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_every_session_of_the_account() {
+    let server = start_server().await;
+    let laptop = sign_up(server.addr, "alice").await;
+    let phone = sign_in(server.addr, "alice", PASSWORD).await;
+    let bob = sign_up(server.addr, "bob").await;
+    let response = laptop
+        .post(server.addr, "/api/auth/signout-all", json!({}))
+        .await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(laptop.get(server.addr, "/api/me").await.status(), 401);
+    assert_eq!(phone.get(server.addr, "/api/me").await.status(), 401);
+    assert_eq!(bob.get(server.addr, "/api/me").await.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_change_keeps_this_session_and_ends_the_others() {
+    let server = start_server().await;
+    let laptop = sign_up(server.addr, "alice").await;
+    let phone = sign_in(server.addr, "alice", PASSWORD).await;
+    let response = laptop
+        .post(
+            server.addr,
+            "/api/auth/password",
+            json!({"old": PASSWORD, "new": "a brand new secret"}),
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(laptop.get(server.addr, "/api/me").await.status(), 200);
+    assert_eq!(phone.get(server.addr, "/api/me").await.status(), 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_password_change_only_the_new_password_signs_in() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    alice
+        .post(
+            server.addr,
+            "/api/auth/password",
+            json!({"old": PASSWORD, "new": "a brand new secret"}),
+        )
+        .await;
+    let old = post_json(
+        server.addr,
+        "/api/auth/signin",
+        json!({"name": "alice", "password": PASSWORD}),
+    )
+    .await;
+    assert_api_error(old, 401, "unauthenticated").await;
+    sign_in(server.addr, "alice", "a brand new secret").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_change_with_a_wrong_old_password_is_401_and_changes_nothing() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let response = alice
+        .post(
+            server.addr,
+            "/api/auth/password",
+            json!({"old": "not my password", "new": "a brand new secret"}),
+        )
+        .await;
+    assert_api_error(response, 401, "unauthenticated").await;
+    sign_in(server.addr, "alice", PASSWORD).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_signup_closed_sign_up_is_403_signup_closed() {
+    let server = start_server_with(|c| c.signup = Signup::Closed).await;
+    let response = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "alice", "password": PASSWORD}),
+    )
+    .await;
+    assert_api_error(response, 403, "signup_closed").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_signup_by_invite_sign_up_without_an_invite_is_403_signup_closed() {
+    let server = start_server_with(|c| c.signup = Signup::Invite).await;
+    let response = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "alice", "password": PASSWORD}),
+    )
+    .await;
+    assert_api_error(response, 403, "signup_closed").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_admins_sign_up_invite_admits_as_many_sign_ups_as_it_has_uses() {
+    let (server, config) = start_server_keeping_config(|c| c.signup = Signup::Invite).await;
+    operator(&config)
+        .await
+        .add_account("root", Some(PASSWORD), true)
+        .await
+        .unwrap();
+    let root = sign_in(server.addr, "root", PASSWORD).await;
+    let response = root
+        .post(server.addr, "/api/invites", json!({"uses": 1}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let invite: Value = response.json().await.unwrap();
+    let code = invite["code"].as_str().unwrap();
+    assert_eq!(invite["url"], format!("/?invite={code}"));
+    let first = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "alice", "password": PASSWORD, "invite": code}),
+    )
+    .await;
+    assert_eq!(first.status(), 201);
+    let second = post_json(
+        server.addr,
+        "/api/auth/signup",
+        json!({"name": "bob", "password": PASSWORD, "invite": code}),
+    )
+    .await;
+    assert_api_error(second, 403, "signup_closed").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sign_up_invite_from_an_account_that_is_not_admin_is_403_forbidden() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let response = alice.post(server.addr, "/api/invites", json!({})).await;
+    assert_api_error(response, 403, "forbidden").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_disabled_account_cannot_sign_in() {
+    let (server, config) = start_server_keeping_config(|_| {}).await;
+    sign_up(server.addr, "alice").await;
+    let operator = operator(&config).await;
+    let alice = operator.find("alice").await.unwrap().unwrap();
+    operator.store().set_disabled(alice.id, true).await.unwrap();
+    let response = post_json(
+        server.addr,
+        "/api/auth/signin",
+        json!({"name": "alice", "password": PASSWORD}),
+    )
+    .await;
+    assert_api_error(response, 403, "forbidden").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn disabling_an_account_ends_its_browser_sessions() {
+    let (server, config) = start_server_keeping_config(|_| {}).await;
+    let browser = sign_up(server.addr, "alice").await;
+    let operator = operator(&config).await;
+    let alice = operator.find("alice").await.unwrap().unwrap();
+    operator.store().set_disabled(alice.id, true).await.unwrap();
+    assert_eq!(browser.get(server.addr, "/api/me").await.status(), 401);
+    server.stop().await;
+}
