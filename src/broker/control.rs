@@ -86,6 +86,17 @@ pub enum Control {
         /// The room.
         room: RoomName,
     },
+    /// Message `id` of `room` was deleted by a moderator (the store holds its tombstone): every
+    /// node with members in the room puts `tombstone` (its encoded `msg` frame) in place of the
+    /// message in the room's recent frames and sends the members `deleted` (hub/moderation.rs).
+    MessageDeleted {
+        /// The room.
+        room: RoomName,
+        /// The deleted message's id.
+        id: u64,
+        /// The tombstone's encoded `msg` frame.
+        tombstone: Bytes,
+    },
 }
 
 /// A control event as it travels on the channel: frames as text (they are JSON).
@@ -108,6 +119,11 @@ enum Wire {
     },
     RoomChanged {
         room: String,
+    },
+    MessageDeleted {
+        room: String,
+        id: u64,
+        tombstone: String,
     },
 }
 
@@ -143,6 +159,15 @@ pub(crate) fn encode(node: u64, control: &Control) -> Vec<u8> {
         },
         Control::RoomChanged { room } => Wire::RoomChanged {
             room: room.as_str().to_owned(),
+        },
+        Control::MessageDeleted {
+            room,
+            id,
+            tombstone,
+        } => Wire::MessageDeleted {
+            room: room.as_str().to_owned(),
+            id: *id,
+            tombstone: frame_text(tombstone),
         },
     };
     let mut payload = vec![CONTROL_TAG];
@@ -194,6 +219,15 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Result<Option<Control>, String
             except: except.map(|(node, conn)| RemoteMember { node, conn }),
         },
         Wire::RoomChanged { room: name } => Control::RoomChanged { room: room(name)? },
+        Wire::MessageDeleted {
+            room: name,
+            id,
+            tombstone,
+        } => Control::MessageDeleted {
+            room: room(name)?,
+            id,
+            tombstone: Bytes::from(tombstone),
+        },
     };
     Ok(Some(control))
 }
@@ -220,6 +254,13 @@ mod tests {
             },
             Control::RoomChanged {
                 room: RoomName::lobby(),
+            },
+            Control::MessageDeleted {
+                room: RoomName::lobby(),
+                id: 12,
+                tombstone: Bytes::from_static(
+                    br#"{"type":"msg","room":"lobby","id":12,"ts":1,"from":"a","data":"","deleted":true}"#,
+                ),
             },
         ]
     }
