@@ -11,10 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::Caller;
-use super::client::ClientAddr;
+use super::admission::{Door, Entry};
 use super::{ApiError, AppState};
-use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text, room_name};
+use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text};
 use crate::store::StoredMessage;
 
 /// Body of `POST /api/rooms/{room}/messages`.
@@ -44,15 +43,14 @@ struct RoomRow {
 /// rules as a WebSocket post: per-IP rate limit (429), token and room grant (401/403).
 pub async fn post_message(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-    caller: Result<Caller, ApiError>,
+    door: Door,
     Path(room): Path<String>,
     body: Result<Json<PostBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.charge_api(client)?;
-    let caller = caller?;
-    let room = room_name(&room)?;
-    caller.check_room(&room)?;
+    let entry = Entry::Api { room: Some(&room) };
+    let mut admitted = door.admit(&state, entry).await?;
+    let room = admitted.named_room();
+    let caller = admitted.caller;
     let Json(body) = body.map_err(json_error)?;
     let from = caller
         .name(body.from.as_deref())?
@@ -85,15 +83,12 @@ fn json_error(rejection: JsonRejection) -> ApiError {
 /// `GET /api/rooms/{room}/messages?before=ID&limit=N`: one page, oldest first.
 pub async fn history(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-    caller: Result<Caller, ApiError>,
+    door: Door,
     Path(room): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    state.charge_api(client)?;
-    let caller = caller?;
-    let room = room_name(&room)?;
-    caller.check_room(&room)?;
+    let entry = Entry::Api { room: Some(&room) };
+    let room = door.admit(&state, entry).await?.named_room();
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
     let page = state
@@ -108,13 +103,8 @@ pub async fn history(
 }
 
 /// `GET /api/rooms`: rooms with members or messages; with auth, only those the token allows.
-pub async fn rooms(
-    State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-    caller: Result<Caller, ApiError>,
-) -> Result<Response, ApiError> {
-    state.charge_api(client)?;
-    let caller = caller?;
+pub async fn rooms(State(state): State<Arc<AppState>>, door: Door) -> Result<Response, ApiError> {
+    let caller = door.admit(&state, Entry::Api { room: None }).await?.caller;
     let rooms = state.hub.rooms().await?;
     let rows: Vec<RoomRow> = rooms
         .into_iter()

@@ -1,13 +1,15 @@
-//! Token auth at the HTTP edge: finds the token a request presents (`Authorization: Bearer` or
-//! the `token` query parameter, the only way a browser WebSocket or EventSource can send one),
-//! checks it, and answers 401 before any upgrade when auth is on and it does not pass. What the
-//! token allows afterwards is decided by the hub session ([`Access`]) or by the API handlers.
+//! Who a request acts for ([`Caller`]), the caller step of the admission path
+//! (transport/admission.rs). Today's one credential is a token, found in `Authorization: Bearer`
+//! or the `token` query parameter (the only way a browser WebSocket or EventSource can send one)
+//! and checked here: 401 before any upgrade when auth is on and it does not pass.
+//! [`Caller::resolve`] is the one place another credential kind is added. What the caller may do
+//! afterwards is decided by the hub session ([`Access`]) or by the API handlers.
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Query};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Uri, header};
 use serde::Deserialize;
 use tracing::debug;
 
@@ -16,10 +18,16 @@ use crate::hub::Access;
 use crate::protocol::{ErrorCode, RoomName, display_name};
 use crate::token::{Identity, verify};
 
-/// The caller of a request: `Some(identity)` when auth is on and the token passed, `None` when
-/// auth is off. Extracting it refuses the request (401) when auth is on and the token fails.
+/// Who a request acts for, resolved once per request by [`Caller::resolve`] (the admission
+/// path's caller step, transport/admission.rs).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Option<Identity>);
+pub enum Caller {
+    /// No credential, and none required (auth off): a guest, who may pick any valid name.
+    /// `/echo`, which acts for no one, admits every connection as one.
+    Guest,
+    /// A token that passed: its identity fixes the name and the rooms.
+    Token(Identity),
+}
 
 #[derive(Debug, Deserialize)]
 struct TokenQuery {
@@ -33,47 +41,44 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Some(secret) = &state.config.auth_secret else {
-            return Ok(Caller(None));
-        };
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().to_owned())
-            });
-        let token = match bearer {
-            Some(token) => Some(token),
-            None => Query::<TokenQuery>::try_from_uri(&parts.uri)
-                .ok()
-                .and_then(|Query(q)| q.token),
-        };
-        let Some(token) = token else {
-            return Err(ApiError::new(
-                ErrorCode::Unauthenticated,
-                "a token is required (Authorization: Bearer or ?token=)",
-            ));
-        };
-        match verify(secret, &token) {
-            Ok(identity) => Ok(Caller(Some(identity))),
-            Err(err) => {
-                debug!(cause = %err, "token refused");
-                Err(ApiError::new(ErrorCode::Unauthenticated, err.to_string()))
-            }
-        }
+        Caller::resolve(state, &parts.headers, &parts.uri).await
     }
 }
 
 impl Caller {
+    /// Who the request with `headers` and `uri` acts for: each credential kind is tried in turn,
+    /// and the first one the request presents decides (a credential that fails is refused, 401,
+    /// never skipped for the next). With none, a guest when auth is off, else 401.
+    ///
+    /// Credential kinds, in order:
+    /// 1. a token (`Authorization: Bearer` or `?token=`), when `--auth-secret` is set;
+    ///
+    /// A new kind (a signed-in account's session cookie, issue 19) is one more step here: its
+    /// own `fn ..._credential(state, headers) -> Option<Result<Caller, ApiError>>` tried in this
+    /// list, and a `Caller` variant whose `access`, `name`, `deadline`, `check_room` and
+    /// `may_see` arms say what it allows.
+    pub async fn resolve(
+        state: &AppState,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Caller, ApiError> {
+        if let Some(caller) = token_credential(state, headers, uri) {
+            return caller;
+        }
+        match &state.config.auth_secret {
+            None => Ok(Caller::Guest),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "a token is required (Authorization: Bearer or ?token=)",
+            )),
+        }
+    }
+
     /// What the hub session of this caller may do.
     pub fn access(&self) -> Access {
-        match &self.0 {
-            None => Access::open(),
-            Some(identity) => Access::token(identity.grant.clone()),
+        match self {
+            Caller::Guest => Access::open(),
+            Caller::Token(identity) => Access::token(identity.grant.clone()),
         }
     }
 
@@ -84,11 +89,11 @@ impl Caller {
             .map(display_name)
             .transpose()
             .map_err(|m| ApiError::new(ErrorCode::BadName, m))?;
-        match (&self.0, requested) {
-            (None, requested) => Ok(requested),
-            (Some(identity), None) => Ok(Some(identity.name.clone())),
-            (Some(identity), Some(name)) if name == identity.name => Ok(Some(name)),
-            (Some(_), Some(_)) => Err(ApiError::new(
+        match (self, requested) {
+            (Caller::Guest, requested) => Ok(requested),
+            (Caller::Token(identity), None) => Ok(Some(identity.name.clone())),
+            (Caller::Token(identity), Some(name)) if name == identity.name => Ok(Some(name)),
+            (Caller::Token(_), Some(_)) => Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "the name is fixed by your token",
             )),
@@ -97,15 +102,16 @@ impl Caller {
 
     /// When the caller's token expires, as a deadline for its connection (`None`: no token).
     pub fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.0
-            .as_ref()
-            .map(|identity| tokio::time::Instant::now() + identity.remaining())
+        match self {
+            Caller::Guest => None,
+            Caller::Token(identity) => Some(tokio::time::Instant::now() + identity.remaining()),
+        }
     }
 
     /// 403 `unauthorized` unless the token allows `room`.
     pub fn check_room(&self, room: &RoomName) -> Result<(), ApiError> {
-        match &self.0 {
-            Some(identity) if !identity.grant.allows(room) => Err(ApiError::new(
+        match self {
+            Caller::Token(identity) if !identity.grant.allows(room) => Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 format!("your token does not allow room {room}"),
             )),
@@ -115,10 +121,46 @@ impl Caller {
 
     /// Whether `room` may be listed to this caller.
     pub fn may_see(&self, room: &str) -> bool {
-        match (&self.0, RoomName::parse(room)) {
-            (None, _) => true,
-            (Some(identity), Ok(room)) => identity.grant.allows(&room),
-            (Some(_), Err(_)) => false,
+        match (self, RoomName::parse(room)) {
+            (Caller::Guest, _) => true,
+            (Caller::Token(identity), Ok(room)) => identity.grant.allows(&room),
+            (Caller::Token(_), Err(_)) => false,
         }
     }
+}
+
+/// The token credential: `None` when auth is off or the request presents no token; else the
+/// caller its token names, or 401 when it fails.
+fn token_credential(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Option<Result<Caller, ApiError>> {
+    let secret = state.config.auth_secret.as_ref()?;
+    let token = presented_token(headers, uri)?;
+    Some(match verify(secret, &token) {
+        Ok(identity) => Ok(Caller::Token(identity)),
+        Err(err) => {
+            debug!(cause = %err, "token refused");
+            Err(ApiError::new(ErrorCode::Unauthenticated, err.to_string()))
+        }
+    })
+}
+
+/// The token a request presents: `Authorization: Bearer`, else the `token` query parameter.
+fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+    bearer.or_else(|| {
+        Query::<TokenQuery>::try_from_uri(uri)
+            .ok()
+            .and_then(|Query(q)| q.token)
+    })
 }

@@ -10,21 +10,17 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::client::ClientAddr;
+use super::admission::{Door, Entry};
 use super::frame::{self, OP_BINARY, OP_TEXT};
 use super::outbox::Outgoing;
 use super::socket::{Event, Socket, WsUpgrade};
 
 /// `GET /echo`. Counted under the connection caps like /ws; exempt from the Origin check and
 /// from auth, because it holds no data and acts for no one (docs/security.md; `--no-echo`
-/// removes it).
-pub async fn echo(
-    ws: WsUpgrade,
-    State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-) -> Response {
-    let permit = match state.admit(client, "echo") {
-        Ok(permit) => permit,
+/// removes it). Admission (transport/admission.rs) runs only those steps for it.
+pub async fn echo(ws: WsUpgrade, State(state): State<Arc<AppState>>, door: Door) -> Response {
+    let permit = match door.admit(&state, Entry::Echo).await {
+        Ok(mut admitted) => admitted.connection_permit(),
         Err(err) => return err.into_response(),
     };
     ws.on_upgrade(move |tcp, early| {

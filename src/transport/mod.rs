@@ -3,6 +3,7 @@
 //! never touch the store or broker and hold no room state.
 
 mod account_routes;
+mod admission;
 mod api;
 mod auth;
 mod client;

@@ -6,19 +6,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::auth::Caller;
-use super::client::ClientAddr;
-use super::guard::check_origin;
+use super::admission::{Admitted, Door, Entry};
 use super::outbox::{CloseReason, Outbox, OutboxReceiver, Outgoing};
 use super::{ApiError, AppState};
-use crate::protocol::room_name;
 
 /// Query of `GET /events`.
 #[derive(Debug, Deserialize)]
@@ -29,24 +25,25 @@ pub struct EventsQuery {
 }
 
 /// `GET /events?room=R&since=ID&name=N[&token=T]`. Refused before the stream starts, like a
-/// WebSocket upgrade: foreign `Origin` 403, bad token 401, room or name outside the token 403,
-/// caps 429/503.
+/// WebSocket upgrade, by the admission path (transport/admission.rs lists the steps and their
+/// answers in order).
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-    headers: HeaderMap,
-    caller: Result<Caller, ApiError>,
+    door: Door,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    check_origin(&headers, &state.config.allowed_origins)?;
-    let caller = caller?;
-    let room = room_name(&query.room)?;
-    let name = caller.name(query.name.as_deref())?;
-    caller.check_room(&room)?;
-    let permit = state.admit(client, "sse")?;
+    let entry = Entry::Events {
+        name: query.name.as_deref(),
+        room: &query.room,
+    };
+    let mut admitted = door.admit(&state, entry).await?;
+    let permit = admitted.connection_permit();
+    let room = admitted.named_room();
+    let Admitted { caller, name, .. } = admitted;
     let deadline = caller.deadline();
     // A reconnecting EventSource sends the last id it saw; it wins over the original `since`.
-    let since = headers
+    let since = door
+        .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())

@@ -3,12 +3,10 @@
 //! Broadcasts reach the socket from the hub's fan-out directly, through the outbox.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,16 +14,15 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::auth::Caller;
-use super::client::ClientAddr;
+use super::AppState;
+use super::admission::{self, Door, Entry};
 use super::frame::Payload;
-use super::guard::{ConnectionPermit, check_origin};
+use super::guard::ConnectionPermit;
 use super::outbox::CloseReason;
 use super::rate::{FrameKind, FrameLimiter, Verdict};
 use super::socket::{Ending, Event, Socket, WsUpgrade};
-use super::{ApiError, AppState};
 use crate::hub::{Access, Session};
-use crate::protocol::{ErrorCode, Limits, Rejection, RoomName, parse_client_frame, room_name};
+use crate::protocol::{ErrorCode, Limits, Rejection, RoomName, parse_client_frame};
 
 /// Query of `GET /ws`.
 #[derive(Debug, Deserialize)]
@@ -34,19 +31,20 @@ pub struct ChatQuery {
     room: Option<String>,
 }
 
-/// `GET /ws`. Everything that can refuse a connection is answered here, before the upgrade, as a
-/// plain HTTP error: a foreign `Origin` (403), a missing or bad token (401), a bad name or room
-/// (400), a name or room the token does not allow (403), a full server (503) or a client address
-/// at its cap (429).
+/// `GET /ws`. Everything that can refuse a connection is answered before the upgrade, as a
+/// plain HTTP error, by the admission path (transport/admission.rs, which lists the steps and
+/// their answers in order).
 pub async fn chat(
     ws: WsUpgrade,
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-    headers: HeaderMap,
-    caller: Result<Caller, ApiError>,
+    door: Door,
     Query(query): Query<ChatQuery>,
 ) -> Response {
-    match admit(&state, client, &headers, caller, &query) {
+    let entry = Entry::Chat {
+        name: query.name.as_deref(),
+        room: query.room.as_deref(),
+    };
+    match door.admit(&state, entry).await.map(Admitted::for_socket) {
         Ok(admitted) => {
             ws.on_upgrade(move |tcp, early| connection_task(state, admitted, tcp, early))
         }
@@ -75,28 +73,17 @@ struct Admitted {
     permit: ConnectionPermit,
 }
 
-fn admit(
-    state: &AppState,
-    client: IpAddr,
-    headers: &HeaderMap,
-    caller: Result<Caller, ApiError>,
-    query: &ChatQuery,
-) -> Result<Admitted, ApiError> {
-    check_origin(headers, &state.config.allowed_origins)?;
-    let caller = caller?;
-    let name = caller.name(query.name.as_deref())?;
-    let room = query.room.as_deref().map(room_name).transpose()?;
-    if let Some(room) = &room {
-        caller.check_room(room)?;
+impl Admitted {
+    /// The socket task's share of what passed the door: only what the connection keeps.
+    fn for_socket(mut admitted: admission::Admitted) -> Self {
+        Admitted {
+            permit: admitted.connection_permit(),
+            name: admitted.name,
+            room: admitted.room,
+            access: admitted.caller.access(),
+            deadline: admitted.caller.deadline(),
+        }
     }
-    let permit = state.admit(client, "ws")?;
-    Ok(Admitted {
-        name,
-        room,
-        access: caller.access(),
-        deadline: caller.deadline(),
-        permit,
-    })
 }
 
 /// Everything one chat connection's task holds for its whole life. Built before the task's
