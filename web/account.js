@@ -1,12 +1,16 @@
 // Accounts (issue 19; docs/web-client.md, "Accounts"): who is signed in, the sign-in / sign-up
 // dialog, sign out. The session is an HttpOnly cookie the page never sees: the browser sends it
-// on /ws, /events and /api by itself. The page only learns the account from `welcome` (and the
-// CSRF token for its own POSTs from GET /api/me), so a guest's page makes no extra request.
+// on /ws, /events and /api by itself. The page learns the account from GET /api/me (with the
+// CSRF token for its own POSTs), asked only when this browser signed in before (a hint in
+// localStorage) or `welcome` names an account, so a guest's page makes no extra request.
 
 import { state, store } from "./state.js";
 import { auth } from "./auth.js";
 import { ui } from "./ui.js";
 import { renderNotifyButton } from "./marks.js";
+import { renderRooms } from "./sidebar.js";
+
+const HINT = "signedIn"; // localStorage: this browser signed in and has not signed out since
 
 /** The signed-in account as the server reported it (null for a guest), and the CSRF token
  *  that state-changing requests made with its cookie must carry. */
@@ -15,19 +19,36 @@ export const account = { me: null, csrf: "" };
 const $ = (id) => document.getElementById(id);
 let mode = "signin";
 
-/** `welcome` said who we are: remember it and fetch the CSRF token for sign-out. */
+/** The server says we are signed in as `info.name` (from `welcome` or GET /api/me). */
 export function setAccount(info) {
-  if (!info || typeof info.name !== "string") return;
+  if (!info || typeof info.name !== "string" || info.guest === true) return;
   account.me = { name: info.name, admin: info.admin === true };
+  if (typeof info.csrf === "string") account.csrf = info.csrf;
+  else if (!account.csrf) loadAccount({ always: true });
+  // The account's name is the name: the field only shows it.
+  ui.name.readOnly = true;
+  ui.name.title = "Your name is your account's name";
+  ui.nameHint.textContent = "(from your sign-in)";
   renderAccount();
-  fetch("/api/me", { cache: "no-store" })
-    .then((r) => (r.ok ? r.json() : null))
-    .then((me) => {
-      if (me && typeof me.csrf === "string") account.csrf = me.csrf;
-    })
-    .catch(() => {
-      /* offline: sign-out asks again */
-    });
+  renderRooms();
+}
+
+/** Asks GET /api/me who we are, when this browser signed in before (or `always`). A 401
+ *  means the session ended (signed out elsewhere, expired): the page is a guest's. */
+export async function loadAccount({ always = false } = {}) {
+  if (!always && !store.get(HINT, false)) return;
+  try {
+    const r = await fetch("/api/me", { cache: "no-store" });
+    if (r.ok) {
+      const me = await r.json();
+      store.set(HINT, true);
+      setAccount(me);
+    } else if (r.status === 401 || r.status === 404) {
+      store.set(HINT, false);
+    }
+  } catch {
+    /* offline: `welcome` or the next load will tell */
+  }
 }
 
 /** The account line in the top bar: "Signed in as alice · Sign out", or the sign-in buttons. */
@@ -96,6 +117,7 @@ async function submitAccount(e) {
     if (r.ok) {
       // The new session cookie is set: a fresh page connects with it.
       $("account-password").value = "";
+      store.set(HINT, true);
       location.reload();
       return;
     }
@@ -122,6 +144,7 @@ async function signOut() {
     ui.alert.textContent = "Could not sign out: the server cannot be reached.";
     return;
   }
+  store.set(HINT, false);
   // A guest cannot enter the account's DMs and private rooms: do not try them after the reload.
   const personal = (name) => typeof name === "string" && /^(dm|p)-/.test(name);
   const saved = store.get("rooms", []);

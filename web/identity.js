@@ -12,15 +12,10 @@ export function onWelcome(f) {
   const old = state.name;
   state.name = name;
   state.nickPending = null;
-  if (f.data.account) {
-    // Signed in: the account's name is the name; the field only shows it.
-    setAccount(f.data.account);
-    ui.name.readOnly = true;
-    ui.name.title = "Your name is your account's name";
-  }
+  if (f.data.account) setAccount(f.data.account);
   if (document.activeElement !== ui.name) ui.name.value = name;
   ui.nameHint.textContent =
-    auth.claims || f.data.account ? "(from your sign-in)" : state.wantedName ? "" : "(a guest name: type yours)";
+    auth.claims || ui.name.readOnly ? "(from your sign-in)" : state.wantedName ? "" : "(a guest name: type yours)";
   if (old !== name) {
     for (const el of document.querySelectorAll("li.msg.unsent .from")) el.textContent = name;
     // The server tells the *other* members about a nick change; our own lists we fix here.

@@ -1,0 +1,78 @@
+// Accounts in the web client (issue 19): sign up, sign in, sign out, a refused password, all
+// through the top bar's buttons and the dialog, by keyboard, against the real binary.
+
+import assert from "node:assert/strict";
+import { after, afterEach, before, describe, test } from "node:test";
+import { cleanupTmp, dumpOnFailure, launchBrowser, startServer } from "./lib/harness.mjs";
+import { openGuest, signIn, submitAccountDialog } from "./lib/accounts.mjs";
+
+describe("accounts", () => {
+  afterEach(dumpOnFailure);
+  let server;
+  const browsers = [];
+  const browser = async (opts) => {
+    const b = await launchBrowser(opts);
+    browsers.push(b);
+    return b;
+  };
+
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    for (const b of browsers) await b.close();
+    await server?.stop();
+    cleanupTmp();
+  });
+
+  test("signing up in the dialog signs the page in under the account's name", async () => {
+    const b = await browser();
+    const page = await openGuest(b, server);
+    await signIn(page, "signup", { name: "alice", password: "correct horse battery" });
+    const field = page.getByLabel("Your name");
+    assert.equal(await field.inputValue(), "alice");
+    assert.equal(await field.getAttribute("readonly"), "");
+    await page.getByRole("button", { name: "Sign out" }).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Sign in", exact: true }).isVisible(), false);
+    const cookie = (await b.cookies()).find((c) => c.name === "hubbub_session");
+    assert.ok(cookie, "the session cookie is set");
+    assert.equal(cookie.httpOnly, true);
+    assert.equal(await page.evaluate(() => document.cookie.includes("hubbub_session")), false);
+    assert.deepEqual(b.pageErrors, []);
+  });
+
+  test("a wrong password is refused in the dialog and the page stays a guest", async () => {
+    const b = await browser();
+    const page = await openGuest(b, server);
+    await submitAccountDialog(page, "signin", { name: "alice", password: "not the password" });
+    const dialog = page.getByRole("dialog");
+    await dialog.getByText("Wrong name or password.").waitFor();
+    // An unknown name gets the very same answer (no enumeration).
+    await dialog.getByLabel("Name").fill("nobody-here");
+    const answered = page.waitForResponse((r) => r.url().endsWith("/api/auth/signin"));
+    await dialog.getByLabel("Password").press("Enter");
+    assert.equal((await answered).status(), 401);
+    await dialog.getByText("Wrong name or password.").waitFor();
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.account), "guest");
+  });
+
+  test("signing in on a second browser and then signing out makes that page a guest again", async () => {
+    const b = await browser();
+    const page = await openGuest(b, server);
+    await signIn(page, "signin", { name: "alice", password: "correct horse battery" });
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("button", { name: "Sign in", exact: true }).waitFor();
+    await page.locator('html[data-account="guest"]').waitFor();
+    assert.equal(await page.getByLabel("Your name").getAttribute("readonly"), null);
+    assert.deepEqual(b.pageErrors, []);
+  });
+
+  test("a taken name is refused at sign-up with a message in the dialog", async () => {
+    const b = await browser();
+    const page = await openGuest(b, server);
+    await submitAccountDialog(page, "signup", { name: "Alice", password: "another long password" });
+    await page.getByRole("dialog").getByText("That name is taken.").waitFor();
+  });
+});
