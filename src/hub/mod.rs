@@ -11,6 +11,7 @@
 //! of the join invariant argued in `member`). Presence (local, large rooms' counts, members on
 //! other nodes) is owned by `presence`, whose doc comment says how it reaches members.
 
+mod accounts;
 mod committer;
 mod member;
 mod membership;
@@ -103,6 +104,8 @@ struct Inner {
     settings: HubSettings,
     metrics: Metrics,
     next_conn: AtomicU64,
+    /// This node's signed-in connections by account (accounts.rs).
+    accounts: accounts::AccountIndex,
 }
 
 impl Hub {
@@ -128,6 +131,7 @@ impl Hub {
             settings: settings.clone(),
             metrics: metrics.clone(),
             next_conn: AtomicU64::new(1),
+            accounts: accounts::AccountIndex::default(),
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
         broker.register(receiver);
@@ -141,6 +145,7 @@ impl Hub {
             stop.clone(),
         ));
         tracker.spawn(committer::broadcast(to_broadcast, broker));
+        tracker.spawn(accounts::revalidate(Arc::downgrade(&inner), stop.clone()));
         tracker.spawn(presence::ticker(Arc::downgrade(&inner), stop));
         Hub { inner }
     }
@@ -355,6 +360,11 @@ impl Deliver for Inner {
             None => return,
         };
         self.count(result);
+    }
+
+    /// See [`Inner::apply_control`] (accounts.rs).
+    fn deliver_control(&self, control: &crate::broker::Control) {
+        self.apply_control(control);
     }
 
     /// See [`Inner::apply_remote_changes`] (presence.rs).

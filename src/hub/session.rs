@@ -3,10 +3,12 @@
 //! frames and writes what lands in the outbox.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use rand::RngExt;
 use tracing::{debug, warn};
 
+use super::accounts::AccountLink;
 use super::room::RecentSnapshot;
 use super::{Admission, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing, PostError};
 use crate::broker::{ConnId, RoomEvent};
@@ -63,6 +65,9 @@ pub struct Session {
     rooms: HashSet<RoomName>,
     ever_joined: bool,
     disconnected: bool,
+    /// A signed-in session's entry in the hub's account index (accounts.rs): the rooms its
+    /// account was removed from reach the session through it. `None` for a guest.
+    link: Option<Arc<AccountLink>>,
 }
 
 impl Session {
@@ -74,6 +79,9 @@ impl Session {
         outbox: Outbox,
     ) -> Session {
         let name = name.unwrap_or_else(guest_name);
+        let link = access
+            .account
+            .map(|account| hub.link_account(account, id, &outbox));
         let session = Session {
             hub,
             id,
@@ -83,6 +91,7 @@ impl Session {
             rooms: HashSet::new(),
             ever_joined: false,
             disconnected: false,
+            link,
         };
         session.welcome();
         session
@@ -105,6 +114,7 @@ impl Session {
 
     /// Carries out one decoded client frame. Every outcome, answer or error, lands in the outbox.
     pub async fn handle(&mut self, request: Request) {
+        self.drop_removed_rooms();
         let reference = request.reference;
         match request.frame {
             ClientFrame::Nick { name } => self.nick(name, reference).await,
@@ -461,9 +471,23 @@ impl Session {
         self.hub.publish(room, event).await;
     }
 
+    /// Forgets the rooms the account was removed from (kicked, banned) since the last frame: the
+    /// hub already took the member out of them (accounts.rs).
+    fn drop_removed_rooms(&mut self) {
+        if let Some(link) = &self.link {
+            for room in link.take_removed() {
+                self.rooms.remove(&room);
+            }
+        }
+    }
+
     /// Leaves every room, telling the other members. The one cleanup path of every transport.
     pub async fn disconnect(mut self) {
         self.disconnected = true;
+        self.drop_removed_rooms();
+        if let Some(account) = self.access.account {
+            self.hub.unlink_account(account, self.id);
+        }
         for room in std::mem::take(&mut self.rooms) {
             self.hub.remove_member(&room, self.id);
             self.announce(&room, self.name.clone(), false).await;
@@ -476,6 +500,9 @@ impl Drop for Session {
     /// dead member in a room.
     fn drop(&mut self) {
         if !self.disconnected {
+            if let Some(account) = self.access.account {
+                self.hub.unlink_account(account, self.id);
+            }
             for room in &self.rooms {
                 self.hub.remove_member(room, self.id);
             }

@@ -507,6 +507,13 @@ impl Outbox {
         self.close(CloseReason::SlowConsumer);
     }
 
+    /// Starts closing the connection with 1008 (policy) and `why` as the close text, unless it
+    /// already closes for another reason: what the hub calls when the connection's account is
+    /// disabled or signed out everywhere (issue 19).
+    pub fn close_for_policy(&self, why: &'static str) {
+        self.close(CloseReason::Policy(why));
+    }
+
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
         self.shared.is_closed()
