@@ -14,10 +14,13 @@
 //!   side (`transport::outbox`: the queue the hub pushes into, which writes broadcasts to the
 //!   socket from the fan-out loop, partial writes, close codes).
 //! - [`token`]: auth tokens (HS256 JWT): verifying them and minting them for `hubbub token`.
-//! - [`ready`]: whether the node can take new clients (store, broker, draining): `/readyz`.
-//! - [`config`], [`cli`], [`shutdown`], [`metrics`], [`error`], and `web` (the embedded client).
+//! - `ready`: whether the node can take new clients (store, broker, draining): `/readyz`.
+//! - [`config`], [`cli`], `operator` (the `user`/`room`/`audit`/`invite` commands), `shutdown`,
+//!   `metrics`, `error` ([`Error`], [`Result`]), and `web` (the embedded client).
 //!
-//! [`serve`] assembles them; the binary is a thin shell around [`cli::run`].
+//! [`serve`] assembles them; the binary is a thin shell around [`cli::run`]. Only what the
+//! binary, tests/, bench/ and fuzz/ use is public, each item by one path; the rest is
+//! `pub(crate)` or private, so it can change without anyone outside noticing.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -25,13 +28,13 @@ pub mod accounts;
 pub mod broker;
 pub mod cli;
 pub mod config;
-pub mod error;
+mod error;
 pub mod hub;
-pub mod metrics;
-pub mod operator;
+pub(crate) mod metrics;
+pub(crate) mod operator;
 pub mod protocol;
-pub mod ready;
-pub mod shutdown;
+pub(crate) mod ready;
+pub(crate) mod shutdown;
 pub mod store;
 pub mod token;
 mod transport;
