@@ -144,7 +144,7 @@ export function renderTop(room) {
     content = h("button", { type: "button", className: "older", textContent: "Could not load older messages. Try again" });
   else if (room.hasMore)
     content = h("button", { type: "button", className: "older", textContent: "Load older messages" });
-  else content = h("span", { textContent: `This is the beginning of #${room.name}.` });
+  else content = h("span", { textContent: `This is the beginning of ${room.label || `#${room.name}`}.` });
   if (content.tagName === "BUTTON") content.addEventListener("click", () => loadOlder(room));
   room.top.replaceChildren(content);
 }

@@ -30,6 +30,7 @@ export function renderRoomHead() {
     else li.querySelector(".mod-delete")?.remove();
   }
   ui.invite.hidden = !(mod && room.kind === "private");
+  ui.setTopic.hidden = !mod || room.kind === "direct";
   ui.slowLabel.hidden = !mod;
   ui.slowMode.value = String(room.slow || 0);
   if (ui.slowMode.value === "") ui.slowMode.value = "0";
@@ -134,6 +135,12 @@ export function wireModeration() {
     const room = state.current;
     if (!li || !room || li.dataset.id === undefined) return;
     act("delete", room, { id: Number(li.dataset.id) });
+  });
+  ui.setTopic.addEventListener("click", async () => {
+    const room = state.current;
+    if (!room) return;
+    const topic = await ask({ title: `Topic of ${roomLabel(room)}`, label: "Topic (up to 300 characters)", value: room.topic || "" });
+    if (topic !== null && state.current === room) act("topic", room, { topic });
   });
   ui.slowMode.addEventListener("change", () => {
     const room = state.current;

@@ -40,6 +40,7 @@ export const ui = {
   newPrivate: $("new-private"),
   roomTopic: $("room-topic"),
   invite: $("invite"),
+  setTopic: $("set-topic"),
   slowLabel: $("slow-label"),
   slowMode: $("slow-mode"),
 };

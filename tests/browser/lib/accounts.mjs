@@ -1,7 +1,7 @@
 // Helpers for the issue-19 browser tests: signing up and in the way a person does (the top
 // bar's buttons and the dialog, by keyboard), and reading the sidebar's people sections.
 
-import { waitConnectedState } from "./harness.mjs";
+import { waitConnectedState, watchPage } from "./harness.mjs";
 
 /** Opens the account dialog with its top-bar button (focus + Enter), fills it and submits
  *  with Enter. Does not wait for the outcome. */
@@ -26,10 +26,11 @@ export async function signIn(page, which, { name, password, invite }) {
 }
 
 /** A fresh page at the server's root for a person who has not picked a name yet. */
-export async function openGuest(context, server, { hash = "" } = {}) {
+export async function openGuest(context, server, { hash = "", label = "guest" } = {}) {
   const page = context.pages().find((p) => p.url() === "about:blank" && !p.hubbubUsed) || (await context.newPage());
   page.hubbubUsed = true;
   page.on("pageerror", (e) => context.pageErrors.push(String(e)));
+  watchPage(page, label);
   await page.goto(server.url(`/${hash}`));
   await waitConnectedState(page);
   return page;
