@@ -48,8 +48,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use config::Config;
 pub use error::{Error, Result};
+
+use config::Config;
 
 use hub::Hub;
 use metrics::Metrics;

@@ -71,7 +71,7 @@ pub enum OperatorError {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Directory for the embedded SQLite database.
-    #[arg(long, global = true, env = "HUBBUB_DATA", default_value_os_t = crate::Config::default().data_dir)]
+    #[arg(long, global = true, env = "HUBBUB_DATA", default_value_os_t = crate::config::Config::default().data_dir)]
     pub data: std::path::PathBuf,
     /// Database: `postgres://USER@HOST:PORT/DB`, `sqlite://PATH` or a file path (default:
     /// DATA/hubbub.db).

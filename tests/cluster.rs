@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::cluster::{ClusterEnv, PrivateRedis, nodes_env, read_resuming, until_readyz};
 use common::{Client, TestServer, WAIT};
-use hubbub::Config;
+use hubbub::config::Config;
 use hubbub::config::{PostgresUrl, Secret};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -370,10 +370,10 @@ async fn nothing_acked_is_missing_for_anyone_after_redis_restarts_mid_burst() {
 #[tokio::test]
 async fn a_broker_with_a_sqlite_database_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let config = hubbub::Config {
+    let config = Config {
         data_dir: dir.path().to_path_buf(),
         broker: Some(Secret::new("redis://127.0.0.1:1")),
-        ..hubbub::Config::default()
+        ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = hubbub::serve(config, listener, std::future::pending())

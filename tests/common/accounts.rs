@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubbub::Config;
 use hubbub::accounts::{AccountSettings, Accounts};
-use hubbub::config::Durability;
+use hubbub::config::{Config, Durability};
 use hubbub::store::accounts::AccountStore;
 use hubbub::store::{PostgresStore, SchemaAtOpen, SqliteStore};
 use serde_json::{Value, json};

@@ -67,7 +67,7 @@ pub async fn fresh_schema_url(base: &str) -> String {
 }
 
 /// On a PostgreSQL run, points an in-process server's config at a fresh schema.
-pub async fn use_test_db(config: &mut hubbub::Config) {
+pub async fn use_test_db(config: &mut hubbub::config::Config) {
     if let Some(base) = test_db() {
         config.postgres = Some(PostgresUrl::new(fresh_schema_url(&base).await));
     }
