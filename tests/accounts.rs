@@ -10,9 +10,14 @@ mod common;
 use common::accounts::{
     PASSWORD, operator, post_json, sign_in, sign_up, start_server_keeping_config,
 };
-use common::{assert_api_error, start_server, start_server_with};
+use std::time::Duration;
+
+use common::{assert_api_error, refusal, start_server, start_server_with, try_connect};
 use hubbub::accounts::Signup;
+use hubbub::config::Secret;
+use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn sign_up_answers_201_with_the_accounts_me_body() {
@@ -314,5 +319,161 @@ async fn disabling_an_account_ends_its_browser_sessions() {
     let alice = operator.find("alice").await.unwrap().unwrap();
     operator.store().set_disabled(alice.id, true).await.unwrap();
     assert_eq!(browser.get(server.addr, "/api/me").await.status(), 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_in_browsers_socket_carries_the_accounts_name() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "Alice").await;
+    let (_client, welcome) = alice.connect(server.addr, "").await;
+    assert_eq!(welcome["data"]["name"], "Alice");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_in_browser_asking_for_another_name_is_403_before_the_upgrade() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let attempt = try_connect(
+        server.addr,
+        "/ws?name=bob",
+        &[("cookie", &alice.cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(refusal(attempt), (403, "unauthorized".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_guest_asking_for_an_accounts_name_in_any_case_is_409_name_taken() {
+    let server = start_server().await;
+    sign_up(server.addr, "Alice").await;
+    let attempt = try_connect(server.addr, "/ws?name=aLiCe", &[], None).await;
+    assert_eq!(refusal(attempt), (409, "name_taken".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_guests_nick_to_an_accounts_name_is_refused_with_name_taken() {
+    let server = start_server().await;
+    sign_up(server.addr, "alice").await;
+    let mut guest = server.client("name=visitor").await;
+    guest
+        .send(json!({"type": "nick", "data": "ALICE", "ref": "n"}))
+        .await;
+    guest.expect_error("name_taken", json!("n")).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_guests_api_post_under_an_accounts_name_is_409_name_taken() {
+    let server = start_server().await;
+    sign_up(server.addr, "alice").await;
+    let response = post_json(
+        server.addr,
+        "/api/rooms/lobby/messages",
+        json!({"from": "Alice", "data": "it is me, honest"}),
+    )
+    .await;
+    assert_api_error(response, 409, "name_taken").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_guests_off_an_anonymous_socket_is_401() {
+    let server = start_server_with(|c| c.guests = Some(false)).await;
+    let attempt = try_connect(server.addr, "/ws?name=visitor", &[], None).await;
+    assert_eq!(refusal(attempt), (401, "unauthenticated".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_guests_off_an_anonymous_api_post_is_401() {
+    let server = start_server_with(|c| c.guests = Some(false)).await;
+    let response = post_json(
+        server.addr,
+        "/api/rooms/lobby/messages",
+        json!({"from": "visitor", "data": "hi"}),
+    )
+    .await;
+    assert_api_error(response, 401, "unauthenticated").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_guests_off_a_signed_in_browser_still_connects() {
+    let server = start_server_with(|c| c.guests = Some(false)).await;
+    let alice = sign_up(server.addr, "alice").await;
+    let (_client, welcome) = alice.connect(server.addr, "").await;
+    assert_eq!(welcome["data"]["name"], "alice");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_in_browser_posts_through_the_api_under_its_account_name() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let response = alice
+        .post(
+            server.addr,
+            "/api/rooms/lobby/messages",
+            json!({"data": "hello from the API"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let history = common::history_messages(server.addr, "lobby").await;
+    assert_eq!(history.last().unwrap()["from"], "alice");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tokens_sub_becomes_an_account_whose_name_guests_cannot_take() {
+    let secret = "a-test-secret-of-some-length";
+    let server = start_server_with(|c| {
+        c.auth_secret = Some(Secret::new(secret));
+        c.guests = Some(true);
+    })
+    .await;
+    let token = mint(
+        &Secret::new(secret),
+        &Claims::new("carol", None, Duration::from_secs(600)),
+    )
+    .unwrap();
+    server.client(&format!("token={token}")).await;
+    let attempt = try_connect(server.addr, "/ws?name=Carol", &[], None).await;
+    assert_eq!(refusal(attempt), (409, "name_taken".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_for_a_disabled_account_is_401() {
+    let secret = "a-test-secret-of-some-length";
+    let (server, config) =
+        start_server_keeping_config(|c| c.auth_secret = Some(Secret::new(secret))).await;
+    let operator = operator(&config).await;
+    let carol = operator.add_account("carol", None, false).await.unwrap();
+    operator.store().set_disabled(carol.id, true).await.unwrap();
+    let token = mint(
+        &Secret::new(secret),
+        &Claims::new("carol", None, Duration::from_secs(600)),
+    )
+    .unwrap();
+    let attempt = try_connect(server.addr, &format!("/ws?token={token}"), &[], None).await;
+    assert_eq!(refusal(attempt), (401, "unauthenticated".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn signing_out_everywhere_closes_the_accounts_open_sockets() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let (mut socket, _) = alice.connect(server.addr, "").await;
+    let response = alice
+        .post(server.addr, "/api/auth/signout-all", json!({}))
+        .await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(socket.closed().await, common::code(CloseCode::Policy));
     server.stop().await;
 }

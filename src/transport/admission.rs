@@ -13,8 +13,9 @@
 //! 4. **Caller** ([`Caller::resolve`], auth.rs): who the request acts for. 401 for a failed or
 //!    missing credential when one is required. Every credential kind plugs in there.
 //! 5. **Name** (`/ws` and `/events`, from the query): 400 `bad_name`; 403 `unauthorized` when the
-//!    credential fixes another name. The API's name comes in its body, checked by the handler
-//!    with the admitted caller.
+//!    credential fixes another name; 409 `name_taken` when a guest asks for an account's name
+//!    (issue 19). The API's name comes in its body, checked by the handler with the admitted
+//!    caller.
 //! 6. **Room**: 400 `bad_room` for a name breaking the rule, 403 `unauthorized` outside the
 //!    credential's rooms.
 //! 7. **Connection caps** (`/ws`, `/events`, `/echo`): 429 `too_many_connections` for an
@@ -32,7 +33,7 @@ use super::auth::Caller;
 use super::client::ClientAddr;
 use super::guard::{ConnectionPermit, check_origin};
 use super::{ApiError, AppState};
-use crate::protocol::{RoomName, room_name};
+use crate::protocol::{ErrorCode, RoomName, room_name};
 
 /// A request at the door: what admission reads from it (its client address, headers and URI).
 pub(crate) struct Door {
@@ -157,6 +158,9 @@ impl Door {
             Entry::Api { room } => (None, room),
             Entry::Echo => (None, None),
         };
+        if let (Caller::Guest, Some(Some(name))) = (&caller, &name) {
+            reserved_for_accounts(state, name).await?;
+        }
         let room = room.map(room_name).transpose()?;
         if let Some(room) = &room {
             caller.check_room(room)?;
@@ -171,5 +175,18 @@ impl Door {
             room,
             permit,
         })
+    }
+}
+
+/// Step 5 for a guest: 409 `name_taken` when `name` (in any case) belongs to an account, so a
+/// guest can never pass for a registered user (issue 19).
+pub(crate) async fn reserved_for_accounts(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.accounts.name_is_free_for_guests(name).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::new(
+            ErrorCode::NameTaken,
+            "that name belongs to an account: sign in, or pick another name",
+        )),
+        Err(err) => Err(super::account_routes::api_error(err)),
     }
 }
