@@ -7,8 +7,10 @@
 import { state, store } from "./state.js";
 import { auth } from "./auth.js";
 import { ui } from "./ui.js";
-import { renderNotifyButton } from "./marks.js";
+import { renderNotifyButton, markRead } from "./marks.js";
 import { renderRooms } from "./sidebar.js";
+import { renderRoomHead } from "./moderation.js";
+import { renderMembers } from "./presence.js";
 
 const HINT = "signedIn"; // localStorage: this browser signed in and has not signed out since
 
@@ -31,6 +33,9 @@ export function setAccount(info) {
   ui.nameHint.textContent = "(from your sign-in)";
   renderAccount();
   renderRooms();
+  renderRoomHead(); // an admin moderates every room
+  renderMembers();
+  markRead(); // the room in view may have caught up before we knew who we are
 }
 
 /** Asks GET /api/me who we are, when this browser signed in before (or `always`). A 401
