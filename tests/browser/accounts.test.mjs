@@ -69,6 +69,24 @@ describe("accounts", () => {
     assert.deepEqual(b.pageErrors, []);
   });
 
+  test("a server that refuses guests offers Sign in, and the signed-in page connects", async () => {
+    const closed = await startServer({ extraArgs: ["--guests=false"] });
+    try {
+      const b = await browser();
+      const page = b.pages()[0] || (await b.newPage());
+      page.on("pageerror", (e) => b.pageErrors.push(String(e)));
+      await page.goto(closed.url("/"));
+      await page.locator('#conn[data-state="unauthenticated"]').waitFor();
+      await page.getByText("Cannot connect: this server needs a sign-in token or an account").waitFor();
+      await submitAccountDialog(page, "signup", { name: "dora", password: "a long enough password" });
+      await page.getByText("Signed in as dora").waitFor();
+      await page.locator('#conn[data-state="connected"]').waitFor();
+      assert.deepEqual(b.pageErrors, []);
+    } finally {
+      await closed.stop();
+    }
+  });
+
   test("a taken name is refused at sign-up with a message in the dialog", async () => {
     const b = await browser();
     const page = await openGuest(b, server);
