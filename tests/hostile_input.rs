@@ -142,6 +142,8 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
                 prop_assert!(RoomName::parse(room.as_str()).is_ok());
                 prop_assert!((1..=MAX_HISTORY_LIMIT).contains(&limit));
             }
+            // Conversation frames (issue 19): their fields are checked in protocol/people.rs.
+            ClientFrame::People(_) => {}
         },
         Err(rejection) => {
             prop_assert!(
@@ -421,6 +423,10 @@ impl Model {
                     count,
                     older.len() > count,
                 ));
+            }
+            // A guest's conversation frame (issue 19) is refused; the model's ops send none.
+            ClientFrame::People(_) => {
+                return vec![Seen::Error("unauthorized".to_owned(), reference)];
             }
         }
         expect

@@ -246,9 +246,7 @@ impl Inner {
                 account,
                 frame,
             } => self.remove_account_from_room(room, *account, frame),
-            // No room policy is cached on this node yet (the cache is the conversations
-            // slice's, which reloads it here).
-            Control::RoomChanged { room } => debug!(%room, "room changed"),
+            Control::RoomChanged { room } => self.policy_changed(room.as_str()),
             // Published only by the moderation slice's hub code, which applies it here.
             Control::MessageDeleted { room, id, .. } => debug!(%room, id, "message deleted"),
         }
@@ -297,6 +295,7 @@ impl Inner {
         if entry.is_empty() {
             rooms.local.remove(room.as_str());
             self.metrics.rooms.dec();
+            self.policies.forget(room.as_str());
         }
         drop(rooms);
         self.broker.member_changed(room.as_str(), conn, None);

@@ -106,6 +106,7 @@ impl Hub {
                 members: &names,
                 count,
                 last_id,
+                account: None,
             };
             let json = ServerFrame::Joined {
                 room: room.as_str(),
@@ -142,6 +143,8 @@ impl Hub {
             if entry.is_empty() {
                 rooms.local.remove(room.as_str());
                 self.inner.metrics.rooms.dec();
+                // Read again when the room next gets a member here (policy.rs).
+                self.inner.policies.forget(room.as_str());
             }
         }
         drop(rooms);

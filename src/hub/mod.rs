@@ -13,9 +13,12 @@
 
 mod accounts;
 mod committer;
+mod conversations;
 mod member;
 mod membership;
+mod policy;
 mod presence;
+mod read_markers;
 mod room;
 mod session;
 
@@ -36,6 +39,7 @@ use crate::protocol::{RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, People, Store, StoreError, StoredMessage};
 use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 
+pub use policy::{PolicyMember, RoomPolicy};
 pub use session::{Access, Session};
 
 use committer::PostJob;
@@ -95,6 +99,8 @@ struct Rooms {
 }
 
 struct Inner {
+    /// This hub, for work a synchronous callback (a control event) hands to a task of its own.
+    this: Weak<Inner>,
     rooms: Mutex<Rooms>,
     store: Arc<dyn Store>,
     /// Accounts, the room directory and moderation records (issue 19).
@@ -104,6 +110,10 @@ struct Inner {
     settings: HubSettings,
     metrics: Metrics,
     next_conn: AtomicU64,
+    /// Each room's cached kind, topic, members and roles (policy.rs).
+    policies: policy::Policies,
+    /// Read markers waiting for their batched write (read_markers.rs).
+    read_markers: Arc<read_markers::ReadMarkers>,
     /// This node's signed-in connections by account (accounts.rs).
     accounts: accounts::AccountIndex,
 }
@@ -122,7 +132,8 @@ impl Hub {
         stop: CancellationToken,
     ) -> Hub {
         let (posts, queue) = mpsc::channel(settings.post_queue.max(1));
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|this| Inner {
+            this: this.clone(),
             rooms: Mutex::new(Rooms::default()),
             store: store.clone(),
             people,
@@ -131,18 +142,29 @@ impl Hub {
             settings: settings.clone(),
             metrics: metrics.clone(),
             next_conn: AtomicU64::new(1),
+            policies: policy::Policies::default(),
+            read_markers: Arc::default(),
             accounts: accounts::AccountIndex::default(),
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
         broker.register(receiver);
         let (committed, to_broadcast) = mpsc::channel(committer::BROADCAST_QUEUE);
+        // The committer closes the store when it stops, so it waits for the read markers' last
+        // flush (read_markers.rs).
+        let markers_flushed = CancellationToken::new();
+        tracker.spawn(read_markers::run(
+            inner.read_markers.clone(),
+            inner.people.directory.clone(),
+            stop.clone(),
+            markers_flushed.clone(),
+        ));
         tracker.spawn(committer::run(
             queue,
             store,
             committed,
             metrics,
             settings.max_batch,
-            stop.clone(),
+            markers_flushed,
         ));
         tracker.spawn(committer::broadcast(to_broadcast, broker));
         tracker.spawn(accounts::revalidate(Arc::downgrade(&inner), stop.clone()));

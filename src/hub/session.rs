@@ -14,7 +14,7 @@ use super::{Admission, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing, PostErr
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
     ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
-    RoomName, ServerFrame, VERSION, Welcome,
+    RoomName, ServerFrame, VERSION, Welcome, people::JoinedRoomState,
 };
 use crate::store::accounts::AccountId;
 use crate::store::{StoreError, StoredMessage};
@@ -57,12 +57,12 @@ impl Access {
 
 /// A connected client: created by [`Hub::connect`], ended by [`Session::disconnect`].
 pub struct Session {
-    hub: Hub,
-    id: ConnId,
-    name: String,
-    access: Access,
-    outbox: Outbox,
-    rooms: HashSet<RoomName>,
+    pub(super) hub: Hub,
+    pub(super) id: ConnId,
+    pub(super) name: String,
+    pub(super) access: Access,
+    pub(super) outbox: Outbox,
+    pub(super) rooms: HashSet<RoomName>,
     ever_joined: bool,
     disconnected: bool,
     /// A signed-in session's entry in the hub's account index (accounts.rs): the rooms its
@@ -94,6 +94,7 @@ impl Session {
             link,
         };
         session.welcome();
+        session.send_sidebar();
         session
     }
 
@@ -128,6 +129,10 @@ impl Session {
                 before,
                 limit,
             } => self.history(room, before, limit, reference).await,
+            ClientFrame::People(frame) => {
+                // Boxed: the connection task's future stays the size it was shaped to.
+                Box::pin(self.people(*frame, reference)).await;
+            }
         }
     }
 
@@ -136,7 +141,7 @@ impl Session {
         self.push(ServerFrame::error(rejection).encode());
     }
 
-    fn reject_with(&self, code: ErrorCode, message: &str, reference: Option<Ref>) {
+    pub(super) fn reject_with(&self, code: ErrorCode, message: &str, reference: Option<Ref>) {
         self.reject(&Rejection {
             code,
             message: message.to_owned(),
@@ -146,7 +151,7 @@ impl Session {
 
     /// Answers a store failure with `store_unavailable` and the error's client text (never the
     /// driver's, which may name files or SQL); the whole error goes to the log with its fields.
-    fn store_failed(
+    pub(super) fn store_failed(
         &self,
         room: &RoomName,
         action: &'static str,
@@ -164,7 +169,7 @@ impl Session {
         self.reject_with(ErrorCode::StoreUnavailable, err.client_message(), reference);
     }
 
-    fn push(&self, json: bytes::Bytes) {
+    pub(super) fn push(&self, json: bytes::Bytes) {
         if self.outbox.push(Outgoing::control(json)) == super::Pushed::Overflowed {
             self.hub.inner.metrics.slow_consumers.inc();
         }
@@ -187,10 +192,6 @@ impl Session {
             let message = "the name is fixed by your token";
             return self.reject_with(ErrorCode::Unauthorized, message, reference);
         }
-        if name != self.name && self.access.account.is_none() && !self.name_free(&name).await {
-            let message = "that name belongs to an account: sign in, or pick another name";
-            return self.reject_with(ErrorCode::NameTaken, message, reference);
-        }
         if name != self.name {
             let old = std::mem::replace(&mut self.name, name);
             for room in self.rooms.clone() {
@@ -202,28 +203,21 @@ impl Session {
         self.welcome();
     }
 
-    /// Whether a guest may take `name`: not when it (in any case) is an account's (issue 19).
-    /// A store failure refuses it too: better a refused rename than a guest passing for someone.
-    async fn name_free(&self, name: &str) -> bool {
-        let key = crate::accounts::name_key(name);
-        match self.hub.people().accounts.account_by_key(&key).await {
-            Ok(found) => found.is_none(),
-            Err(err) => {
-                debug!(conn = self.id, error = %err, "account name check failed; nick refused");
-                false
-            }
-        }
-    }
-
     /// Joins `room`: `joined`, then the replay, then live traffic, with no gap and no duplicate.
     pub async fn join(&mut self, room: RoomName, since: Option<u64>, reference: Option<Ref>) {
         if !self.access.grant.allows(&room) {
             return self.unauthorized(&room, reference);
         }
+        let Some(policy) = self.visible_policy(&room, "join", reference.clone()).await else {
+            return;
+        };
         if self.rooms.contains(&room) {
             let (members, count) = self.hub.member_sample(&room);
             match self.hub.store().last_id(&room).await {
-                Ok(last_id) => self.send_joined(&room, &members, count, last_id),
+                Ok(last_id) => {
+                    let state = self.joined_state(&room, &policy).await;
+                    self.send_joined(&room, &members, count, last_id, state.as_ref());
+                }
                 Err(err) => self.store_failed(&room, "rejoin", &err, reference),
             }
             return;
@@ -266,7 +260,8 @@ impl Session {
             },
         };
         let last_id = recent.as_ref().map_or(0, |recent| recent.last_id);
-        self.send_joined(&room, &names, count, last_id);
+        let state = self.joined_state(&room, &policy).await;
+        self.send_joined(&room, &names, count, last_id, state.as_ref());
         self.announce(&room, self.name.clone(), true).await;
         // A `since` beyond the room's newest id (a client that remembers a server whose data was
         // wiped) would otherwise hide every new message up to it.
@@ -308,7 +303,14 @@ impl Session {
         })
     }
 
-    fn send_joined(&self, room: &RoomName, members: &[String], count: usize, last_id: u64) {
+    fn send_joined(
+        &self,
+        room: &RoomName,
+        members: &[String],
+        count: usize,
+        last_id: u64,
+        account: Option<&JoinedRoomState>,
+    ) {
         self.push(
             ServerFrame::Joined {
                 room: room.as_str(),
@@ -316,6 +318,7 @@ impl Session {
                     members,
                     count,
                     last_id,
+                    account,
                 },
             }
             .encode(),
@@ -436,6 +439,13 @@ impl Session {
     ) {
         if !self.access.grant.allows(&room) {
             return self.unauthorized(&room, reference);
+        }
+        if self
+            .visible_policy(&room, "history", reference.clone())
+            .await
+            .is_none()
+        {
+            return;
         }
         match self.hub.history(&room, before, limit).await {
             Ok(page) => {

@@ -4,6 +4,7 @@
 
 mod error_code;
 pub mod grant;
+pub mod people;
 pub mod validate;
 
 use bytes::Bytes;
@@ -55,6 +56,9 @@ pub enum ClientFrame {
         before: Option<u64>,
         limit: u32,
     },
+    /// A conversation frame: create, dm, invite, topic, role, read (protocol/people.rs). Boxed
+    /// so the frame every connection task holds does not grow for these rare ones.
+    People(Box<people::PeopleFrame>),
 }
 
 /// A decoded frame together with its correlation value.
@@ -164,12 +168,15 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
             before: optional_u64(data_field(object, "before")?, "before")?,
             limit: history_limit(optional_u64(data_field(object, "limit")?, "limit")?),
         },
-        other => {
-            return Err(Rejection::new(
-                ErrorCode::UnknownType,
-                format!("unknown type {:?}", truncate(other, 32)),
-            ));
-        }
+        other => match people::decode(other, object) {
+            Some(frame) => ClientFrame::People(Box::new(frame?)),
+            None => {
+                return Err(Rejection::new(
+                    ErrorCode::UnknownType,
+                    format!("unknown type {:?}", truncate(other, 32)),
+                ));
+            }
+        },
     };
     Ok(frame)
 }
@@ -297,6 +304,10 @@ pub struct Joined<'a> {
     pub count: usize,
     /// The room's newest message id (0 when empty).
     pub last_id: u64,
+    /// A signed-in connection's kind, title, topic, role, read marker and unread counts
+    /// (absent for guests, whose `joined` is as before).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub account: Option<&'a people::JoinedRoomState>,
 }
 
 /// `members` payload: the answer to a `members` request.
@@ -374,6 +385,22 @@ pub enum ServerFrame<'a> {
     },
     /// Answer to `members`.
     Members { room: &'a str, data: MemberList<'a> },
+    /// The sidebar: a signed-in connection's rooms, right after `welcome`.
+    Rooms { data: &'a [people::RoomEntry] },
+    /// A room was added to the account's sidebar (created, a DM opened, an invitation).
+    Room { data: &'a people::RoomEntry },
+    /// The account's read marker moved on another of its connections.
+    Read { data: people::ReadPosition<'a> },
+    /// A room's topic changed.
+    Topic { data: people::TopicChange<'a> },
+    /// Answer to a conversation frame that stores no message (`create`, `dm`, `invite`,
+    /// `topic`, `role`, `read`): an `ack` with the room and no id.
+    #[serde(rename = "ack")]
+    Done {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Ref>,
+        room: &'a str,
+    },
     /// A refused frame.
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]

@@ -17,18 +17,7 @@ use async_trait::async_trait;
 use super::StoreError;
 use super::accounts::AccountId;
 
-/// Prefix of every private room's name: `p-` and 16 random hex digits, made by the server.
-pub const PRIVATE_PREFIX: &str = "p-";
-/// Prefix of every direct conversation's name: `dm-` and 16 hex digits of the SHA-256 over its
-/// participants' sorted account ids, so the same people always get the same conversation.
-pub const DIRECT_PREFIX: &str = "dm-";
-
-/// Whether `room` is in a namespace only the server makes names in (private rooms and direct
-/// messages). Such a name is never created by a join, and answers as if it did not exist to
-/// anyone who is not a member.
-pub fn is_reserved(room: &str) -> bool {
-    room.starts_with(PRIVATE_PREFIX) || room.starts_with(DIRECT_PREFIX)
-}
+pub use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX, is_reserved};
 
 /// Who may see and join a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

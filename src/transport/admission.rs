@@ -13,11 +13,11 @@
 //! 4. **Caller** ([`Caller::resolve`], auth.rs): who the request acts for. 401 for a failed or
 //!    missing credential when one is required. Every credential kind plugs in there.
 //! 5. **Name** (`/ws` and `/events`, from the query): 400 `bad_name`; 403 `unauthorized` when the
-//!    credential fixes another name; 409 `name_taken` when a guest asks for an account's name
-//!    (issue 19). The API's name comes in its body, checked by the handler with the admitted
-//!    caller.
+//!    credential fixes another name. The API's name comes in its body, checked by the handler
+//!    with the admitted caller.
 //! 6. **Room**: 400 `bad_room` for a name breaking the rule, 403 `unauthorized` outside the
-//!    credential's rooms.
+//!    credential's rooms, 404 `not_found` for a private room or DM the caller is not a member
+//!    of, exactly as for a room that does not exist (issue 19: no probing by name).
 //! 7. **Connection caps** (`/ws`, `/events`, `/echo`): 429 `too_many_connections` for an
 //!    address at its cap, 503 `server_full`. Last, so a refused request never holds a place.
 //!
@@ -158,12 +158,10 @@ impl Door {
             Entry::Api { room } => (None, room),
             Entry::Echo => (None, None),
         };
-        if let (Caller::Guest, Some(Some(name))) = (&caller, &name) {
-            reserved_for_accounts(state, name).await?;
-        }
         let room = room.map(room_name).transpose()?;
         if let Some(room) = &room {
             caller.check_room(room)?;
+            visible(state, &caller, room).await?;
         }
         let permit = match entry.transport() {
             Some(transport) => Some(state.admit(self.client, transport)?),
@@ -178,15 +176,16 @@ impl Door {
     }
 }
 
-/// Step 5 for a guest: 409 `name_taken` when `name` (in any case) belongs to an account, so a
-/// guest can never pass for a registered user (issue 19).
-pub(crate) async fn reserved_for_accounts(state: &AppState, name: &str) -> Result<(), ApiError> {
-    match state.accounts.name_is_free_for_guests(name).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ApiError::new(
-            ErrorCode::NameTaken,
-            "that name belongs to an account: sign in, or pick another name",
-        )),
-        Err(err) => Err(super::account_routes::api_error(err)),
+/// Step 6's last check: 404 `not_found` unless the caller may see `room` (a public room, or a
+/// private room or DM it is a member of).
+async fn visible(state: &AppState, caller: &Caller, room: &RoomName) -> Result<(), ApiError> {
+    if state
+        .hub
+        .can_see(room.as_str(), caller.access().account)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::NotFound, "no such room"))
     }
 }

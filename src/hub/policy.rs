@@ -1,0 +1,299 @@
+//! A room's policy as the hub caches it (issue 19): its kind, title, topic, and its listed
+//! members with their roles, read from the [`RoomDirectory`](crate::store::RoomDirectory) once
+//! when the room first gets a member on this node, and dropped when its last local member leaves
+//! or when the room changes anywhere (an invite, a topic, a role: `Hub::policy_changed`, which
+//! the cross-node `RoomChanged` control event calls on every node). So a join into an occupied
+//! room, and every post, reads nothing from the store to learn who may be there.
+//!
+//! Concurrent first joins of one room share one load (a reconnect storm costs one read per
+//! room, not one per client): each room's entry is a cell that the first caller fills and the
+//! others wait on. Dropping an entry while a load is in flight leaves that load's callers with
+//! what it read; the next caller starts a fresh load, which sees the change.
+//!
+//! Visibility: a private room or direct conversation is seen only by its members; anyone else
+//! is answered as for a room that does not exist ([`RoomPolicy::visible_to`]). A name in the
+//! reserved namespaces (`p-`, `dm-`) without a record is such a room with no members: it is
+//! never created by a join.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::OnceCell;
+
+use super::{Hub, Inner};
+use crate::protocol::ServerFrame;
+use crate::protocol::people::TopicChange;
+use crate::store::StoreError;
+use crate::store::accounts::AccountId;
+use crate::store::directory::{Role, RoomKind, RoomMember, is_reserved};
+use crate::transport::outbox::Outgoing;
+
+/// What the hub knows about one room's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPolicy {
+    /// Who may see it.
+    pub kind: RoomKind,
+    /// A private room's title (its name is server-made).
+    pub title: Option<String>,
+    /// The topic.
+    pub topic: Option<String>,
+    /// The listed members (every member of a private room or DM; the owners and moderators of
+    /// a public room with a record), with their names and roles.
+    pub members: HashMap<AccountId, PolicyMember>,
+}
+
+/// One listed member of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyMember {
+    /// The account's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
+impl RoomPolicy {
+    /// The policy of a room without a record: public, unless its name is reserved (then a room
+    /// nobody may see).
+    pub fn unrecorded(room: &str) -> RoomPolicy {
+        RoomPolicy {
+            kind: if is_reserved(room) {
+                RoomKind::Private
+            } else {
+                RoomKind::Public
+            },
+            title: None,
+            topic: None,
+            members: HashMap::new(),
+        }
+    }
+
+    /// The account's role here, `None` for a guest or an account that is not listed.
+    pub fn role(&self, account: Option<AccountId>) -> Option<Role> {
+        account
+            .and_then(|account| self.members.get(&account))
+            .map(|member| member.role)
+    }
+
+    /// Whether the connection (its account, `None` for a guest) may see the room at all: any
+    /// public room; a private room or DM only as one of its members.
+    pub fn visible_to(&self, account: Option<AccountId>) -> bool {
+        self.kind == RoomKind::Public || self.role(account).is_some()
+    }
+
+    /// Whether the account may invite, set the topic and moderate here.
+    pub fn can_moderate(&self, account: Option<AccountId>) -> bool {
+        self.role(account).is_some_and(Role::can_moderate)
+    }
+
+    /// The members as the directory lists them (owners first, then by name).
+    pub fn member_list(&self) -> Vec<RoomMember> {
+        let mut members: Vec<RoomMember> = self
+            .members
+            .iter()
+            .map(|(account, member)| RoomMember {
+                account: *account,
+                name: member.name.clone(),
+                role: member.role,
+            })
+            .collect();
+        members.sort_by(|a, b| b.role.cmp(&a.role).then_with(|| a.name.cmp(&b.name)));
+        members
+    }
+}
+
+/// One room's cached policy: filled once by the first caller, shared by the others.
+type Entry = Arc<OnceCell<Arc<RoomPolicy>>>;
+
+/// Every cached room policy on this node.
+#[derive(Default)]
+pub(super) struct Policies {
+    rooms: Mutex<HashMap<String, Entry>>,
+}
+
+impl Policies {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // Plain data behind the lock: a panic elsewhere leaves nothing half-done here.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The room's entry, made empty if there is none.
+    fn entry(&self, room: &str) -> Entry {
+        self.lock().entry(room.to_owned()).or_default().clone()
+    }
+
+    /// The cached policy, if it is loaded.
+    pub(super) fn cached(&self, room: &str) -> Option<Arc<RoomPolicy>> {
+        self.lock().get(room).and_then(|cell| cell.get().cloned())
+    }
+
+    /// Drops the room's entry: the next caller loads it afresh.
+    pub(super) fn forget(&self, room: &str) {
+        self.lock().remove(room);
+    }
+}
+
+impl Hub {
+    /// The room's policy: cached, or read from the directory (once, however many ask at once).
+    pub async fn policy(&self, room: &str) -> Result<Arc<RoomPolicy>, StoreError> {
+        let entry = self.inner.policies.entry(room);
+        entry
+            .get_or_try_init(|| self.load_policy(room))
+            .await
+            .cloned()
+    }
+
+    /// The room's policy if this node has it cached (every room with a local member, unless it
+    /// changed since and nobody asked again): for checks that must not wait.
+    pub fn cached_policy(&self, room: &str) -> Option<Arc<RoomPolicy>> {
+        self.inner.policies.cached(room)
+    }
+
+    /// The room's record, members or roles changed (here or on another node): see
+    /// [`Inner::policy_changed`].
+    pub fn policy_changed(&self, room: &str) {
+        self.inner.policy_changed(room);
+    }
+
+    /// Whether the connection may see the room, without caching anything for a room nobody
+    /// here is in: names outside the reserved namespaces are public and cost nothing; a
+    /// reserved name is checked against the cached policy, else the directory.
+    pub async fn can_see(
+        &self,
+        room: &str,
+        account: Option<AccountId>,
+    ) -> Result<bool, StoreError> {
+        if !is_reserved(room) {
+            return Ok(true);
+        }
+        if let Some(policy) = self.cached_policy(room) {
+            return Ok(policy.visible_to(account));
+        }
+        let Some(account) = account else {
+            return Ok(false);
+        };
+        let directory = &self.people().directory;
+        Ok(directory.settings(room).await?.is_some()
+            && directory.role(room, account).await?.is_some())
+    }
+
+    async fn load_policy(&self, room: &str) -> Result<Arc<RoomPolicy>, StoreError> {
+        let directory = &self.people().directory;
+        let Some(settings) = directory.settings(room).await? else {
+            return Ok(Arc::new(RoomPolicy::unrecorded(room)));
+        };
+        let members = directory
+            .members(room)
+            .await?
+            .into_iter()
+            .map(|member| {
+                let listed = PolicyMember {
+                    name: member.name,
+                    role: member.role,
+                };
+                (member.account, listed)
+            })
+            .collect();
+        Ok(Arc::new(RoomPolicy {
+            kind: settings.kind,
+            title: settings.title,
+            topic: settings.topic,
+            members,
+        }))
+    }
+}
+
+impl Inner {
+    /// The room's record, members or roles changed (here or on another node): the cached policy
+    /// is dropped, so the next check reads it again. What the `RoomChanged` control event calls
+    /// on every node. A room with members here is read again at once, and if its topic changed
+    /// they get a `topic` frame (so a topic reaches every node's members through this one
+    /// event).
+    pub(super) fn policy_changed(&self, room: &str) {
+        let old = self.policies.cached(room);
+        self.policies.forget(room);
+        let has_members = self.lock_rooms().local.contains_key(room);
+        let (Some(old), true, Some(inner)) = (old, has_members, self.this.upgrade()) else {
+            return;
+        };
+        let hub = Hub { inner };
+        let room = room.to_owned();
+        tokio::spawn(async move {
+            match hub.policy(&room).await {
+                Ok(new) if new.topic != old.topic => {
+                    hub.inner.tell_topic(&room, new.topic.as_deref());
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(%room, error = %err, "room policy unavailable after a change");
+                }
+            }
+        });
+    }
+
+    /// Gives the room's members here a `topic` frame.
+    fn tell_topic(&self, room: &str, topic: Option<&str>) {
+        let json = ServerFrame::Topic {
+            data: TopicChange { room, topic },
+        }
+        .encode();
+        let frame = Outgoing::control(json);
+        let result = match self.lock_rooms().local.get_mut(room) {
+            Some(entry) => entry.fan_out(
+                std::slice::from_ref(&frame),
+                None,
+                self.settings.outbox_frames,
+            ),
+            None => return,
+        };
+        self.count(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn private_with(account: AccountId, role: Role) -> RoomPolicy {
+        let mut policy = RoomPolicy::unrecorded("p-0000000000000000");
+        policy.members.insert(
+            account,
+            PolicyMember {
+                name: "ann".into(),
+                role,
+            },
+        );
+        policy
+    }
+
+    #[test]
+    fn a_public_room_is_visible_to_guests_and_accounts() {
+        let policy = RoomPolicy::unrecorded("lobby");
+        assert!(policy.visible_to(None));
+        assert!(policy.visible_to(Some(AccountId(1))));
+    }
+
+    #[test]
+    fn a_private_room_is_visible_only_to_its_members() {
+        let policy = private_with(AccountId(1), Role::Member);
+        assert!(policy.visible_to(Some(AccountId(1))));
+        assert!(!policy.visible_to(Some(AccountId(2))));
+        assert!(!policy.visible_to(None));
+    }
+
+    #[test]
+    fn an_unrecorded_reserved_name_is_visible_to_nobody() {
+        let policy = RoomPolicy::unrecorded("dm-0000000000000000");
+        assert!(!policy.visible_to(None));
+        assert!(!policy.visible_to(Some(AccountId(1))));
+    }
+
+    #[test]
+    fn only_owners_and_moderators_moderate() {
+        assert!(private_with(AccountId(1), Role::Owner).can_moderate(Some(AccountId(1))));
+        assert!(private_with(AccountId(1), Role::Moderator).can_moderate(Some(AccountId(1))));
+        assert!(!private_with(AccountId(1), Role::Member).can_moderate(Some(AccountId(1))));
+        assert!(!private_with(AccountId(1), Role::Owner).can_moderate(None));
+    }
+}
