@@ -192,6 +192,10 @@ impl Session {
             let message = "the name is fixed by your token";
             return self.reject_with(ErrorCode::Unauthorized, message, reference);
         }
+        if name != self.name && self.access.account.is_none() && !self.name_free(&name).await {
+            let message = "that name belongs to an account: sign in, or pick another name";
+            return self.reject_with(ErrorCode::NameTaken, message, reference);
+        }
         if name != self.name {
             let old = std::mem::replace(&mut self.name, name);
             for room in self.rooms.clone() {
@@ -201,6 +205,19 @@ impl Session {
             }
         }
         self.welcome();
+    }
+
+    /// Whether a guest may take `name`: not when it (in any case) is an account's (issue 19).
+    /// A store failure refuses it too: better a refused rename than a guest passing for someone.
+    async fn name_free(&self, name: &str) -> bool {
+        let key = crate::accounts::name_key(name);
+        match self.hub.people().accounts.account_by_key(&key).await {
+            Ok(found) => found.is_none(),
+            Err(err) => {
+                debug!(conn = self.id, error = %err, "account name check failed; nick refused");
+                false
+            }
+        }
     }
 
     /// Joins `room`: `joined`, then the replay, then live traffic, with no gap and no duplicate.

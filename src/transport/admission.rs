@@ -13,8 +13,9 @@
 //! 4. **Caller** ([`Caller::resolve`], auth.rs): who the request acts for. 401 for a failed or
 //!    missing credential when one is required. Every credential kind plugs in there.
 //! 5. **Name** (`/ws` and `/events`, from the query): 400 `bad_name`; 403 `unauthorized` when the
-//!    credential fixes another name. The API's name comes in its body, checked by the handler
-//!    with the admitted caller.
+//!    credential fixes another name; 409 `name_taken` when a guest asks for an account's name
+//!    (issue 19). The API's name comes in its body, checked by the handler with the admitted
+//!    caller.
 //! 6. **Room**: 400 `bad_room` for a name breaking the rule, 403 `unauthorized` outside the
 //!    credential's rooms, 404 `not_found` for a private room or DM the caller is not a member
 //!    of, exactly as for a room that does not exist (issue 19: no probing by name).
@@ -158,6 +159,9 @@ impl Door {
             Entry::Api { room } => (None, room),
             Entry::Echo => (None, None),
         };
+        if let (Caller::Guest, Some(Some(name))) = (&caller, &name) {
+            reserved_for_accounts(state, name).await?;
+        }
         let room = room.map(room_name).transpose()?;
         if let Some(room) = &room {
             caller.check_room(room)?;
@@ -173,6 +177,19 @@ impl Door {
             room,
             permit,
         })
+    }
+}
+
+/// Step 5 for a guest: 409 `name_taken` when `name` (in any case) belongs to an account, so a
+/// guest can never pass for a registered user (issue 19).
+pub(crate) async fn reserved_for_accounts(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.accounts.name_is_free_for_guests(name).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::new(
+            ErrorCode::NameTaken,
+            "that name belongs to an account: sign in, or pick another name",
+        )),
+        Err(err) => Err(super::account_routes::api_error(err)),
     }
 }
 

@@ -55,6 +55,9 @@ pub async fn post_message(
     let from = caller
         .name(body.from.as_deref())?
         .ok_or_else(|| ApiError::new(ErrorCode::BadName, "\"from\" is required"))?;
+    if matches!(caller, super::auth::Caller::Guest) {
+        super::admission::reserved_for_accounts(&state, &from).await?;
+    }
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
     };
