@@ -268,7 +268,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The config these flags describe, checked by [`Config::validated`] (floors, the auth
     /// secret's length, the presence expiry rule).
-    pub fn to_config(&self) -> Result<Config> {
+    pub(crate) fn to_config(&self) -> Result<Config> {
         let (db_path, postgres) = database_fields(self.db.as_ref());
         Config {
             addr: self.addr,
@@ -360,7 +360,7 @@ fn database_fields(db: Option<&Database>) -> (Option<PathBuf>, Option<crate::con
 
 impl MigrateArgs {
     /// The config `hubbub migrate` opens the database with: defaults but for the database.
-    pub fn to_config(&self) -> Config {
+    pub(crate) fn to_config(&self) -> Config {
         let (db_path, postgres) = database_fields(self.db.as_ref());
         Config {
             data_dir: self.data.clone(),
@@ -414,7 +414,7 @@ fn print(answer: String) -> Result<()> {
 }
 
 /// The token `hubbub token` prints.
-pub fn token(args: &TokenArgs) -> Result<String> {
+pub(crate) fn token(args: &TokenArgs) -> Result<String> {
     if args.secret.len() < MIN_SECRET_BYTES {
         return Err(Error::Config(format!(
             "the secret must be at least {MIN_SECRET_BYTES} bytes"

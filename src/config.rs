@@ -199,7 +199,7 @@ impl HubSettings {
 
 /// Open files kept free for the database, the listener, logs and accept bursts when the
 /// connection cap is derived from the open-file limit.
-pub const FD_HEADROOM: usize = 64;
+pub(crate) const FD_HEADROOM: usize = 64;
 
 /// A secret string whose `Debug` never shows it, so a logged config does not leak it.
 #[derive(Clone, PartialEq, Eq)]
@@ -273,7 +273,7 @@ impl PostgresUrl {
 
     /// The URL with any password replaced by `***`: the one in `user:password@` and a
     /// `password=` query parameter.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let (scheme, rest) = self.0.split_once("://").unwrap_or(("", self.0.as_str()));
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);
@@ -317,7 +317,7 @@ impl fmt::Display for PostgresUrl {
 /// `fd00::/8`) or a single address (`192.0.2.10`, taken as its /32 or /128). Host bits after the
 /// prefix are dropped (`10.1.2.3/8` is `10.0.0.0/8`). Refused with a message naming the value,
 /// so a typo stops the server at start instead of silently trusting no one, or the wrong ones.
-pub fn parse_trusted_proxy(value: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_trusted_proxy(value: &str) -> Result<IpNet, String> {
     let value = value.trim();
     if let Ok(net) = value.parse::<IpNet>() {
         return Ok(net.trunc());
@@ -333,7 +333,7 @@ pub fn parse_trusted_proxy(value: &str) -> Result<IpNet, String> {
 
 /// Shortest accepted auth secret: HS256 with a short secret can be brute-forced offline from one
 /// token.
-pub const MIN_SECRET_BYTES: usize = 16;
+pub(crate) const MIN_SECRET_BYTES: usize = 16;
 
 /// Shortest presence tick and heartbeat: a zero period would spin the ticker.
 const MIN_PRESENCE_PERIOD: Duration = Duration::from_millis(10);
@@ -348,7 +348,7 @@ impl Config {
     /// the flag) when the auth secret is too short or the presence expiry is under three
     /// heartbeats. `serve` calls it, so a `Config` built in a test is checked exactly like one
     /// from the command line.
-    pub fn validated(mut self) -> Result<Config, Error> {
+    pub(crate) fn validated(mut self) -> Result<Config, Error> {
         if self
             .auth_secret
             .as_ref()
@@ -387,7 +387,7 @@ impl Config {
     }
 
     /// Rejections within the abuse window that close a connection.
-    pub fn abuse_threshold(&self) -> u32 {
+    pub(crate) fn abuse_threshold(&self) -> u32 {
         self.abuse_rejections
             .unwrap_or_else(|| self.rate_limit.saturating_mul(10))
             .max(1)

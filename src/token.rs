@@ -34,7 +34,7 @@ pub struct Claims {
 
 /// Who a valid token says the holder is, and where they may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The display name (`sub`, normalised by the name rule).
     pub name: String,
     /// The rooms the holder may use.
@@ -46,7 +46,7 @@ pub struct Identity {
 
 impl Identity {
     /// Time left before the token expires (zero once it has).
-    pub fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         Duration::from_secs(self.expires.saturating_sub(now_secs()))
     }
 }
@@ -81,7 +81,7 @@ impl Claims {
     }
 
     /// The identity these claims describe, if they follow the rules.
-    pub fn identity(&self) -> Result<Identity, TokenError> {
+    pub(crate) fn identity(&self) -> Result<Identity, TokenError> {
         let name = display_name(&self.sub).map_err(|m| TokenError::Claims(format!("sub: {m}")))?;
         let grant = match &self.rooms {
             None => RoomGrant::all(),
@@ -115,7 +115,7 @@ pub fn sign(secret: &Secret, claims: &Claims) -> Result<String, TokenError> {
 
 /// Checks a presented token: HS256 only (no `none`, no algorithm the header picks), signature,
 /// `exp`, then the claims' rules.
-pub fn verify(secret: &Secret, token: &str) -> Result<Identity, TokenError> {
+pub(crate) fn verify(secret: &Secret, token: &str) -> Result<Identity, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = LEEWAY_SECS;
     validation.set_required_spec_claims(&["exp", "sub"]);

@@ -46,7 +46,7 @@ use crate::protocol::RoomName;
 
 /// A [`Store`] whose identical concurrent reads share one query started after each of them
 /// (see the module doc for why not before); writes and `ping` pass straight through.
-pub struct Coalescing {
+pub(crate) struct Coalescing {
     inner: Arc<dyn Store>,
     last_ids: Flights<RoomName, u64>,
     afters: Flights<(RoomName, u64, u32), Vec<StoredMessage>>,

@@ -42,10 +42,10 @@ use crate::protocol::RoomName;
 pub const BATCH: usize = 500;
 
 /// The `format` a header line names.
-pub const FORMAT: &str = "hubbub-history";
+pub(crate) const FORMAT: &str = "hubbub-history";
 
 /// The format version this hubbub writes and reads.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// Longest line an import reads: far above any message a server accepts (a 64 KiB text of
 /// escaped control characters is about 400 KiB of JSON), so only a file that is not an export
@@ -105,7 +105,7 @@ pub enum TransferError {
 
 /// What an import or copy did, for its closing line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Transferred {
+pub(crate) struct Transferred {
     /// Rooms that had messages in the input.
     pub rooms: u64,
     /// Messages stored in the target.
@@ -116,7 +116,7 @@ pub struct Transferred {
 
 /// What an export wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exported {
+pub(crate) struct Exported {
     /// Rooms written.
     pub rooms: u64,
     /// Messages written.
@@ -154,7 +154,7 @@ struct Record {
 }
 
 /// The database `--db` names, or the default SQLite file in `data` (as `serve` uses).
-pub fn database_or_default(db: Option<&Database>, data: &Path) -> Database {
+pub(crate) fn database_or_default(db: Option<&Database>, data: &Path) -> Database {
     db.cloned()
         .unwrap_or_else(|| Database::Sqlite(data.join("hubbub.db")))
 }
@@ -169,7 +169,7 @@ pub fn display(db: &Database) -> String {
 
 /// Opens a database to read from. A SQLite file must exist; either database's schema must be
 /// current (it is only checked, never migrated: the source may be a serving node's).
-pub async fn open_source(db: &Database) -> Result<Arc<dyn Store>, TransferError> {
+pub(crate) async fn open_source(db: &Database) -> Result<Arc<dyn Store>, TransferError> {
     let opened: Result<Arc<dyn Store>, StoreError> = match db {
         Database::Sqlite(path) => {
             if !path.is_file() {
@@ -197,7 +197,7 @@ pub async fn open_source(db: &Database) -> Result<Arc<dyn Store>, TransferError>
 
 /// Opens a database to write to, as `serve` would: a SQLite file is created and migrated, a
 /// PostgreSQL schema migrated (under sqlx's advisory lock, so nodes starting meanwhile are safe).
-pub async fn open_target(db: &Database) -> Result<Arc<dyn Store>, TransferError> {
+pub(crate) async fn open_target(db: &Database) -> Result<Arc<dyn Store>, TransferError> {
     let opened: Result<Arc<dyn Store>, StoreError> = match db {
         Database::Sqlite(path) => {
             create_parent(path).map_err(|err| TransferError::Open {
@@ -285,7 +285,7 @@ impl<'a> HistoryReader<'a> {
 }
 
 /// Writes `source`'s whole history to `out` in the export format and flushes it.
-pub async fn export(
+pub(crate) async fn export(
     source: &dyn Store,
     out: &mut (impl AsyncWrite + Unpin),
 ) -> Result<Exported, TransferError> {
@@ -335,7 +335,7 @@ async fn write_line(
 }
 
 /// Copies `source`'s whole history into `target`, one [`Store::import`] batch at a time.
-pub async fn copy(source: &dyn Store, target: &dyn Store) -> Result<Transferred, TransferError> {
+pub(crate) async fn copy(source: &dyn Store, target: &dyn Store) -> Result<Transferred, TransferError> {
     let mut reader = HistoryReader::new(source).await?;
     let mut done = ImportOutcome::default();
     while let Some(batch) = reader.next_batch().await? {
@@ -356,7 +356,7 @@ pub async fn copy(source: &dyn Store, target: &dyn Store) -> Result<Transferred,
 /// what the target refuses, the input itself is checked line by line: the header and its
 /// version, every field of every message, each room's ids increasing by one through the file,
 /// and the end line's counts.
-pub async fn import(
+pub(crate) async fn import(
     input: &mut (impl AsyncBufRead + Unpin),
     target: &dyn Store,
 ) -> Result<Transferred, TransferError> {
@@ -597,7 +597,7 @@ impl<'a, R: AsyncBufRead + Unpin> Lines<'a, R> {
 }
 
 /// `hubbub export`: the history of `db` to stdout; returns the closing line for the log.
-pub async fn export_to_stdout(db: &Database) -> Result<String, TransferError> {
+pub(crate) async fn export_to_stdout(db: &Database) -> Result<String, TransferError> {
     let source = open_source(db).await?;
     let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
     let exported = export(&*source, &mut out).await;
@@ -612,7 +612,7 @@ pub async fn export_to_stdout(db: &Database) -> Result<String, TransferError> {
 }
 
 /// `hubbub import`: an export from stdin into `db` (migrated first); returns the closing line.
-pub async fn import_from_stdin(db: &Database) -> Result<String, TransferError> {
+pub(crate) async fn import_from_stdin(db: &Database) -> Result<String, TransferError> {
     let target = open_target(db).await?;
     let mut input = tokio::io::BufReader::new(tokio::io::stdin());
     let imported = import(&mut input, &*target).await;
@@ -621,7 +621,7 @@ pub async fn import_from_stdin(db: &Database) -> Result<String, TransferError> {
 }
 
 /// `hubbub copy`: every room of `from` into `to` (migrated first); returns the closing line.
-pub async fn copy_between(from: &Database, to: &Database) -> Result<String, TransferError> {
+pub(crate) async fn copy_between(from: &Database, to: &Database) -> Result<String, TransferError> {
     let source = open_source(from).await?;
     let target = match open_target(to).await {
         Ok(target) => target,

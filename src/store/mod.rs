@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use crate::protocol::{MessageView, RoomName};
 
 pub use accounts::AccountStore;
-pub use coalesce::Coalescing;
+pub(crate) use coalesce::Coalescing;
 pub use directory::RoomDirectory;
 pub use import::{ImportConflict, ImportOutcome};
 pub use moderation::ModerationStore;
@@ -185,12 +185,12 @@ pub(crate) fn room_from_row(name: &str) -> Result<RoomName, sqlx::Error> {
 /// What a client is told when the store failed for a reason that is not a [`StoreError::Refused`]:
 /// a driver's message can name files, tables, SQL or the database host, so it goes to the log
 /// and never to a client.
-pub const STORE_UNAVAILABLE: &str = "the message store is unavailable; try again shortly";
+pub(crate) const STORE_UNAVAILABLE: &str = "the message store is unavailable; try again shortly";
 
 impl StoreError {
     /// The text a client may see for this error: the plain-words reason of a
     /// [`StoreError::Refused`], else the fixed [`STORE_UNAVAILABLE`]. Never the driver's text.
-    pub fn client_message(&self) -> &'static str {
+    pub(crate) fn client_message(&self) -> &'static str {
         match self {
             Self::Refused { reason, .. } => reason,
             _ => STORE_UNAVAILABLE,
