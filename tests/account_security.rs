@@ -313,3 +313,121 @@ async fn a_wrong_password_signs_nobody_in() {
     assert_api_error(response, 401, "unauthenticated").await;
     server.stop().await;
 }
+
+/// `owner`'s new private room (made over its socket) and its name.
+async fn private_room(addr: std::net::SocketAddr, owner: &Browser) -> String {
+    let (mut socket, _) = owner.connect(addr, "").await;
+    socket
+        .send(json!({"type": "create", "data": {"title": "Secret", "private": true}, "ref": "c"}))
+        .await;
+    loop {
+        let frame = socket.recv().await;
+        match frame["type"].as_str() {
+            Some("ack") if frame["ref"] == "c" => {
+                return frame["room"].as_str().unwrap().to_owned();
+            }
+            Some("error") => panic!("create refused: {frame}"),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_outsiders_history_read_of_a_private_room_answers_like_a_room_that_does_not_exist() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let mallory = sign_up(server.addr, "mallory").await;
+    let room = private_room(server.addr, &alice).await;
+    let real = mallory
+        .get(server.addr, &format!("/api/rooms/{room}/messages"))
+        .await;
+    let missing = mallory
+        .get(server.addr, "/api/rooms/p-0000000000000000/messages")
+        .await;
+    assert_eq!(real.status(), 404);
+    assert_eq!(missing.status(), 404);
+    assert_eq!(real.text().await.unwrap(), missing.text().await.unwrap());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_outsiders_api_post_to_a_private_room_is_404() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let mallory = sign_up(server.addr, "mallory").await;
+    let room = private_room(server.addr, &alice).await;
+    let response = mallory
+        .post(
+            server.addr,
+            &format!("/api/rooms/{room}/messages"),
+            json!({"data": "let me in"}),
+        )
+        .await;
+    assert_api_error(response, 404, "not_found").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_room_list_shows_a_private_room_to_its_members_only() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let mallory = sign_up(server.addr, "mallory").await;
+    let room = private_room(server.addr, &alice).await;
+    alice
+        .post(
+            server.addr,
+            &format!("/api/rooms/{room}/messages"),
+            json!({"data": "members only"}),
+        )
+        .await;
+    let listed = |body: Value| {
+        body["rooms"]
+            .as_array()
+            .or(body.as_array())
+            .unwrap()
+            .iter()
+            .any(|r| r["room"] == room.as_str())
+    };
+    let for_alice: Value = alice
+        .get(server.addr, "/api/rooms")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let for_mallory: Value = mallory
+        .get(server.addr, "/api/rooms")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let for_guest: Value = http()
+        .get(server.url("/api/rooms"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed(for_alice.clone()), "{for_alice}");
+    assert!(!listed(for_mallory.clone()), "{for_mallory}");
+    assert!(!listed(for_guest.clone()), "{for_guest}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_in_socket_from_a_foreign_page_is_refused_before_the_upgrade() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "alice").await;
+    let attempt = common::try_connect(
+        server.addr,
+        "/ws",
+        &[
+            ("cookie", &alice.cookie),
+            ("origin", "https://evil.example"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(common::refusal(attempt), (403, "bad_origin".to_owned()));
+    server.stop().await;
+}
