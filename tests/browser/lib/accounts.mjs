@@ -49,3 +49,27 @@ export function sidebarRooms(page, list) {
     list,
   );
 }
+
+/** Presses a button by keyboard: focus, then Enter. */
+export async function press(page, name) {
+  const button = page.getByRole("button", { name, exact: true });
+  await button.focus();
+  await page.keyboard.press("Enter");
+}
+
+/** Answers the page's question dialog by keyboard. */
+export async function answer(page, text) {
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor();
+  // The field is a combobox when it suggests people, a textbox otherwise.
+  const field = dialog.locator("#ask-input");
+  await field.fill(text);
+  await field.press("Enter");
+  await dialog.waitFor({ state: "hidden" });
+}
+
+/** Waits until the sidebar list holds a room with this label; returns its entry. */
+export async function waitForSidebar(page, list, label) {
+  await page.locator(`#${list} li .room-name`, { hasText: label }).first().waitFor();
+  return (await sidebarRooms(page, list)).find((r) => r.label === label);
+}
