@@ -73,6 +73,8 @@ pub struct Fleet {
     /// Total connections the test will reach (room sizes are computed against it).
     total: usize,
     workers: Vec<Worker>,
+    /// The token secret when the connections sign in (see [`WorkerSpec::auth_secret`]).
+    auth_secret: Option<String>,
     /// Connections asked for so far (the next global index).
     next_index: usize,
     pub connected: usize,
@@ -94,9 +96,17 @@ impl Fleet {
             layout,
             total,
             workers: Vec::new(),
+            auth_secret: None,
             next_index: 0,
             connected: 0,
         }
+    }
+
+    /// Sign every connection in with a token minted from `secret` (the server kind's
+    /// [`ServerKind::auth_secret`](crate::servers::ServerKind::auth_secret)); `None` keeps guests.
+    pub fn signed_in(mut self, secret: Option<&str>) -> Self {
+        self.auth_secret = secret.map(str::to_owned);
+        self
     }
 
     /// Spread the connections over the nodes of a cluster, round-robin by connection index:
@@ -132,6 +142,7 @@ impl Fleet {
                 layout: self.layout,
                 concurrency: 100,
                 connect_timeout_ms: timeout.as_millis() as u64,
+                auth_secret: self.auth_secret.clone(),
             };
             let mut child = Proc::new(&exe)
                 .arg("worker")

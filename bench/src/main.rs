@@ -30,6 +30,7 @@ mod servers;
 mod services;
 mod spec;
 mod suite;
+mod token;
 mod worker;
 
 use std::path::PathBuf;

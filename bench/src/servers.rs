@@ -21,6 +21,10 @@ use crate::client::Mode;
 #[clap(rename_all = "kebab-case")]
 pub enum ServerKind {
     Hubbub,
+    /// The same hubbub binary started with `--auth-secret`, whose clients connect with a token
+    /// each (`/ws?token=`): every connection is a signed-in member with an account (issue 19),
+    /// so guests and members can be measured side by side in one run.
+    HubbubAccounts,
     NodeWs,
     Socketio,
     GoGorilla,
@@ -42,6 +46,7 @@ impl ServerKind {
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Hubbub => "hubbub",
+            ServerKind::HubbubAccounts => HUBBUB_ACCOUNTS,
             ServerKind::NodeWs => "node-ws",
             ServerKind::Socketio => "socketio",
             ServerKind::GoGorilla => "go-gorilla",
@@ -52,12 +57,26 @@ impl ServerKind {
     /// The client mode that speaks this server's protocol.
     pub fn mode(self) -> Mode {
         match self {
-            ServerKind::Hubbub => Mode::Hubbub,
+            ServerKind::Hubbub | ServerKind::HubbubAccounts => Mode::Hubbub,
             ServerKind::Socketio => Mode::Socketio,
             ServerKind::NodeWs | ServerKind::GoGorilla | ServerKind::EchoFloor => Mode::Raw,
         }
     }
+
+    /// The secret the server signs tokens with and the clients mint theirs with, for the kinds
+    /// whose clients sign in; `None` for guests and peers.
+    pub fn auth_secret(self) -> Option<&'static str> {
+        (self == ServerKind::HubbubAccounts).then_some(BENCH_AUTH_SECRET)
+    }
 }
+
+/// The signed-in hubbub's name in results: compared with `hubbub` (guests), never a peer.
+pub const HUBBUB_ACCOUNTS: &str = "hubbub-accounts";
+
+/// A fixed HS256 secret for the benchmark's own private server (longer than the 32 bytes hubbub
+/// requires). It protects nothing: the server lives for one run on loopback with a scratch
+/// data directory.
+const BENCH_AUTH_SECRET: &str = "hubbub-bench-fixed-secret-for-loopback-runs-only";
 
 /// The echo floor's name in results: a reference, left out wherever peers are compared.
 pub const ECHO_FLOOR: &str = "echo-floor";
@@ -160,7 +179,7 @@ impl Server {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut data_dir = None;
         let argv: Vec<String> = match kind {
-            ServerKind::Hubbub => {
+            ServerKind::Hubbub | ServerKind::HubbubAccounts => {
                 let dir = std::env::temp_dir()
                     .join(format!("hubbub-bench-{}-{port}", std::process::id()));
                 std::fs::create_dir_all(&dir).context("create hubbub data dir")?;
@@ -174,6 +193,9 @@ impl Server {
                 ];
                 let mut v = v;
                 v.extend(benchmark_flags(&paths.hubbub_bin));
+                if let Some(secret) = kind.auth_secret() {
+                    v.extend(["--auth-secret".to_string(), secret.to_string()]);
+                }
                 v.extend(paths.hubbub_args.iter().cloned());
                 v.extend(extra.iter().cloned());
                 data_dir = Some(dir);

@@ -133,6 +133,10 @@ pub struct WorkerSpec {
     pub concurrency: usize,
     /// Give up on the whole connect phase after this long.
     pub connect_timeout_ms: u64,
+    /// The server's token secret when the connections sign in (`hubbub-accounts`): each
+    /// connection mints its own token for its name. `None`: guests (`?name=`).
+    #[serde(default)]
+    pub auth_secret: Option<String>,
 }
 
 /// A phase the coordinator asks every worker to run at the same time.
@@ -298,6 +302,7 @@ mod tests {
             layout: RoomLayout::Single,
             concurrency: 1,
             connect_timeout_ms: 1_000,
+            auth_secret: None,
         };
         let ports: Vec<u16> = (0..6).map(|i| spec.server_of(i).port()).collect();
         assert_eq!(ports, [1, 2, 3, 1, 2, 3]);

@@ -20,9 +20,10 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Incoming, Marker, Mode, Ws};
+use crate::client::{self, Credential, Incoming, Marker, Mode, Ws};
 use crate::hist::{self, Buckets};
 use crate::spec::{Command, EchoReport, Event, FanoutPhase, FanoutReport, WorkerSpec, node_of};
+use crate::token;
 
 /// How many times one connection is attempted before it counts as failed.
 const CONNECT_ATTEMPTS: u32 = 3;
@@ -299,6 +300,10 @@ async fn all_arrived(shared: &Shared, wanted: Arrivals) {
 async fn connect_with_retry(spec: &WorkerSpec, idx: usize) -> Result<Ws> {
     let room = spec.layout.room_name(spec.layout.room_of(idx, spec.total));
     let name = format!("b{idx}");
+    let credential = match &spec.auth_secret {
+        Some(secret) => Credential::Token(token::mint(secret, &name)?),
+        None => Credential::Guest(name),
+    };
     let mut last = None;
     for attempt in 0..CONNECT_ATTEMPTS {
         if attempt > 0 {
@@ -310,7 +315,7 @@ async fn connect_with_retry(spec: &WorkerSpec, idx: usize) -> Result<Ws> {
             spec.source_ip,
             spec.server_of(idx),
             &room,
-            &name,
+            &credential,
         )
         .await
         {
@@ -561,6 +566,7 @@ mod tests {
             layout,
             concurrency: 1,
             connect_timeout_ms: 1_000,
+            auth_secret: None,
         }
     }
 

@@ -188,6 +188,25 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
+/// Who a hubbub chat connection is: a guest by name, or a signed-in member by token.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// `/ws?name=<name>`.
+    Guest(String),
+    /// `/ws?token=<jwt>` (the token's `sub` names the account).
+    Token(String),
+}
+
+impl Credential {
+    /// The query string that presents this credential on the `/ws` route.
+    fn query(&self) -> String {
+        match self {
+            Credential::Guest(name) => format!("?name={name}"),
+            Credential::Token(token) => format!("?token={token}"),
+        }
+    }
+}
+
 /// Open one WebSocket from `source_ip` (ephemeral port) to `server` and run the handshake.
 pub async fn connect(
     mode: Mode,
@@ -195,7 +214,7 @@ pub async fn connect(
     source_ip: Ipv4Addr,
     server: SocketAddr,
     room: &str,
-    name: &str,
+    credential: &Credential,
 ) -> Result<Ws> {
     let socket = TcpSocket::new_v4().context("socket")?;
     socket
@@ -205,8 +224,7 @@ pub async fn connect(
     stream.set_nodelay(true).context("nodelay")?;
     let mut path = mode.path(route).to_string();
     if mode == Mode::Hubbub && route == Route::Chat {
-        path.push_str("?name=");
-        path.push_str(name);
+        path.push_str(&credential.query());
     }
     let url = format!("ws://{server}{path}");
     let (mut ws, _resp) =

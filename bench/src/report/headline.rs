@@ -2,7 +2,7 @@
 //! ratio and whether the target is met.
 
 use super::Results;
-use super::query::{Better, HUBBUB, best_peer, find, median, records_at, servers, sizes};
+use super::query::{Better, HUBBUB, best_peer, find, is_peer, median, records_at, servers, sizes};
 use super::{Record, fmt_opt};
 
 /// One headline row: hubbub's value, the best peer's, the ratio and the target.
@@ -158,7 +158,7 @@ pub(super) fn headlines(res: &Results) -> Vec<Headline> {
             _ => None,
         };
         let mut best: Option<(String, f64)> = None;
-        for s in servers(res).into_iter().filter(|s| s != HUBBUB) {
+        for s in servers(res).into_iter().filter(|s| is_peer(s)) {
             if let Some(g) = growth(&s)
                 && best.as_ref().is_none_or(|(_, b)| g < *b)
             {
@@ -188,7 +188,7 @@ pub(super) fn headlines(res: &Results) -> Vec<Headline> {
     }
     let sat_peer = servers(res)
         .into_iter()
-        .filter(|s| s != HUBBUB)
+        .filter(|s| is_peer(s))
         .filter_map(|s| saturation(res, &s).map(|v| (s, v)))
         .fold(None, |acc: Option<(String, f64)>, (s, v)| match acc {
             Some((_, b)) if b >= v => acc,

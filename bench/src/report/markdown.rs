@@ -7,11 +7,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::cluster;
 use super::floors::{echo_floor_line, floor_growth_line, woken_multiples};
 use super::headline::{headlines, saturation_note};
 use super::query::servers;
 use super::{Record, Results, fmt, fmt_opt};
+use super::{accounts, cluster};
 
 /// Render the Markdown results section.
 pub fn markdown(res: &Results, svg_rel: &str) -> String {
@@ -91,6 +91,7 @@ pub fn markdown(res: &Results, svg_rel: &str) -> String {
         );
     }
     let _ = writeln!(md);
+    md.push_str(&accounts::section(res));
 
     let section = |md: &mut String, title: &str, scenario: &str, cols: &[(&str, &str)]| {
         let rows: Vec<&Record> = res

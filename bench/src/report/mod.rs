@@ -10,6 +10,7 @@
 //! (the cluster scenario's section, spliced between markers of its own when it ran alone) and
 //! [`svg`] (the plots).
 
+mod accounts;
 mod cluster;
 mod floors;
 mod headline;

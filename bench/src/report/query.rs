@@ -3,10 +3,16 @@
 
 use super::cluster::is_cluster;
 use super::{Record, Results};
-use crate::servers::ECHO_FLOOR;
+use crate::servers::{ECHO_FLOOR, HUBBUB_ACCOUNTS};
 
 /// The server the report sets against the peers.
 pub(super) const HUBBUB: &str = "hubbub";
+
+/// Whether `server` is a peer hubbub is set against: not hubbub itself, nor its signed-in
+/// variant, which is compared with hubbub's guests in a table of its own.
+pub(super) fn is_peer(server: &str) -> bool {
+    server != HUBBUB && server != HUBBUB_ACCOUNTS
+}
 
 /// Whether lower or higher is better for a headline metric.
 #[derive(Clone, Copy, PartialEq)]
@@ -96,7 +102,7 @@ pub(super) fn best_peer(
     better: Better,
 ) -> Option<(String, f64)> {
     let mut best: Option<(String, f64)> = None;
-    for s in servers(res).into_iter().filter(|s| s != HUBBUB) {
+    for s in servers(res).into_iter().filter(|s| is_peer(s)) {
         if let Some(v) = median(res, &s, scenario, n, key) {
             let wins = match (&best, better) {
                 (None, _) => true,

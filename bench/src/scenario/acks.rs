@@ -17,7 +17,8 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let plan = run.plan.clone();
     let mut server = Server::start(kind, &run.paths, plan.server_warmup)?;
     let n = plan.acks_members;
-    let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, RoomLayout::Single, n);
+    let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, RoomLayout::Single, n)
+        .signed_in(kind.auth_secret());
     let result = async {
         let c = fleet.grow_to(n, plan.connect_timeout).await?;
         let senders = plan.acks_senders.min(n);

@@ -46,7 +46,8 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
         server.addr,
         RoomLayout::Single,
         total,
-    );
+    )
+    .signed_in(kind.auth_secret());
     let rss0 = procfs::rss_kib(server.pid)?;
     let result = async {
         for &(n, rate) in &plan.fanout_stages {

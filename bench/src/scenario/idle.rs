@@ -23,7 +23,8 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let layout = RoomLayout::Blocks {
         size: plan.idle_room_size,
     };
-    let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, layout, total);
+    let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, layout, total)
+        .signed_in(kind.auth_secret());
     let rss0 = procfs::rss_kib(server.pid)?;
     let result = async {
         for &n in &plan.idle_stages {

@@ -47,11 +47,15 @@ impl Scenario {
     ];
 
     /// Whether the scenario means anything for `kind`: rooms and acks exist only in hubbub's
-    /// protocol (the peers broadcast everything to everyone and acknowledge nothing).
+    /// protocol (the peers broadcast everything to everyone and acknowledge nothing), for guests
+    /// and signed-in members alike; the cluster scenario runs guests only.
     /// The echo floor is only an echo server.
     pub fn applies_to(self, kind: ServerKind) -> bool {
         match self {
-            Scenario::Rooms | Scenario::Acks | Scenario::Cluster => kind == ServerKind::Hubbub,
+            Scenario::Rooms | Scenario::Acks => {
+                matches!(kind, ServerKind::Hubbub | ServerKind::HubbubAccounts)
+            }
+            Scenario::Cluster => kind == ServerKind::Hubbub,
             Scenario::Echo => true,
             _ => kind != ServerKind::EchoFloor,
         }

@@ -20,7 +20,8 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let layout = RoomLayout::Zipf {
         rooms: plan.rooms_rooms,
     };
-    let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, layout, n);
+    let mut fleet =
+        Fleet::new(kind.mode(), Route::Chat, server.addr, layout, n).signed_in(kind.auth_secret());
     let result = async {
         let c = fleet.grow_to(n, plan.connect_timeout).await?;
         let stride = plan.rooms_stride.max(1);
