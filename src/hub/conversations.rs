@@ -481,7 +481,8 @@ impl Hub {
     /// The account's sidebar as the `rooms` frame carries it.
     async fn sidebar(&self, account: AccountId, name: &str) -> Result<Vec<RoomEntry>, StoreError> {
         let directory = &self.people().directory;
-        let rooms = directory.sidebar(account).await?;
+        let mut rooms = directory.sidebar(account).await?;
+        self.add_pending_public_rooms(account, &mut rooms).await?;
         let mut entries = Vec::with_capacity(rooms.len());
         for room in rooms {
             let last_read = self
@@ -507,6 +508,45 @@ impl Hub {
             entries.push(sidebar_entry(room, last_read, counts, members));
         }
         Ok(entries)
+    }
+
+    /// Adds the public rooms the account has a marker in that is not written yet (moved within
+    /// the last second): the sidebar lists them as if it were, keeping the list by name.
+    async fn add_pending_public_rooms(
+        &self,
+        account: AccountId,
+        rooms: &mut Vec<SidebarRoom>,
+    ) -> Result<(), StoreError> {
+        let directory = &self.people().directory;
+        for (room, last_read) in self.inner.read_markers.pending_of(account) {
+            if rooms.iter().any(|listed| listed.settings.room == room) {
+                continue;
+            }
+            let Ok(name) = RoomName::parse(&room) else {
+                continue;
+            };
+            let settings = match directory.settings(&room).await? {
+                Some(settings) if settings.kind == RoomKind::Public => settings,
+                Some(_) => continue,
+                None if is_reserved(&room) => continue,
+                None => RoomSettings {
+                    room: room.clone(),
+                    kind: RoomKind::Public,
+                    title: None,
+                    topic: None,
+                    created_by: None,
+                    created_ms: 0,
+                },
+            };
+            rooms.push(SidebarRoom {
+                settings,
+                role: None,
+                last_id: self.store().last_id(&name).await?,
+                last_read,
+            });
+        }
+        rooms.sort_by(|a, b| a.settings.room.cmp(&b.settings.room));
+        Ok(())
     }
 
     /// Whether a public room name is already in use (it has messages, a record or members

@@ -72,6 +72,16 @@ impl ReadMarkers {
         self.lock().get(&(account, room.to_owned())).copied()
     }
 
+    /// The account's pending markers, by room (a scan of the map, which a flush keeps under
+    /// [`FLUSH_AT`] entries; read once per signed-in connection, for its sidebar).
+    pub(super) fn pending_of(&self, account: AccountId) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .filter(|((owner, _), _)| *owner == account)
+            .map(|((_, room), last_read)| (room.clone(), *last_read))
+            .collect()
+    }
+
     /// Takes every pending marker.
     fn take(&self) -> Vec<ReadMarker> {
         std::mem::take(&mut *self.lock())
