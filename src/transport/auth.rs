@@ -114,7 +114,6 @@ impl Caller {
         }
     }
 
-
     /// The display name a connection gets: with a token, its `sub`, and a requested `name` must
     /// be the same (403 `unauthorized` otherwise); without, the requested name as validated.
     pub fn name(&self, requested: Option<&str>) -> Result<Option<String>, ApiError> {
