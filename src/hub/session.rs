@@ -60,7 +60,9 @@ pub struct Session {
     pub(super) hub: Hub,
     pub(super) id: ConnId,
     pub(super) name: String,
-    pub(super) access: Access,
+    /// Boxed: every idle connection's task holds its `Session`, and inline `Access` (with the
+    /// account of issue 19) pushed that task past its 768-byte cell (transport/ws.rs's guard).
+    pub(super) access: Box<Access>,
     pub(super) outbox: Outbox,
     pub(super) rooms: HashSet<RoomName>,
     ever_joined: bool,
@@ -86,7 +88,7 @@ impl Session {
             hub,
             id,
             name,
-            access,
+            access: Box::new(access),
             outbox,
             rooms: HashSet::new(),
             ever_joined: false,
