@@ -144,6 +144,10 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
             }
             // Conversation frames (issue 19): their fields are checked in protocol/people.rs.
             ClientFrame::People(_) => {}
+            // Moderation frames (issue 19): the rest of their fields in protocol/moderation.rs.
+            ClientFrame::Moderation(frame) => {
+                prop_assert!(RoomName::parse(frame.room().as_str()).is_ok());
+            }
         },
         Err(rejection) => {
             prop_assert!(
@@ -426,6 +430,10 @@ impl Model {
             }
             // A guest's conversation frame (issue 19) is refused; the model's ops send none.
             ClientFrame::People(_) => {
+                return vec![Seen::Error("unauthorized".to_owned(), reference)];
+            }
+            // So is a guest's moderation frame.
+            ClientFrame::Moderation(_) => {
                 return vec![Seen::Error("unauthorized".to_owned(), reference)];
             }
         }

@@ -247,8 +247,11 @@ impl Inner {
                 frame,
             } => self.remove_account_from_room(room, *account, frame),
             Control::RoomChanged { room } => self.policy_changed(room.as_str()),
-            // Published only by the moderation slice's hub code, which applies it here.
-            Control::MessageDeleted { room, id, .. } => debug!(%room, id, "message deleted"),
+            Control::MessageDeleted {
+                room,
+                id,
+                tombstone,
+            } => self.apply_deletion(room, *id, tombstone),
         }
     }
 

@@ -16,6 +16,7 @@ mod committer;
 mod conversations;
 mod member;
 mod membership;
+mod moderation;
 mod policy;
 mod presence;
 mod read_markers;
@@ -39,6 +40,7 @@ use crate::protocol::{RoomName, ServerFrame};
 use crate::store::{NewMessage, Page, People, Store, StoreError, StoredMessage};
 use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 
+pub use moderation::{PostRefusal, Poster};
 pub use policy::{PolicyMember, RoomPolicy};
 pub use session::{Access, Session};
 
@@ -116,6 +118,8 @@ struct Inner {
     read_markers: Arc<read_markers::ReadMarkers>,
     /// This node's signed-in connections by account (accounts.rs).
     accounts: accounts::AccountIndex,
+    /// When each poster last posted in each slow-mode room here (moderation.rs).
+    slow_clock: moderation::SlowClock,
 }
 
 impl Hub {
@@ -145,6 +149,7 @@ impl Hub {
             policies: policy::Policies::default(),
             read_markers: Arc::default(),
             accounts: accounts::AccountIndex::default(),
+            slow_clock: moderation::SlowClock::default(),
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
         broker.register(receiver);

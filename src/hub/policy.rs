@@ -25,6 +25,7 @@ use crate::protocol::ServerFrame;
 use crate::protocol::people::TopicChange;
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
+use crate::store::moderation::RoomModeration;
 use crate::store::directory::{Role, RoomKind, RoomMember, is_reserved};
 use crate::transport::outbox::Outgoing;
 
@@ -40,6 +41,9 @@ pub struct RoomPolicy {
     /// The listed members (every member of a private room or DM; the owners and moderators of
     /// a public room with a record), with their names and roles.
     pub members: HashMap<AccountId, PolicyMember>,
+    /// Its bans and mutes in force and its slow mode (hub/moderation.rs checks joins and posts
+    /// against these, so no post reads the store).
+    pub moderation: RoomModeration,
 }
 
 /// One listed member of a room.
@@ -64,6 +68,7 @@ impl RoomPolicy {
             title: None,
             topic: None,
             members: HashMap::new(),
+            moderation: RoomModeration::default(),
         }
     }
 
@@ -180,8 +185,17 @@ impl Hub {
 
     async fn load_policy(&self, room: &str) -> Result<Arc<RoomPolicy>, StoreError> {
         let directory = &self.people().directory;
+        // A room without a record can still have bans, mutes and slow mode.
+        let moderation = self
+            .people()
+            .moderation
+            .room_moderation(room, crate::store::moderation::now_ms())
+            .await?;
         let Some(settings) = directory.settings(room).await? else {
-            return Ok(Arc::new(RoomPolicy::unrecorded(room)));
+            return Ok(Arc::new(RoomPolicy {
+                moderation,
+                ..RoomPolicy::unrecorded(room)
+            }));
         };
         let members = directory
             .members(room)
@@ -200,6 +214,7 @@ impl Hub {
             title: settings.title,
             topic: settings.topic,
             members,
+            moderation,
         }))
     }
 }
@@ -221,10 +236,12 @@ impl Inner {
         let room = room.to_owned();
         tokio::spawn(async move {
             match hub.policy(&room).await {
-                Ok(new) if new.topic != old.topic => {
-                    hub.inner.tell_topic(&room, new.topic.as_deref());
+                Ok(new) => {
+                    if new.topic != old.topic {
+                        hub.inner.tell_topic(&room, new.topic.as_deref());
+                    }
+                    hub.inner.moderation_reloaded(&room, &old, &new);
                 }
-                Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(%room, error = %err, "room policy unavailable after a change");
                 }

@@ -44,6 +44,10 @@ pub(crate) struct Recent {
     last_id: u64,
     /// `frames` holds the room's newest messages (all of them, if fewer than the capacity).
     seeded: bool,
+    /// Tombstones of messages deleted while the room had members here (at most the capacity,
+    /// newest last): applied to what a seed or a record brings later, which may have been read
+    /// or committed before the delete (hub/moderation.rs).
+    deleted: Vec<Outgoing>,
 }
 
 /// What a joining member can be replayed from memory.
@@ -80,7 +84,29 @@ impl Recent {
     pub fn record(&mut self, frames: &[Outgoing], capacity: usize) {
         for frame in frames {
             if let Some(id) = frame.msg_id.filter(|id| *id > self.last_id) {
-                self.push(frame.clone(), id, capacity);
+                // A message deleted before its fan-out reached this node is kept as deleted.
+                let tombstone = self.deleted.iter().find(|known| known.msg_id == Some(id));
+                self.push(tombstone.unwrap_or(frame).clone(), id, capacity);
+            }
+        }
+    }
+
+    /// Replaces message `tombstone.msg_id` by its tombstone, now and in whatever a later seed
+    /// or record brings.
+    pub fn tombstone(&mut self, tombstone: Outgoing, capacity: usize) {
+        self.deleted.retain(|known| known.msg_id != tombstone.msg_id);
+        if self.deleted.len() >= capacity {
+            self.deleted.remove(0);
+        }
+        self.deleted.push(tombstone);
+        self.apply_tombstones();
+    }
+
+    fn apply_tombstones(&mut self) {
+        for tombstone in &self.deleted {
+            let same = |frame: &&mut Outgoing| frame.msg_id == tombstone.msg_id;
+            if let Some(frame) = self.frames.iter_mut().find(same) {
+                *frame = tombstone.clone();
             }
         }
     }
@@ -110,6 +136,7 @@ impl Recent {
             .unwrap_or(0)
             .max(self.last_id);
         self.seeded = true;
+        self.apply_tombstones();
     }
 
     /// The highest message id this room entry has seen.

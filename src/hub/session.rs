@@ -60,9 +60,7 @@ pub struct Session {
     pub(super) hub: Hub,
     pub(super) id: ConnId,
     pub(super) name: String,
-    /// Boxed: every idle connection's task holds its `Session`, and inline `Access` (with the
-    /// account of issue 19) pushed that task past its 768-byte cell (transport/ws.rs's guard).
-    pub(super) access: Box<Access>,
+    pub(super) access: Access,
     pub(super) outbox: Outbox,
     pub(super) rooms: HashSet<RoomName>,
     ever_joined: bool,
@@ -88,7 +86,7 @@ impl Session {
             hub,
             id,
             name,
-            access: Box::new(access),
+            access,
             outbox,
             rooms: HashSet::new(),
             ever_joined: false,
@@ -134,6 +132,10 @@ impl Session {
             ClientFrame::People(frame) => {
                 // Boxed: the connection task's future stays the size it was shaped to.
                 Box::pin(self.people(*frame, reference)).await;
+            }
+            ClientFrame::Moderation(frame) => {
+                // Boxed like `People`: rare frames do not grow every frame's future.
+                Box::pin(self.moderate(*frame, reference)).await;
             }
         }
     }
@@ -230,6 +232,9 @@ impl Session {
         let Some(policy) = self.visible_policy(&room, "join", reference.clone()).await else {
             return;
         };
+        if !self.admitted_by_moderation(&room, &policy, reference.clone()) {
+            return;
+        }
         if self.rooms.contains(&room) {
             let (members, count) = self.hub.member_sample(&room);
             match self.hub.store().last_id(&room).await {
@@ -421,6 +426,9 @@ impl Session {
             if !self.rooms.contains(&room) {
                 return self.not_member(&room, reference);
             }
+        }
+        if !self.may_post(&room, reference.clone()).await {
+            return;
         }
         match self.hub.post(room.clone(), self.name.clone(), text).await {
             Ok(stored) => self.push(

@@ -4,6 +4,7 @@
 
 mod error_code;
 pub mod grant;
+pub mod moderation;
 pub mod people;
 pub mod validate;
 
@@ -59,6 +60,9 @@ pub enum ClientFrame {
     /// A conversation frame: create, dm, invite, topic, role, read (protocol/people.rs). Boxed
     /// so the frame every connection task holds does not grow for these rare ones.
     People(Box<people::PeopleFrame>),
+    /// A moderation frame: delete, kick, ban, unban, mute, unmute, slow
+    /// (protocol/moderation.rs). Boxed for the same reason.
+    Moderation(Box<moderation::ModerationFrame>),
 }
 
 /// A decoded frame together with its correlation value.
@@ -168,6 +172,12 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
             before: optional_u64(data_field(object, "before")?, "before")?,
             limit: history_limit(optional_u64(data_field(object, "limit")?, "limit")?),
         },
+        "delete" | "kick" | "ban" | "unban" | "mute" | "unmute" | "slow" => {
+            match moderation::decode(kind, object) {
+                Some(frame) => ClientFrame::Moderation(Box::new(frame?)),
+                None => return Err(bad_json("not a moderation frame")),
+            }
+        }
         other => match people::decode(other, object) {
             Some(frame) => ClientFrame::People(Box::new(frame?)),
             None => {
@@ -400,6 +410,20 @@ pub enum ServerFrame<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a Ref>,
         room: &'a str,
+    },
+    /// A moderator deleted a message: clients replace it with a tombstone.
+    Deleted {
+        data: moderation::DeletedMessage<'a>,
+    },
+    /// This connection was taken out of a room (kicked or banned).
+    Kicked { data: moderation::Removal<'a> },
+    /// A room's slow mode changed.
+    Slow { data: moderation::SlowMode<'a> },
+    /// This account may not post in a room (until a time, or until lifted).
+    Muted { data: moderation::MuteNotice<'a> },
+    /// This account may post in a room again.
+    Unmuted {
+        data: moderation::UnmuteNotice<'a>,
     },
     /// A refused frame.
     Error {

@@ -96,6 +96,8 @@ impl Entry<'_> {
 
 /// What passed the door.
 pub(crate) struct Admitted {
+    /// The client's address (step 1).
+    pub(crate) client: IpAddr,
     /// Who it acts for (step 4; a guest for `/echo`).
     pub(crate) caller: Caller,
     /// The display name it gets: checked, or fixed by its credential (`None`: none asked and
@@ -141,6 +143,7 @@ impl Door {
     ) -> Result<Admitted, ApiError> {
         if matches!(entry, Entry::Echo) {
             return Ok(Admitted {
+                client: self.client,
                 caller: Caller::Guest,
                 name: None,
                 room: None,
@@ -172,6 +175,7 @@ impl Door {
             None => None,
         };
         Ok(Admitted {
+            client: self.client,
             caller,
             name: name.flatten(),
             room,

@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::admission::{Door, Entry};
+use super::admission::{Admitted, Door, Entry};
 use super::{ApiError, AppState};
+use crate::hub::{PostRefusal, Poster};
 use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text};
 use crate::store::StoredMessage;
 
@@ -50,7 +51,7 @@ pub async fn post_message(
     let entry = Entry::Api { room: Some(&room) };
     let mut admitted = door.admit(&state, entry).await?;
     let room = admitted.named_room();
-    let caller = admitted.caller;
+    let Admitted { client, caller, .. } = admitted;
     let Json(body) = body.map_err(json_error)?;
     let from = caller
         .name(body.from.as_deref())?
@@ -62,6 +63,15 @@ pub async fn post_message(
         max_message_bytes: state.config.max_message_bytes,
     };
     let text = message_text(&body.data, limits)?;
+    // A muted account's post, or one faster than slow mode, is refused and not stored.
+    let account = caller.access().account;
+    let poster = account.map_or(Poster::Address(client), Poster::Account);
+    if let Err(refusal) = state.hub.check_post(&room, account, poster).await {
+        return Err(match refusal {
+            PostRefusal::Store(err) => err.into(),
+            refusal => ApiError::new(refusal.code(), refusal.message(&room)),
+        });
+    }
     let stored = state.hub.post(room, from, text).await?;
     Ok((
         StatusCode::CREATED,

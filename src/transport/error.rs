@@ -34,6 +34,8 @@ impl ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::RoomExists => StatusCode::CONFLICT,
+            ErrorCode::Muted | ErrorCode::Banned => StatusCode::FORBIDDEN,
+            ErrorCode::SlowMode => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NameTaken => StatusCode::CONFLICT,
             ErrorCode::SignupClosed | ErrorCode::BadCsrf => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,

@@ -12,6 +12,7 @@ mod error;
 mod frame;
 mod guard;
 mod listen;
+mod moderation_routes;
 pub(crate) mod outbox;
 mod rate;
 mod socket;
@@ -148,6 +149,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/auth/password", post(account_routes::password))
         .route("/api/me", get(account_routes::me))
         .route("/api/invites", post(account_routes::create_invite))
+        .route("/api/audit", get(moderation_routes::audit))
+        .route(
+            "/api/admin/accounts/{name}/disable",
+            axum::routing::post(moderation_routes::disable),
+        )
+        .route(
+            "/api/admin/accounts/{name}/enable",
+            axum::routing::post(moderation_routes::enable),
+        )
         .route("/{*file}", get(web::file));
     if state.config.echo_enabled {
         app = app.route("/echo", get(echo::echo));
