@@ -65,6 +65,7 @@ fn seed_messages() -> Vec<NewMessage> {
             from: ["alice", "bob", "Zoë"][i % 3].to_owned(),
             text: format!("lobby message {i}"),
             ts: 1_700_000_000_000 + i as i64 * 1_000,
+            author: None,
         });
     }
     for (i, text) in ODD_TEXTS.iter().enumerate() {
@@ -73,6 +74,7 @@ fn seed_messages() -> Vec<NewMessage> {
             from: "مريم".to_owned(),
             text: (*text).to_owned(),
             ts: 1_700_000_500_000 + i as i64,
+            author: None,
         });
     }
     seed.push(NewMessage {
@@ -80,6 +82,7 @@ fn seed_messages() -> Vec<NewMessage> {
         from: "carol".to_owned(),
         text: "only one".to_owned(),
         ts: 1_650_000_000_000,
+        author: None,
     });
     seed
 }
@@ -153,6 +156,7 @@ fn stored_from_json(m: &Value) -> StoredMessage {
         ts: m["ts"].as_i64().unwrap(),
         from: m["from"].as_str().unwrap().to_owned(),
         text: m["data"].as_str().unwrap().to_owned(),
+        author: None,
     }
 }
 
@@ -223,6 +227,7 @@ async fn sqlite_holding_mine(path: &Path, room_name: &str) {
             from: "mallory".to_owned(),
             text: "mine".to_owned(),
             ts: 5,
+            author: None,
         }])
         .await
         .unwrap();
@@ -297,6 +302,7 @@ async fn export_then_import_into_postgres_keeps_every_message_and_continues_ids(
             from: "carol".to_owned(),
             text: "two".to_owned(),
             ts: 1,
+            author: None,
         }])
         .await
         .unwrap();

@@ -130,6 +130,7 @@ impl Db {
                 from: from.to_owned(),
                 text: (*text).to_owned(),
                 ts: 1,
+                author: None,
             })
             .collect();
         self.store.append(&batch).await.unwrap();

@@ -128,6 +128,7 @@ impl Db {
                 from: from.to_owned(),
                 text: (*text).to_owned(),
                 ts: 7,
+                author: None,
             })
             .collect();
         self.store.append(&batch).await.unwrap();

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use hubbub::config::{Durability, PostgresUrl};
 use hubbub::protocol::RoomName;
+use hubbub::store::accounts::AccountId;
 use hubbub::store::{
     ImportConflict, NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoreError,
     StoredMessage,
@@ -126,7 +127,39 @@ contract!(
     an_import_that_would_leave_a_gap_is_refused_whole,
     an_import_over_a_different_message_is_refused_whole,
     an_import_with_ids_out_of_order_is_refused,
+    a_messages_author_is_kept_and_a_guests_is_none,
+    an_import_keeps_each_messages_author,
 );
+
+/// Issue 19: the signed-in account that posted a message comes back with it from every read;
+/// a guest's message has none.
+async fn a_messages_author_is_kept_and_a_guests_is_none(db: Database) {
+    let store = db.open().await;
+    let mut signed_in = message("a", "from an account");
+    signed_in.author = Some(AccountId(42));
+    let stored = store
+        .append(&[signed_in, message("a", "from a guest")])
+        .await
+        .unwrap();
+    let authors =
+        |messages: &[StoredMessage]| messages.iter().map(|m| m.author).collect::<Vec<_>>();
+    let expected = [Some(AccountId(42)), None];
+    assert_eq!(authors(&stored), expected);
+    assert_eq!(
+        authors(&store.after(&room("a"), 0, 10).await.unwrap()),
+        expected
+    );
+    let page = store.before(&room("a"), None, 10).await.unwrap();
+    assert_eq!(authors(&page.messages), expected);
+}
+
+async fn an_import_keeps_each_messages_author(db: Database) {
+    let store = db.open().await;
+    let mut batch = exported_run("a", 1, 2, "m");
+    batch[0].author = Some(AccountId(7));
+    store.import(&batch).await.unwrap();
+    assert_eq!(store.after(&room("a"), 0, 10).await.unwrap(), batch);
+}
 
 fn room(name: &str) -> RoomName {
     RoomName::parse(name).unwrap()
@@ -138,6 +171,7 @@ fn message(room_name: &str, text: &str) -> NewMessage {
         from: "alice".to_owned(),
         text: text.to_owned(),
         ts: 1_700_000_000_000,
+        author: None,
     }
 }
 
@@ -451,6 +485,7 @@ fn exported(room_name: &str, id: u64, text: &str) -> StoredMessage {
         ts: 1_600_000_000_000 + id as i64,
         from: format!("user{}", id % 3),
         text: text.to_owned(),
+        author: None,
     }
 }
 

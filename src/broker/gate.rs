@@ -567,6 +567,7 @@ mod tests {
                     from: "other-node".into(),
                     text: format!("m{i}"),
                     ts: 0,
+                    author: None,
                 })
                 .collect();
             self.store.append(&batch).await.unwrap()
@@ -614,6 +615,7 @@ mod tests {
             ts: 0,
             from: "x".into(),
             text: format!("m{id}"),
+            author: None,
         }
     }
 

@@ -319,6 +319,9 @@ struct WireOut<'a> {
     ts: i64,
     from: &'a str,
     text: &'a str,
+    /// The posting account (issue 19); absent for a guest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author: Option<i64>,
 }
 
 /// One message as it is read from the channel.
@@ -329,6 +332,8 @@ struct WireIn {
     ts: i64,
     from: String,
     text: String,
+    #[serde(default)]
+    author: Option<i64>,
 }
 
 /// `NODE_ID\n[messages as JSON]`: the id first, so a node skips its own payloads undecoded.
@@ -341,6 +346,7 @@ pub(crate) fn encode(node_id: u64, messages: &[StoredMessage]) -> Vec<u8> {
             ts: m.ts,
             from: &m.from,
             text: &m.text,
+            author: m.author.map(|author| author.0),
         })
         .collect();
     let mut payload = format!("{node_id}\n").into_bytes();
@@ -409,6 +415,7 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Decoded {
             ts: m.ts,
             from: m.from,
             text: m.text,
+            author: m.author.map(crate::store::accounts::AccountId),
         });
     }
     Decoded::Batch(batch)
@@ -772,6 +779,7 @@ mod tests {
             ts: 1_700_000_000_000,
             from: "ann".into(),
             text: "hi \"there\"\n".into(),
+            author: Some(crate::store::accounts::AccountId(3)),
         }
     }
 

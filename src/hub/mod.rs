@@ -37,6 +37,7 @@ use crate::broker::{Broker, ConnId, Deliver, RemoteChange, RoomEvent};
 use crate::config::HubSettings;
 use crate::metrics::Metrics;
 use crate::protocol::{RoomName, ServerFrame};
+use crate::store::accounts::AccountId;
 use crate::store::{NewMessage, Page, People, Store, StoreError, StoredMessage};
 use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 
@@ -195,12 +196,24 @@ impl Hub {
         Session::new(self.clone(), id, name, access, outbox)
     }
 
-    /// Stores a message and broadcasts it; returns once it is durably committed.
+    /// Stores a guest's message and broadcasts it; returns once it is durably committed.
     pub async fn post(
         &self,
         room: RoomName,
         from: String,
         text: String,
+    ) -> Result<StoredMessage, PostError> {
+        self.post_as(room, from, text, None).await
+    }
+
+    /// [`Hub::post`] for the signed-in `author` (`None`: a guest), whom the stored message
+    /// keeps (issue 19: readers are told which messages a guest posted).
+    pub async fn post_as(
+        &self,
+        room: RoomName,
+        from: String,
+        text: String,
+        author: Option<AccountId>,
     ) -> Result<StoredMessage, PostError> {
         let (reply, answer) = oneshot::channel();
         let job = PostJob {
@@ -209,6 +222,7 @@ impl Hub {
                 from,
                 text,
                 ts: now_ms(),
+                author,
             },
             reply,
         };

@@ -293,6 +293,10 @@ pub struct MessageView<'a> {
     /// so every other message encodes as before.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// Posted by a guest on a server with accounts (`"guest": true`): the name is not an
+    /// account's. Absent otherwise, so a server without accounts encodes as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub guest: bool,
 }
 
 /// `welcome` payload.
@@ -543,6 +547,7 @@ mod tests {
             from: "a",
             data: "<b>",
             deleted: false,
+            guest: false,
         });
         assert_eq!(
             frame.encode(),

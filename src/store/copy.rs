@@ -139,6 +139,10 @@ struct MessageLine<'a> {
     ts: i64,
     from: &'a str,
     text: &'a str,
+    /// The posting account's id (issue 19); absent for a guest's message, so an export of a
+    /// history without accounts reads as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author_id: Option<i64>,
 }
 
 /// Any line after the header as read: a message (every message field) or the end line.
@@ -150,6 +154,7 @@ struct Record {
     ts: Option<i64>,
     from: Option<String>,
     text: Option<String>,
+    author_id: Option<i64>,
     end: Option<Exported>,
 }
 
@@ -305,6 +310,7 @@ pub(crate) async fn export(
                 ts: message.ts,
                 from: &message.from,
                 text: &message.text,
+                author_id: message.author.map(|author| author.0),
             };
             serde_json::to_writer(&mut lines, &line)
                 .map_err(std::io::Error::from)
@@ -447,10 +453,12 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
         ts,
         from,
         text,
+        author_id,
         end,
     } = record;
     if let Some(end) = end {
-        if room.is_some() || id.is_some() || ts.is_some() || from.is_some() || text.is_some() {
+        let message_field = room.is_some() || id.is_some() || ts.is_some() || from.is_some();
+        if message_field || text.is_some() || author_id.is_some() {
             return Err("the end line has message fields".to_owned());
         }
         return Ok(Parsed::End(end));
@@ -469,6 +477,7 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
         ts: ts.ok_or_else(|| missing("ts"))?,
         from,
         text: text.ok_or_else(|| missing("text"))?,
+        author: author_id.map(crate::store::accounts::AccountId),
     }))
 }
 

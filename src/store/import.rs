@@ -184,6 +184,7 @@ mod tests {
             ts: 7,
             from: "alice".to_owned(),
             text: text.to_owned(),
+            author: None,
         }
     }
 

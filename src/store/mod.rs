@@ -16,6 +16,7 @@ mod sqlite;
 use async_trait::async_trait;
 
 use crate::protocol::{MessageView, RoomName};
+use accounts::AccountId;
 
 pub use accounts::AccountStore;
 pub(crate) use coalesce::Coalescing;
@@ -37,6 +38,8 @@ pub struct NewMessage {
     pub text: String,
     /// Server time of the post, ms since the Unix epoch.
     pub ts: i64,
+    /// The signed-in account that posted it; `None` for a guest (issue 19).
+    pub author: Option<AccountId>,
 }
 
 /// A committed message: what replay, history and broadcast all send.
@@ -53,11 +56,20 @@ pub struct StoredMessage {
     pub from: String,
     /// The text.
     pub text: String,
+    /// The signed-in account that posted it; `None` for a guest, and for every message stored
+    /// before accounts existed (migration 0005 adds the column empty).
+    pub author: Option<AccountId>,
 }
 
 impl StoredMessage {
-    /// The wire view of this message, borrowed for encoding.
+    /// The wire view of this message, borrowed for encoding, without guest marking.
     pub fn view(&self) -> MessageView<'_> {
+        self.view_marking(false)
+    }
+
+    /// The wire view, with `"guest": true` when `mark_guests` (the server has accounts) and
+    /// no account posted it: a guest's name is not an account's, and readers are told.
+    pub fn view_marking(&self, mark_guests: bool) -> MessageView<'_> {
         MessageView {
             room: self.room.as_str(),
             id: self.id,
@@ -65,6 +77,7 @@ impl StoredMessage {
             from: &self.from,
             data: &self.text,
             deleted: self.is_deleted(),
+            guest: mark_guests && self.author.is_none(),
         }
     }
 

@@ -229,6 +229,9 @@ fn row_to_message(row: &PgRow, room: &RoomName) -> Result<StoredMessage, sqlx::E
         ts: row.try_get("ts")?,
         from: row.try_get("sender")?,
         text,
+        author: row
+            .try_get::<Option<i64>, _>("author_id")?
+            .map(crate::store::accounts::AccountId),
     })
 }
 
@@ -252,7 +255,7 @@ async fn held_messages(
         .map(|(_, (_, newest))| id_param(*newest))
         .collect();
     let rows = sqlx::query(
-        "SELECT m.room, m.id, m.ts, m.sender, m.body \
+        "SELECT m.room, m.id, m.ts, m.sender, m.body, m.author_id \
          FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS wanted (room, first, newest) \
          JOIN messages m ON m.room = wanted.room AND m.id BETWEEN wanted.first AND wanted.newest \
          ORDER BY m.room, m.id",
@@ -283,15 +286,21 @@ async fn insert_with_ids(
     let stamps: Vec<i64> = messages.iter().map(|m| m.ts).collect();
     let senders: Vec<&str> = messages.iter().map(|m| m.from.as_str()).collect();
     let bodies: Vec<&[u8]> = messages.iter().map(|m| m.text.as_bytes()).collect();
+    let authors: Vec<Option<i64>> = messages
+        .iter()
+        .map(|m| m.author.map(|author| author.0))
+        .collect();
     sqlx::query(
-        "INSERT INTO messages (room, id, ts, sender, body) \
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[])",
+        "INSERT INTO messages (room, id, ts, sender, body, author_id) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[], \
+         $6::bigint[])",
     )
     .bind(&rooms)
     .bind(&ids)
     .bind(&stamps)
     .bind(&senders)
     .bind(&bodies)
+    .bind(&authors)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -343,6 +352,7 @@ impl Store for PostgresStore {
                 ts: message.ts,
                 from: message.from.clone(),
                 text: message.text.clone(),
+                author: message.author,
             });
             *id += 1;
         }
@@ -420,7 +430,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body FROM messages WHERE room = $1 AND id > $2 \
+            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = $1 AND id > $2 \
              ORDER BY id LIMIT $3",
         )
         .bind(room.as_str())
@@ -443,7 +453,7 @@ impl Store for PostgresStore {
         let before = before.map_or(i64::MAX, id_param);
         // One extra row tells whether there is more without a second query.
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body FROM messages WHERE room = $1 AND id < $2 \
+            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = $1 AND id < $2 \
              ORDER BY id DESC LIMIT $3",
         )
         .bind(room.as_str())

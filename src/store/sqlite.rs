@@ -367,7 +367,7 @@ async fn held_messages(
     newest: u64,
 ) -> Result<Vec<StoredMessage>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, ts, sender, body FROM messages WHERE room = ?1 AND id BETWEEN ?2 AND ?3 \
+        "SELECT id, ts, sender, body, author_id FROM messages WHERE room = ?1 AND id BETWEEN ?2 AND ?3 \
          ORDER BY id",
     )
     .bind(room)
@@ -384,14 +384,18 @@ async fn insert_with_id(
     conn: &mut SqliteConnection,
     message: &StoredMessage,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO messages (room, id, ts, sender, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(message.room.as_str())
-        .bind(message.id as i64)
-        .bind(message.ts)
-        .bind(&message.from)
-        .bind(&message.text)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO messages (room, id, ts, sender, body, author_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(message.room.as_str())
+    .bind(message.id as i64)
+    .bind(message.ts)
+    .bind(&message.from)
+    .bind(&message.text)
+    .bind(message.author.map(|author| author.0))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -410,13 +414,15 @@ async fn insert_all(
         .fetch_one(&mut *conn)
         .await?;
         sqlx::query(
-            "INSERT INTO messages (room, id, ts, sender, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO messages (room, id, ts, sender, body, author_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(message.room.as_str())
         .bind(id)
         .bind(message.ts)
         .bind(&message.from)
         .bind(&message.text)
+        .bind(message.author.map(|author| author.0))
         .execute(&mut *conn)
         .await?;
         stored.push(StoredMessage {
@@ -425,6 +431,7 @@ async fn insert_all(
             ts: message.ts,
             from: message.from.clone(),
             text: message.text.clone(),
+            author: message.author,
         });
     }
     Ok(stored)
@@ -623,6 +630,9 @@ fn row_to_message(
         ts: row.try_get("ts")?,
         from: row.try_get("sender")?,
         text: row.try_get("body")?,
+        author: row
+            .try_get::<Option<i64>, _>("author_id")?
+            .map(crate::store::accounts::AccountId),
     })
 }
 
@@ -653,7 +663,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .bind(room.as_str())
         .bind(i64::try_from(since).unwrap_or(i64::MAX))
@@ -675,7 +685,7 @@ impl Store for SqliteStore {
         let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         // One extra row tells whether there is more without a second query.
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
         )
         .bind(room.as_str())
         .bind(before)

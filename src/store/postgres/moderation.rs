@@ -92,7 +92,7 @@ impl ModerationStore for PostgresStore {
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query(
             "UPDATE messages SET body = ''::bytea, deleted_ms = $3 \
-             WHERE room = $1 AND id = $2 AND deleted_ms IS NULL RETURNING ts, sender",
+             WHERE room = $1 AND id = $2 AND deleted_ms IS NULL RETURNING ts, sender, author_id",
         )
         .bind(room)
         .bind(id_param(id))
@@ -121,6 +121,9 @@ impl ModerationStore for PostgresStore {
             ts: row.try_get("ts")?,
             from: row.try_get("sender")?,
             text: String::new(),
+            author: row
+                .try_get::<Option<i64>, _>("author_id")?
+                .map(crate::store::accounts::AccountId),
         }))
     }
 

@@ -120,7 +120,7 @@ impl ModerationStore for SqliteStore {
         in_transaction!(self, conn => {
             let row = sqlx::query(
                 "UPDATE messages SET body = '', deleted_ms = ?3 \
-                 WHERE room = ?1 AND id = ?2 AND deleted_ms IS NULL RETURNING ts, sender",
+                 WHERE room = ?1 AND id = ?2 AND deleted_ms IS NULL RETURNING ts, sender, author_id",
             )
             .bind(room)
             .bind(id)
@@ -136,6 +136,9 @@ impl ModerationStore for SqliteStore {
                         ts: row.try_get("ts")?,
                         from: row.try_get("sender")?,
                         text: String::new(),
+                        author: row
+                            .try_get::<Option<i64>, _>("author_id")?
+                            .map(crate::store::accounts::AccountId),
                     })
                 }
                 None => {
