@@ -350,7 +350,7 @@ async fn invite_prints_a_code_the_store_redeems_once() {
 async fn user_add_works_while_a_server_runs_on_the_same_database() {
     let db = Database::new().await;
     let server = Binary::start(&db.data, free_port(), &[]).await;
-    let mut client = server.client("?name=watcher").await;
+    let mut client = server.client("name=watcher").await;
     client.join("lobby").await;
 
     db.ok(&["user", "add", "alice"]);
