@@ -290,7 +290,7 @@ impl Session {
         let Some(policy) = self.visible_policy(&room, "topic", reference.clone()).await else {
             return;
         };
-        if !policy.can_moderate(Some(account)) {
+        if !policy.can_moderate(Some(account)) && !self.is_operator(account, &room).await {
             let message = "only the room's owners and moderators may set its topic";
             return self.reject_with(ErrorCode::Forbidden, message, reference);
         }
@@ -384,6 +384,19 @@ impl Session {
                 .await;
         }
         self.done(&room, reference);
+    }
+
+    /// Whether the account is an operator (`accounts.admin`: moderator rights in every room it
+    /// can see), read from the store when asked (rare: only when the room role falls short), so
+    /// a revoked operator loses the right at once. A failed read counts as no.
+    async fn is_operator(&self, account: AccountId, room: &RoomName) -> bool {
+        match self.hub.people().accounts.account_by_id(account).await {
+            Ok(found) => found.is_some_and(|found| found.admin && !found.disabled),
+            Err(err) => {
+                warn!(conn = self.id, %room, error = %err, "operator check failed; treated as no");
+                false
+            }
+        }
     }
 
     /// The account named `name`, or `not_found` answered.
@@ -745,8 +758,10 @@ mod tests {
         drain(&frames);
         outsider.join(room.clone(), None, None).await;
         let answers = drain(&frames);
-        assert_eq!(answers.len(), 1, "{answers:?}");
-        assert_eq!(answers[0]["data"]["code"], "not_found");
+        let errors = of_type(&answers, "error");
+        assert_eq!(errors.len(), 1, "{answers:?}");
+        assert_eq!(errors[0]["data"]["code"], "not_found");
+        assert!(of_type(&answers, "joined").is_empty(), "{answers:?}");
         assert_eq!(hub.member_sample(&room).1, 0);
     }
 
@@ -796,6 +811,33 @@ mod tests {
         );
         assert!(of_type(&drain(&laptop_frames), "read").is_empty());
         assert!(of_type(&drain(&other_frames), "read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_operator_sets_the_topic_of_a_public_room_without_an_owner() {
+        let (hub, _dir) = hub().await;
+        let root = account(&hub, "root").await;
+        let ann = account(&hub, "ann").await;
+        let accounts = &hub.people().accounts;
+        assert!(accounts.set_admin(root, true).await.expect("store"));
+        let topic = |text: &str| PeopleFrame::Topic {
+            room: RoomName::lobby(),
+            topic: Some(text.to_owned()),
+        };
+        let (mut member, member_frames) = signed_in(&hub, "ann", ann);
+        drain(&member_frames);
+        member.people(topic("mine"), None).await;
+        let refused = drain(&member_frames);
+        let errors = of_type(&refused, "error");
+        assert_eq!(errors[0]["data"]["code"], "forbidden", "{refused:?}");
+        let (mut operator, operator_frames) = signed_in(&hub, "root", root);
+        drain(&operator_frames);
+        operator.people(topic("welcome"), None).await;
+        let done = drain(&operator_frames);
+        assert_eq!(of_type(&done, "ack").len(), 1, "{done:?}");
+        assert!(of_type(&done, "error").is_empty(), "{done:?}");
+        let policy = hub.policy("lobby").await.expect("policy");
+        assert_eq!(policy.topic.as_deref(), Some("welcome"));
     }
 
     #[tokio::test]
