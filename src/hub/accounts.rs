@@ -189,14 +189,32 @@ impl Hub {
         }
     }
 
-    /// Registers a signed-in session's connection in the index.
+    /// Registers a signed-in session's connection in the index. The server has accounts now:
+    /// guests' messages are marked from here on.
     pub(super) fn link_account(
         &self,
         account: AccountId,
         conn: ConnId,
         outbox: &Outbox,
     ) -> Arc<AccountLink> {
+        self.inner.marks_guests.store(true, Ordering::Relaxed);
         self.inner.accounts.add(account, conn, outbox)
+    }
+
+    /// Whether messages no account posted go out marked `"guest": true`: once the store holds
+    /// an account (checked at start and with every re-validation until it does) or one is
+    /// signed in here. A server nobody made an account on encodes every message as before.
+    pub fn marks_guests(&self) -> bool {
+        self.inner.marks_guests()
+    }
+
+    /// A page of messages as the wire shows them (guest marking included).
+    pub fn views<'a>(
+        &self,
+        messages: &'a [crate::store::StoredMessage],
+    ) -> Vec<crate::protocol::MessageView<'a>> {
+        let mark = self.marks_guests();
+        messages.iter().map(|m| m.view_marking(mark)).collect()
     }
 
     /// Removes a session's connection from the index.
@@ -319,11 +337,32 @@ pub(super) async fn revalidate(hub: Weak<Inner>, stop: CancellationToken) {
         let Some(inner) = hub.upgrade() else {
             return;
         };
+        inner.note_accounts_exist().await;
         inner.close_disabled().await;
     }
 }
 
 impl Inner {
+    /// See [`Hub::marks_guests`].
+    pub(super) fn marks_guests(&self) -> bool {
+        self.marks_guests.load(Ordering::Relaxed)
+    }
+
+    /// Turns guest marking on once the store holds an account (one cheap read while it holds
+    /// none; none at all once it does).
+    async fn note_accounts_exist(&self) {
+        if self.marks_guests() {
+            return;
+        }
+        match self.people.accounts.list_accounts().await {
+            Ok(accounts) if !accounts.is_empty() => {
+                self.marks_guests.store(true, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(err) => warn!(cause = %err, "could not read whether accounts exist"),
+        }
+    }
+
     /// Closes the connections here of every account the store says is disabled.
     async fn close_disabled(&self) {
         let accounts = self.accounts.accounts();

@@ -113,12 +113,14 @@ struct Inner {
     settings: HubSettings,
     metrics: Metrics,
     next_conn: AtomicU64,
+    /// Whether authorless messages go out marked `"guest": true` (accounts.rs).
+    marks_guests: std::sync::atomic::AtomicBool,
+    /// This node's signed-in connections by account (accounts.rs).
+    accounts: accounts::AccountIndex,
     /// Each room's cached kind, topic, members and roles (policy.rs).
     policies: policy::Policies,
     /// Read markers waiting for their batched write (read_markers.rs).
     read_markers: Arc<read_markers::ReadMarkers>,
-    /// This node's signed-in connections by account (accounts.rs).
-    accounts: accounts::AccountIndex,
     /// When each poster last posted in each slow-mode room here (moderation.rs).
     slow_clock: moderation::SlowClock,
 }
@@ -147,9 +149,10 @@ impl Hub {
             settings: settings.clone(),
             metrics: metrics.clone(),
             next_conn: AtomicU64::new(1),
+            marks_guests: std::sync::atomic::AtomicBool::new(false),
+            accounts: accounts::AccountIndex::default(),
             policies: policy::Policies::default(),
             read_markers: Arc::default(),
-            accounts: accounts::AccountIndex::default(),
             slow_clock: moderation::SlowClock::default(),
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
@@ -355,7 +358,8 @@ impl Deliver for Inner {
     async fn deliver_messages(&self, messages: &[StoredMessage]) {
         let mut by_room: Vec<(&str, Vec<Outgoing>)> = Vec::new();
         for message in messages {
-            let frame = Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id);
+            let view = message.view_marking(self.marks_guests());
+            let frame = Outgoing::message(ServerFrame::Msg(view).encode(), message.id);
             match by_room.iter_mut().find(|(room, _)| message.room == *room) {
                 Some((_, frames)) => frames.push(frame),
                 None => by_room.push((message.room.as_str(), vec![frame])),
@@ -369,7 +373,10 @@ impl Deliver for Inner {
     fn deliver(&self, room: &str, event: RoomEvent) {
         let (frame, skip) = match &event {
             RoomEvent::Message(message) => (
-                Outgoing::message(ServerFrame::Msg(message.view()).encode(), message.id),
+                Outgoing::message(
+                    ServerFrame::Msg(message.view_marking(self.marks_guests())).encode(),
+                    message.id,
+                ),
                 None,
             ),
             RoomEvent::Presence {

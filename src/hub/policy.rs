@@ -25,8 +25,8 @@ use crate::protocol::ServerFrame;
 use crate::protocol::people::TopicChange;
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
-use crate::store::moderation::RoomModeration;
 use crate::store::directory::{Role, RoomKind, RoomMember, is_reserved};
+use crate::store::moderation::RoomModeration;
 use crate::transport::outbox::Outgoing;
 
 /// What the hub knows about one room's rules.

@@ -94,7 +94,8 @@ impl Recent {
     /// Replaces message `tombstone.msg_id` by its tombstone, now and in whatever a later seed
     /// or record brings.
     pub fn tombstone(&mut self, tombstone: Outgoing, capacity: usize) {
-        self.deleted.retain(|known| known.msg_id != tombstone.msg_id);
+        self.deleted
+            .retain(|known| known.msg_id != tombstone.msg_id);
         if self.deleted.len() >= capacity {
             self.deleted.remove(0);
         }

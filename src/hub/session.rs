@@ -60,7 +60,9 @@ pub struct Session {
     pub(super) hub: Hub,
     pub(super) id: ConnId,
     pub(super) name: String,
-    pub(super) access: Access,
+    /// Boxed: every idle connection's task holds its `Session`, and inline `Access` (with the
+    /// account of issue 19) pushed that task past its 768-byte cell (transport/ws.rs's guard).
+    pub(super) access: Box<Access>,
     pub(super) outbox: Outbox,
     pub(super) rooms: HashSet<RoomName>,
     ever_joined: bool,
@@ -86,7 +88,7 @@ impl Session {
             hub,
             id,
             name,
-            access,
+            access: Box::new(access),
             outbox,
             rooms: HashSet::new(),
             ever_joined: false,
@@ -318,7 +320,7 @@ impl Session {
             .store()
             .before(room, None, JOIN_BACKLOG as u32)
             .await?;
-        let frames = encode(&page.messages);
+        let frames = encode(&page.messages, self.hub.marks_guests());
         self.hub.seed_recent(room, &frames);
         Ok(RecentSnapshot {
             last_id: frames.last().and_then(|frame| frame.msg_id).unwrap_or(0),
@@ -356,7 +358,7 @@ impl Session {
             let backlog = JOIN_BACKLOG as u32;
             return match store.before(room, None, backlog).await {
                 Ok(page) => {
-                    let frames = encode(&page.messages);
+                    let frames = encode(&page.messages, self.hub.marks_guests());
                     let up_to = self.send_frames(&frames, 0).await;
                     self.hub.seed_recent(room, &frames);
                     up_to
@@ -387,7 +389,8 @@ impl Session {
     /// Sends a page of stored messages as one batch; returns the highest id sent (`up_to` if the
     /// connection closed first).
     async fn send_messages(&self, messages: &[StoredMessage], up_to: u64) -> u64 {
-        self.send_frames(&encode(messages), up_to).await
+        self.send_frames(&encode(messages, self.hub.marks_guests()), up_to)
+            .await
     }
 
     /// Sends encoded messages as one batch; returns the highest id sent (`up_to` if there were
@@ -430,7 +433,11 @@ impl Session {
         if !self.may_post(&room, reference.clone()).await {
             return;
         }
-        match self.hub.post(room.clone(), self.name.clone(), text).await {
+        match self
+            .hub
+            .post_as(room.clone(), self.name.clone(), text, self.access.account)
+            .await
+        {
             Ok(stored) => self.push(
                 ServerFrame::Ack {
                     reference: reference.as_ref(),
@@ -479,7 +486,7 @@ impl Session {
                 let json = ServerFrame::History {
                     room: room.as_str(),
                     data: HistoryPage {
-                        messages: page.messages.iter().map(StoredMessage::view).collect(),
+                        messages: self.hub.views(&page.messages),
                         has_more: page.has_more,
                     },
                 }
@@ -565,10 +572,10 @@ impl Drop for Session {
 }
 
 /// Stored messages as the `msg` frames members get.
-fn encode(messages: &[StoredMessage]) -> Vec<Outgoing> {
+fn encode(messages: &[StoredMessage], mark_guests: bool) -> Vec<Outgoing> {
     messages
         .iter()
-        .map(|m| Outgoing::message(ServerFrame::Msg(m.view()).encode(), m.id))
+        .map(|m| Outgoing::message(ServerFrame::Msg(m.view_marking(mark_guests)).encode(), m.id))
         .collect()
 }
 

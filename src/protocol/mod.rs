@@ -426,9 +426,7 @@ pub enum ServerFrame<'a> {
     /// This account may not post in a room (until a time, or until lifted).
     Muted { data: moderation::MuteNotice<'a> },
     /// This account may post in a room again.
-    Unmuted {
-        data: moderation::UnmuteNotice<'a>,
-    },
+    Unmuted { data: moderation::UnmuteNotice<'a> },
     /// A refused frame.
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]

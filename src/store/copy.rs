@@ -341,7 +341,10 @@ async fn write_line(
 }
 
 /// Copies `source`'s whole history into `target`, one [`Store::import`] batch at a time.
-pub(crate) async fn copy(source: &dyn Store, target: &dyn Store) -> Result<Transferred, TransferError> {
+pub(crate) async fn copy(
+    source: &dyn Store,
+    target: &dyn Store,
+) -> Result<Transferred, TransferError> {
     let mut reader = HistoryReader::new(source).await?;
     let mut done = ImportOutcome::default();
     while let Some(batch) = reader.next_batch().await? {

@@ -15,7 +15,6 @@ use super::admission::{Admitted, Door, Entry};
 use super::{ApiError, AppState};
 use crate::hub::{PostRefusal, Poster};
 use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text};
-use crate::store::StoredMessage;
 
 /// Body of `POST /api/rooms/{room}/messages`.
 #[derive(Debug, Deserialize)]
@@ -72,7 +71,7 @@ pub async fn post_message(
             refusal => ApiError::new(refusal.code(), refusal.message(&room)),
         });
     }
-    let stored = state.hub.post(room, from, text).await?;
+    let stored = state.hub.post_as(room, from, text, account).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": stored.id, "room": stored.room.as_str()})),
@@ -109,7 +108,7 @@ pub async fn history(
         .history(&room, query.before, history_limit(query.limit))
         .await?;
     let body = HistoryPage {
-        messages: page.messages.iter().map(StoredMessage::view).collect(),
+        messages: state.hub.views(&page.messages),
         has_more: page.has_more,
     };
     Ok(Json(body).into_response())

@@ -142,13 +142,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/rooms/{room}/messages",
             get(api::history).post(api::post_message),
         )
-        .route("/api/auth/signup", post(account_routes::signup))
-        .route("/api/auth/signin", post(account_routes::signin))
-        .route("/api/auth/signout", post(account_routes::signout))
-        .route("/api/auth/signout-all", post(account_routes::signout_all))
-        .route("/api/auth/password", post(account_routes::password))
-        .route("/api/me", get(account_routes::me))
-        .route("/api/invites", post(account_routes::create_invite))
         .route("/api/audit", get(moderation_routes::audit))
         .route(
             "/api/admin/accounts/{name}/disable",
@@ -158,6 +151,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/admin/accounts/{name}/enable",
             axum::routing::post(moderation_routes::enable),
         )
+        .route("/api/auth/signup", post(account_routes::signup))
+        .route("/api/auth/signin", post(account_routes::signin))
+        .route("/api/auth/signout", post(account_routes::signout))
+        .route("/api/auth/signout-all", post(account_routes::signout_all))
+        .route("/api/auth/password", post(account_routes::password))
+        .route("/api/me", get(account_routes::me))
+        .route("/api/invites", post(account_routes::create_invite))
         .route("/{*file}", get(web::file));
     if state.config.echo_enabled {
         app = app.route("/echo", get(echo::echo));
