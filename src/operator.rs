@@ -269,7 +269,7 @@ impl Operator {
     async fn open(database: &DatabaseArgs) -> crate::Result<Operator> {
         let config = database.migrate_args().to_config();
         let (_history, people) = crate::open_store(&config).await?;
-        let accounts = Accounts::new(people.accounts.clone(), AccountSettings::default());
+        let accounts = Accounts::new(&people, AccountSettings::default());
         Ok(Operator { people, accounts })
     }
 

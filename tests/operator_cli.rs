@@ -358,3 +358,36 @@ async fn user_add_works_while_a_server_runs_on_the_same_database() {
     assert!(db.ok(&["user", "list"]).contains("alice"));
     client.post("lobby", "still serving").await;
 }
+
+#[tokio::test]
+async fn a_name_user_add_gives_while_a_server_runs_is_refused_to_guests_within_seconds() {
+    let db = Database::new().await;
+    let server = Binary::start(&db.data, free_port(), &[]).await;
+    let path = "/ws?name=Alice";
+    drop(
+        common::try_connect(server.addr, path, &[], None)
+            .await
+            .unwrap(),
+    );
+
+    db.ok(&["user", "add", "alice"]);
+
+    // Each node reads new accounts into its in-memory name set every 2 s
+    // (store/account_names.rs); that read is observable only by asking, so ask until the
+    // guest is refused, within a deadline of several ticks.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match common::try_connect(server.addr, path, &[], None).await {
+            Ok(guest) => drop(guest),
+            refused => {
+                assert_eq!(common::refusal(refused), (409, "name_taken".to_owned()));
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "guests could still take the name 10 s after `user add`"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

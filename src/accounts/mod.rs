@@ -26,10 +26,10 @@ use tracing::{info, warn};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::protocol::display_name;
-use crate::store::StoreError;
 use crate::store::accounts::{
     Account, AccountId, AccountStore, Invite, NewAccount, NewSession, Session,
 };
+use crate::store::{AccountNames, People, StoreError};
 use limits::{LimitSettings, LoginLimits};
 use password::{Hasher, check_new_password};
 use secret::{hash_token, random_token};
@@ -126,6 +126,8 @@ pub struct AccountSettings {
 /// The accounts service: one per server, shared by every request.
 pub struct Accounts {
     store: Arc<dyn AccountStore>,
+    /// The name keys every node holds in memory: each account made here goes in at once.
+    names: Arc<AccountNames>,
     settings: AccountSettings,
     hasher: Hasher,
     limits: LoginLimits,
@@ -149,10 +151,11 @@ fn ms(duration: Duration) -> i64 {
 }
 
 impl Accounts {
-    /// The service over `store`.
-    pub fn new(store: Arc<dyn AccountStore>, settings: AccountSettings) -> Self {
+    /// The service over the people side of the store.
+    pub fn new(people: &People, settings: AccountSettings) -> Self {
         Accounts {
-            store,
+            store: people.accounts.clone(),
+            names: people.names.clone(),
             hasher: Hasher::default(),
             limits: LoginLimits::new(settings.limits),
             settings,
@@ -207,6 +210,7 @@ impl Accounts {
             })
             .await?
             .ok_or(AccountError::NameTaken)?;
+        self.names.insert(created.id, &created.name_key);
         info!(account = created.id.0, name = %created.name, "account signed up");
         let signed_in = self.open_session(created).await?;
         Ok((signed_in, invite.and_then(|invite| invite.room)))
@@ -400,7 +404,8 @@ impl Accounts {
             }
             None => None,
         };
-        self.store
+        let created = self
+            .store
             .create_account(&NewAccount {
                 name_key: name_key(&name),
                 name,
@@ -409,7 +414,9 @@ impl Accounts {
                 created_ms: now_ms(),
             })
             .await?
-            .ok_or(AccountError::NameTaken)
+            .ok_or(AccountError::NameTaken)?;
+        self.names.insert(created.id, &created.name_key);
+        Ok(created)
     }
 
     /// The account `name` refers to (in any case), if any.
@@ -443,6 +450,7 @@ impl Accounts {
             .await?;
         match made {
             Some(account) => {
+                self.names.insert(account.id, &account.name_key);
                 info!(account = account.id.0, "account made for a token's subject");
                 Ok(account)
             }
@@ -456,9 +464,10 @@ impl Accounts {
         }
     }
 
-    /// Whether a guest may use `name`: not when its key belongs to an account.
+    /// Whether a guest may use `name`: not when its key belongs to an account. Answered from
+    /// memory once the node has read the accounts (store/account_names.rs).
     pub async fn name_is_free_for_guests(&self, name: &str) -> Result<bool, AccountError> {
-        Ok(self.store.account_by_key(&name_key(name)).await?.is_none())
+        Ok(self.names.is_free(&name_key(name)).await?)
     }
 
     /// Makes an invite: `uses` sign-ups (1 to [`MAX_INVITE_USES`]) within `ttl`, optionally

@@ -337,7 +337,7 @@ pub(super) async fn revalidate(hub: Weak<Inner>, stop: CancellationToken) {
         let Some(inner) = hub.upgrade() else {
             return;
         };
-        inner.note_accounts_exist().await;
+        inner.read_account_names().await;
         inner.close_disabled().await;
     }
 }
@@ -348,18 +348,15 @@ impl Inner {
         self.marks_guests.load(Ordering::Relaxed)
     }
 
-    /// Turns guest marking on once the store holds an account (one cheap read while it holds
-    /// none; none at all once it does).
-    async fn note_accounts_exist(&self) {
-        if self.marks_guests() {
-            return;
+    /// Reads the accounts made since the last tick into the node's name set (guests' names
+    /// are checked against it: store/account_names.rs), and turns guest marking on once the
+    /// store holds an account.
+    async fn read_account_names(&self) {
+        if let Err(err) = self.people.names.refresh().await {
+            warn!(cause = %err, "could not read the accounts' names");
         }
-        match self.people.accounts.list_accounts().await {
-            Ok(accounts) if !accounts.is_empty() => {
-                self.marks_guests.store(true, Ordering::Relaxed);
-            }
-            Ok(_) => {}
-            Err(err) => warn!(cause = %err, "could not read whether accounts exist"),
+        if !self.marks_guests() && self.people.names.any() {
+            self.marks_guests.store(true, Ordering::Relaxed);
         }
     }
 

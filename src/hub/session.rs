@@ -217,8 +217,8 @@ impl Session {
     /// A store failure refuses it too: better a refused rename than a guest passing for someone.
     async fn name_free(&self, name: &str) -> bool {
         let key = crate::accounts::name_key(name);
-        match self.hub.people().accounts.account_by_key(&key).await {
-            Ok(found) => found.is_none(),
+        match self.hub.people().names.is_free(&key).await {
+            Ok(free) => free,
             Err(err) => {
                 debug!(conn = self.id, error = %err, "account name check failed; nick refused");
                 false

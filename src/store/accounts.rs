@@ -24,6 +24,14 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Every account, by name key: the operator's `hubbub user list`.
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
 
+    /// The id and name key of every account with an id above `after`, by id: how each node
+    /// keeps its in-memory set of reserved names current ([`super::AccountNames`]) without a
+    /// read per guest connection.
+    async fn name_keys_after(
+        &self,
+        after: AccountId,
+    ) -> Result<Vec<(AccountId, String)>, StoreError>;
+
     /// Replaces the account's password hash (`None` = no password sign-in) and, in the same
     /// transaction, deletes all its sessions except `keep` (the session that changed it, if
     /// any): a new password ends every other sign-in. Returns whether the account exists.

@@ -3,6 +3,7 @@
 //! ids (it is the only thing that can make them survive restarts) and knows nothing of members,
 //! sockets or the broker.
 
+mod account_names;
 pub mod accounts;
 mod coalesce;
 pub mod copy;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use crate::protocol::{MessageView, RoomName};
 use accounts::AccountId;
 
+pub use account_names::AccountNames;
 pub use accounts::AccountStore;
 pub(crate) use coalesce::Coalescing;
 pub use directory::RoomDirectory;

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::account_names::AccountNames;
 use super::accounts::AccountStore;
 use super::directory::RoomDirectory;
 use super::moderation::ModerationStore;
@@ -22,6 +23,8 @@ pub struct People {
     pub directory: Arc<dyn RoomDirectory>,
     /// Bans, mutes, slow mode, tombstones and the audit log.
     pub moderation: Arc<dyn ModerationStore>,
+    /// The accounts' name keys in memory, so a guest's name is checked without a store read.
+    pub names: Arc<AccountNames>,
 }
 
 impl People {
@@ -31,6 +34,7 @@ impl People {
         S: AccountStore + RoomDirectory + ModerationStore,
     {
         People {
+            names: Arc::new(AccountNames::new(store.clone())),
             accounts: store.clone(),
             directory: store.clone(),
             moderation: store,

@@ -85,7 +85,7 @@ impl AppState {
         readiness: Readiness,
     ) -> Self {
         let accounts = Arc::new(crate::accounts::Accounts::new(
-            hub.people().accounts.clone(),
+            hub.people(),
             crate::accounts::AccountSettings {
                 signup: config.signup,
                 ..Default::default()

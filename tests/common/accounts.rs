@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use hubbub::accounts::{AccountSettings, Accounts};
 use hubbub::config::{Config, Durability};
-use hubbub::store::accounts::AccountStore;
-use hubbub::store::{PostgresStore, SchemaAtOpen, SqliteStore};
+use hubbub::store::{People, PostgresStore, SchemaAtOpen, SqliteStore};
 use serde_json::{Value, json};
 
 use super::{Client, http, try_connect};
@@ -128,19 +127,19 @@ impl Browser {
 /// SQLite file or PostgreSQL schema): for what only an operator can do (admins, disabling).
 pub async fn operator(config: &Config) -> Accounts {
     let timeout = Duration::from_secs(5);
-    let store: Arc<dyn AccountStore> = match &config.postgres {
-        Some(url) => Arc::new(
+    let people = match &config.postgres {
+        Some(url) => People::of(Arc::new(
             PostgresStore::open(url, timeout, Durability::Process, SchemaAtOpen::Migrate)
                 .await
                 .unwrap(),
-        ),
-        None => Arc::new(
+        )),
+        None => People::of(Arc::new(
             SqliteStore::open(&config.database_path(), timeout, Durability::Process)
                 .await
                 .unwrap(),
-        ),
+        )),
     };
-    Accounts::new(store, AccountSettings::default())
+    Accounts::new(&people, AccountSettings::default())
 }
 
 /// [`super::start_server_with`] once it serves, also returning the config the server runs with (its database

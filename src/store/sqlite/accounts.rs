@@ -119,6 +119,20 @@ impl AccountStore for SqliteStore {
         Ok(rows.iter().map(account_from).collect::<Result<_, _>>()?)
     }
 
+    async fn name_keys_after(
+        &self,
+        after: AccountId,
+    ) -> Result<Vec<(AccountId, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, name_key FROM accounts WHERE id > ?1 ORDER BY id")
+            .bind(after.0)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(explain)?;
+        rows.iter()
+            .map(|row| Ok((AccountId(row.try_get("id")?), row.try_get("name_key")?)))
+            .collect()
+    }
+
     async fn set_password(
         &self,
         id: AccountId,
