@@ -187,6 +187,7 @@ contract!(
     unread_counts_messages_after_the_marker_not_sent_by_the_account,
     mentions_count_word_bounded_mentions_in_any_case,
     unread_and_mentions_stop_at_the_cap,
+    public_rooms_with_records_leave_out_private_rooms_dms_and_rooms_without_one,
 );
 
 fn record(room: &str, kind: RoomKind, by: Option<AccountId>) -> RoomSettings {
@@ -495,4 +496,19 @@ async fn unread_and_mentions_stop_at_the_cap(db: Db) {
     let counts = db.directory.unread("lobby", "ann", 0, 3).await.unwrap();
     assert_eq!(counts.unread, 3);
     assert_eq!(counts.mentions, 3);
+}
+
+async fn public_rooms_with_records_leave_out_private_rooms_dms_and_rooms_without_one(db: Db) {
+    let ann = db.account("ann").await;
+    create(&db, "ruled", RoomKind::Public, &[(ann, Role::Owner)]).await;
+    create(&db, "p-1", RoomKind::Private, &[(ann, Role::Owner)]).await;
+    create(&db, "dm-1", RoomKind::Direct, &[(ann, Role::Member)]).await;
+    db.directory
+        .set_topic("lobby", Some("welcome"), Some(ann))
+        .await
+        .unwrap();
+    db.post("quiet", "ann", &["no record, only history"]).await;
+    let mut rooms = db.directory.public_rooms_with_records().await.unwrap();
+    rooms.sort();
+    assert_eq!(rooms, ["lobby", "ruled"]);
 }

@@ -179,6 +179,9 @@ impl Hub {
     /// The room's kind, members, roles, topic or moderation changed in the store: every node
     /// drops its cached policy and reads it again (`policy.rs`).
     pub async fn room_changed(&self, room: &RoomName) {
+        // Noted here before the event goes out, so this node never takes the room for one
+        // without a record (policy.rs) in the meantime.
+        self.inner.policies.note_recorded(room.as_str());
         self.publish_control(Control::RoomChanged { room: room.clone() })
             .await;
     }
@@ -338,6 +341,7 @@ pub(super) async fn revalidate(hub: Weak<Inner>, stop: CancellationToken) {
             return;
         };
         inner.read_account_names().await;
+        inner.read_recorded_rooms().await;
         inner.close_disabled().await;
     }
 }

@@ -745,6 +745,8 @@ mod tests {
             .create_room(&room)
             .await
             .expect("room");
+        // As every change made through the hub does (the node's list of rooms with records).
+        hub.room_changed(&RoomName::lobby()).await;
     }
 
     /// A session of `account` in [`ROOM`], with what it was sent so far drained.

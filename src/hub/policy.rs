@@ -15,7 +15,7 @@
 //! reserved namespaces (`p-`, `dm-`) without a record is such a room with no members: it is
 //! never created by a join.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::OnceCell;
@@ -113,6 +113,21 @@ type Entry = Arc<OnceCell<Arc<RoomPolicy>>>;
 #[derive(Default)]
 pub(super) struct Policies {
     rooms: Mutex<HashMap<String, Entry>>,
+    recorded: Mutex<RecordedRooms>,
+}
+
+/// The public rooms with anything recorded about them, as this node last read them
+/// ([`RoomDirectory::public_rooms_with_records`](crate::store::RoomDirectory)): a public room
+/// outside the list gets the default policy without a store read. Read at start and on every
+/// re-validation tick; a change made through any node's hub notes its room at once (the
+/// `RoomChanged` event reaches every node), one made by the operator CLI is in the next read.
+#[derive(Default)]
+struct RecordedRooms {
+    /// `false` until the first read: every policy is read from the store meanwhile.
+    loaded: bool,
+    rooms: HashSet<String>,
+    /// Rooms noted since the current read started, which that read may not have seen.
+    noted: HashSet<String>,
 }
 
 impl Policies {
@@ -136,6 +151,40 @@ impl Policies {
     /// Drops the room's entry: the next caller loads it afresh.
     pub(super) fn forget(&self, room: &str) {
         self.lock().remove(room);
+    }
+
+    fn recorded(&self) -> MutexGuard<'_, RecordedRooms> {
+        // Plain data behind the lock, as above.
+        self.recorded
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Whether the public `room` surely has nothing recorded (the default policy).
+    fn surely_unrecorded(&self, room: &str) -> bool {
+        let recorded = self.recorded();
+        recorded.loaded && !recorded.rooms.contains(room)
+    }
+
+    /// Notes that `room` may have a record now.
+    pub(super) fn note_recorded(&self, room: &str) {
+        let mut recorded = self.recorded();
+        recorded.rooms.insert(room.to_owned());
+        recorded.noted.insert(room.to_owned());
+    }
+
+    /// Starts a read of the recorded rooms: changes noted from here on are kept beside it.
+    fn read_started(&self) {
+        self.recorded().noted.clear();
+    }
+
+    /// Replaces the list with a finished read (plus what was noted while it ran).
+    fn read_finished(&self, rooms: Vec<String>) {
+        let mut recorded = self.recorded();
+        let mut fresh: HashSet<String> = rooms.into_iter().collect();
+        fresh.extend(recorded.noted.iter().cloned());
+        recorded.rooms = fresh;
+        recorded.loaded = true;
     }
 }
 
@@ -184,6 +233,9 @@ impl Hub {
     }
 
     async fn load_policy(&self, room: &str) -> Result<Arc<RoomPolicy>, StoreError> {
+        if !is_reserved(room) && self.inner.policies.surely_unrecorded(room) {
+            return Ok(Arc::new(RoomPolicy::unrecorded(room)));
+        }
         let directory = &self.people().directory;
         // A room without a record can still have bans, mutes and slow mode.
         let moderation = self
@@ -220,12 +272,23 @@ impl Hub {
 }
 
 impl Inner {
+    /// Reads the public rooms with records again (see [`RecordedRooms`]); on a failure the
+    /// last list stays.
+    pub(super) async fn read_recorded_rooms(&self) {
+        self.policies.read_started();
+        match self.people.directory.public_rooms_with_records().await {
+            Ok(rooms) => self.policies.read_finished(rooms),
+            Err(err) => tracing::warn!(cause = %err, "could not read which rooms have records"),
+        }
+    }
+
     /// The room's record, members or roles changed (here or on another node): the cached policy
     /// is dropped, so the next check reads it again. What the `RoomChanged` control event calls
     /// on every node. A room with members here is read again at once, and if its topic changed
     /// they get a `topic` frame (so a topic reaches every node's members through this one
     /// event).
     pub(super) fn policy_changed(&self, room: &str) {
+        self.policies.note_recorded(room);
         let old = self.policies.cached(room);
         self.policies.forget(room);
         let has_members = self.lock_rooms().local.contains_key(room);
@@ -312,5 +375,28 @@ mod tests {
         assert!(private_with(AccountId(1), Role::Moderator).can_moderate(Some(AccountId(1))));
         assert!(!private_with(AccountId(1), Role::Member).can_moderate(Some(AccountId(1))));
         assert!(!private_with(AccountId(1), Role::Owner).can_moderate(None));
+    }
+
+    #[test]
+    fn every_room_is_read_from_the_store_until_the_recorded_list_is_loaded() {
+        let policies = Policies::default();
+        assert!(!policies.surely_unrecorded("lobby"));
+        policies.read_started();
+        policies.read_finished(vec!["ruled".to_owned()]);
+        assert!(policies.surely_unrecorded("lobby"));
+        assert!(!policies.surely_unrecorded("ruled"));
+    }
+
+    #[test]
+    fn a_room_noted_while_a_read_runs_stays_recorded_after_it() {
+        let policies = Policies::default();
+        policies.read_started();
+        policies.note_recorded("lobby");
+        // The read began before lobby's record was written, so it does not list it.
+        policies.read_finished(Vec::new());
+        assert!(!policies.surely_unrecorded("lobby"));
+        policies.read_started();
+        policies.read_finished(vec!["lobby".to_owned()]);
+        assert!(!policies.surely_unrecorded("lobby"));
     }
 }

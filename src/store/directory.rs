@@ -242,6 +242,12 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// that name exists ([`Created::Existed`], nothing changed).
     async fn create_room(&self, room: &NewRoom) -> Result<Created, StoreError>;
 
+    /// Every room outside the reserved namespaces (`p-`, `dm-`) with anything recorded about
+    /// it: a record, a listed member, a ban, a mute or slow mode. A public room not in this
+    /// list has the default policy, so each node keeps the list in memory (hub/policy.rs) and
+    /// the first join of such a room reads nothing from the store.
+    async fn public_rooms_with_records(&self) -> Result<Vec<String>, StoreError>;
+
     /// The room's record, `None` for a room without one (a public room nobody set anything on,
     /// or a name that does not exist).
     async fn settings(&self, room: &str) -> Result<Option<RoomSettings>, StoreError>;

@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::{PostgresStore, id_param};
+use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
@@ -121,6 +122,20 @@ impl RoomDirectory for PostgresStore {
         }
         tx.commit().await?;
         Ok(Created::New)
+    }
+
+    async fn public_rooms_with_records(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM (SELECT name FROM room_settings UNION SELECT room FROM room_members \
+             UNION SELECT room FROM bans UNION SELECT room FROM mutes \
+             UNION SELECT room FROM slow_mode) AS recorded \
+             WHERE name NOT LIKE $1 AND name NOT LIKE $2",
+        )
+        .bind(format!("{PRIVATE_PREFIX}%"))
+        .bind(format!("{DIRECT_PREFIX}%"))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows)
     }
 
     async fn settings(&self, room: &str) -> Result<Option<RoomSettings>, StoreError> {

@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::{SqliteStore, explain};
+use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
@@ -135,6 +136,21 @@ impl RoomDirectory for SqliteStore {
                 Created::New
             }
         })
+    }
+
+    async fn public_rooms_with_records(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM (SELECT name FROM room_settings UNION SELECT room FROM room_members \
+             UNION SELECT room FROM bans UNION SELECT room FROM mutes \
+             UNION SELECT room FROM slow_mode) AS recorded \
+             WHERE name NOT LIKE ?1 AND name NOT LIKE ?2",
+        )
+        .bind(format!("{PRIVATE_PREFIX}%"))
+        .bind(format!("{DIRECT_PREFIX}%"))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(explain)?;
+        Ok(rows)
     }
 
     async fn settings(&self, room: &str) -> Result<Option<RoomSettings>, StoreError> {
