@@ -25,11 +25,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod accounts;
-pub mod broker;
+pub(crate) mod broker;
 pub mod cli;
 pub mod config;
 mod error;
-pub mod hub;
+pub(crate) mod hub;
 pub(crate) mod metrics;
 pub(crate) mod operator;
 pub mod protocol;

@@ -192,11 +192,6 @@ impl RedisBroker {
         }))
     }
 
-    /// This node's id on the bus.
-    pub fn node_id(&self) -> u64 {
-        self.node_id
-    }
-
     /// Stops the broker's tasks once nothing publishes any more (after the committer stopped):
     /// the publisher first sends what is still queued, if Redis takes it, and the presence
     /// writer deletes this node's presence and says goodbye, so the other nodes drop its

@@ -128,6 +128,7 @@ impl AccountIndex {
     }
 
     /// How many connections the account has here.
+    #[cfg(test)]
     pub(super) fn connections(&self, account: AccountId) -> usize {
         self.lock().get(&account).map_or(0, Vec::len)
     }
@@ -225,7 +226,8 @@ impl Hub {
         self.inner.accounts.remove(account, conn);
     }
 
-    /// How many connections `account` has on this node (for tests and the operator's view).
+    /// How many connections `account` has on this node.
+    #[cfg(test)]
     pub fn account_connections(&self, account: AccountId) -> usize {
         self.inner.accounts.connections(account)
     }

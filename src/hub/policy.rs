@@ -204,12 +204,6 @@ impl Hub {
         self.inner.policies.cached(room)
     }
 
-    /// The room's record, members or roles changed (here or on another node): see
-    /// [`Inner::policy_changed`].
-    pub fn policy_changed(&self, room: &str) {
-        self.inner.policy_changed(room);
-    }
-
     /// Whether the connection may see the room, without caching anything for a room nobody
     /// here is in: names outside the reserved namespaces are public and cost nothing; a
     /// reserved name is checked against the cached policy, else the directory.

@@ -101,18 +101,9 @@ impl Session {
     }
 
     /// This connection's id, unique on this node.
+    #[cfg(test)]
     pub fn id(&self) -> ConnId {
         self.id
-    }
-
-    /// The current display name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The queue this session writes to.
-    pub fn outbox(&self) -> &Outbox {
-        &self.outbox
     }
 
     /// Carries out one decoded client frame. Every outcome, answer or error, lands in the outbox.

@@ -118,8 +118,6 @@ pub enum CloseReason {
     Policy(&'static str),
     /// The outbound queue filled up.
     SlowConsumer,
-    /// The server failed on this connection.
-    Internal,
 }
 
 impl CloseReason {
@@ -133,7 +131,6 @@ impl CloseReason {
             CloseReason::BadUtf8 => 1007,
             CloseReason::Policy(_) => 1008,
             CloseReason::TooBig => 1009,
-            CloseReason::Internal => 1011,
             CloseReason::SlowConsumer => 1013,
         }
     }
@@ -148,7 +145,6 @@ impl CloseReason {
             CloseReason::BadUtf8 => "text frame is not valid UTF-8",
             CloseReason::Policy(why) => why,
             CloseReason::TooBig => "frame too big",
-            CloseReason::Internal => "internal error",
             CloseReason::SlowConsumer => "slow consumer: resume with since",
         }
     }
@@ -156,7 +152,7 @@ impl CloseReason {
     /// Whether queued frames should still be written before closing. A slow consumer's queue is
     /// the problem, so it is dropped; on shutdown pending acks must still go out.
     pub fn flushes_queue(&self) -> bool {
-        !matches!(self, CloseReason::SlowConsumer | CloseReason::Internal)
+        !matches!(self, CloseReason::SlowConsumer)
     }
 }
 
