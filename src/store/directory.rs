@@ -296,7 +296,8 @@ pub trait RoomDirectory: Send + Sync + 'static {
     async fn read_marker(&self, account: AccountId, room: &str) -> Result<u64, StoreError>;
 
     /// The room's messages after `last_read` not sent by `name` (the account's name: a guest
-    /// can never hold it), and those of them that mention `name`, each counted up to `cap`.
+    /// can never hold it) and not deleted by a moderator, and those of them that mention `name`,
+    /// each counted up to `cap`.
     async fn unread(
         &self,
         room: &str,

@@ -303,7 +303,8 @@ impl RoomDirectory for PostgresStore {
         let since = id_param(last_read);
         let unread: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = $1 AND id > $2 AND sender <> $3 LIMIT $4) AS unread",
+             WHERE room = $1 AND id > $2 AND sender <> $3 \
+             AND deleted_ms IS NULL LIMIT $4) AS unread",
         )
         .bind(room)
         .bind(since)

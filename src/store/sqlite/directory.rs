@@ -305,7 +305,8 @@ impl RoomDirectory for SqliteStore {
         let since = i64::try_from(last_read).unwrap_or(i64::MAX);
         let unread: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = ?1 AND id > ?2 AND sender <> ?3 LIMIT ?4)",
+             WHERE room = ?1 AND id > ?2 AND sender <> ?3 \
+             AND deleted_ms IS NULL LIMIT ?4)",
         )
         .bind(room)
         .bind(since)
