@@ -477,3 +477,50 @@ async fn signing_out_everywhere_closes_the_accounts_open_sockets() {
     assert_eq!(socket.closed().await, common::code(CloseCode::Policy));
     server.stop().await;
 }
+
+/// The server purges expired sessions on its own (`--session-purge-secs`, here 50 ms): an
+/// expired session row is deleted, a live one stays. The row's presence is read as
+/// `session(hash, now = 0)`: at time 0 the expired row (expires at 1 ms) still counts as live,
+/// so that answers `Some` exactly while the row exists.
+#[tokio::test]
+async fn expired_sessions_are_purged_by_the_running_server_and_live_ones_kept() {
+    use hubbub::accounts::secret::hash_token;
+    use hubbub::store::accounts::NewSession;
+
+    let (server, config) = start_server_keeping_config(|c| {
+        c.session_purge_every = Duration::from_millis(50);
+    })
+    .await;
+    let alice = sign_up(server.addr, "alice").await;
+    let operator = operator(&config).await;
+    let account = operator.find("alice").await.unwrap().unwrap();
+    let expired = hash_token("an expired session's token");
+    operator
+        .store()
+        .create_session(&NewSession {
+            token_hash: expired,
+            account: account.id,
+            csrf: "csrf".to_owned(),
+            created_ms: 0,
+            expires_ms: 1,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while operator
+        .store()
+        .session(&expired, 0)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired session row is still there after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let me = alice.get(server.addr, "/api/me").await;
+    assert_eq!(me.status(), 200, "the live session survives the purges");
+    server.stop().await;
+}
