@@ -332,6 +332,65 @@ async fn a_signed_in_browsers_socket_carries_the_accounts_name() {
 }
 
 #[tokio::test]
+async fn a_signed_in_welcome_names_the_account_and_says_it_is_no_operator() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "Alice").await;
+    let (_client, welcome) = alice.connect(server.addr, "").await;
+    assert_eq!(
+        welcome["data"]["account"],
+        json!({"name": "Alice", "admin": false})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_operators_welcome_says_admin() {
+    let (server, config) = start_server_keeping_config(|_| {}).await;
+    let root = sign_up(server.addr, "root").await;
+    let operator = operator(&config).await;
+    let account = operator.find("root").await.unwrap().unwrap();
+    operator.store().set_admin(account.id, true).await.unwrap();
+    let (_client, welcome) = root.connect(server.addr, "").await;
+    assert_eq!(
+        welcome["data"]["account"],
+        json!({"name": "root", "admin": true})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_guests_welcome_on_a_server_with_accounts_is_as_before() {
+    let server = start_server().await;
+    sign_up(server.addr, "alice").await;
+    let mut guest = common::Client::connect_raw(server.addr, "/ws", "name=visitor").await;
+    let welcome = guest.recv().await;
+    assert_eq!(
+        welcome,
+        json!({"type": "welcome", "data": {"name": "visitor", "version": hubbub::protocol::VERSION}})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_holders_welcome_is_as_before_even_when_its_sub_is_an_account() {
+    let secret = "a-test-secret-of-some-length";
+    let server = start_server_with(|c| c.auth_secret = Some(Secret::new(secret))).await;
+    let token = mint(
+        &Secret::new(secret),
+        &Claims::new("carol", None, Duration::from_secs(600)),
+    )
+    .unwrap();
+    let mut carol =
+        common::Client::connect_raw(server.addr, "/ws", &format!("token={token}")).await;
+    let welcome = carol.recv().await;
+    assert_eq!(
+        welcome,
+        json!({"type": "welcome", "data": {"name": "carol", "version": hubbub::protocol::VERSION}})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_signed_in_browser_asking_for_another_name_is_403_before_the_upgrade() {
     let server = start_server().await;
     let alice = sign_up(server.addr, "alice").await;

@@ -11,6 +11,7 @@ import { updateEntryStatus, flush, onAck, onError } from "./sending.js";
 import { onJoined, markUnsynced, markSynced } from "./sync.js";
 import { onPresence, onMembers, onTyping, renderTyping } from "./presence.js";
 import { onWelcome } from "./identity.js";
+import { loadAccount } from "./account.js";
 import { onRooms, onRoom, onTopic } from "./people.js";
 import { onRead } from "./marks.js";
 import { onDeleted, onKicked, onSlow, onMuted } from "./moderation.js";
@@ -180,8 +181,10 @@ export function useTransport(kind) {
     kind === "sse" ? new SseTransport(handlers, { getName, getSince }) : new WsTransport(handlers, { getName });
   document.documentElement.dataset.transport = state.transport.kind;
   if (kind === "sse") {
-    // No `welcome` over SSE (the name is ours to pick): take it as the server would.
+    // No `welcome` over SSE (the name is ours to pick): take it as the server would, and ask
+    // GET /api/me who we are (the WebSocket's `welcome` says it).
     onWelcome({ data: { name: getName() } });
+    loadAccount();
   }
   for (const room of state.rooms.values()) {
     room.inServer = false;

@@ -715,6 +715,7 @@ mod tests {
             fixed_name: true,
             grant: RoomGrant::all(),
             account: Some(account),
+            welcome_account: None,
         };
         (
             hub.connect_with(Some(name.to_owned()), access, outbox),
