@@ -621,7 +621,7 @@ fn member_entries(policy: &RoomPolicy) -> Vec<MemberEntry> {
 }
 
 /// The `room` frame's payload for `account`.
-fn room_entry(room: &str, policy: &RoomPolicy, account: Option<AccountId>) -> RoomEntry {
+pub(super) fn room_entry(room: &str, policy: &RoomPolicy, account: Option<AccountId>) -> RoomEntry {
     RoomEntry {
         room: room.to_owned(),
         kind: policy.kind.as_str(),
