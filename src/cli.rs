@@ -263,6 +263,10 @@ pub struct ServeArgs {
     /// send X-Forwarded-Proto); requests that arrive over https get Secure cookies anyway.
     #[arg(long, env = "HUBBUB_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Seconds between purges of expired sign-in sessions from the database (one also runs at
+    /// start). Expired sessions sign nobody in either way; this only keeps the table small.
+    #[arg(long, env = "HUBBUB_SESSION_PURGE_SECS", default_value_t = defaults().session_purge_every.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_purge_secs: u64,
 }
 
 impl ServeArgs {
@@ -304,6 +308,7 @@ impl ServeArgs {
             guests: self.guests,
             signup: self.signup,
             secure_cookies: self.secure_cookies,
+            session_purge_every: Duration::from_secs(self.session_purge_secs),
             hub: HubSettings {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,

@@ -112,6 +112,9 @@ pub struct Config {
     /// Mark session cookies `Secure` even on plain-HTTP requests (`--secure-cookies`): for a TLS
     /// proxy that does not say `X-Forwarded-Proto`/`Forwarded: proto=https`.
     pub secure_cookies: bool,
+    /// How often expired sign-in sessions are deleted from the store (`--session-purge-secs`;
+    /// also once at start): expired rows already open nothing, this keeps the table small.
+    pub session_purge_every: Duration,
 }
 
 impl Config {
@@ -438,6 +441,7 @@ impl Default for Config {
             guests: None,
             signup: crate::accounts::Signup::Open,
             secure_cookies: false,
+            session_purge_every: Duration::from_secs(3600),
         }
     }
 }

@@ -180,6 +180,7 @@ pub async fn serve(
         stop_committer.clone(),
     );
     let grace = config.shutdown_grace;
+    let session_purge_every = config.session_purge_every;
     let max_connections = config
         .max_connections
         .unwrap_or_else(transport::connections_from_fd_limit);
@@ -212,6 +213,12 @@ pub async fn serve(
         max_connections,
         readiness,
     ));
+    background.spawn(
+        state
+            .accounts
+            .clone()
+            .purge_sessions_until(session_purge_every, stop_committer.clone()),
+    );
     let app = transport::router(state);
     info!(addr = %listener.local_addr()?, %database, "hubbub listening");
 

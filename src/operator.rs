@@ -9,9 +9,11 @@
 //!   so no cookie works any more; every node checks its signed-in connections' accounts
 //!   against the store every few seconds (`hub/accounts.rs`, `REVALIDATE_EVERY`) and closes
 //!   those of a disabled account with 1008.
-//! - Room changes (`room create`, `add-member`, `set-topic`) are read by a node when it next
-//!   loads the room's policy: at once for a room without members on that node, otherwise when
-//!   the room next changes through a server or empties there. docs/deploy.md says so.
+//! - Room changes (`room create`, `add-member`, `set-topic`) are recorded in the store's
+//!   directory change log (`directory_changes`, migration 0006) beside the change itself;
+//!   every node reads the log on its re-validation tick (`hub/accounts.rs`, every 2 s),
+//!   reloads those rooms' cached policies (members here get a `topic` frame when it changed)
+//!   and sends an added member's connections the room's `room` entry.
 //!
 //! Every change is written to the audit log with the actor `operator`.
 
@@ -25,7 +27,7 @@ use crate::cli::{DatabaseParser, MigrateArgs};
 use crate::protocol::RoomName;
 use crate::store::People;
 use crate::store::StoreError;
-use crate::store::accounts::Account;
+use crate::store::accounts::{Account, AccountId};
 use crate::store::directory::{
     Created, NewRoom, PRIVATE_PREFIX, Role, RoomKind, RoomSettings, is_reserved,
 };
@@ -413,6 +415,21 @@ impl Operator {
         }
     }
 
+    /// Records the room's change for running servers: each reads it within its re-validation
+    /// tick and reloads the room's policy (`hub/accounts.rs`). `member` is the account whose
+    /// membership changed, which the servers tell about its room.
+    async fn tell_servers(
+        &self,
+        room: &str,
+        member: Option<AccountId>,
+    ) -> Result<(), OperatorError> {
+        self.people
+            .directory
+            .note_directory_change(room, member, now_ms())
+            .await?;
+        Ok(())
+    }
+
     /// The record of a room named on the command line.
     async fn recorded(&self, room: &str) -> Result<RoomSettings, OperatorError> {
         self.people
@@ -456,6 +473,7 @@ impl Operator {
         if self.people.directory.create_room(&new).await? == Created::Existed {
             return Err(OperatorError::RoomExists(room));
         }
+        self.tell_servers(&room, Some(owner.id)).await?;
         let detail = Some(format!("{} owned by {}", kind.as_str(), owner.name));
         self.audit("create_room", Some(&room), &room, detail)
             .await?;
@@ -478,6 +496,7 @@ impl Operator {
         {
             directory.set_role(&settings.room, account.id, role).await?;
         }
+        self.tell_servers(&settings.room, Some(account.id)).await?;
         let detail = Some(format!("role {}", role.as_str()));
         self.audit("add_member", Some(&settings.room), &account.name, detail)
             .await?;
@@ -505,6 +524,7 @@ impl Operator {
             .directory
             .set_topic(room.as_str(), topic.as_deref(), None)
             .await?;
+        self.tell_servers(room.as_str(), None).await?;
         self.audit("topic", Some(room.as_str()), room.as_str(), topic)
             .await?;
         Ok(format!("topic of {room} set"))

@@ -332,6 +332,65 @@ async fn a_signed_in_browsers_socket_carries_the_accounts_name() {
 }
 
 #[tokio::test]
+async fn a_signed_in_welcome_names_the_account_and_says_it_is_no_operator() {
+    let server = start_server().await;
+    let alice = sign_up(server.addr, "Alice").await;
+    let (_client, welcome) = alice.connect(server.addr, "").await;
+    assert_eq!(
+        welcome["data"]["account"],
+        json!({"name": "Alice", "admin": false})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_operators_welcome_says_admin() {
+    let (server, config) = start_server_keeping_config(|_| {}).await;
+    let root = sign_up(server.addr, "root").await;
+    let operator = operator(&config).await;
+    let account = operator.find("root").await.unwrap().unwrap();
+    operator.store().set_admin(account.id, true).await.unwrap();
+    let (_client, welcome) = root.connect(server.addr, "").await;
+    assert_eq!(
+        welcome["data"]["account"],
+        json!({"name": "root", "admin": true})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_guests_welcome_on_a_server_with_accounts_is_as_before() {
+    let server = start_server().await;
+    sign_up(server.addr, "alice").await;
+    let mut guest = common::Client::connect_raw(server.addr, "/ws", "name=visitor").await;
+    let welcome = guest.recv().await;
+    assert_eq!(
+        welcome,
+        json!({"type": "welcome", "data": {"name": "visitor", "version": hubbub::protocol::VERSION}})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_holders_welcome_is_as_before_even_when_its_sub_is_an_account() {
+    let secret = "a-test-secret-of-some-length";
+    let server = start_server_with(|c| c.auth_secret = Some(Secret::new(secret))).await;
+    let token = mint(
+        &Secret::new(secret),
+        &Claims::new("carol", None, Duration::from_secs(600)),
+    )
+    .unwrap();
+    let mut carol =
+        common::Client::connect_raw(server.addr, "/ws", &format!("token={token}")).await;
+    let welcome = carol.recv().await;
+    assert_eq!(
+        welcome,
+        json!({"type": "welcome", "data": {"name": "carol", "version": hubbub::protocol::VERSION}})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_signed_in_browser_asking_for_another_name_is_403_before_the_upgrade() {
     let server = start_server().await;
     let alice = sign_up(server.addr, "alice").await;
@@ -475,5 +534,52 @@ async fn signing_out_everywhere_closes_the_accounts_open_sockets() {
         .await;
     assert_eq!(response.status(), 204);
     assert_eq!(socket.closed().await, common::code(CloseCode::Policy));
+    server.stop().await;
+}
+
+/// The server purges expired sessions on its own (`--session-purge-secs`, here 50 ms): an
+/// expired session row is deleted, a live one stays. The row's presence is read as
+/// `session(hash, now = 0)`: at time 0 the expired row (expires at 1 ms) still counts as live,
+/// so that answers `Some` exactly while the row exists.
+#[tokio::test]
+async fn expired_sessions_are_purged_by_the_running_server_and_live_ones_kept() {
+    use hubbub::accounts::secret::hash_token;
+    use hubbub::store::accounts::NewSession;
+
+    let (server, config) = start_server_keeping_config(|c| {
+        c.session_purge_every = Duration::from_millis(50);
+    })
+    .await;
+    let alice = sign_up(server.addr, "alice").await;
+    let operator = operator(&config).await;
+    let account = operator.find("alice").await.unwrap().unwrap();
+    let expired = hash_token("an expired session's token");
+    operator
+        .store()
+        .create_session(&NewSession {
+            token_hash: expired,
+            account: account.id,
+            csrf: "csrf".to_owned(),
+            created_ms: 0,
+            expires_ms: 1,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while operator
+        .store()
+        .session(&expired, 0)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired session row is still there after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let me = alice.get(server.addr, "/api/me").await;
+    assert_eq!(me.status(), 200, "the live session survives the purges");
     server.stop().await;
 }

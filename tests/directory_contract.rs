@@ -19,6 +19,7 @@ use hubbub::store::accounts::AccountId;
 use hubbub::store::directory::{
     Created, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind, RoomSettings,
 };
+use hubbub::store::moderation::{AuditRecord, Deletion, ModerationStore};
 use hubbub::store::{NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store};
 use sqlx::Connection;
 use tempfile::TempDir;
@@ -30,6 +31,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 struct Db {
     store: Arc<dyn Store>,
     directory: Arc<dyn RoomDirectory>,
+    moderation: Arc<dyn ModerationStore>,
     accounts: AccountMaker,
     _dir: Option<TempDir>,
 }
@@ -51,7 +53,8 @@ impl Db {
         );
         Db {
             store: store.clone(),
-            directory: store,
+            directory: store.clone(),
+            moderation: store,
             accounts: AccountMaker::Sqlite(path),
             _dir: Some(dir),
         }
@@ -75,7 +78,8 @@ impl Db {
         );
         Some(Db {
             store: store.clone(),
-            directory: store,
+            directory: store.clone(),
+            moderation: store,
             accounts: AccountMaker::Postgres(url),
             _dir: None,
         })
@@ -185,6 +189,7 @@ contract!(
     a_read_marker_only_moves_forward,
     a_batch_of_markers_for_several_accounts_and_rooms_is_saved_whole,
     unread_counts_messages_after_the_marker_not_sent_by_the_account,
+    unread_and_mentions_leave_out_deleted_messages,
     mentions_count_word_bounded_mentions_in_any_case,
     unread_and_mentions_stop_at_the_cap,
     public_rooms_with_records_leave_out_private_rooms_dms_and_rooms_without_one,
@@ -473,6 +478,25 @@ async fn unread_counts_messages_after_the_marker_not_sent_by_the_account(db: Db)
     let counts = db.directory.unread("lobby", "ann", 1, 999).await.unwrap();
     assert_eq!(counts.unread, 3, "2, 3 and 5");
     assert_eq!(counts.mentions, 0);
+}
+
+async fn unread_and_mentions_leave_out_deleted_messages(db: Db) {
+    db.post("lobby", "bob", &["1", "@ann 2", "3", "@ann 4"])
+        .await;
+    let audit = AuditRecord {
+        actor: "mod".to_owned(),
+        action: "delete".to_owned(),
+        room: Some("lobby".to_owned()),
+        target: None,
+        detail: None,
+    };
+    for id in [2, 3] {
+        let deletion = db.moderation.delete_message("lobby", id, &audit).await;
+        assert!(matches!(deletion.unwrap(), Deletion::Deleted(_)));
+    }
+    let counts = db.directory.unread("lobby", "ann", 0, 999).await.unwrap();
+    assert_eq!(counts.unread, 2, "1 and 4");
+    assert_eq!(counts.mentions, 1, "4");
 }
 
 async fn mentions_count_word_bounded_mentions_in_any_case(db: Db) {

@@ -391,3 +391,63 @@ async fn a_name_user_add_gives_while_a_server_runs_is_refused_to_guests_within_s
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An account with `name` and [`common::accounts::PASSWORD`], added by the CLI.
+fn add_user_with_password(db: &Database, name: &str) {
+    let password = db.password_file(common::accounts::PASSWORD);
+    succeeded(&db.run(&["user", "add", name, "--password-stdin"], Some(&password)));
+}
+
+#[tokio::test]
+async fn a_member_the_cli_adds_to_a_private_room_may_join_it_on_a_running_server() {
+    let db = Database::new().await;
+    add_user_with_password(&db, "alice");
+    add_user_with_password(&db, "bob");
+    let created = db.ok(&[
+        "room",
+        "create",
+        "--title",
+        "Plans",
+        "--private",
+        "--owner",
+        "alice",
+    ]);
+    let room = created.trim();
+    let server = Binary::start(&db.data, free_port(), &[]).await;
+    // Alice in the room: the server has its policy cached, without Bob.
+    let alice = common::accounts::sign_in(server.addr, "alice", common::accounts::PASSWORD).await;
+    let (mut alice_socket, _) = alice.connect(server.addr, "").await;
+    alice_socket.join(room).await;
+    let bob = common::accounts::sign_in(server.addr, "bob", common::accounts::PASSWORD).await;
+    let (mut bob_socket, _) = bob.connect(server.addr, "").await;
+    bob_socket
+        .send(serde_json::json!({"type": "join", "room": room, "ref": "before"}))
+        .await;
+    bob_socket
+        .expect_error("not_found", serde_json::json!("before"))
+        .await;
+
+    db.ok(&["room", "add-member", room, "bob"]);
+
+    // The server tells Bob the room is his (its `room` entry) once it has read the change.
+    let entry = bob_socket.recv_type("room").await;
+    assert_eq!(entry["data"]["room"], room, "{entry}");
+    assert_eq!(entry["data"]["role"], "member", "{entry}");
+    bob_socket.join(room).await;
+}
+
+#[tokio::test]
+async fn a_topic_the_cli_sets_reaches_the_rooms_joined_members_on_a_running_server() {
+    let db = Database::new().await;
+    let server = Binary::start(&db.data, free_port(), &[]).await;
+    let mut client = server.client("name=watcher").await;
+    client.join("lobby").await;
+
+    db.ok(&["room", "set-topic", "lobby", "release on Friday"]);
+
+    let topic = client.recv_type("topic").await;
+    assert_eq!(
+        topic["data"],
+        serde_json::json!({"room": "lobby", "topic": "release on Friday"})
+    );
+}

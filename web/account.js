@@ -1,8 +1,9 @@
 // Accounts (issue 19; docs/web-client.md, "Accounts"): who is signed in, the sign-in / sign-up
 // dialog, sign out. The session is an HttpOnly cookie the page never sees: the browser sends it
-// on /ws, /events and /api by itself. The page learns the account from GET /api/me (with the
-// CSRF token for its own POSTs), asked only when this browser signed in before (a hint in
-// localStorage) or `welcome` names an account, so a guest's page makes no extra request.
+// on /ws, /events and /api by itself. Over WebSocket the page learns the account from
+// `welcome`'s `account`; over SSE (no `welcome`) from GET /api/me, asked only when this browser
+// signed in before (a hint in localStorage), so a guest's page makes no extra request. The
+// CSRF token for the page's own POSTs comes from GET /api/me when a POST first needs it.
 
 import { state, store } from "./state.js";
 import { auth } from "./auth.js";
@@ -11,6 +12,7 @@ import { renderNotifyButton, markRead } from "./marks.js";
 import { renderRooms } from "./sidebar.js";
 import { renderRoomHead } from "./moderation.js";
 import { renderMembers } from "./presence.js";
+import { useCsrfHeaders } from "./transport.js";
 
 const HINT = "signedIn"; // localStorage: this browser signed in and has not signed out since
 
@@ -25,8 +27,9 @@ let mode = "signin";
 export function setAccount(info) {
   if (!info || typeof info.name !== "string" || info.guest === true) return;
   account.me = { name: info.name, admin: info.admin === true };
+  store.set(HINT, true);
+  // `welcome` has no CSRF token: a POST that needs it (sign out) asks GET /api/me first.
   if (typeof info.csrf === "string") account.csrf = info.csrf;
-  else if (!account.csrf) loadAccount({ always: true });
   // The account's name is the name: the field only shows it.
   ui.name.readOnly = true;
   ui.name.title = "Your name is your account's name";
@@ -38,8 +41,15 @@ export function setAccount(info) {
   markRead(); // the room in view may have caught up before we knew who we are
 }
 
-/** Asks GET /api/me who we are, when this browser signed in before (or `always`). A 401
- *  means the session ended (signed out elsewhere, expired): the page is a guest's. */
+/** A WebSocket `welcome` without `account`: this connection is not signed in (the session
+ *  ended, or this browser never signed in), so the next load need not ask GET /api/me. */
+export function noAccount() {
+  store.set(HINT, false);
+}
+
+/** Asks GET /api/me who we are, when this browser signed in before (or `always`). Only over
+ *  SSE, which has no `welcome` to say it. A 401 means the session ended (signed out
+ *  elsewhere, expired): the page is a guest's. */
 export async function loadAccount({ always = false } = {}) {
   if (!always && !store.get(HINT, false)) return;
   try {
@@ -55,6 +65,23 @@ export async function loadAccount({ always = false } = {}) {
     /* offline: `welcome` or the next load will tell */
   }
 }
+
+/** The `X-CSRF-Token` header a POST made with the session cookie must carry (none for a
+ *  guest's page). The token comes from GET /api/me, asked the first time one is needed. */
+export async function csrfHeaders() {
+  if (!account.me) return {};
+  if (!account.csrf) {
+    try {
+      const me = await fetch("/api/me", { cache: "no-store" }).then((r) => (r.ok ? r.json() : null));
+      if (typeof me?.csrf === "string") account.csrf = me.csrf;
+    } catch {
+      /* offline: the POST fails on its own */
+    }
+  }
+  return account.csrf ? { "X-CSRF-Token": account.csrf } : {};
+}
+
+useCsrfHeaders(csrfHeaders);
 
 /** The account line in the top bar: "Signed in as alice · Sign out", or the sign-in buttons. */
 export function renderAccount() {

@@ -19,7 +19,7 @@ import { forcedTransport, renderConn, authFailed, useTransport } from "./connect
 import { wireIdentity, showIdentity } from "./identity.js";
 import { wireControls } from "./controls.js";
 import { wireComposer } from "./composer.js";
-import { wireAccount, loadAccount } from "./account.js";
+import { wireAccount } from "./account.js";
 import { wirePeople } from "./people.js";
 import { wireModeration } from "./moderation.js";
 import { wireMarks } from "./marks.js";
@@ -60,7 +60,6 @@ function start() {
   const wsMissing = typeof WebSocket === "undefined";
   useTransport(forcedTransport === "sse" || wsMissing ? "sse" : "websocket");
   refreshDirectory();
-  loadAccount();
 }
 
 start();

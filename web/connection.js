@@ -11,6 +11,7 @@ import { updateEntryStatus, flush, onAck, onError } from "./sending.js";
 import { onJoined, markUnsynced, markSynced } from "./sync.js";
 import { onPresence, onMembers, onTyping, renderTyping } from "./presence.js";
 import { onWelcome } from "./identity.js";
+import { account, loadAccount } from "./account.js";
 import { onRooms, onRoom, onTopic } from "./people.js";
 import { onRead } from "./marks.js";
 import { onDeleted, onKicked, onSlow, onMuted } from "./moderation.js";
@@ -174,18 +175,26 @@ export function guestName() {
 export function useTransport(kind) {
   state.transport?.stop();
   if (state.authFailed) return;
-  const getName = () => state.wantedName || (kind === "sse" ? guestName() : "");
+  // A signed-in page's name is its account's: the server refuses any other.
+  const getName = () => account.me?.name || state.wantedName || (kind === "sse" ? guestName() : "");
   const getSince = (room) => state.rooms.get(room)?.lastId || 0;
-  state.transport =
+  const transport =
     kind === "sse" ? new SseTransport(handlers, { getName, getSince }) : new WsTransport(handlers, { getName });
-  document.documentElement.dataset.transport = state.transport.kind;
-  if (kind === "sse") {
-    // No `welcome` over SSE (the name is ours to pick): take it as the server would.
-    onWelcome({ data: { name: getName() } });
-  }
+  state.transport = transport;
+  document.documentElement.dataset.transport = transport.kind;
   for (const room of state.rooms.values()) {
     room.inServer = false;
     room.synced = false;
   }
-  state.transport.start();
+  if (kind !== "sse") {
+    transport.start();
+    return;
+  }
+  // No `welcome` over SSE: ask GET /api/me who we are first (only when this browser signed in
+  // before; the WebSocket's `welcome` says it), then take the name as the server would.
+  loadAccount().finally(() => {
+    if (state.transport !== transport) return;
+    onWelcome({ data: { name: getName() } });
+    transport.start();
+  });
 }

@@ -4,7 +4,7 @@ import { store, normaliseName, state } from "./state.js";
 import { auth } from "./auth.js";
 import { ui } from "./ui.js";
 import { renderMembers } from "./presence.js";
-import { setAccount } from "./account.js";
+import { setAccount, noAccount } from "./account.js";
 
 export function onWelcome(f) {
   const name = f.data?.name;
@@ -13,6 +13,7 @@ export function onWelcome(f) {
   state.name = name;
   state.nickPending = null;
   if (f.data.account) setAccount(f.data.account);
+  else if (!f.local && state.transport?.kind === "websocket") noAccount();
   if (document.activeElement !== ui.name) ui.name.value = name;
   ui.nameHint.textContent =
     auth.claims || ui.name.readOnly ? "(from your sign-in)" : state.wantedName ? "" : "(a guest name: type yours)";

@@ -95,7 +95,23 @@ function act(type, room, data) {
   const t = state.transport;
   if (t?.kind !== "websocket" || !t.sendFrame({ type, data: { room: room.name, ...data }, ref: `mod:${type}` })) {
     announce("Not connected: try again when the connection is back.");
+    return false;
   }
+  return true;
+}
+
+/** After a ban, the moderator's log says so with an Unban button: a banned person leaves the
+ *  member list, so this is where their ban can be lifted again. */
+function noteBan(room, name) {
+  const unban = h("button", { type: "button", className: "link-btn", textContent: "Unban", attrs: { "aria-label": `Unban ${name}` } });
+  const li = h("li", { className: "notice ban-notice" }, h("span", { textContent: `You banned ${name}. ` }), unban);
+  unban.addEventListener("click", () => {
+    if (!act("unban", room, { name })) return;
+    li.replaceChildren(`You lifted the ban of ${name}.`);
+  });
+  const inView = room === state.current;
+  room.list.insertBefore(li, room.list.querySelector(":scope > li.unsent"));
+  if (inView) li.scrollIntoView({ block: "nearest" });
 }
 
 async function timed(type, room, name) {
@@ -104,7 +120,7 @@ async function timed(type, room, name) {
   const minutes = Number(answer);
   const data = { name };
   if (answer !== "" && Number.isFinite(minutes) && minutes > 0) data.seconds = Math.round(minutes * 60);
-  act(type, room, data);
+  if (act(type, room, data) && type === "ban") noteBan(room, name);
 }
 
 /** The actions on one member of `room`, for moderators: Kick, Ban, Mute, Unmute, Unban. */

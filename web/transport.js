@@ -65,6 +65,15 @@ export function authHeaders(extra = {}) {
   return authToken ? { ...extra, authorization: `Bearer ${authToken}` } : { ...extra };
 }
 
+/** Where the SSE transport's POSTs get their CSRF header from (account.js sets it: a
+ *  signed-in page's cookie goes with them). None until then. */
+let csrfHeaders = async () => ({});
+
+/** Sets the source of the CSRF header for POSTs made with the session cookie. */
+export function useCsrfHeaders(source) {
+  csrfHeaders = source;
+}
+
 /** Adds `token=` to a /ws or /events URL when there is a token. */
 function withToken(path) {
   if (!authToken) return path;
@@ -478,11 +487,16 @@ export class SseTransport {
 
   send(room, text, ref) {
     const from = this.getName();
-    fetch(`/api/rooms/${encodeURIComponent(room)}/messages`, {
-      method: "POST",
-      headers: authHeaders({ "content-type": "application/json" }),
-      body: JSON.stringify({ from, data: text }),
-    }).then(
+    // A signed-in page's cookie goes with the POST, so it carries the session's CSRF token.
+    csrfHeaders()
+      .then((csrf) =>
+        fetch(`/api/rooms/${encodeURIComponent(room)}/messages`, {
+          method: "POST",
+          headers: authHeaders({ "content-type": "application/json", ...csrf }),
+          body: JSON.stringify({ from, data: text }),
+        }),
+      )
+      .then(
       async (res) => {
         let body = null;
         try {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use unicode_normalization::UnicodeNormalization;
 
@@ -42,6 +43,9 @@ pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const TOUCH_EVERY: Duration = Duration::from_secs(600);
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest interval between session purges, whatever the config says (a zero interval
+/// would spin).
+const MIN_PURGE_EVERY: Duration = Duration::from_millis(10);
 /// Most uses one invite may allow.
 pub const MAX_INVITE_USES: i64 = 1000;
 
@@ -336,6 +340,34 @@ impl Accounts {
             "signed out everywhere"
         );
         Ok(ended)
+    }
+
+    /// Deletes the sessions that have expired by now; returns how many. Expired sessions
+    /// already sign nobody in ([`Accounts::session`] checks the expiry): this keeps the table
+    /// from growing with every abandoned browser.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, AccountError> {
+        let purged = self.store.purge_expired_sessions(now_ms()).await?;
+        if purged > 0 {
+            info!(sessions = purged, "expired sessions purged");
+        }
+        Ok(purged)
+    }
+
+    /// Purges expired sessions at once and then every `every` until `stop` is cancelled: the
+    /// server runs one of these per node (`serve`). A failed purge is logged and tried again at
+    /// the next tick; nothing depends on it having run.
+    pub async fn purge_sessions_until(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every.max(MIN_PURGE_EVERY));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = self.purge_expired_sessions().await {
+                warn!(cause = %err, "expired sessions not purged");
+            }
+        }
     }
 
     /// Changes the password of the account signed in with `token` after checking `old`

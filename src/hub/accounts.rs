@@ -20,6 +20,13 @@
 //! store every [`REVALIDATE_EVERY`] ([`revalidate`]: one indexed query per 500 accounts) and
 //! closes those that are disabled, as a `CloseAccount` would. Sessions (cookies) are checked
 //! by the accounts service each time they are used, so a disabled account cannot come back.
+//!
+//! **A room the operator CLI changed is reloaded within seconds.** `hubbub room create`,
+//! `add-member` and `set-topic` write the database directly too, and add a row to the
+//! store's directory change log; the same tick reads the rows after the last one this node saw
+//! (one indexed query, usually empty) and runs for each what a `RoomChanged` event does, plus
+//! the room's `room` entry for an added member's connections here. Changes made through a
+//! server are not logged: they reach every node as `RoomChanged` through the broker.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use super::{Hub, Inner};
 use crate::broker::{AccountClosed, ConnId, Control, Deliver as _, RemoteMember, RoomEvent};
-use crate::protocol::RoomName;
+use crate::protocol::{RoomName, ServerFrame};
 use crate::store::accounts::AccountId;
 use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 
@@ -42,6 +49,8 @@ use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 pub(super) const REVALIDATE_EVERY: Duration = Duration::from_secs(2);
 /// Accounts asked about per query.
 const REVALIDATE_CHUNK: usize = 500;
+/// Directory changes applied per tick at most (more wait for the next tick).
+const DIRECTORY_CHANGES_PER_TICK: u32 = 500;
 
 /// What a signed-in session shares with the index: the rooms its account was removed from that
 /// the session has not yet dropped from its own set.
@@ -128,7 +137,6 @@ impl AccountIndex {
     }
 
     /// How many connections the account has here.
-    #[cfg(test)]
     pub(super) fn connections(&self, account: AccountId) -> usize {
         self.lock().get(&account).map_or(0, Vec::len)
     }
@@ -334,6 +342,7 @@ impl Inner {
 pub(super) async fn revalidate(hub: Weak<Inner>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(REVALIDATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut directory_seen = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -345,6 +354,7 @@ pub(super) async fn revalidate(hub: Weak<Inner>, stop: CancellationToken) {
         inner.read_account_names().await;
         inner.read_recorded_rooms().await;
         inner.close_disabled().await;
+        inner.follow_directory(&mut directory_seen).await;
     }
 }
 
@@ -364,6 +374,64 @@ impl Inner {
         if !self.marks_guests() && self.people.names.any() {
             self.marks_guests.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Applies the room changes the operator CLI recorded in the store after `seen` (module
+    /// doc of `operator.rs`): each room's cached policy is reloaded (its members here hear a
+    /// new topic), and an added member's connections here get the room's `room` entry. The
+    /// first call only notes where the log ends: a policy loaded after that reads the store.
+    async fn follow_directory(&self, seen: &mut Option<i64>) {
+        let directory = &self.people.directory;
+        let Some(after) = *seen else {
+            match directory.last_directory_change().await {
+                Ok(last) => *seen = Some(last),
+                Err(err) => warn!(cause = %err, "could not read the directory change log"),
+            }
+            return;
+        };
+        let changes = match directory
+            .directory_changes_since(after, DIRECTORY_CHANGES_PER_TICK)
+            .await
+        {
+            Ok(changes) => changes,
+            Err(err) => {
+                warn!(cause = %err, "could not read the directory change log");
+                return;
+            }
+        };
+        for change in changes {
+            *seen = Some(change.id);
+            info!(room = %change.room, change = change.id, "room changed by an operator: policy reloaded");
+            self.policy_changed(&change.room);
+            if let Some(account) = change.account {
+                self.send_room_entry(&change.room, account).await;
+            }
+        }
+    }
+
+    /// Sends the account's connections here the room's `room` entry (as an invite does), when
+    /// it has any and may see the room.
+    async fn send_room_entry(&self, room: &str, account: AccountId) {
+        let Some(inner) = self.this.upgrade() else {
+            return;
+        };
+        if self.accounts.connections(account) == 0 {
+            return;
+        }
+        let policy = match (Hub { inner }).policy(room).await {
+            Ok(policy) => policy,
+            Err(err) => {
+                warn!(%room, cause = %err, "room policy unavailable; no room entry sent");
+                return;
+            }
+        };
+        if !policy.visible_to(Some(account)) {
+            return;
+        }
+        let entry = super::conversations::room_entry(room, &policy, Some(account));
+        let frame = ServerFrame::Room { data: &entry }.encode();
+        self.accounts
+            .for_each(account, |linked| self.push_to(&linked.outbox, &frame));
     }
 
     /// Closes the connections here of every account the store says is disabled.

@@ -621,7 +621,7 @@ fn member_entries(policy: &RoomPolicy) -> Vec<MemberEntry> {
 }
 
 /// The `room` frame's payload for `account`.
-fn room_entry(room: &str, policy: &RoomPolicy, account: Option<AccountId>) -> RoomEntry {
+pub(super) fn room_entry(room: &str, policy: &RoomPolicy, account: Option<AccountId>) -> RoomEntry {
     RoomEntry {
         room: room.to_owned(),
         kind: policy.kind.as_str(),
@@ -715,6 +715,7 @@ mod tests {
             fixed_name: true,
             grant: RoomGrant::all(),
             account: Some(account),
+            welcome_account: None,
         };
         (
             hub.connect_with(Some(name.to_owned()), access, outbox),

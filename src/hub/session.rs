@@ -14,7 +14,7 @@ use super::{Admission, Hub, JOIN_BACKLOG, JoinRefusal, Outbox, Outgoing, PostErr
 use crate::broker::{ConnId, RoomEvent};
 use crate::protocol::{
     ClientFrame, ErrorCode, HistoryPage, Joined, MemberList, Ref, Rejection, Request, RoomGrant,
-    RoomName, ServerFrame, VERSION, Welcome, people::JoinedRoomState,
+    RoomName, ServerFrame, VERSION, Welcome, WelcomeAccount, people::JoinedRoomState,
 };
 use crate::store::accounts::AccountId;
 use crate::store::{StoreError, StoredMessage};
@@ -33,6 +33,9 @@ pub struct Access {
     /// The signed-in account (a session cookie, or a token whose `sub` names it); `None` for a
     /// guest. Private rooms, direct messages, read markers and moderation rights hang on it.
     pub account: Option<AccountId>,
+    /// What `welcome` says about the account: set for a session-cookie sign-in, `None` for
+    /// guests and token holders (whose `welcome` stays as it was before accounts).
+    pub welcome_account: Option<WelcomeAccount>,
 }
 
 impl Access {
@@ -42,6 +45,7 @@ impl Access {
             fixed_name: false,
             grant: RoomGrant::all(),
             account: None,
+            welcome_account: None,
         }
     }
 
@@ -51,6 +55,7 @@ impl Access {
             fixed_name: true,
             grant,
             account: None,
+            welcome_account: None,
         }
     }
 }
@@ -178,6 +183,7 @@ impl Session {
                 data: Welcome {
                     name: &self.name,
                     version: VERSION,
+                    account: self.access.welcome_account.as_ref(),
                 },
             }
             .encode(),

@@ -306,6 +306,21 @@ pub struct Welcome<'a> {
     pub name: &'a str,
     /// The server version.
     pub version: &'a str,
+    /// Who a connection signed in with a session cookie is signed in as (issue 19); absent for
+    /// guests and token holders, whose `welcome` is as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<&'a WelcomeAccount>,
+}
+
+/// `welcome`'s `account`: the signed-in account as the connection's sign-in found it, so a
+/// client knows who it is (and whether to show operator tools) without asking `/api/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WelcomeAccount {
+    /// The account's name as shown.
+    pub name: String,
+    /// Operator rights (`hubbub user add --admin`), as of the connection's start: the server
+    /// checks the store itself before each operator action.
+    pub admin: bool,
 }
 
 /// `joined` payload.

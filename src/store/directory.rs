@@ -302,7 +302,8 @@ pub trait RoomDirectory: Send + Sync + 'static {
     async fn read_marker(&self, account: AccountId, room: &str) -> Result<u64, StoreError>;
 
     /// The room's messages after `last_read` not sent by `name` (the account's name: a guest
-    /// can never hold it), and those of them that mention `name`, each counted up to `cap`.
+    /// can never hold it) and not deleted by a moderator, and those of them that mention `name`,
+    /// each counted up to `cap`.
     async fn unread(
         &self,
         room: &str,
@@ -310,7 +311,42 @@ pub trait RoomDirectory: Send + Sync + 'static {
         last_read: u64,
         cap: u32,
     ) -> Result<Unread, StoreError>;
+
+    /// Records a change made beside the servers (the operator CLI): running nodes read it
+    /// with [`RoomDirectory::directory_changes_since`] and reload the room's policy. `account`
+    /// is the member whose membership changed, if any. Also deletes records older than a day.
+    async fn note_directory_change(
+        &self,
+        room: &str,
+        account: Option<AccountId>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The changes recorded after `after` (an id from an earlier change; 0 before any), oldest
+    /// first, at most `limit`.
+    async fn directory_changes_since(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectoryChange>, StoreError>;
+
+    /// The newest change's id (0 when none is recorded): where a starting node begins reading.
+    async fn last_directory_change(&self) -> Result<i64, StoreError>;
 }
+
+/// A change recorded by [`RoomDirectory::note_directory_change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryChange {
+    /// Increasing: the readers' cursor.
+    pub id: i64,
+    /// The room that changed.
+    pub room: String,
+    /// The member whose membership changed (`None`: a topic, a new room).
+    pub account: Option<AccountId>,
+}
+
+/// How long a recorded directory change is kept: far longer than any node takes to read it.
+pub const DIRECTORY_CHANGE_KEPT_MS: i64 = 24 * 3600 * 1000;
 
 #[cfg(test)]
 mod tests {

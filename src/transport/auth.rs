@@ -22,7 +22,7 @@ use super::account_routes::{api_error, cookie_session};
 use super::{ApiError, AppState};
 use crate::accounts::{AccountError, ActiveSession, name_key};
 use crate::hub::Access;
-use crate::protocol::{ErrorCode, RoomGrant, RoomName, display_name};
+use crate::protocol::{ErrorCode, RoomGrant, RoomName, WelcomeAccount, display_name};
 use crate::store::accounts::AccountId;
 use crate::token::{Identity, verify};
 
@@ -110,6 +110,10 @@ impl Caller {
                 fixed_name: true,
                 grant: RoomGrant::all(),
                 account: Some(session.account.id),
+                welcome_account: Some(WelcomeAccount {
+                    name: session.account.name.clone(),
+                    admin: session.account.admin,
+                }),
             },
         }
     }

@@ -2,8 +2,9 @@
 // through the top bar's buttons and the dialog, by keyboard, against the real binary.
 
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { after, afterEach, before, describe, test } from "node:test";
-import { cleanupTmp, dumpOnFailure, launchBrowser, startServer } from "./lib/harness.mjs";
+import { cleanupTmp, dumpOnFailure, hubbubBin, launchBrowser, say, startServer, waitForMessage } from "./lib/harness.mjs";
 import { openGuest, signIn, submitAccountDialog } from "./lib/accounts.mjs";
 
 describe("accounts", () => {
@@ -85,6 +86,56 @@ describe("accounts", () => {
     } finally {
       await closed.stop();
     }
+  });
+
+  test("under --signup invite, the invite link's code signs a new account up", async () => {
+    const invited = await startServer({ extraArgs: ["--signup", "invite"] });
+    try {
+      // The operator makes the code with the CLI, beside the running server.
+      const code = execFileSync(hubbubBin, ["invite", "--data", invited.dataDir], { encoding: "utf8" }).trim();
+      assert.match(code, /^\S+$/);
+      const b = await browser();
+      const page = await openGuest(b, invited, { hash: "" , label: "invitee" });
+      await page.goto(invited.url(`/?invite=${encodeURIComponent(code)}`));
+      await signIn(page, "signup", { name: "erin", password: "a long enough password" });
+      assert.equal(await page.evaluate(() => document.documentElement.dataset.account), "signed-in");
+      assert.deepEqual(b.pageErrors, []);
+    } finally {
+      await invited.stop();
+    }
+  });
+
+  test("under --signup invite, a sign-up without a code is refused in the dialog", async () => {
+    const invited = await startServer({ extraArgs: ["--signup", "invite"] });
+    try {
+      const b = await browser();
+      const page = await openGuest(b, invited, { label: "uninvited" });
+      await submitAccountDialog(page, "signup", { name: "frank", password: "a long enough password" });
+      await page.getByRole("dialog").getByText("needs a valid invite").waitFor();
+      assert.equal(await page.evaluate(() => document.documentElement.dataset.account), "guest");
+    } finally {
+      await invited.stop();
+    }
+  });
+
+  test("a signed-in page on the SSE transport is signed in and posts under the account's name", async () => {
+    const b = await browser();
+    const page = await openGuest(b, server, { label: "sse-account" });
+    await signIn(page, "signup", { name: "gwen", password: "a long enough password" });
+    await page.goto(server.url("/?transport=sse#lobby"));
+    await page.getByText("Signed in as gwen").waitFor();
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.transport), "sse");
+    assert.equal(await page.getByLabel("Your name").getAttribute("readonly"), "");
+    await page.locator('#conn[data-state="connected"]').waitFor();
+    const watcher = await openGuest(await browser(), server, { hash: "#lobby", label: "watcher" });
+    await say(page, "hello over sse");
+    await waitForMessage(watcher, "hello over sse");
+    const from = await watcher
+      .locator("li.msg", { hasText: "hello over sse" })
+      .locator(".from")
+      .textContent();
+    assert.equal(from, "gwen");
+    assert.deepEqual(b.pageErrors, []);
   });
 
   test("a taken name is refused at sign-up with a message in the dialog", async () => {

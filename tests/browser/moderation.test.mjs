@@ -84,6 +84,19 @@ describe("moderation: delete, slow mode, ban", () => {
     assert.equal(await bob.getByRole("button", { name: "Topic", exact: true }).isVisible(), false);
   });
 
+  test("a kick by the owner takes the member out with a notice, and the member may join again", async () => {
+    await openMemberMenu(alice, "bob");
+    await alice.getByRole("button", { name: "Kick bob", exact: true }).focus();
+    await alice.keyboard.press("Enter");
+    await bob.getByText("You were removed from Design").waitFor();
+    await alice.locator('#member-list li[data-name="bob"]').waitFor({ state: "detached" });
+    // A kick stores nothing: bob is still a member, and the room is back after a reload.
+    await bob.reload();
+    await waitForSidebar(bob, "private-list", "Design");
+    await bob.locator(`#private-list li[data-room="${design.room}"] button`).click();
+    await alice.locator('#member-list li[data-name="bob"]').waitFor();
+  });
+
   test("a muted member is told so and a post is marked not sent; unmuted, it goes through", async () => {
     await openMemberMenu(alice, "bob");
     await alice.getByRole("button", { name: "Mute bob", exact: true }).focus();
@@ -110,6 +123,21 @@ describe("moderation: delete, slow mode, ban", () => {
     await answer(alice, "");
     await bob.getByText("You were banned from Design").waitFor();
     await bob.locator(`#private-list li[data-room="${design.room}"]`).waitFor({ state: "detached" });
+  });
+
+  test("the owner's Unban in the log lets the banned member back in", async () => {
+    const unbanned = alice.socket.waitForEvent("framereceived", {
+      predicate: (f) => /"type":"ack"/.test(f.payload) && /"ref":"mod:unban"/.test(f.payload),
+    });
+    const unban = alice.locator("li.ban-notice").getByRole("button", { name: "Unban bob", exact: true });
+    await unban.focus();
+    await alice.keyboard.press("Enter");
+    await unbanned;
+    await alice.locator("li.ban-notice", { hasText: "You lifted the ban of bob." }).waitFor();
+    await bob.reload();
+    await waitForSidebar(bob, "private-list", "Design");
+    await bob.locator(`#private-list li[data-room="${design.room}"] button`).click();
+    await alice.locator('#member-list li[data-name="bob"]').waitFor();
   });
 
   test("no uncaught errors in any page", () => {

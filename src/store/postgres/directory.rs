@@ -11,8 +11,8 @@ use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
-    Created, MENTION_SCAN_FACTOR, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind, RoomMember,
-    RoomSettings, SidebarRoom, Unread, counted, now_ms, sort_members,
+    Created, DirectoryChange, MENTION_SCAN_FACTOR, NewRoom, ReadMarker, Role, RoomDirectory,
+    RoomKind, RoomMember, RoomSettings, SidebarRoom, Unread, counted, now_ms, sort_members,
 };
 
 /// An account's sidebar: the rooms it is a member of (with its role), then the public rooms it
@@ -318,7 +318,8 @@ impl RoomDirectory for PostgresStore {
         let since = id_param(last_read);
         let unread: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = $1 AND id > $2 AND sender <> $3 LIMIT $4) AS unread",
+             WHERE room = $1 AND id > $2 AND sender <> $3 \
+             AND deleted_ms IS NULL LIMIT $4) AS unread",
         )
         .bind(room)
         .bind(since)
@@ -340,5 +341,58 @@ impl RoomDirectory for PostgresStore {
             .iter()
             .filter_map(|body| std::str::from_utf8(body).ok());
         Ok(counted(unread, texts, name, cap))
+    }
+
+    async fn note_directory_change(
+        &self,
+        room: &str,
+        account: Option<AccountId>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let oldest = now_ms.saturating_sub(crate::store::directory::DIRECTORY_CHANGE_KEPT_MS);
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM directory_changes WHERE changed_ms < $1")
+            .bind(oldest)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO directory_changes (room, account_id, changed_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(room)
+        .bind(account.map(|account| account.0))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn directory_changes_since(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectoryChange>, StoreError> {
+        let rows: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, room, account_id FROM directory_changes WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, room, account)| DirectoryChange {
+                id,
+                room,
+                account: account.map(AccountId),
+            })
+            .collect())
+    }
+
+    async fn last_directory_change(&self) -> Result<i64, StoreError> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM directory_changes")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(last.unwrap_or(0))
     }
 }

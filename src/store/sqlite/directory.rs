@@ -11,8 +11,8 @@ use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
-    Created, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind, RoomMember, RoomSettings,
-    SidebarRoom, Unread,
+    Created, DirectoryChange, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind, RoomMember,
+    RoomSettings, SidebarRoom, Unread,
 };
 
 /// Runs `$body` (which may use `?` on sqlx errors) with `$conn`, the writer connection, inside
@@ -321,7 +321,8 @@ impl RoomDirectory for SqliteStore {
         let since = i64::try_from(last_read).unwrap_or(i64::MAX);
         let unread: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = ?1 AND id > ?2 AND sender <> ?3 LIMIT ?4)",
+             WHERE room = ?1 AND id > ?2 AND sender <> ?3 \
+             AND deleted_ms IS NULL LIMIT ?4)",
         )
         .bind(room)
         .bind(since)
@@ -345,6 +346,60 @@ impl RoomDirectory for SqliteStore {
             name,
             cap,
         ))
+    }
+
+    async fn note_directory_change(
+        &self,
+        room: &str,
+        account: Option<AccountId>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let oldest = now_ms.saturating_sub(crate::store::directory::DIRECTORY_CHANGE_KEPT_MS);
+        in_transaction!(self, conn => {
+            sqlx::query("DELETE FROM directory_changes WHERE changed_ms < ?1")
+                .bind(oldest)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO directory_changes (room, account_id, changed_ms) VALUES (?1, ?2, ?3)",
+            )
+            .bind(room)
+            .bind(account.map(|account| account.0))
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+        })
+    }
+
+    async fn directory_changes_since(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectoryChange>, StoreError> {
+        let rows: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, room, account_id FROM directory_changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(directory_change).collect())
+    }
+
+    async fn last_directory_change(&self) -> Result<i64, StoreError> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM directory_changes")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(last.unwrap_or(0))
+    }
+}
+
+/// A `directory_changes` row.
+fn directory_change((id, room, account): (i64, String, Option<i64>)) -> DirectoryChange {
+    DirectoryChange {
+        id,
+        room,
+        account: account.map(AccountId),
     }
 }
 
