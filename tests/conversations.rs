@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, assert_api_error, http, start_server, start_server_with};
+use common::{Client, TestServer, assert_api_error, http, start_server};
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ fn token(sub: &str) -> String {
 }
 
 async fn server() -> TestServer {
-    start_server_with(|c| c.auth_secret = Some(Secret::new(SECRET))).await
+    common::start_server_with_secret(SECRET).await
 }
 
 /// A connection signed in as `name`; its `rooms` sidebar is read (and returned).

@@ -35,7 +35,7 @@ fn bearer(name: &str) -> String {
 }
 
 async fn server() -> TestServer {
-    start_server_with(|c| c.auth_secret = Some(Secret::new(SECRET))).await
+    common::start_server_with_secret(SECRET).await
 }
 
 /// A connection signed in as `name`, past its sidebar (`rooms`, sent to signed-in
@@ -67,9 +67,19 @@ async fn refused(client: &mut Client, mut frame: Value, code: &str) {
     client.expect_error(code, json!("r")).await;
 }
 
+/// One in-process node, also when the suite runs on a cluster: for what is counted per node
+/// (slow mode's clock, docs/deploy.md "Accounts in a cluster").
+async fn single_node() -> TestServer {
+    start_server_with(|c| c.auth_secret = Some(Secret::new(SECRET))).await
+}
+
 /// A server where `ann` owns the public room [`ROOM`] and is in it.
 async fn owned_room() -> (TestServer, Client) {
-    let server = server().await;
+    owned_room_on(server().await).await
+}
+
+/// `server`, where `ann` now owns the public room [`ROOM`] and is in it.
+async fn owned_room_on(server: TestServer) -> (TestServer, Client) {
     let mut ann = signed_in(&server, "ann").await;
     request(
         &mut ann,
@@ -427,7 +437,8 @@ async fn slow_mode_refuses_a_second_post_within_the_interval_and_stores_nothing(
 
 #[tokio::test]
 async fn slow_mode_counts_an_account_across_its_connections() {
-    let (server, mut ann) = owned_room().await;
+    // Two connections of one account on one node: slow mode's clock is per node.
+    let (server, mut ann) = owned_room_on(single_node().await).await;
     let mut phone = member(&server, "bob").await;
     let mut laptop = member(&server, "bob").await;
     request(

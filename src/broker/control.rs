@@ -80,6 +80,22 @@ pub enum Control {
         /// A connection that does not get it.
         except: Option<RemoteMember>,
     },
+    /// `account`'s read marker in `room` moved to `id` on one of its connections (`except`,
+    /// which needs no word of it): every node sends the account's connections there a `read`
+    /// frame, and a node where the account is connected notes the marker, so the `joined` and
+    /// sidebar it serves the account next count unread from it even before the node it moved
+    /// on has written it (markers are written in batches, up to a second late:
+    /// hub/read_markers.rs).
+    ReadMoved {
+        /// Whose marker.
+        account: AccountId,
+        /// The room.
+        room: RoomName,
+        /// The newest id read.
+        id: u64,
+        /// The connection that moved it.
+        except: Option<RemoteMember>,
+    },
     /// `room`'s kind, members, roles, topic or moderation changed in the store: every node
     /// with members in it reloads its cached policy.
     RoomChanged {
@@ -115,6 +131,12 @@ enum Wire {
     ToAccount {
         account: i64,
         frame: String,
+        except: Option<(u64, u64)>,
+    },
+    ReadMoved {
+        account: i64,
+        room: String,
+        id: u64,
         except: Option<(u64, u64)>,
     },
     RoomChanged {
@@ -155,6 +177,17 @@ pub(crate) fn encode(node: u64, control: &Control) -> Vec<u8> {
         } => Wire::ToAccount {
             account: account.0,
             frame: frame_text(frame),
+            except: except.map(|member| (member.node, member.conn)),
+        },
+        Control::ReadMoved {
+            account,
+            room,
+            id,
+            except,
+        } => Wire::ReadMoved {
+            account: account.0,
+            room: room.as_str().to_owned(),
+            id: *id,
             except: except.map(|member| (member.node, member.conn)),
         },
         Control::RoomChanged { room } => Wire::RoomChanged {
@@ -218,6 +251,17 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Result<Option<Control>, String
             frame: Bytes::from(frame),
             except: except.map(|(node, conn)| RemoteMember { node, conn }),
         },
+        Wire::ReadMoved {
+            account,
+            room: name,
+            id,
+            except,
+        } => Control::ReadMoved {
+            account: AccountId(account),
+            room: room(name)?,
+            id,
+            except: except.map(|(node, conn)| RemoteMember { node, conn }),
+        },
         Wire::RoomChanged { room: name } => Control::RoomChanged { room: room(name)? },
         Wire::MessageDeleted {
             room: name,
@@ -251,6 +295,12 @@ mod tests {
                 account: AccountId(9),
                 frame: Bytes::from_static(br#"{"type":"read","data":{"room":"lobby","id":3}}"#),
                 except: Some(RemoteMember { node: 2, conn: 41 }),
+            },
+            Control::ReadMoved {
+                account: AccountId(9),
+                room: RoomName::lobby(),
+                id: 3,
+                except: Some(RemoteMember { node: 2, conn: 42 }),
             },
             Control::RoomChanged {
                 room: RoomName::lobby(),

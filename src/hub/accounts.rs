@@ -39,6 +39,7 @@ use tracing::{debug, info, warn};
 
 use super::{Hub, Inner};
 use crate::broker::{AccountClosed, ConnId, Control, Deliver as _, RemoteMember, RoomEvent};
+use crate::protocol::people::ReadPosition;
 use crate::protocol::{RoomName, ServerFrame};
 use crate::store::accounts::AccountId;
 use crate::transport::outbox::{Outbox, Outgoing, Pushed};
@@ -165,6 +166,20 @@ impl Hub {
         .await;
     }
 
+    /// `account`'s read marker in `room` moved to `id` on its connection `except` here: every
+    /// other connection of the account, on every node, gets a `read` frame, and every node
+    /// where the account is connected counts unread from `id` at once ([`Control::ReadMoved`]).
+    pub async fn read_moved(&self, account: AccountId, room: &RoomName, id: u64, except: ConnId) {
+        let node = self.inner.broker.node_id();
+        self.publish_control(Control::ReadMoved {
+            account,
+            room: room.clone(),
+            id,
+            except: Some(RemoteMember { node, conn: except }),
+        })
+        .await;
+    }
+
     /// Closes every connection of `account`, on every node, with close code 1008 and `reason`'s
     /// text (disabled, signed out everywhere, password changed).
     pub async fn close_account(&self, account: AccountId, reason: AccountClosed) {
@@ -277,6 +292,12 @@ impl Inner {
                 account,
                 frame,
             } => self.remove_account_from_room(room, *account, frame),
+            Control::ReadMoved {
+                account,
+                room,
+                id,
+                except,
+            } => self.apply_read_moved(*account, room, *id, *except),
             Control::RoomChanged { room } => self.policy_changed(room.as_str()),
             Control::MessageDeleted {
                 room,
@@ -284,6 +305,38 @@ impl Inner {
                 tombstone,
             } => self.apply_deletion(room, *id, tombstone),
         }
+    }
+
+    /// A read marker moved (see [`Control::ReadMoved`]). Where the account has connections the
+    /// marker is noted (a no-op on the node it moved on, which noted it first), so a `joined`
+    /// or sidebar served here next does not count read messages as unread while the other node's
+    /// batched write is still pending; this node's next flush writes it once more, which changes
+    /// nothing (the store keeps the greater marker). Then its connections here get `read`.
+    fn apply_read_moved(
+        &self,
+        account: AccountId,
+        room: &RoomName,
+        id: u64,
+        except: Option<RemoteMember>,
+    ) {
+        if self.accounts.connections(account) == 0 {
+            return;
+        }
+        self.read_markers.note(account, room.as_str(), id, 0);
+        let frame = ServerFrame::Read {
+            data: ReadPosition {
+                room: room.as_str(),
+                id,
+            },
+        }
+        .encode();
+        let node = self.broker.node_id();
+        let skip = except.filter(|member| member.node == node).map(|m| m.conn);
+        self.accounts.for_each(account, |linked| {
+            if Some(linked.conn) != skip {
+                self.push_to(&linked.outbox, &frame);
+            }
+        });
     }
 
     fn push_to(&self, outbox: &Outbox, frame: &Bytes) {

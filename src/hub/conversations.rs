@@ -25,7 +25,7 @@ use super::policy::RoomPolicy;
 use super::session::Session;
 use crate::protocol::people::{
     DIRECT_PREFIX, GivenRole, JoinedRoomState, MemberEntry, NewConversation, PRIVATE_PREFIX,
-    PeopleFrame, ReadPosition, RoomEntry,
+    PeopleFrame, RoomEntry,
 };
 use crate::protocol::{ErrorCode, Ref, RoomName, ServerFrame};
 use crate::store::StoreError;
@@ -373,15 +373,7 @@ impl Session {
             .read_markers
             .note(account, room.as_str(), id, 0)
         {
-            let frame = ServerFrame::Read {
-                data: ReadPosition {
-                    room: room.as_str(),
-                    id,
-                },
-            };
-            self.hub
-                .to_account(account, frame.encode(), Some(self.id))
-                .await;
+            self.hub.read_moved(account, &room, id, self.id).await;
         }
         self.done(&room, reference);
     }

@@ -11,7 +11,12 @@
 //! marker moves: the client's badge then shows a few messages unread that were read.
 //!
 //! The other connections of the account learn of a move at once through the cross-node control
-//! event (`Hub::to_account`), not through the database.
+//! event (`Hub::read_moved`), not through the database. Every node where the account is
+//! connected also notes the move in its own map, so a `joined` or sidebar it serves next
+//! (another device, or a page reloaded onto this node) counts from the new marker before the
+//! node it moved on has written it; that node's flush writes the same row again, which changes
+//! nothing (the store keeps the greater). A node where the account has no connection learns of
+//! it from the store, up to a second late.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -60,6 +60,26 @@ pub async fn start_server() -> TestServer {
     start_single_node().await
 }
 
+/// A server that takes tokens signed with `secret` (`--auth-secret`), for the suites whose
+/// accounts sign in with tokens (tests/moderation.rs, tests/conversations.rs). In cluster mode,
+/// like [`start_server`], three real nodes behind nginx, each started with that secret, so a
+/// test's connections of one account and its moderator land on different nodes.
+pub async fn start_server_with_secret(secret: &str) -> TestServer {
+    if let Some(env) = cluster::suite_env() {
+        let mut spec = cluster::ClusterSpec::new(cluster::SUITE_NODES, &env);
+        spec.extra = vec!["--auth-secret".to_owned(), secret.to_owned()];
+        let cluster = cluster::Cluster::start(spec).await;
+        return TestServer {
+            addr: cluster.addr,
+            stop: None,
+            task: None,
+            cluster: Some(cluster),
+            _dir: None,
+        };
+    }
+    start_server_with(|c| c.auth_secret = Some(hubbub::config::Secret::new(secret))).await
+}
+
 /// One in-process node with default settings, also in cluster mode: for a test that is about
 /// one node by nature (it reads that node's /metrics, say). Such a test says why it uses this.
 pub async fn start_single_node() -> TestServer {
