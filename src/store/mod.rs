@@ -4,6 +4,7 @@
 //! sockets or the broker.
 
 pub mod accounts;
+pub mod changes;
 mod coalesce;
 pub mod copy;
 pub mod directory;
@@ -19,6 +20,7 @@ use crate::protocol::{MessageView, RoomName};
 use accounts::AccountId;
 
 pub use accounts::AccountStore;
+pub use changes::ChangeStore;
 pub(crate) use coalesce::Coalescing;
 pub use directory::RoomDirectory;
 pub use import::{ImportConflict, ImportOutcome};

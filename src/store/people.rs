@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::accounts::AccountStore;
+use super::changes::ChangeStore;
 use super::directory::RoomDirectory;
 use super::moderation::ModerationStore;
 
@@ -22,18 +23,21 @@ pub struct People {
     pub directory: Arc<dyn RoomDirectory>,
     /// Bans, mutes, slow mode, tombstones and the audit log.
     pub moderation: Arc<dyn ModerationStore>,
+    /// Edits, deletes and reactions of messages, and the change feed (issue 20).
+    pub changes: Arc<dyn ChangeStore>,
 }
 
 impl People {
     /// The people side of one backend that implements all three traits.
     pub fn of<S>(store: Arc<S>) -> People
     where
-        S: AccountStore + RoomDirectory + ModerationStore,
+        S: AccountStore + RoomDirectory + ModerationStore + ChangeStore,
     {
         People {
             accounts: store.clone(),
             directory: store.clone(),
-            moderation: store,
+            moderation: store.clone(),
+            changes: store,
         }
     }
 }

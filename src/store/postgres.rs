@@ -14,6 +14,7 @@
 //! reads their own pool, so history never waits behind a commit.
 
 mod accounts;
+mod changes;
 mod directory;
 mod moderation;
 

@@ -29,6 +29,7 @@
 //! descriptor of the file would drop SQLite's POSIX locks on it (only `stat` is used here).
 
 mod accounts;
+mod changes;
 mod directory;
 mod moderation;
 

@@ -15,7 +15,7 @@ use crate::store::moderation::{
 };
 
 /// Appends one audit row at `ts_ms`; returns its id.
-async fn insert_audit(
+pub(super) async fn insert_audit(
     conn: &mut PgConnection,
     audit: &AuditRecord,
     ts_ms: i64,

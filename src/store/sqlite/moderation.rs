@@ -42,7 +42,7 @@ macro_rules! in_transaction {
 }
 
 /// Appends one audit row at `ts_ms`; returns its id.
-async fn insert_audit(
+pub(super) async fn insert_audit(
     conn: &mut SqliteConnection,
     audit: &AuditRecord,
     ts_ms: i64,
