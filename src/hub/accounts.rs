@@ -270,6 +270,14 @@ impl Inner {
                 id,
                 tombstone,
             } => self.apply_deletion(room, *id, tombstone),
+            Control::MessageChanged {
+                room,
+                seq,
+                id,
+                change,
+                message,
+                deleted,
+            } => self.apply_change(room, (*seq, *id), change, message, *deleted),
         }
     }
 

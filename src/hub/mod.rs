@@ -12,6 +12,7 @@
 //! other nodes) is owned by `presence`, whose doc comment says how it reaches members.
 
 mod accounts;
+mod changes;
 mod committer;
 mod conversations;
 mod member;
@@ -123,6 +124,9 @@ struct Inner {
     read_markers: Arc<read_markers::ReadMarkers>,
     /// When each poster last posted in each slow-mode room here (moderation.rs).
     slow_clock: moderation::SlowClock,
+    /// Held from a change's store write to its delivery here (changes.rs), so this node's
+    /// changes reach members in their feed order.
+    change_order: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -154,6 +158,7 @@ impl Hub {
             policies: policy::Policies::default(),
             read_markers: Arc::default(),
             slow_clock: moderation::SlowClock::default(),
+            change_order: tokio::sync::Mutex::new(()),
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
         broker.register(receiver);

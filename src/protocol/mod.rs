@@ -2,6 +2,7 @@
 //! directions. This module is a leaf: no tokio, no axum, no I/O, so the parser can be fuzzed and
 //! property-tested on its own, and every transport (WebSocket, SSE, HTTP API) shares one spelling.
 
+pub mod changes;
 mod error_code;
 pub mod grant;
 pub mod moderation;
@@ -38,8 +39,13 @@ pub struct Ref(Value);
 pub enum ClientFrame {
     /// Set the display name.
     Nick { name: String },
-    /// Join a room, replaying what came after `since` (or the newest messages without it).
-    Join { room: RoomName, since: Option<u64> },
+    /// Join a room, replaying what came after `since` (or the newest messages without it),
+    /// then the changes after `changes_since` when given (issue 20).
+    Join {
+        room: RoomName,
+        since: Option<u64>,
+        changes_since: Option<u64>,
+    },
     /// Leave a room.
     Leave { room: RoomName },
     /// Post text; `room: None` means the lobby.
@@ -63,6 +69,8 @@ pub enum ClientFrame {
     /// A moderation frame: delete, kick, ban, unban, mute, unmute, slow
     /// (protocol/moderation.rs). Boxed for the same reason.
     Moderation(Box<moderation::ModerationFrame>),
+    /// A change to a stored message: edit, react (protocol/changes.rs). Boxed likewise.
+    Change(Box<changes::ChangeFrame>),
 }
 
 /// A decoded frame together with its correlation value.
@@ -153,6 +161,7 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
         "join" => ClientFrame::Join {
             room: required_room(object)?,
             since: optional_u64(data_field(object, "since")?, "since")?,
+            changes_since: optional_u64(data_field(object, "changes_since")?, "changes_since")?,
         },
         "leave" => ClientFrame::Leave {
             room: required_room(object)?,
@@ -178,6 +187,10 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
                 None => return Err(bad_json("not a moderation frame")),
             }
         }
+        "edit" | "react" => match changes::decode(kind, object, limits) {
+            Some(frame) => ClientFrame::Change(Box::new(frame?)),
+            None => return Err(bad_json("not a change frame")),
+        },
         other => match people::decode(other, object) {
             Some(frame) => ClientFrame::People(Box::new(frame?)),
             None => {
@@ -355,6 +368,14 @@ pub struct HistoryPage<'a> {
     pub messages: Vec<MessageView<'a>>,
     /// Whether older messages exist before the first one.
     pub has_more: bool,
+    /// Edit times and reactions of the page's messages that have any (issue 20; absent when
+    /// none has).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<changes::MessageState>,
+    /// The room's newest change number when the page was read (issue 20): a cursor for
+    /// `join`'s `changes_since` that misses nothing the page does not show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<u64>,
 }
 
 /// `error` payload.

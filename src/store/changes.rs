@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::accounts::AccountId;
 use super::moderation::AuditRecord;
 use super::{StoreError, StoredMessage};
+pub use crate::protocol::changes::{MessageState, ReactionSummary};
 
 /// Change rows read per catch-up query.
 pub const CHANGE_PAGE: u32 = 500;
@@ -147,30 +148,6 @@ pub enum ChangeOutcome {
     NotYours,
     /// The message is a tombstone: it cannot be edited or reacted to.
     Gone,
-}
-
-/// One reaction as history pages show it: the emoji and who reacted, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReactionSummary {
-    /// The emoji.
-    pub emoji: String,
-    /// How many accounts reacted with it.
-    pub count: u64,
-    /// Their display names, oldest reaction first.
-    pub by: Vec<String>,
-}
-
-/// The part of a message's state its `msg` frame does not carry: edit time, reply, reactions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MessageState {
-    /// The message id.
-    pub id: u64,
-    /// When its author last edited it, ms since the Unix epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub edited_ms: Option<i64>,
-    /// The reactions, by emoji in first-reaction order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub reactions: Vec<ReactionSummary>,
 }
 
 /// Groups reaction rows (`(message id, emoji, name)` in reaction order) and edit times into

@@ -107,9 +107,12 @@ pub async fn history(
         .hub
         .history(&room, query.before, history_limit(query.limit))
         .await?;
+    let (message_state, changes) = state.hub.page_state(&room, &page.messages).await?;
     let body = HistoryPage {
         messages: state.hub.views(&page.messages),
         has_more: page.has_more,
+        state: message_state,
+        changes: Some(changes),
     };
     Ok(Json(body).into_response())
 }

@@ -9,8 +9,8 @@ use super::moderation::insert_audit;
 use super::{PostgresStore, id_param};
 use crate::store::accounts::AccountId;
 use crate::store::changes::{
-    Change, ChangeBody, ChangeOutcome, ChangeStore, Deleter, MessageState, Reaction, kind,
-    payload, states,
+    Change, ChangeBody, ChangeOutcome, ChangeStore, Deleter, MessageState, Reaction, kind, payload,
+    states,
 };
 use crate::store::moderation::now_ms;
 use crate::store::{StoreError, StoredMessage, room_from_row};
@@ -20,18 +20,13 @@ struct Found {
     message: StoredMessage,
 }
 
-async fn find(
-    conn: &mut PgConnection,
-    room: &str,
-    id: u64,
-) -> Result<Option<Found>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT ts, sender, body, author_id FROM messages WHERE room = $1 AND id = $2",
-    )
-    .bind(room)
-    .bind(id_param(id))
-    .fetch_optional(&mut *conn)
-    .await?;
+async fn find(conn: &mut PgConnection, room: &str, id: u64) -> Result<Option<Found>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT ts, sender, body, author_id FROM messages WHERE room = $1 AND id = $2")
+            .bind(room)
+            .bind(id_param(id))
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Found {
         message: StoredMessage {
@@ -57,11 +52,12 @@ async fn append_change(
         .bind(room)
         .execute(&mut *conn)
         .await?;
-    let last: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM message_changes WHERE room = $1")
-            .bind(room)
-            .fetch_one(&mut *conn)
-            .await?;
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM message_changes WHERE room = $1",
+    )
+    .bind(room)
+    .fetch_one(&mut *conn)
+    .await?;
     let seq = last as u64 + 1;
     let payload = payload(seq, id, body);
     sqlx::query(
@@ -134,12 +130,14 @@ async fn delete_in(
         return Ok(ChangeOutcome::Unchanged);
     }
     let now = now_ms();
-    sqlx::query("UPDATE messages SET body = ''::bytea, deleted_ms = $3 WHERE room = $1 AND id = $2")
-        .bind(room)
-        .bind(id_param(id))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE messages SET body = ''::bytea, deleted_ms = $3 WHERE room = $1 AND id = $2",
+    )
+    .bind(room)
+    .bind(id_param(id))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     let who = match by {
         Deleter::Author(_) => "author",
         Deleter::Moderator(audit) => {
@@ -286,11 +284,12 @@ impl ChangeStore for PostgresStore {
     }
 
     async fn last_change(&self, room: &str) -> Result<u64, StoreError> {
-        let last: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM message_changes WHERE room = $1")
-                .bind(room)
-                .fetch_one(&self.reader)
-                .await?;
+        let last: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM message_changes WHERE room = $1",
+        )
+        .bind(room)
+        .fetch_one(&self.reader)
+        .await?;
         Ok(last as u64)
     }
 

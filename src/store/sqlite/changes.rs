@@ -9,8 +9,8 @@ use super::moderation::insert_audit;
 use super::{SqliteStore, explain};
 use crate::store::accounts::AccountId;
 use crate::store::changes::{
-    Change, ChangeBody, ChangeOutcome, ChangeStore, Deleter, MessageState, Reaction, kind,
-    payload, states,
+    Change, ChangeBody, ChangeOutcome, ChangeStore, Deleter, MessageState, Reaction, kind, payload,
+    states,
 };
 use crate::store::moderation::now_ms;
 use crate::store::{StoreError, StoredMessage, room_from_row};
@@ -56,13 +56,12 @@ async fn find(
     room: &str,
     id: u64,
 ) -> Result<Option<Found>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT ts, sender, body, author_id FROM messages WHERE room = ?1 AND id = ?2",
-    )
-    .bind(room)
-    .bind(id_param(id))
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query("SELECT ts, sender, body, author_id FROM messages WHERE room = ?1 AND id = ?2")
+            .bind(room)
+            .bind(id_param(id))
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Found {
         message: StoredMessage {
