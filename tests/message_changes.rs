@@ -280,7 +280,6 @@ async fn a_reaction_and_its_removal_reach_members_with_the_new_count() {
     let mut ann = member(&server, "ann").await;
     let mut bob = member(&server, "bob").await;
     let id = ann.post(ROOM, "nice").await["id"].clone();
-    ann.recv_msg().await;
 
     request(&mut bob, react(&id, "👍🏽")).await;
     let added = ann.recv_type("change").await;
