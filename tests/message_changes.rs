@@ -244,7 +244,12 @@ async fn an_edit_longer_than_a_post_may_be_is_refused() {
     .await;
     let mut ann = member(&server, "ann").await;
     let id = ann.post(ROOM, "short").await["id"].clone();
-    refused(&mut ann, edit(&id, "far longer than sixteen bytes"), "too_long").await;
+    refused(
+        &mut ann,
+        edit(&id, "far longer than sixteen bytes"),
+        "too_long",
+    )
+    .await;
     assert_eq!(ws_page(&mut ann).await["messages"][0]["data"], "short");
     server.stop().await;
 }
@@ -314,8 +319,10 @@ async fn a_client_resuming_gets_each_change_made_while_away_once_in_order() {
 
     let mut bob = server.client(&format!("token={}", token("bob"))).await;
     bob.recv_type("rooms").await;
-    bob.send(json!({"type": "join", "room": ROOM, "data": {"since": since, "changes_since": cursor}}))
-        .await;
+    bob.send(
+        json!({"type": "join", "room": ROOM, "data": {"since": since, "changes_since": cursor}}),
+    )
+    .await;
     bob.recv_type("joined").await;
     let frames = bob.frames_within(QUIET * 2).await;
     let changes: Vec<(u64, String)> = frames
@@ -323,14 +330,24 @@ async fn a_client_resuming_gets_each_change_made_while_away_once_in_order() {
         .filter(|f| f["type"] == "change")
         .map(|f| {
             let data = &f["data"];
-            (data["seq"].as_u64().unwrap(), data["kind"].as_str().unwrap().to_owned())
+            (
+                data["seq"].as_u64().unwrap(),
+                data["kind"].as_str().unwrap().to_owned(),
+            )
         })
         .collect();
     assert_eq!(
         changes,
-        vec![(2, "edit".to_owned()), (3, "react".to_owned()), (4, "delete".to_owned())]
+        vec![
+            (2, "edit".to_owned()),
+            (3, "react".to_owned()),
+            (4, "delete".to_owned())
+        ]
     );
-    assert!(frames.iter().all(|f| f["type"] != "msg"), "no message re-read: {frames:?}");
+    assert!(
+        frames.iter().all(|f| f["type"] != "msg"),
+        "no message re-read: {frames:?}"
+    );
 
     request(&mut ann, edit(&first, "one, again")).await;
     let live = bob.recv_type("change").await;
@@ -427,7 +444,10 @@ async fn sse_streams_changes_with_both_cursors_and_resumes_from_them() {
     request(&mut ann, edit(&id, "watched")).await;
     let mut resumed = EventStream::open(url, Some("1.1")).await;
     let (event_id, change) = resumed.next_of("change").await;
-    assert_eq!(change["data"]["seq"], 2, "the missed change, not the one seen");
+    assert_eq!(
+        change["data"]["seq"], 2,
+        "the missed change, not the one seen"
+    );
     assert_eq!(change["data"]["kind"], "edit");
     assert_eq!(event_id.as_deref(), Some("1.2"));
     server.stop().await;
