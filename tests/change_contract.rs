@@ -81,6 +81,7 @@ impl Db {
                 text: (*text).to_owned(),
                 ts: 7,
                 author,
+                reply_to: None,
             })
             .collect();
         let stored = self.store.append(&batch).await.unwrap();

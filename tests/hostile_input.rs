@@ -135,7 +135,7 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
             | ClientFrame::Members { room } => {
                 prop_assert!(RoomName::parse(room.as_str()).is_ok());
             }
-            ClientFrame::Msg { room, text } => {
+            ClientFrame::Msg { room, text, .. } => {
                 prop_assert!(room.is_none_or(|r| RoomName::parse(r.as_str()).is_ok()));
                 prop_assert!(!text.is_empty() && text.len() <= LIMITS.max_message_bytes);
             }

@@ -3,7 +3,8 @@
 --
 -- `edited_ms`: when the text was last edited by its author (NULL: never).
 ALTER TABLE messages ADD COLUMN edited_ms BIGINT;
--- `reply_to`: the id of the message (in the same room) this one answers (NULL: none).
+-- `reply_to`: the id of the message (in the same room) this one answers (NULL: none); the
+-- server checks it exists before storing the reply.
 ALTER TABLE messages ADD COLUMN reply_to BIGINT;
 
 -- The change feed: one row per edit, delete or reaction change, numbered per room from 1 with

@@ -322,6 +322,9 @@ struct WireOut<'a> {
     /// The posting account (issue 19); absent for a guest.
     #[serde(skip_serializing_if = "Option::is_none")]
     author: Option<i64>,
+    /// The message it answers (issue 20); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
 }
 
 /// One message as it is read from the channel.
@@ -334,6 +337,8 @@ struct WireIn {
     text: String,
     #[serde(default)]
     author: Option<i64>,
+    #[serde(default)]
+    reply_to: Option<u64>,
 }
 
 /// `NODE_ID\n[messages as JSON]`: the id first, so a node skips its own payloads undecoded.
@@ -347,6 +352,7 @@ pub(crate) fn encode(node_id: u64, messages: &[StoredMessage]) -> Vec<u8> {
             from: &m.from,
             text: &m.text,
             author: m.author.map(|author| author.0),
+            reply_to: m.reply_to,
         })
         .collect();
     let mut payload = format!("{node_id}\n").into_bytes();
@@ -416,6 +422,7 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Decoded {
             from: m.from,
             text: m.text,
             author: m.author.map(crate::store::accounts::AccountId),
+            reply_to: m.reply_to,
         });
     }
     Decoded::Batch(batch)
@@ -780,6 +787,7 @@ mod tests {
             from: "ann".into(),
             text: "hi \"there\"\n".into(),
             author: Some(crate::store::accounts::AccountId(3)),
+            reply_to: None,
         }
     }
 

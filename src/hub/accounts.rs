@@ -609,6 +609,7 @@ mod tests {
             frame: ClientFrame::Msg {
                 room: Some(RoomName::lobby()),
                 text: "still here?".to_owned(),
+                reply_to: None,
             },
             reference: None,
         })

@@ -108,6 +108,28 @@ impl Session {
         }
     }
 
+    /// Whether `room` has message `id` for a reply to answer; else answers `not_found` (or
+    /// `store_unavailable`), so nothing is stored.
+    pub(super) async fn reply_target_exists(
+        &self,
+        room: &RoomName,
+        id: u64,
+        reference: Option<Ref>,
+    ) -> bool {
+        match self.hub.message_exists(room, id).await {
+            Ok(true) => true,
+            Ok(false) => {
+                let message = format!("no message {id} in {room} to reply to");
+                self.reject_with(ErrorCode::NotFound, &message, reference);
+                false
+            }
+            Err(err) => {
+                self.store_failed(room, "reply", &err, reference);
+                false
+            }
+        }
+    }
+
     /// A moderator's delete (hub/moderation.rs checked the rights), through the change feed.
     pub(super) async fn delete_as_moderator(
         &mut self,
@@ -274,6 +296,19 @@ impl Hub {
         if let Err(err) = self.inner.broker.publish_control(control).await {
             warn!(%room, seq = change.seq, cause = %err, "change not published to other nodes");
         }
+    }
+
+    /// Whether `room` holds message `id` (what a reply may answer): one indexed store read,
+    /// only for replies. Ids are per room, so a message of another room is not found.
+    pub async fn message_exists(
+        &self,
+        room: &RoomName,
+        id: u64,
+    ) -> Result<bool, crate::store::StoreError> {
+        self.people()
+            .changes
+            .message_exists(room.as_str(), id)
+            .await
     }
 
     /// Records the highest change a joining member's catch-up sent (member.rs).

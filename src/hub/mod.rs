@@ -223,6 +223,19 @@ impl Hub {
         text: String,
         author: Option<AccountId>,
     ) -> Result<StoredMessage, PostError> {
+        self.post_reply(room, from, text, author, None).await
+    }
+
+    /// [`Hub::post_as`] for a reply to message `reply_to` of the same room (issue 20), which
+    /// the caller checked exists ([`Hub::message_exists`]).
+    pub async fn post_reply(
+        &self,
+        room: RoomName,
+        from: String,
+        text: String,
+        author: Option<AccountId>,
+        reply_to: Option<u64>,
+    ) -> Result<StoredMessage, PostError> {
         let (reply, answer) = oneshot::channel();
         let job = PostJob {
             message: NewMessage {
@@ -231,6 +244,7 @@ impl Hub {
                 text,
                 ts: now_ms(),
                 author,
+                reply_to,
             },
             reply,
         };

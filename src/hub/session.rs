@@ -135,7 +135,11 @@ impl Session {
                 Box::pin(self.join_catching_up(room, since, Some(changes_since), reference)).await;
             }
             ClientFrame::Leave { room } => self.leave(room, reference).await,
-            ClientFrame::Msg { room, text } => self.post(room, text, reference).await,
+            ClientFrame::Msg {
+                room,
+                text,
+                reply_to,
+            } => self.post(room, text, reply_to, reference).await,
             ClientFrame::Typing { room } => self.typing(room, reference).await,
             ClientFrame::Members { room } => self.members(room, reference).await,
             ClientFrame::History {
@@ -447,7 +451,13 @@ impl Session {
         );
     }
 
-    async fn post(&mut self, room: Option<RoomName>, text: String, reference: Option<Ref>) {
+    async fn post(
+        &mut self,
+        room: Option<RoomName>,
+        text: String,
+        reply_to: Option<std::num::NonZeroU64>,
+        reference: Option<Ref>,
+    ) {
         let room = room.unwrap_or_else(RoomName::lobby);
         if !self.access.grant.allows(&room) {
             return self.unauthorized(&room, reference);
@@ -461,12 +471,19 @@ impl Session {
                 return self.not_member(&room, reference);
             }
         }
+        let reply_to = reply_to.map(std::num::NonZeroU64::get);
+        if let Some(id) = reply_to
+            && !Box::pin(self.reply_target_exists(&room, id, reference.clone())).await
+        {
+            return;
+        }
         if !self.may_post(&room, reference.clone()).await {
             return;
         }
+        let (name, account) = (self.name.clone(), self.access.account);
         match self
             .hub
-            .post_as(room.clone(), self.name.clone(), text, self.access.account)
+            .post_reply(room.clone(), name, text, account, reply_to)
             .await
         {
             Ok(stored) => self.push(

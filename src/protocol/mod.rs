@@ -52,6 +52,9 @@ pub enum ClientFrame {
     Msg {
         room: Option<RoomName>,
         text: String,
+        /// The message (in the same room) this one answers (issue 20). `NonZeroU64`, as ids
+        /// start at 1, so the frame every connection task holds does not grow.
+        reply_to: Option<std::num::NonZeroU64>,
     },
     /// Tell the other members this connection is typing.
     Typing { room: RoomName },
@@ -169,6 +172,7 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
         "msg" => ClientFrame::Msg {
             room: optional_room(object)?,
             text: message_text(required_str(object, "data")?, limits)?,
+            reply_to: reply_to(object.get("reply_to"))?,
         },
         "typing" => ClientFrame::Typing {
             room: required_room(object)?,
@@ -202,6 +206,18 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
         },
     };
     Ok(frame)
+}
+
+/// A post's `reply_to`: absent, null, or a message id (1 or more); shared with the HTTP API.
+pub fn reply_to(value: Option<&Value>) -> Result<Option<std::num::NonZeroU64>, Rejection> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(std::num::NonZeroU64::new)
+            .map(Some)
+            .ok_or_else(|| bad_json("\"reply_to\" must be a message id (1 or more)")),
+    }
 }
 
 /// Checks message text against the size rule; shared with the HTTP API.
@@ -310,6 +326,10 @@ pub struct MessageView<'a> {
     /// account's. Absent otherwise, so a server without accounts encodes as before.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub guest: bool,
+    /// The id of the message this one answers (issue 20); absent for a message that answers
+    /// none, so every other message encodes as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 /// `welcome` payload.
@@ -502,7 +522,8 @@ mod tests {
             request.frame,
             ClientFrame::Msg {
                 room: None,
-                text: "hi".into()
+                text: "hi".into(),
+                reply_to: None,
             }
         );
     }
@@ -558,6 +579,27 @@ mod tests {
     }
 
     #[test]
+    fn a_msg_may_name_the_message_it_answers_by_a_positive_id() {
+        let parse = |json: &str| {
+            parse_client_frame(
+                json,
+                Limits {
+                    max_message_bytes: 64,
+                },
+            )
+        };
+        let reply = parse(r#"{"type":"msg","data":"re","reply_to":4}"#).expect("a reply");
+        assert!(matches!(
+            reply.frame,
+            ClientFrame::Msg { reply_to: Some(id), .. } if id.get() == 4
+        ));
+        for bad in ["0", "-1", "\"4\"", "1.5"] {
+            let json = format!(r#"{{"type":"msg","data":"re","reply_to":{bad}}}"#);
+            assert_eq!(parse(&json).unwrap_err().code, ErrorCode::BadJson, "{bad}");
+        }
+    }
+
+    #[test]
     fn msg_frame_encodes_flat_fields() {
         let frame = ServerFrame::Msg(MessageView {
             room: "r",
@@ -567,6 +609,7 @@ mod tests {
             data: "<b>",
             deleted: false,
             guest: false,
+            reply_to: None,
         });
         assert_eq!(
             frame.encode(),

@@ -229,6 +229,9 @@ pub trait ChangeStore: Send + Sync + 'static {
     /// The room's newest change number, 0 when it has none.
     async fn last_change(&self, room: &str) -> Result<u64, StoreError>;
 
+    /// Whether `room` holds message `id` (a reply's target; a tombstone counts).
+    async fn message_exists(&self, room: &str, id: u64) -> Result<bool, StoreError>;
+
     /// Edit times and reactions of the messages `first..=last` of `room` that have any.
     async fn message_states(
         &self,

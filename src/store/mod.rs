@@ -42,6 +42,9 @@ pub struct NewMessage {
     pub ts: i64,
     /// The signed-in account that posted it; `None` for a guest (issue 19).
     pub author: Option<AccountId>,
+    /// The id of the message (in the same room) this one answers (issue 20); the hub checked
+    /// that it exists.
+    pub reply_to: Option<u64>,
 }
 
 /// A committed message: what replay, history and broadcast all send.
@@ -61,6 +64,8 @@ pub struct StoredMessage {
     /// The signed-in account that posted it; `None` for a guest, and for every message stored
     /// before accounts existed (migration 0005 adds the column empty).
     pub author: Option<AccountId>,
+    /// The id of the message (in the same room) this one answers (issue 20), if any.
+    pub reply_to: Option<u64>,
 }
 
 impl StoredMessage {
@@ -80,6 +85,7 @@ impl StoredMessage {
             data: &self.text,
             deleted: self.is_deleted(),
             guest: mark_guests && self.author.is_none(),
+            reply_to: self.reply_to,
         }
     }
 

@@ -56,12 +56,13 @@ async fn find(
     room: &str,
     id: u64,
 ) -> Result<Option<Found>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT ts, sender, body, author_id FROM messages WHERE room = ?1 AND id = ?2")
-            .bind(room)
-            .bind(id_param(id))
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row = sqlx::query(
+        "SELECT ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id = ?2",
+    )
+    .bind(room)
+    .bind(id_param(id))
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Found {
         message: StoredMessage {
@@ -71,6 +72,9 @@ async fn find(
             from: row.try_get("sender")?,
             text: row.try_get("body")?,
             author: row.try_get::<Option<i64>, _>("author_id")?.map(AccountId),
+            reply_to: row
+                .try_get::<Option<i64>, _>("reply_to")?
+                .map(|id| id as u64),
         },
     }))
 }
@@ -308,6 +312,16 @@ impl ChangeStore for SqliteStore {
                 .fetch_one(&self.reader)
                 .await?;
         Ok(last as u64)
+    }
+
+    async fn message_exists(&self, room: &str, id: u64) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE room = ?1 AND id = ?2")
+                .bind(room)
+                .bind(id_param(id))
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
     }
 
     async fn message_states(
