@@ -452,3 +452,66 @@ async fn sse_streams_changes_with_both_cursors_and_resumes_from_them() {
     assert_eq!(event_id.as_deref(), Some("1.2"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_reply_names_its_message_live_in_history_and_in_the_api() {
+    let server = server().await;
+    let mut ann = member(&server, "ann").await;
+    let mut bob = member(&server, "bob").await;
+    let id = ann.post(ROOM, "question?").await["id"].clone();
+    bob.recv_msg().await;
+
+    bob.send(json!({"type": "msg", "room": ROOM, "data": "answer", "reply_to": id, "ref": "a"}))
+        .await;
+    bob.recv_type("ack").await;
+
+    let live = ann.recv_msg().await;
+    assert_eq!(live["reply_to"], id);
+    let page = ws_page(&mut ann).await;
+    assert!(page["messages"][0].get("reply_to").is_none(), "{page}");
+    assert_eq!(page["messages"][1]["reply_to"], id);
+    let api = api_page(&server, "ann").await;
+    assert_eq!(api["messages"][1]["reply_to"], id);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_to_a_message_the_room_does_not_have_is_refused_and_not_stored() {
+    let server = server().await;
+    let mut ann = member(&server, "ann").await;
+    // Message 1 exists in another room only: ids are per room.
+    ann.join("elsewhere").await;
+    ann.post("elsewhere", "over there").await;
+
+    for bad in [json!(1), json!(0), json!("1")] {
+        let code = if bad == json!(1) {
+            "not_found"
+        } else {
+            "bad_json"
+        };
+        let frame = json!({"type": "msg", "room": ROOM, "data": "re", "reply_to": bad, "ref": "r"});
+        ann.send(frame).await;
+        ann.expect_error(code, json!("r")).await;
+    }
+
+    let page = ws_page(&mut ann).await;
+    assert_eq!(page["messages"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_reply_to_a_missing_message_is_404_and_not_stored() {
+    let server = server().await;
+    let url = server.url(&format!("/api/rooms/{ROOM}/messages"));
+    let response = http()
+        .post(&url)
+        .header("authorization", format!("Bearer {}", token("ann")))
+        .json(&json!({"data": "re", "reply_to": 5}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_api_error(response, 404, "not_found").await;
+    let page = api_page(&server, "ann").await;
+    assert_eq!(page["messages"], json!([]));
+    server.stop().await;
+}
