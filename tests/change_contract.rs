@@ -173,6 +173,8 @@ contract!(
     message_state_lists_edits_and_reactors_in_reaction_order,
     the_feed_is_numbered_per_room_and_read_in_pages,
     concurrent_changes_get_distinct_gap_free_numbers,
+    a_reply_is_kept_through_append_reads_tombstones_and_import,
+    a_reply_target_exists_only_in_its_own_room,
 );
 
 async fn an_authors_edit_replaces_the_text_and_is_the_rooms_first_change(db: Db) {
@@ -396,4 +398,51 @@ async fn concurrent_changes_get_distinct_gap_free_numbers(db: Db) {
     }
     let seqs: Vec<u64> = db.feed("lobby").await.iter().map(|row| row.0).collect();
     assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
+}
+
+async fn a_reply_is_kept_through_append_reads_tombstones_and_import(db: Db) {
+    let ids = db.post("lobby", Some(ANN), &["question"]).await;
+    let reply = NewMessage {
+        room: RoomName::parse("lobby").unwrap(),
+        from: "bob".to_owned(),
+        text: "answer".to_owned(),
+        ts: 8,
+        author: Some(BOB),
+        reply_to: Some(ids[0]),
+    };
+    let stored = db.store.append(&[reply]).await.unwrap();
+    assert_eq!(stored[0].reply_to, Some(ids[0]));
+    let lobby = RoomName::parse("lobby").unwrap();
+    let after = db.store.after(&lobby, 0, 10).await.unwrap();
+    assert_eq!(
+        after.iter().map(|m| m.reply_to).collect::<Vec<_>>(),
+        vec![None, Some(ids[0])]
+    );
+    let deleted = db
+        .changes
+        .delete_message("lobby", stored[0].id, Deleter::Author(BOB))
+        .await
+        .unwrap();
+    let ChangeOutcome::Changed { message, .. } = deleted else {
+        panic!("not deleted: {deleted:?}");
+    };
+    assert_eq!(
+        message.unwrap().reply_to,
+        Some(ids[0]),
+        "a tombstone keeps its place"
+    );
+    let mut imported = after.clone();
+    for message in &mut imported {
+        message.room = RoomName::parse("copied").unwrap();
+    }
+    db.store.import(&imported).await.unwrap();
+    let copied = RoomName::parse("copied").unwrap();
+    let page = db.store.before(&copied, None, 10).await.unwrap();
+    assert_eq!(page.messages[1].reply_to, Some(ids[0]));
+}
+
+async fn a_reply_target_exists_only_in_its_own_room(db: Db) {
+    let ids = db.post("other", Some(ANN), &["elsewhere"]).await;
+    assert!(db.changes.message_exists("other", ids[0]).await.unwrap());
+    assert!(!db.changes.message_exists("lobby", ids[0]).await.unwrap());
 }

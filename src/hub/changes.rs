@@ -85,7 +85,8 @@ impl Session {
         let Some(account) = self.access.account else {
             return false;
         };
-        if !self.access.grant.allows(room) {
+        if !self.access.grant.allows(room) || !self.may_change_silently(room, account).await {
+            // The moderator path answers (an operator may act where an author may not).
             return false;
         }
         let hub = self.hub.clone();
@@ -149,6 +150,25 @@ impl Session {
             Ok(outcome) => self.changed(room, id, "delete", outcome, reference).await,
             Err(err) => self.store_failed(room, "delete", &err, reference),
         }
+    }
+
+    /// Whether `account` may change its own messages in `room` (it sees the room and is neither
+    /// banned nor muted there), without answering: a `delete` that fails this goes on to the
+    /// moderator rules, which answer.
+    async fn may_change_silently(&self, room: &RoomName, account: AccountId) -> bool {
+        let Ok(policy) = self.hub.policy(room.as_str()).await else {
+            return false;
+        };
+        let now = now_ms();
+        policy.visible_to(Some(account))
+            && policy
+                .moderation
+                .restricted(Restriction::Ban, account, now)
+                .is_none()
+            && policy
+                .moderation
+                .restricted(Restriction::Mute, account, now)
+                .is_none()
     }
 
     /// The caller's account, if it may change messages in `room`; else answers why not.

@@ -358,7 +358,7 @@ impl Session {
     /// `deleted` and `change`, and resuming clients catch up on it.
     async fn delete_message(&mut self, room: RoomName, id: u64, reference: Option<Ref>) {
         let audit = self.audit("delete", &room, Some(format!("#{id}")));
-        info!(conn = self.id, %room, id, by = %self.name, "message deleted by a moderator");
+        info!(conn = self.id, %room, id, by = %self.name, "moderator delete");
         self.delete_as_moderator(&room, id, &audit, reference).await;
     }
 
