@@ -165,6 +165,30 @@ fn to_event(frame: &Outgoing, cursor: &mut Cursor) -> Event {
     }
 }
 
+/// Logs, at debug (as a WebSocket's end is, and for the same reason: routine, and 19,000 of
+/// them at once in a reconnect storm), that a stream ended: why, the close code a WebSocket
+/// would have got for it, after how long, and the frames the stream took.
+fn log_ended(outbox: &Outbox, opened: Instant) {
+    let (reason, frames_out) = outbox.summary();
+    let duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::debug!(
+        transport = "sse",
+        reason = reason.text(),
+        code = reason.code(),
+        duration_ms,
+        frames_out,
+        "connection ended"
+    );
+}
+
+/// Resolves at the token's expiry; never without a token.
+async fn expiry(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -191,29 +215,5 @@ mod tests {
         assert_eq!(Cursor::parse("8.3"), Some(cursor));
         let presence = Outgoing::control(Bytes::from_static(b"{}"));
         assert_eq!(cursor.advance(&presence), None);
-    }
-}
-
-/// Logs, at debug (as a WebSocket's end is, and for the same reason: routine, and 19,000 of
-/// them at once in a reconnect storm), that a stream ended: why, the close code a WebSocket
-/// would have got for it, after how long, and the frames the stream took.
-fn log_ended(outbox: &Outbox, opened: Instant) {
-    let (reason, frames_out) = outbox.summary();
-    let duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::debug!(
-        transport = "sse",
-        reason = reason.text(),
-        code = reason.code(),
-        duration_ms,
-        frames_out,
-        "connection ended"
-    );
-}
-
-/// Resolves at the token's expiry; never without a token.
-async fn expiry(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
