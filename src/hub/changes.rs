@@ -343,22 +343,26 @@ impl Hub {
         }
     }
 
-    /// The page's edit times and reactions, and the room's newest change number read before
-    /// them (a `changes_since` cursor that misses nothing: a later change is above it).
+    /// The room's newest change number: read *before* a history page, it is a
+    /// `changes_since` cursor that misses nothing the page does not show (a change committed
+    /// after this read is numbered above it; one before it is in the page's state).
+    pub async fn change_cursor(&self, room: &RoomName) -> Result<u64, crate::store::StoreError> {
+        self.people().changes.last_change(room.as_str()).await
+    }
+
+    /// The page's edit times and reactions (history's `state`).
     pub async fn page_state(
         &self,
         room: &RoomName,
         page: &[StoredMessage],
-    ) -> Result<(Vec<crate::protocol::changes::MessageState>, u64), crate::store::StoreError> {
-        let changes = &self.people().changes;
-        let last = changes.last_change(room.as_str()).await?;
+    ) -> Result<Vec<crate::protocol::changes::MessageState>, crate::store::StoreError> {
         let (Some(first), Some(newest)) = (page.first(), page.last()) else {
-            return Ok((Vec::new(), last));
+            return Ok(Vec::new());
         };
-        let state = changes
+        self.people()
+            .changes
             .message_states(room.as_str(), first.id, newest.id)
-            .await?;
-        Ok((state, last))
+            .await
     }
 }
 

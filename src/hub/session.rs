@@ -529,12 +529,17 @@ impl Session {
         {
             return;
         }
+        // The change cursor first: see `Hub::change_cursor`.
+        let changes = match self.hub.change_cursor(&room).await {
+            Ok(changes) => changes,
+            Err(err) => return self.store_failed(&room, "history", &err, reference),
+        };
         let page = match self.hub.history(&room, before, limit).await {
             Ok(page) => page,
             Err(err) => return self.store_failed(&room, "history", &err, reference),
         };
         match self.hub.page_state(&room, &page.messages).await {
-            Ok((state, changes)) => {
+            Ok(state) => {
                 let json = ServerFrame::History {
                     room: room.as_str(),
                     data: HistoryPage {

@@ -115,11 +115,13 @@ pub async fn history(
     let room = door.admit(&state, entry).await?.named_room();
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
+    // The change cursor before the page: see `Hub::change_cursor`.
+    let changes = state.hub.change_cursor(&room).await?;
     let page = state
         .hub
         .history(&room, query.before, history_limit(query.limit))
         .await?;
-    let (message_state, changes) = state.hub.page_state(&room, &page.messages).await?;
+    let message_state = state.hub.page_state(&room, &page.messages).await?;
     let body = HistoryPage {
         messages: state.hub.views(&page.messages),
         has_more: page.has_more,
