@@ -767,3 +767,67 @@ async fn two_live_nodes_with_one_node_id_are_reported_not_ready_until_one_stops(
     until_readyz(first.addr, 200, 3 * WAIT).await;
     first.stop().await;
 }
+
+/// Issue 20: a change made on one node (an edit, a reaction) reaches a member on another node
+/// as one `change` frame, and a client resuming on a third node with `changes_since` gets the
+/// change it missed once.
+#[tokio::test]
+async fn changes_made_on_one_node_reach_members_on_the_others_and_resume_anywhere() {
+    let test = "changes_cross_nodes";
+    let Some(cluster) = Cluster::for_test(test).await else {
+        return;
+    };
+    const SECRET: &str = "a-test-secret-of-some-length";
+    let secret = || Secret::new(SECRET);
+    let mut nodes = Vec::new();
+    for node_id in 1..=3 {
+        nodes.push(
+            cluster
+                .node(node_id, move |c| c.auth_secret = Some(secret()))
+                .await,
+        );
+    }
+    let token = |sub: &str| {
+        let claims = hubbub::token::Claims::new(sub, None, Duration::from_secs(600));
+        hubbub::token::mint(&Secret::new(SECRET), &claims).unwrap()
+    };
+    let signed_in = |node: &TestServer, sub: &str| {
+        let query = format!("token={}", token(sub));
+        let addr = node.addr;
+        async move {
+            let mut client = Client::connect(addr, &query).await;
+            client.recv_type("rooms").await;
+            client.join("lobby").await;
+            client
+        }
+    };
+    let mut ann = signed_in(&nodes[0], "ann").await;
+    let mut bob = signed_in(&nodes[1], "bob").await;
+    let id = ann.post("lobby", "helo").await["id"].clone();
+    bob.recv_msg().await;
+
+    ann.send(
+        json!({"type": "edit", "ref": 1, "data": {"room": "lobby", "id": id, "text": "hello"}}),
+    )
+    .await;
+    let change = bob.recv_type("change").await;
+    assert_eq!(change["data"]["kind"], "edit");
+    assert_eq!(change["data"]["seq"], 1);
+
+    drop(bob);
+    ann.send(
+        json!({"type": "react", "ref": 2, "data": {"room": "lobby", "id": id, "emoji": "👍"}}),
+    )
+    .await;
+    ann.recv_type("ack").await;
+    let mut back = Client::connect(nodes[2].addr, &format!("token={}", token("bob"))).await;
+    back.recv_type("rooms").await;
+    back.send(json!({"type": "join", "room": "lobby", "data": {"since": id, "changes_since": 1}}))
+        .await;
+    let caught_up = back.recv_type("change").await;
+    assert_eq!(caught_up["data"]["seq"], 2);
+    assert_eq!(caught_up["data"]["kind"], "react");
+    back.assert_no("change", Duration::from_millis(300)).await;
+    drop((ann, back));
+    stop_all(nodes).await;
+}

@@ -66,6 +66,7 @@ fn seed_messages() -> Vec<NewMessage> {
             text: format!("lobby message {i}"),
             ts: 1_700_000_000_000 + i as i64 * 1_000,
             author: None,
+            reply_to: None,
         });
     }
     for (i, text) in ODD_TEXTS.iter().enumerate() {
@@ -75,6 +76,7 @@ fn seed_messages() -> Vec<NewMessage> {
             text: (*text).to_owned(),
             ts: 1_700_000_500_000 + i as i64,
             author: None,
+            reply_to: None,
         });
     }
     seed.push(NewMessage {
@@ -83,6 +85,7 @@ fn seed_messages() -> Vec<NewMessage> {
         text: "only one".to_owned(),
         ts: 1_650_000_000_000,
         author: None,
+        reply_to: None,
     });
     seed
 }
@@ -157,6 +160,7 @@ fn stored_from_json(m: &Value) -> StoredMessage {
         from: m["from"].as_str().unwrap().to_owned(),
         text: m["data"].as_str().unwrap().to_owned(),
         author: None,
+        reply_to: None,
     }
 }
 
@@ -228,6 +232,7 @@ async fn sqlite_holding_mine(path: &Path, room_name: &str) {
             text: "mine".to_owned(),
             ts: 5,
             author: None,
+            reply_to: None,
         }])
         .await
         .unwrap();
@@ -303,6 +308,7 @@ async fn export_then_import_into_postgres_keeps_every_message_and_continues_ids(
             text: "two".to_owned(),
             ts: 1,
             author: None,
+            reply_to: None,
         }])
         .await
         .unwrap();

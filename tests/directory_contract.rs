@@ -135,6 +135,7 @@ impl Db {
                 text: (*text).to_owned(),
                 ts: 1,
                 author: None,
+                reply_to: None,
             })
             .collect();
         self.store.append(&batch).await.unwrap();

@@ -23,12 +23,13 @@ const LIMITS: Limits = Limits {
 };
 
 /// Codes the parser may answer with; the others come from the hub, never from decoding.
-const PARSER_CODES: [ErrorCode; 5] = [
+const PARSER_CODES: [ErrorCode; 6] = [
     ErrorCode::BadJson,
     ErrorCode::UnknownType,
     ErrorCode::BadRoom,
     ErrorCode::BadName,
     ErrorCode::TooLong,
+    ErrorCode::BadEmoji,
 ];
 
 /// Longest rejection message: the sentence names the problem without echoing the input back, so
@@ -134,7 +135,7 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
             | ClientFrame::Members { room } => {
                 prop_assert!(RoomName::parse(room.as_str()).is_ok());
             }
-            ClientFrame::Msg { room, text } => {
+            ClientFrame::Msg { room, text, .. } => {
                 prop_assert!(room.is_none_or(|r| RoomName::parse(r.as_str()).is_ok()));
                 prop_assert!(!text.is_empty() && text.len() <= LIMITS.max_message_bytes);
             }
@@ -146,6 +147,10 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
             ClientFrame::People(_) => {}
             // Moderation frames (issue 19): the rest of their fields in protocol/moderation.rs.
             ClientFrame::Moderation(frame) => {
+                prop_assert!(RoomName::parse(frame.room().as_str()).is_ok());
+            }
+            // Change frames (issue 20): the rest of their fields in protocol/changes.rs.
+            ClientFrame::Change(frame) => {
                 prop_assert!(RoomName::parse(frame.room().as_str()).is_ok());
             }
         },
@@ -375,7 +380,7 @@ impl Model {
                 self.name = name;
                 expect.push(Seen::Welcome(self.name.clone()));
             }
-            ClientFrame::Join { room, since } => self.join(room.as_str(), since, &mut expect),
+            ClientFrame::Join { room, since, .. } => self.join(room.as_str(), since, &mut expect),
             ClientFrame::Leave { room } => {
                 if !self.rooms.remove(room.as_str()) {
                     return not_member();
@@ -432,8 +437,8 @@ impl Model {
             ClientFrame::People(_) => {
                 return vec![Seen::Error("unauthorized".to_owned(), reference)];
             }
-            // So is a guest's moderation frame.
-            ClientFrame::Moderation(_) => {
+            // So is a guest's moderation frame, and its change frame (issue 20).
+            ClientFrame::Moderation(_) | ClientFrame::Change(_) => {
                 return vec![Seen::Error("unauthorized".to_owned(), reference)];
             }
         }

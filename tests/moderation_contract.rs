@@ -129,6 +129,7 @@ impl Db {
                 text: (*text).to_owned(),
                 ts: 7,
                 author: None,
+                reply_to: None,
             })
             .collect();
         self.store.append(&batch).await.unwrap();

@@ -172,6 +172,7 @@ fn message(room_name: &str, text: &str) -> NewMessage {
         text: text.to_owned(),
         ts: 1_700_000_000_000,
         author: None,
+        reply_to: None,
     }
 }
 
@@ -486,6 +487,7 @@ fn exported(room_name: &str, id: u64, text: &str) -> StoredMessage {
         from: format!("user{}", id % 3),
         text: text.to_owned(),
         author: None,
+        reply_to: None,
     }
 }
 

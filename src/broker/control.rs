@@ -113,6 +113,24 @@ pub enum Control {
         /// The tombstone's encoded `msg` frame.
         tombstone: Bytes,
     },
+    /// Change `seq` of `room` (an edit, a delete, a reaction: issue 20) is in the store: every
+    /// node with members in the room sends them `change` once (hub/changes.rs), puts `message`
+    /// (the message's new encoded `msg` frame, for edits and deletes) in place in the room's
+    /// recent frames, and for a delete also sends `deleted` as issue 19 clients expect.
+    MessageChanged {
+        /// The room.
+        room: RoomName,
+        /// The room's change number.
+        seq: u64,
+        /// The changed message's id.
+        id: u64,
+        /// The encoded `change` frame.
+        change: Bytes,
+        /// The message's new encoded `msg` frame (empty: its text did not change).
+        message: Bytes,
+        /// The change is a delete.
+        deleted: bool,
+    },
 }
 
 /// A control event as it travels on the channel: frames as text (they are JSON).
@@ -146,6 +164,14 @@ enum Wire {
         room: String,
         id: u64,
         tombstone: String,
+    },
+    MessageChanged {
+        room: String,
+        seq: u64,
+        id: u64,
+        change: String,
+        message: String,
+        deleted: bool,
     },
 }
 
@@ -201,6 +227,21 @@ pub(crate) fn encode(node: u64, control: &Control) -> Vec<u8> {
             room: room.as_str().to_owned(),
             id: *id,
             tombstone: frame_text(tombstone),
+        },
+        Control::MessageChanged {
+            room,
+            seq,
+            id,
+            change,
+            message,
+            deleted,
+        } => Wire::MessageChanged {
+            room: room.as_str().to_owned(),
+            seq: *seq,
+            id: *id,
+            change: frame_text(change),
+            message: frame_text(message),
+            deleted: *deleted,
         },
     };
     let mut payload = vec![CONTROL_TAG];
@@ -272,6 +313,21 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Result<Option<Control>, String
             id,
             tombstone: Bytes::from(tombstone),
         },
+        Wire::MessageChanged {
+            room: name,
+            seq,
+            id,
+            change,
+            message,
+            deleted,
+        } => Control::MessageChanged {
+            room: room(name)?,
+            seq,
+            id,
+            change: Bytes::from(change),
+            message: Bytes::from(message),
+            deleted,
+        },
     };
     Ok(Some(control))
 }
@@ -311,6 +367,18 @@ mod tests {
                 tombstone: Bytes::from_static(
                     br#"{"type":"msg","room":"lobby","id":12,"ts":1,"from":"a","data":"","deleted":true}"#,
                 ),
+            },
+            Control::MessageChanged {
+                room: RoomName::lobby(),
+                seq: 4,
+                id: 12,
+                change: Bytes::from_static(
+                    br#"{"type":"change","room":"lobby","data":{"seq":4,"id":12,"kind":"delete","by":"author"}}"#,
+                ),
+                message: Bytes::from_static(
+                    br#"{"type":"msg","room":"lobby","id":12,"ts":1,"from":"a","data":"","deleted":true}"#,
+                ),
+                deleted: true,
             },
         ]
     }

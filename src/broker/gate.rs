@@ -568,6 +568,7 @@ mod tests {
                     text: format!("m{i}"),
                     ts: 0,
                     author: None,
+                    reply_to: None,
                 })
                 .collect();
             self.store.append(&batch).await.unwrap()
@@ -616,6 +617,7 @@ mod tests {
             from: "x".into(),
             text: format!("m{id}"),
             author: None,
+            reply_to: None,
         }
     }
 

@@ -317,6 +317,9 @@ struct WireOut<'a> {
     /// The posting account (issue 19); absent for a guest.
     #[serde(skip_serializing_if = "Option::is_none")]
     author: Option<i64>,
+    /// The message it answers (issue 20); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
 }
 
 /// One message as it is read from the channel.
@@ -329,6 +332,8 @@ struct WireIn {
     text: String,
     #[serde(default)]
     author: Option<i64>,
+    #[serde(default)]
+    reply_to: Option<u64>,
 }
 
 /// `NODE_ID\n[messages as JSON]`: the id first, so a node skips its own payloads undecoded.
@@ -342,6 +347,7 @@ pub(crate) fn encode(node_id: u64, messages: &[StoredMessage]) -> Vec<u8> {
             from: &m.from,
             text: &m.text,
             author: m.author.map(|author| author.0),
+            reply_to: m.reply_to,
         })
         .collect();
     let mut payload = format!("{node_id}\n").into_bytes();
@@ -411,6 +417,7 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Decoded {
             from: m.from,
             text: m.text,
             author: m.author.map(crate::store::accounts::AccountId),
+            reply_to: m.reply_to,
         });
     }
     Decoded::Batch(batch)
@@ -775,6 +782,7 @@ mod tests {
             from: "ann".into(),
             text: "hi \"there\"\n".into(),
             author: Some(crate::store::accounts::AccountId(3)),
+            reply_to: None,
         }
     }
 

@@ -304,6 +304,14 @@ impl Inner {
                 id,
                 tombstone,
             } => self.apply_deletion(room, *id, tombstone),
+            Control::MessageChanged {
+                room,
+                seq,
+                id,
+                change,
+                message,
+                deleted,
+            } => self.apply_change(room, (*seq, *id), change, message, *deleted),
         }
     }
 
@@ -725,6 +733,7 @@ mod tests {
             frame: ClientFrame::Msg {
                 room: Some(RoomName::lobby()),
                 text: "still here?".to_owned(),
+                reply_to: None,
             },
             reference: None,
         })

@@ -46,6 +46,11 @@ pub(crate) struct Member {
     /// Highest message id the member surely has once its replay ended (what the replay sent,
     /// or its `since` as far as the room had messages); see step 4 of the module comment.
     pub has_up_to: u64,
+    /// Highest change number (issue 20) the member's catch-up sent when it joined with
+    /// `changes_since`; live `change` frames at or below it are skipped, like messages at or
+    /// below `has_up_to`. 0 for a member that asked for no catch-up. A `u32` like
+    /// [`Outgoing::change_seq`], so the member does not grow.
+    pub changes_up_to: u32,
     /// Presence or typing frames were dropped while held (see [`Member::take`]): the member
     /// gets a fresh `joined` when its replay ends instead.
     pub missed_presence: bool,
@@ -60,6 +65,7 @@ impl Member {
             outbox,
             held: Some(Vec::new()),
             has_up_to: 0,
+            changes_up_to: 0,
             missed_presence: false,
         }
     }
@@ -75,10 +81,13 @@ impl Member {
         let has_up_to = self.has_up_to;
         let lacks = |frame: &Outgoing| frame.msg_id.is_none_or(|id| id > has_up_to);
         let fresh = &frames[frames.iter().position(lacks).unwrap_or(frames.len())..];
-        if fresh.is_empty() {
+        if fresh.is_empty() || self.caught_up_on(fresh) {
             return;
         }
-        let control = fresh.iter().all(|frame| frame.msg_id.is_none());
+        // Changes are never dropped while held: they are held (or overflow) like messages.
+        let control = fresh
+            .iter()
+            .all(|frame| frame.msg_id.is_none() && frame.change_seq == 0);
         match &mut self.held {
             Some(held) if control && held.len() >= hold_limit / 2 => {
                 self.missed_presence = true;
@@ -99,6 +108,12 @@ impl Member {
         }
     }
 
+    /// Whether `frames` is one `change` frame the member's catch-up already sent (change
+    /// frames are fanned out one at a time).
+    fn caught_up_on(&self, frames: &[Outgoing]) -> bool {
+        matches!(frames, [frame] if frame.change_seq != 0 && frame.change_seq <= self.changes_up_to)
+    }
+
     /// Ends the member's replay (step 3 of the module comment): from now on it has every message
     /// up to `has_up_to`; the frames held meanwhile, less those messages, go out in one push,
     /// followed by `resync` (a fresh `joined` for a member who missed presence while held).
@@ -106,7 +121,11 @@ impl Member {
         self.has_up_to = has_up_to;
         self.missed_presence = false;
         let mut held = self.held.take().unwrap_or_default();
-        held.retain(|frame| frame.msg_id.is_none_or(|msg_id| msg_id > has_up_to));
+        let changes_up_to = self.changes_up_to;
+        held.retain(|frame| {
+            frame.msg_id.is_none_or(|msg_id| msg_id > has_up_to)
+                && (frame.change_seq == 0 || frame.change_seq > changes_up_to)
+        });
         held.extend(resync);
         // One push, so what piled up during the replay leaves in one write.
         self.outbox.push_all(&held)

@@ -12,6 +12,7 @@
 //! other nodes) is owned by `presence`, whose doc comment says how it reaches members.
 
 mod accounts;
+mod changes;
 mod committer;
 mod conversations;
 mod member;
@@ -122,6 +123,9 @@ struct Inner {
     read_markers: Arc<read_markers::ReadMarkers>,
     /// When each poster last posted in each slow-mode room here (moderation.rs).
     slow_clock: moderation::SlowClock,
+    /// Held from a change's store write to its delivery here (changes.rs), so this node's
+    /// changes reach members in their feed order.
+    change_order: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -153,6 +157,7 @@ impl Hub {
             policies: policy::Policies::default(),
             read_markers: Arc::default(),
             slow_clock: moderation::SlowClock::default(),
+            change_order: tokio::sync::Mutex::new(()),
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
         broker.register(receiver);
@@ -207,17 +212,20 @@ impl Hub {
         from: String,
         text: String,
     ) -> Result<StoredMessage, PostError> {
-        self.post_as(room, from, text, None).await
+        self.post_reply(room, from, text, None, None).await
     }
 
-    /// [`Hub::post`] for the signed-in `author` (`None`: a guest), whom the stored message
-    /// keeps (issue 19: readers are told which messages a guest posted).
-    pub async fn post_as(
+    /// Stores a message of the signed-in `author` (`None`: a guest; issue 19: readers are told
+    /// which messages a guest posted), as a reply to message `reply_to` of the same room
+    /// (issue 20) when given, which the caller checked exists ([`Hub::message_exists`]), and
+    /// broadcasts it; returns once it is durably committed.
+    pub async fn post_reply(
         &self,
         room: RoomName,
         from: String,
         text: String,
         author: Option<AccountId>,
+        reply_to: Option<u64>,
     ) -> Result<StoredMessage, PostError> {
         let (reply, answer) = oneshot::channel();
         let job = PostJob {
@@ -227,6 +235,7 @@ impl Hub {
                 text,
                 ts: now_ms(),
                 author,
+                reply_to,
             },
             reply,
         };

@@ -29,12 +29,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::policy::RoomPolicy;
 use super::session::Session;
 use super::{Hub, Inner, JOIN_BACKLOG};
-use crate::broker::{ConnId, Control};
+use crate::broker::ConnId;
 use crate::protocol::moderation::{
     DeletedMessage, MAX_SLOW_SECS, ModerationFrame, MuteNotice, Removal, SlowMode, UnmuteNotice,
 };
@@ -42,9 +42,7 @@ use crate::protocol::{ErrorCode, Ref, RoomName, ServerFrame};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::Role;
-use crate::store::moderation::{
-    AuditRecord, Deletion, Restricted, Restriction, RoomModeration, now_ms,
-};
+use crate::store::moderation::{AuditRecord, Restricted, Restriction, RoomModeration, now_ms};
 use crate::transport::outbox::Outgoing;
 
 /// What a caller who may not see the room is told (as for a room that does not exist).
@@ -162,6 +160,12 @@ struct Target {
 impl Session {
     /// Carries out a moderation frame (see the module doc for the rules).
     pub(super) async fn moderate(&mut self, frame: ModerationFrame, reference: Option<Ref>) {
+        // An author deletes their own message without moderator rights (issue 20).
+        if let ModerationFrame::Delete { room, id } = &frame
+            && self.delete_own(room, *id, reference.clone()).await
+        {
+            return;
+        }
         let Some(actor) = self.moderator(frame.room(), reference.clone()).await else {
             return;
         };
@@ -350,23 +354,12 @@ impl Session {
         }
     }
 
-    async fn delete_message(&self, room: RoomName, id: u64, reference: Option<Ref>) {
+    /// A moderator's delete goes through the change feed (hub/changes.rs), so members get
+    /// `deleted` and `change`, and resuming clients catch up on it.
+    async fn delete_message(&mut self, room: RoomName, id: u64, reference: Option<Ref>) {
         let audit = self.audit("delete", &room, Some(format!("#{id}")));
-        let moderation = &self.hub.people().moderation;
-        match moderation.delete_message(room.as_str(), id, &audit).await {
-            Ok(Deletion::Deleted(tombstone)) => {
-                info!(conn = self.id, %room, id, by = %self.name, "message deleted");
-                let frame = ServerFrame::Msg(tombstone.view()).encode();
-                self.hub.message_deleted(&room, id, frame).await;
-                self.moderation_done(&room, reference);
-            }
-            Ok(Deletion::AlreadyDeleted) => self.moderation_done(&room, reference),
-            Ok(Deletion::Missing) => {
-                let message = format!("no message {id} in {room}");
-                self.reject_with(ErrorCode::NotFound, &message, reference);
-            }
-            Err(err) => self.store_failed(&room, "delete", &err, reference),
-        }
+        info!(conn = self.id, %room, id, by = %self.name, "moderator delete");
+        self.delete_as_moderator(&room, id, &audit, reference).await;
     }
 
     async fn kick(&self, room: RoomName, name: &str, target: Target, reference: Option<Ref>) {
@@ -586,19 +579,6 @@ impl Hub {
             _ => false,
         };
         Ok((moderation, exempt))
-    }
-
-    /// Message `id` of `room` was deleted in the store: every node turns it into `tombstone`
-    /// (its encoded `msg` frame) in the room's recent frames and sends `deleted` to its members.
-    pub async fn message_deleted(&self, room: &RoomName, id: u64, tombstone: Bytes) {
-        let control = Control::MessageDeleted {
-            room: room.clone(),
-            id,
-            tombstone,
-        };
-        if let Err(err) = self.inner.broker.publish_control(control).await {
-            warn!(%room, id, cause = %err, "deletion not published to other nodes");
-        }
     }
 
     /// Whether the account is an operator (`accounts.admin`): moderator rights in every room.

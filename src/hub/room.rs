@@ -322,6 +322,46 @@ mod tests {
         range.map(msg).collect()
     }
 
+    fn change(seq: u64) -> Outgoing {
+        Outgoing::change(Bytes::from(format!("change {seq}")), seq)
+    }
+
+    #[test]
+    fn a_change_the_catch_up_sent_is_not_queued_again_live_or_from_the_hold() {
+        let (outbox, receiver) = Outbox::new(8);
+        let mut room = Room::default();
+        room.insert(1, Member::joining("a", outbox));
+        // Committed before the catch-up read (so sent by it), delivered while held.
+        room.fan_out(&[change(3)], None, 8);
+        room.fan_out(&[change(4)], None, 8);
+        let member = room.member_mut(1).expect("member");
+        member.changes_up_to = 3;
+        member.release(0, None);
+        // Committed before the read too, but delivered after the release.
+        room.fan_out(&[change(3)], None, 8);
+        room.fan_out(&[change(5)], None, 8);
+        let got: Vec<u32> = std::iter::from_fn(|| receiver.try_recv())
+            .map(|frame| frame.change_seq)
+            .collect();
+        assert_eq!(got, vec![4, 5]);
+    }
+
+    #[test]
+    fn changes_are_held_not_dropped_when_the_hold_buffer_is_half_full() {
+        let (outbox, receiver) = Outbox::new(8);
+        let mut room = Room::default();
+        room.insert(1, Member::joining("a", outbox));
+        for id in 1..=4 {
+            room.fan_out(&[msg(id)], None, 8);
+        }
+        room.fan_out(&[change(1)], None, 8);
+        room.member_mut(1).expect("member").release(0, None);
+        let changes = std::iter::from_fn(|| receiver.try_recv())
+            .filter(|frame| frame.change_seq == 1)
+            .count();
+        assert_eq!(changes, 1);
+    }
+
     #[test]
     fn message_already_replayed_is_not_queued_again() {
         let (outbox, receiver) = Outbox::new(8);
@@ -333,6 +373,7 @@ mod tests {
                 outbox,
                 held: None,
                 has_up_to: 5,
+                changes_up_to: 0,
                 missed_presence: false,
             },
         );
@@ -352,6 +393,7 @@ mod tests {
                 outbox,
                 held: Some(Vec::new()),
                 has_up_to: 0,
+                changes_up_to: 0,
                 missed_presence: false,
             },
         );
@@ -396,6 +438,7 @@ mod tests {
                     outbox,
                     held: None,
                     has_up_to: 0,
+                    changes_up_to: 0,
                     missed_presence: false,
                 },
             );
@@ -415,6 +458,7 @@ mod tests {
             outbox,
             held: None,
             has_up_to: 0,
+            changes_up_to: 0,
             missed_presence: false,
         }
     }

@@ -117,9 +117,25 @@ impl Session {
         let reference = request.reference;
         match request.frame {
             ClientFrame::Nick { name } => self.nick(name, reference).await,
-            ClientFrame::Join { room, since } => self.join(room, since, reference).await,
+            ClientFrame::Join {
+                room,
+                since,
+                changes_since: None,
+            } => self.join(room, since, reference).await,
+            ClientFrame::Join {
+                room,
+                since,
+                changes_since: Some(changes_since),
+            } => {
+                // Boxed: a v1 join's future (every connection task's) does not grow.
+                Box::pin(self.join_catching_up(room, since, Some(changes_since), reference)).await;
+            }
             ClientFrame::Leave { room } => self.leave(room, reference).await,
-            ClientFrame::Msg { room, text } => self.post(room, text, reference).await,
+            ClientFrame::Msg {
+                room,
+                text,
+                reply_to,
+            } => self.post(room, text, reply_to, reference).await,
             ClientFrame::Typing { room } => self.typing(room, reference).await,
             ClientFrame::Members { room } => self.members(room, reference).await,
             ClientFrame::History {
@@ -134,6 +150,10 @@ impl Session {
             ClientFrame::Moderation(frame) => {
                 // Boxed like `People`: rare frames do not grow every frame's future.
                 Box::pin(self.moderate(*frame, reference)).await;
+            }
+            ClientFrame::Change(frame) => {
+                // Boxed like `People`.
+                Box::pin(self.change(*frame, reference)).await;
             }
         }
     }
@@ -225,6 +245,18 @@ impl Session {
 
     /// Joins `room`: `joined`, then the replay, then live traffic, with no gap and no duplicate.
     pub async fn join(&mut self, room: RoomName, since: Option<u64>, reference: Option<Ref>) {
+        self.join_catching_up(room, since, None, reference).await;
+    }
+
+    /// [`Session::join`], and with `changes_since` the room's changes after it, between the
+    /// replay and live traffic (hub/changes.rs), also with no gap and no duplicate.
+    pub async fn join_catching_up(
+        &mut self,
+        room: RoomName,
+        since: Option<u64>,
+        changes_since: Option<u64>,
+        reference: Option<Ref>,
+    ) {
         if !self.access.grant.allows(&room) {
             return self.unauthorized(&room, reference);
         }
@@ -294,8 +326,11 @@ impl Session {
         // or below this id it is not queued again.
         let has_up_to = match recent.as_ref().and_then(|recent| recent.after(since)) {
             Some(frames) => self.send_frames(frames, since.unwrap_or(0)).await,
-            None => self.replay(&room, since, reference).await,
+            None => self.replay(&room, since, reference.clone()).await,
         };
+        if let Some(after) = changes_since {
+            Box::pin(self.catch_up_changes(&room, after, reference)).await;
+        }
         self.hub.release_held(&room, self.id, has_up_to);
     }
 
@@ -413,7 +448,13 @@ impl Session {
         );
     }
 
-    async fn post(&mut self, room: Option<RoomName>, text: String, reference: Option<Ref>) {
+    async fn post(
+        &mut self,
+        room: Option<RoomName>,
+        text: String,
+        reply_to: Option<std::num::NonZeroU64>,
+        reference: Option<Ref>,
+    ) {
         let room = room.unwrap_or_else(RoomName::lobby);
         if !self.access.grant.allows(&room) {
             return self.unauthorized(&room, reference);
@@ -427,12 +468,19 @@ impl Session {
                 return self.not_member(&room, reference);
             }
         }
+        let reply_to = reply_to.map(std::num::NonZeroU64::get);
+        if let Some(id) = reply_to
+            && !Box::pin(self.reply_target_exists(&room, id, reference.clone())).await
+        {
+            return;
+        }
         if !self.may_post(&room, reference.clone()).await {
             return;
         }
+        let (name, account) = (self.name.clone(), self.access.account);
         match self
             .hub
-            .post_as(room.clone(), self.name.clone(), text, self.access.account)
+            .post_reply(room.clone(), name, text, account, reply_to)
             .await
         {
             Ok(stored) => self.push(
@@ -478,13 +526,24 @@ impl Session {
         {
             return;
         }
-        match self.hub.history(&room, before, limit).await {
-            Ok(page) => {
+        // The change cursor first: see `Hub::change_cursor`.
+        let changes = match self.hub.change_cursor(&room).await {
+            Ok(changes) => changes,
+            Err(err) => return self.store_failed(&room, "history", &err, reference),
+        };
+        let page = match self.hub.history(&room, before, limit).await {
+            Ok(page) => page,
+            Err(err) => return self.store_failed(&room, "history", &err, reference),
+        };
+        match self.hub.page_state(&room, &page.messages).await {
+            Ok(state) => {
                 let json = ServerFrame::History {
                     room: room.as_str(),
                     data: HistoryPage {
                         messages: self.hub.views(&page.messages),
                         has_more: page.has_more,
+                        state,
+                        changes: Some(changes),
                     },
                 }
                 .encode();

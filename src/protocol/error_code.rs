@@ -63,6 +63,8 @@ pub enum ErrorCode {
     /// A cookie-authenticated state-changing request without the session's `X-CSRF-Token`
     /// (HTTP 403).
     BadCsrf,
+    /// A reaction that is not one emoji (issue 20), or is longer than the reaction limit.
+    BadEmoji,
 }
 
 impl ErrorCode {
@@ -94,6 +96,7 @@ impl ErrorCode {
             ErrorCode::BadPassword => "bad_password",
             ErrorCode::SignupClosed => "signup_closed",
             ErrorCode::BadCsrf => "bad_csrf",
+            ErrorCode::BadEmoji => "bad_emoji",
         }
     }
 }

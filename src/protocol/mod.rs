@@ -2,6 +2,7 @@
 //! directions. This module is a leaf: no tokio, no axum, no I/O, so the parser can be fuzzed and
 //! property-tested on its own, and every transport (WebSocket, SSE, HTTP API) shares one spelling.
 
+pub mod changes;
 mod error_code;
 pub mod grant;
 pub mod moderation;
@@ -38,14 +39,22 @@ pub struct Ref(Value);
 pub enum ClientFrame {
     /// Set the display name.
     Nick { name: String },
-    /// Join a room, replaying what came after `since` (or the newest messages without it).
-    Join { room: RoomName, since: Option<u64> },
+    /// Join a room, replaying what came after `since` (or the newest messages without it),
+    /// then the changes after `changes_since` when given (issue 20).
+    Join {
+        room: RoomName,
+        since: Option<u64>,
+        changes_since: Option<u64>,
+    },
     /// Leave a room.
     Leave { room: RoomName },
     /// Post text; `room: None` means the lobby.
     Msg {
         room: Option<RoomName>,
         text: String,
+        /// The message (in the same room) this one answers (issue 20). `NonZeroU64`, as ids
+        /// start at 1, so the frame every connection task holds does not grow.
+        reply_to: Option<std::num::NonZeroU64>,
     },
     /// Tell the other members this connection is typing.
     Typing { room: RoomName },
@@ -63,6 +72,8 @@ pub enum ClientFrame {
     /// A moderation frame: delete, kick, ban, unban, mute, unmute, slow
     /// (protocol/moderation.rs). Boxed for the same reason.
     Moderation(Box<moderation::ModerationFrame>),
+    /// A change to a stored message: edit, react (protocol/changes.rs). Boxed likewise.
+    Change(Box<changes::ChangeFrame>),
 }
 
 /// A decoded frame together with its correlation value.
@@ -153,6 +164,7 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
         "join" => ClientFrame::Join {
             room: required_room(object)?,
             since: optional_u64(data_field(object, "since")?, "since")?,
+            changes_since: optional_u64(data_field(object, "changes_since")?, "changes_since")?,
         },
         "leave" => ClientFrame::Leave {
             room: required_room(object)?,
@@ -160,6 +172,7 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
         "msg" => ClientFrame::Msg {
             room: optional_room(object)?,
             text: message_text(required_str(object, "data")?, limits)?,
+            reply_to: reply_to(object.get("reply_to"))?,
         },
         "typing" => ClientFrame::Typing {
             room: required_room(object)?,
@@ -178,6 +191,10 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
                 None => return Err(bad_json("not a moderation frame")),
             }
         }
+        "edit" | "react" => match changes::decode(kind, object, limits) {
+            Some(frame) => ClientFrame::Change(Box::new(frame?)),
+            None => return Err(bad_json("not a change frame")),
+        },
         other => match people::decode(other, object) {
             Some(frame) => ClientFrame::People(Box::new(frame?)),
             None => {
@@ -189,6 +206,18 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
         },
     };
     Ok(frame)
+}
+
+/// A post's `reply_to`: absent, null, or a message id (1 or more); shared with the HTTP API.
+pub fn reply_to(value: Option<&Value>) -> Result<Option<std::num::NonZeroU64>, Rejection> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(std::num::NonZeroU64::new)
+            .map(Some)
+            .ok_or_else(|| bad_json("\"reply_to\" must be a message id (1 or more)")),
+    }
 }
 
 /// Checks message text against the size rule; shared with the HTTP API.
@@ -297,6 +326,10 @@ pub struct MessageView<'a> {
     /// account's. Absent otherwise, so a server without accounts encodes as before.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub guest: bool,
+    /// The id of the message this one answers (issue 20); absent for a message that answers
+    /// none, so every other message encodes as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 /// `welcome` payload.
@@ -370,6 +403,14 @@ pub struct HistoryPage<'a> {
     pub messages: Vec<MessageView<'a>>,
     /// Whether older messages exist before the first one.
     pub has_more: bool,
+    /// Edit times and reactions of the page's messages that have any (issue 20; absent when
+    /// none has).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<changes::MessageState>,
+    /// The room's newest change number when the page was read (issue 20): a cursor for
+    /// `join`'s `changes_since` that misses nothing the page does not show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<u64>,
 }
 
 /// `error` payload.
@@ -496,7 +537,8 @@ mod tests {
             request.frame,
             ClientFrame::Msg {
                 room: None,
-                text: "hi".into()
+                text: "hi".into(),
+                reply_to: None,
             }
         );
     }
@@ -552,6 +594,27 @@ mod tests {
     }
 
     #[test]
+    fn a_msg_may_name_the_message_it_answers_by_a_positive_id() {
+        let parse = |json: &str| {
+            parse_client_frame(
+                json,
+                Limits {
+                    max_message_bytes: 64,
+                },
+            )
+        };
+        let reply = parse(r#"{"type":"msg","data":"re","reply_to":4}"#).expect("a reply");
+        assert!(matches!(
+            reply.frame,
+            ClientFrame::Msg { reply_to: Some(id), .. } if id.get() == 4
+        ));
+        for bad in ["0", "-1", "\"4\"", "1.5"] {
+            let json = format!(r#"{{"type":"msg","data":"re","reply_to":{bad}}}"#);
+            assert_eq!(parse(&json).unwrap_err().code, ErrorCode::BadJson, "{bad}");
+        }
+    }
+
+    #[test]
     fn msg_frame_encodes_flat_fields() {
         let frame = ServerFrame::Msg(MessageView {
             room: "r",
@@ -561,6 +624,7 @@ mod tests {
             data: "<b>",
             deleted: false,
             guest: false,
+            reply_to: None,
         });
         assert_eq!(
             frame.encode(),

@@ -143,6 +143,9 @@ struct MessageLine<'a> {
     /// history without accounts reads as before.
     #[serde(skip_serializing_if = "Option::is_none")]
     author_id: Option<i64>,
+    /// The message it answers (issue 20); absent when none, so older exports read the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
 }
 
 /// Any line after the header as read: a message (every message field) or the end line.
@@ -155,6 +158,7 @@ struct Record {
     from: Option<String>,
     text: Option<String>,
     author_id: Option<i64>,
+    reply_to: Option<u64>,
     end: Option<Exported>,
 }
 
@@ -311,6 +315,7 @@ pub(crate) async fn export(
                 from: &message.from,
                 text: &message.text,
                 author_id: message.author.map(|author| author.0),
+                reply_to: message.reply_to,
             };
             serde_json::to_writer(&mut lines, &line)
                 .map_err(std::io::Error::from)
@@ -457,11 +462,12 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
         from,
         text,
         author_id,
+        reply_to,
         end,
     } = record;
     if let Some(end) = end {
         let message_field = room.is_some() || id.is_some() || ts.is_some() || from.is_some();
-        if message_field || text.is_some() || author_id.is_some() {
+        if message_field || text.is_some() || author_id.is_some() || reply_to.is_some() {
             return Err("the end line has message fields".to_owned());
         }
         return Ok(Parsed::End(end));
@@ -481,6 +487,7 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
         from,
         text: text.ok_or_else(|| missing("text"))?,
         author: author_id.map(crate::store::accounts::AccountId),
+        reply_to,
     }))
 }
 

@@ -185,6 +185,7 @@ mod tests {
             from: "alice".to_owned(),
             text: text.to_owned(),
             author: None,
+            reply_to: None,
         }
     }
 

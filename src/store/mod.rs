@@ -5,6 +5,7 @@
 
 mod account_names;
 pub mod accounts;
+pub mod changes;
 mod coalesce;
 pub mod copy;
 pub mod directory;
@@ -21,6 +22,7 @@ use accounts::AccountId;
 
 pub use account_names::AccountNames;
 pub use accounts::AccountStore;
+pub use changes::ChangeStore;
 pub(crate) use coalesce::Coalescing;
 pub use directory::RoomDirectory;
 pub use import::{ImportConflict, ImportOutcome};
@@ -42,6 +44,9 @@ pub struct NewMessage {
     pub ts: i64,
     /// The signed-in account that posted it; `None` for a guest (issue 19).
     pub author: Option<AccountId>,
+    /// The id of the message (in the same room) this one answers (issue 20); the hub checked
+    /// that it exists.
+    pub reply_to: Option<u64>,
 }
 
 /// A committed message: what replay, history and broadcast all send.
@@ -61,6 +66,8 @@ pub struct StoredMessage {
     /// The signed-in account that posted it; `None` for a guest, and for every message stored
     /// before accounts existed (migration 0005 adds the column empty).
     pub author: Option<AccountId>,
+    /// The id of the message (in the same room) this one answers (issue 20), if any.
+    pub reply_to: Option<u64>,
 }
 
 impl StoredMessage {
@@ -80,6 +87,7 @@ impl StoredMessage {
             data: &self.text,
             deleted: self.is_deleted(),
             guest: mark_guests && self.author.is_none(),
+            reply_to: self.reply_to,
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::account_names::AccountNames;
 use super::accounts::AccountStore;
+use super::changes::ChangeStore;
 use super::directory::RoomDirectory;
 use super::moderation::ModerationStore;
 
@@ -23,6 +24,8 @@ pub struct People {
     pub directory: Arc<dyn RoomDirectory>,
     /// Bans, mutes, slow mode, tombstones and the audit log.
     pub moderation: Arc<dyn ModerationStore>,
+    /// Edits, deletes and reactions of messages, and the change feed (issue 20).
+    pub changes: Arc<dyn ChangeStore>,
     /// The accounts' name keys in memory, so a guest's name is checked without a store read.
     pub names: Arc<AccountNames>,
 }
@@ -31,13 +34,14 @@ impl People {
     /// The people side of one backend that implements all three traits.
     pub fn of<S>(store: Arc<S>) -> People
     where
-        S: AccountStore + RoomDirectory + ModerationStore,
+        S: AccountStore + RoomDirectory + ModerationStore + ChangeStore,
     {
         People {
             names: Arc::new(AccountNames::new(store.clone())),
             accounts: store.clone(),
             directory: store.clone(),
-            moderation: store,
+            moderation: store.clone(),
+            changes: store,
         }
     }
 }

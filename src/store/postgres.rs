@@ -14,6 +14,7 @@
 //! reads their own pool, so history never waits behind a commit.
 
 mod accounts;
+mod changes;
 mod directory;
 mod moderation;
 
@@ -232,6 +233,9 @@ fn row_to_message(row: &PgRow, room: &RoomName) -> Result<StoredMessage, sqlx::E
         author: row
             .try_get::<Option<i64>, _>("author_id")?
             .map(crate::store::accounts::AccountId),
+        reply_to: row
+            .try_get::<Option<i64>, _>("reply_to")?
+            .map(|id| id as u64),
     })
 }
 
@@ -255,7 +259,7 @@ async fn held_messages(
         .map(|(_, (_, newest))| id_param(*newest))
         .collect();
     let rows = sqlx::query(
-        "SELECT m.room, m.id, m.ts, m.sender, m.body, m.author_id \
+        "SELECT m.room, m.id, m.ts, m.sender, m.body, m.author_id, m.reply_to \
          FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS wanted (room, first, newest) \
          JOIN messages m ON m.room = wanted.room AND m.id BETWEEN wanted.first AND wanted.newest \
          ORDER BY m.room, m.id",
@@ -290,10 +294,11 @@ async fn insert_with_ids(
         .iter()
         .map(|m| m.author.map(|author| author.0))
         .collect();
+    let replies: Vec<Option<i64>> = messages.iter().map(|m| m.reply_to.map(id_param)).collect();
     sqlx::query(
-        "INSERT INTO messages (room, id, ts, sender, body, author_id) \
+        "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to) \
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[], \
-         $6::bigint[])",
+         $6::bigint[], $7::bigint[])",
     )
     .bind(&rooms)
     .bind(&ids)
@@ -301,6 +306,7 @@ async fn insert_with_ids(
     .bind(&senders)
     .bind(&bodies)
     .bind(&authors)
+    .bind(&replies)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -353,6 +359,7 @@ impl Store for PostgresStore {
                 from: message.from.clone(),
                 text: message.text.clone(),
                 author: message.author,
+                reply_to: message.reply_to,
             });
             *id += 1;
         }
@@ -430,7 +437,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = $1 AND id > $2 \
+            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = $1 AND id > $2 \
              ORDER BY id LIMIT $3",
         )
         .bind(room.as_str())
@@ -453,7 +460,7 @@ impl Store for PostgresStore {
         let before = before.map_or(i64::MAX, id_param);
         // One extra row tells whether there is more without a second query.
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = $1 AND id < $2 \
+            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = $1 AND id < $2 \
              ORDER BY id DESC LIMIT $3",
         )
         .bind(room.as_str())

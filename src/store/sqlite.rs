@@ -29,6 +29,7 @@
 //! descriptor of the file would drop SQLite's POSIX locks on it (only `stat` is used here).
 
 mod accounts;
+mod changes;
 mod directory;
 mod moderation;
 
@@ -367,7 +368,7 @@ async fn held_messages(
     newest: u64,
 ) -> Result<Vec<StoredMessage>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, ts, sender, body, author_id FROM messages WHERE room = ?1 AND id BETWEEN ?2 AND ?3 \
+        "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id BETWEEN ?2 AND ?3 \
          ORDER BY id",
     )
     .bind(room)
@@ -385,8 +386,8 @@ async fn insert_with_id(
     message: &StoredMessage,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO messages (room, id, ts, sender, body, author_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .bind(message.room.as_str())
     .bind(message.id as i64)
@@ -394,6 +395,7 @@ async fn insert_with_id(
     .bind(&message.from)
     .bind(&message.text)
     .bind(message.author.map(|author| author.0))
+    .bind(message.reply_to.map(|id| id as i64))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -414,8 +416,8 @@ async fn insert_all(
         .fetch_one(&mut *conn)
         .await?;
         sqlx::query(
-            "INSERT INTO messages (room, id, ts, sender, body, author_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(message.room.as_str())
         .bind(id)
@@ -423,6 +425,7 @@ async fn insert_all(
         .bind(&message.from)
         .bind(&message.text)
         .bind(message.author.map(|author| author.0))
+        .bind(message.reply_to.map(|id| id as i64))
         .execute(&mut *conn)
         .await?;
         stored.push(StoredMessage {
@@ -432,6 +435,7 @@ async fn insert_all(
             from: message.from.clone(),
             text: message.text.clone(),
             author: message.author,
+            reply_to: message.reply_to,
         });
     }
     Ok(stored)
@@ -633,6 +637,9 @@ fn row_to_message(
         author: row
             .try_get::<Option<i64>, _>("author_id")?
             .map(crate::store::accounts::AccountId),
+        reply_to: row
+            .try_get::<Option<i64>, _>("reply_to")?
+            .map(|id| id as u64),
     })
 }
 
@@ -663,7 +670,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .bind(room.as_str())
         .bind(i64::try_from(since).unwrap_or(i64::MAX))
@@ -685,7 +692,7 @@ impl Store for SqliteStore {
         let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         // One extra row tells whether there is more without a second query.
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
         )
         .bind(room.as_str())
         .bind(before)

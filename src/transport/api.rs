@@ -14,7 +14,7 @@ use serde_json::json;
 use super::admission::{Admitted, Door, Entry};
 use super::{ApiError, AppState};
 use crate::hub::{PostRefusal, Poster};
-use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text};
+use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text, reply_to};
 
 /// Body of `POST /api/rooms/{room}/messages`.
 #[derive(Debug, Deserialize)]
@@ -23,6 +23,8 @@ pub struct PostBody {
     /// token's `sub`.
     from: Option<String>,
     data: String,
+    /// The id of the message (in the same room) this post answers (issue 20).
+    reply_to: Option<serde_json::Value>,
 }
 
 /// Query of the history route.
@@ -62,6 +64,13 @@ pub async fn post_message(
         max_message_bytes: state.config.max_message_bytes,
     };
     let text = message_text(&body.data, limits)?;
+    let reply_to = reply_to(body.reply_to.as_ref())?.map(std::num::NonZeroU64::get);
+    if let Some(id) = reply_to
+        && !state.hub.message_exists(&room, id).await?
+    {
+        let message = format!("no message {id} in {room} to reply to");
+        return Err(ApiError::new(ErrorCode::NotFound, message));
+    }
     // A muted account's post, or one faster than slow mode, is refused and not stored.
     let account = caller.access().account;
     let poster = account.map_or(Poster::Address(client), Poster::Account);
@@ -71,7 +80,10 @@ pub async fn post_message(
             refusal => ApiError::new(refusal.code(), refusal.message(&room)),
         });
     }
-    let stored = state.hub.post_as(room, from, text, account).await?;
+    let stored = state
+        .hub
+        .post_reply(room, from, text, account, reply_to)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": stored.id, "room": stored.room.as_str()})),
@@ -103,13 +115,18 @@ pub async fn history(
     let room = door.admit(&state, entry).await?.named_room();
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::BadJson, bounded(e.body_text())))?;
+    // The change cursor before the page: see `Hub::change_cursor`.
+    let changes = state.hub.change_cursor(&room).await?;
     let page = state
         .hub
         .history(&room, query.before, history_limit(query.limit))
         .await?;
+    let message_state = state.hub.page_state(&room, &page.messages).await?;
     let body = HistoryPage {
         messages: state.hub.views(&page.messages),
         has_more: page.has_more,
+        state: message_state,
+        changes: Some(changes),
     };
     Ok(Json(body).into_response())
 }

@@ -45,6 +45,11 @@ pub struct Outgoing {
     /// Bytes the transport framed itself (a WebSocket ping, pong or close), written as they are.
     /// They share the queue with the hub's frames so that they keep their place in the stream.
     pub framed: bool,
+    /// The room's change number for `change` frames (issue 20), 0 for every other frame: a
+    /// joining member skips the changes its catch-up already sent (hub/member.rs). A `u32` so
+    /// the frame stays 56 bytes (it fits beside `framed`); a room's 4,294,967,296th change
+    /// and later saturate, which only makes such a member's join window dedupe by that number.
+    pub change_seq: u32,
 }
 
 impl Outgoing {
@@ -54,6 +59,17 @@ impl Outgoing {
             json,
             msg_id: None,
             framed: false,
+            change_seq: 0,
+        }
+    }
+
+    /// A `change` frame with the room's change number `seq` (issue 20).
+    pub fn change(json: Bytes, seq: u64) -> Self {
+        Self {
+            json,
+            msg_id: None,
+            framed: false,
+            change_seq: u32::try_from(seq).unwrap_or(u32::MAX),
         }
     }
 
@@ -63,6 +79,7 @@ impl Outgoing {
             json,
             msg_id: Some(msg_id),
             framed: false,
+            change_seq: 0,
         }
     }
 
@@ -72,6 +89,7 @@ impl Outgoing {
             json: bytes,
             msg_id: None,
             framed: true,
+            change_seq: 0,
         }
     }
 }

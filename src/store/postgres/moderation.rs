@@ -15,7 +15,7 @@ use crate::store::moderation::{
 };
 
 /// Appends one audit row at `ts_ms`; returns its id.
-async fn insert_audit(
+pub(super) async fn insert_audit(
     conn: &mut PgConnection,
     audit: &AuditRecord,
     ts_ms: i64,
@@ -92,7 +92,7 @@ impl ModerationStore for PostgresStore {
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query(
             "UPDATE messages SET body = ''::bytea, deleted_ms = $3 \
-             WHERE room = $1 AND id = $2 AND deleted_ms IS NULL RETURNING ts, sender, author_id",
+             WHERE room = $1 AND id = $2 AND deleted_ms IS NULL RETURNING ts, sender, author_id, reply_to",
         )
         .bind(room)
         .bind(id_param(id))
@@ -124,6 +124,9 @@ impl ModerationStore for PostgresStore {
             author: row
                 .try_get::<Option<i64>, _>("author_id")?
                 .map(crate::store::accounts::AccountId),
+            reply_to: row
+                .try_get::<Option<i64>, _>("reply_to")?
+                .map(|id| id as u64),
         }))
     }
 

@@ -42,7 +42,7 @@ macro_rules! in_transaction {
 }
 
 /// Appends one audit row at `ts_ms`; returns its id.
-async fn insert_audit(
+pub(super) async fn insert_audit(
     conn: &mut SqliteConnection,
     audit: &AuditRecord,
     ts_ms: i64,
@@ -120,7 +120,7 @@ impl ModerationStore for SqliteStore {
         in_transaction!(self, conn => {
             let row = sqlx::query(
                 "UPDATE messages SET body = '', deleted_ms = ?3 \
-                 WHERE room = ?1 AND id = ?2 AND deleted_ms IS NULL RETURNING ts, sender, author_id",
+                 WHERE room = ?1 AND id = ?2 AND deleted_ms IS NULL RETURNING ts, sender, author_id, reply_to",
             )
             .bind(room)
             .bind(id)
@@ -139,6 +139,9 @@ impl ModerationStore for SqliteStore {
                         author: row
                             .try_get::<Option<i64>, _>("author_id")?
                             .map(crate::store::accounts::AccountId),
+                        reply_to: row
+                            .try_get::<Option<i64>, _>("reply_to")?
+                            .map(|id| id as u64),
                     })
                 }
                 None => {
