@@ -63,6 +63,8 @@ pub enum ErrorCode {
     /// A cookie-authenticated state-changing request without the session's `X-CSRF-Token`
     /// (HTTP 403).
     BadCsrf,
+    /// A search query with nothing to search for, or too long (HTTP 400, issue 20).
+    BadQuery,
 }
 
 impl ErrorCode {
@@ -94,6 +96,7 @@ impl ErrorCode {
             ErrorCode::BadPassword => "bad_password",
             ErrorCode::SignupClosed => "signup_closed",
             ErrorCode::BadCsrf => "bad_csrf",
+            ErrorCode::BadQuery => "bad_query",
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::accounts::AccountStore;
 use super::directory::RoomDirectory;
 use super::moderation::ModerationStore;
+use super::search::MessageSearch;
 
 /// The store's people side as one handle: what the hub and the accounts service hold. Built
 /// from the backend itself, not from the [`super::Coalescing`] wrapper, which only shares
@@ -22,18 +23,22 @@ pub struct People {
     pub directory: Arc<dyn RoomDirectory>,
     /// Bans, mutes, slow mode, tombstones and the audit log.
     pub moderation: Arc<dyn ModerationStore>,
+    /// Full-text search over history (issue 20): beside the people side because what a search
+    /// may return depends on the directory's members.
+    pub search: Arc<dyn MessageSearch>,
 }
 
 impl People {
     /// The people side of one backend that implements all three traits.
     pub fn of<S>(store: Arc<S>) -> People
     where
-        S: AccountStore + RoomDirectory + ModerationStore,
+        S: AccountStore + RoomDirectory + ModerationStore + MessageSearch,
     {
         People {
             accounts: store.clone(),
             directory: store.clone(),
-            moderation: store,
+            moderation: store.clone(),
+            search: store,
         }
     }
 }

@@ -16,6 +16,7 @@
 mod accounts;
 mod directory;
 mod moderation;
+mod search;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;

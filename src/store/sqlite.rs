@@ -31,6 +31,7 @@
 mod accounts;
 mod directory;
 mod moderation;
+mod search;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

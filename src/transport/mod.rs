@@ -15,6 +15,7 @@ mod listen;
 mod moderation_routes;
 pub(crate) mod outbox;
 mod rate;
+mod search_routes;
 mod socket;
 mod sse;
 mod ws;
@@ -142,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/rooms/{room}/messages",
             get(api::history).post(api::post_message),
         )
+        .route("/api/search", get(search_routes::search))
         .route("/api/audit", get(moderation_routes::audit))
         .route(
             "/api/admin/accounts/{name}/disable",
