@@ -8,8 +8,9 @@
 --
 -- `body` is BYTEA (0001). hubbub_search_text() turns it into the indexed text: '' for a body
 -- holding U+0000 (a TEXT value cannot) or in a database whose encoding is not UTF8, and with
--- U+E000 and U+E001 replaced by U+FFFD, because those two mark matches in snippets
--- (docs/protocol.md). It is declared IMMUTABLE (as a generated column needs): its result
+-- U+E000, U+E001 and U+E002 replaced by U+FFFD: the first two mark matches in snippets
+-- (docs/protocol.md), and the third stands in for `<` while ts_headline runs (which would
+-- otherwise drop anything that looks like an HTML tag from the snippet; postgres/search.rs). It is declared IMMUTABLE (as a generated column needs): its result
 -- depends only on the bytes and on the database's encoding, which never changes.
 CREATE FUNCTION hubbub_search_text(b BYTEA) RETURNS TEXT
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -17,7 +18,7 @@ CREATE FUNCTION hubbub_search_text(b BYTEA) RETURNS TEXT
         SELECT CASE
             WHEN position('\x00'::bytea IN b) > 0 OR current_setting('server_encoding') <> 'UTF8'
                 THEN ''
-            ELSE translate(convert_from(b, 'UTF8'), U&'\E000\E001', U&'\FFFD\FFFD')
+            ELSE translate(convert_from(b, 'UTF8'), U&'\E000\E001\E002', U&'\FFFD\FFFD\FFFD')
         END
     $$;
 

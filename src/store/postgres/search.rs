@@ -1,6 +1,8 @@
 //! [`MessageSearch`] on PostgreSQL: the `search` tsvector column of migration 0008 and its GIN
 //! index, read from the read pool. The page is chosen first (newest first by `search_seq`) and
-//! `ts_headline` runs only on the rows of that page, as it re-parses each text.
+//! `ts_headline` runs only on the rows of that page, as it re-parses each text. ts_headline
+//! drops whatever its parser reads as an HTML tag, so `<` is replaced by [`LESS_THAN`] (a
+//! private-use character migration 0008 keeps out of the text) for it and put back here.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -16,7 +18,8 @@ use crate::store::{StoreError, room_from_row};
 const SEARCH_SQL: &str = "\
     WITH q AS (SELECT plainto_tsquery('simple'::regconfig, $1) AS q) \
     SELECT h.search_seq, h.room, h.id, h.ts, h.sender, \
-           ts_headline('simple'::regconfig, hubbub_search_text(h.body), q.q, $6) AS snippet \
+           ts_headline('simple'::regconfig, replace(hubbub_search_text(h.body), '<', U&'\\E002'), q.q, $6) \
+           AS snippet \
     FROM (SELECT m.search_seq, m.room, m.id, m.ts, m.sender, m.body \
           FROM messages m, q \
           WHERE m.search @@ q.q AND m.search_seq < $4 \
@@ -39,6 +42,9 @@ fn headline_options() -> String {
     )
 }
 
+/// Stands in for `<` inside ts_headline (module doc).
+const LESS_THAN: char = '\u{E002}';
+
 fn hit_from(row: &PgRow) -> Result<SearchHit, sqlx::Error> {
     let room: String = row.try_get("room")?;
     Ok(SearchHit {
@@ -46,7 +52,7 @@ fn hit_from(row: &PgRow) -> Result<SearchHit, sqlx::Error> {
         id: u64::try_from(row.try_get::<i64, _>("id")?).unwrap_or(0),
         ts: row.try_get("ts")?,
         from: row.try_get("sender")?,
-        snippet: row.try_get("snippet")?,
+        snippet: row.try_get::<String, _>("snippet")?.replace(LESS_THAN, "<"),
         seq: u64::try_from(row.try_get::<i64, _>("search_seq")?).unwrap_or(0),
     })
 }
