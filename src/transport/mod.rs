@@ -9,6 +9,7 @@ mod auth;
 mod client;
 mod echo;
 mod error;
+mod file_routes;
 mod frame;
 mod guard;
 mod listen;
@@ -144,6 +145,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(api::history).post(api::post_message),
         )
         .route("/api/search", get(search_routes::search))
+        .route("/api/files", post(file_routes::upload))
+        .route("/api/files/{hash}", get(file_routes::download))
         .route("/api/audit", get(moderation_routes::audit))
         .route(
             "/api/admin/accounts/{name}/disable",
