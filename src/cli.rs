@@ -210,6 +210,12 @@ pub struct ServeArgs {
     /// Largest HTTP request body, in bytes (413 over it).
     #[arg(long, env = "HUBBUB_MAX_BODY_BYTES", default_value_t = defaults().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Largest file `POST /api/files` accepts, in bytes (413 over it).
+    #[arg(long, env = "HUBBUB_MAX_UPLOAD_BYTES", default_value_t = defaults().max_upload_bytes)]
+    pub max_upload_bytes: u64,
+    /// Directory of uploaded files (content-addressed); default `DATA/files`.
+    #[arg(long, env = "HUBBUB_FILES_DIR")]
+    pub files_dir: Option<std::path::PathBuf>,
     /// A page origin (`https://chat.example`) allowed to open /ws and /events besides this
     /// server's own; repeatable, or comma-separated in the variable; `*` allows any.
     #[arg(long, env = "HUBBUB_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -298,6 +304,8 @@ impl ServeArgs {
             header_timeout: Duration::from_secs(self.header_timeout_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_body_bytes: self.max_body_bytes,
+            max_upload_bytes: self.max_upload_bytes,
+            files_dir: self.files_dir.clone(),
             allowed_origins: self.allowed_origin.clone(),
             auth_secret: self.auth_secret.clone().map(Secret::new),
             broker: self.broker.clone().map(Secret::new),

@@ -81,6 +81,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Largest HTTP request body, in bytes (over it: 413).
     pub max_body_bytes: usize,
+    /// Largest file `POST /api/files` accepts, in bytes (over it: 413, nothing kept; issue 20).
+    pub max_upload_bytes: u64,
+    /// Where uploaded files are kept; `None` means `<data_dir>/files` (with either database).
+    pub files_dir: Option<PathBuf>,
     /// Page origins (`scheme://host[:port]`) allowed to open /ws and /events besides the
     /// server's own; `*` allows any.
     pub allowed_origins: Vec<String>,
@@ -402,6 +406,14 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("hubbub.db"))
     }
+
+    /// The directory uploaded files are kept in: `--files-dir`, else `files` in the data
+    /// directory (also with PostgreSQL, whose nodes then each need it on shared storage).
+    pub fn files_path(&self) -> PathBuf {
+        self.files_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
+    }
 }
 
 impl Default for Config {
@@ -431,6 +443,8 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
+            max_upload_bytes: 10 * 1024 * 1024,
+            files_dir: None,
             allowed_origins: Vec::new(),
             auth_secret: None,
             broker: None,

@@ -65,6 +65,8 @@ pub enum ErrorCode {
     BadCsrf,
     /// A reaction that is not one emoji (issue 20), or is longer than the reaction limit.
     BadEmoji,
+    /// A search query with nothing to search for, or too long (HTTP 400, issue 20).
+    BadQuery,
 }
 
 impl ErrorCode {
@@ -97,6 +99,7 @@ impl ErrorCode {
             ErrorCode::SignupClosed => "signup_closed",
             ErrorCode::BadCsrf => "bad_csrf",
             ErrorCode::BadEmoji => "bad_emoji",
+            ErrorCode::BadQuery => "bad_query",
         }
     }
 }

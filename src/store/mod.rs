@@ -13,6 +13,7 @@ mod import;
 pub mod moderation;
 mod people;
 mod postgres;
+pub mod search;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ pub use import::{ImportConflict, ImportOutcome};
 pub use moderation::ModerationStore;
 pub use people::People;
 pub use postgres::{PostgresStore, SchemaAtOpen};
+pub use search::MessageSearch;
 pub use sqlite::SqliteStore;
 
 /// A message the hub wants stored; the store gives it an id.

@@ -12,6 +12,7 @@ use super::accounts::AccountStore;
 use super::changes::ChangeStore;
 use super::directory::RoomDirectory;
 use super::moderation::ModerationStore;
+use super::search::MessageSearch;
 
 /// The store's people side as one handle: what the hub and the accounts service hold. Built
 /// from the backend itself, not from the [`super::Coalescing`] wrapper, which only shares
@@ -28,20 +29,24 @@ pub struct People {
     pub changes: Arc<dyn ChangeStore>,
     /// The accounts' name keys in memory, so a guest's name is checked without a store read.
     pub names: Arc<AccountNames>,
+    /// Full-text search over history (issue 20): beside the people side because what a search
+    /// may return depends on the directory's members.
+    pub search: Arc<dyn MessageSearch>,
 }
 
 impl People {
     /// The people side of one backend that implements all three traits.
     pub fn of<S>(store: Arc<S>) -> People
     where
-        S: AccountStore + RoomDirectory + ModerationStore + ChangeStore,
+        S: AccountStore + RoomDirectory + ModerationStore + ChangeStore + MessageSearch,
     {
         People {
             names: Arc::new(AccountNames::new(store.clone())),
             accounts: store.clone(),
             directory: store.clone(),
             moderation: store.clone(),
-            changes: store,
+            changes: store.clone(),
+            search: store,
         }
     }
 }

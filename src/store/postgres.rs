@@ -17,6 +17,7 @@ mod accounts;
 mod changes;
 mod directory;
 mod moderation;
+mod search;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;

@@ -32,6 +32,7 @@ mod accounts;
 mod changes;
 mod directory;
 mod moderation;
+mod search;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

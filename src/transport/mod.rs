@@ -9,12 +9,14 @@ mod auth;
 mod client;
 mod echo;
 mod error;
+mod file_routes;
 mod frame;
 mod guard;
 mod listen;
 mod moderation_routes;
 pub(crate) mod outbox;
 mod rate;
+mod search_routes;
 mod socket;
 mod sse;
 mod ws;
@@ -142,6 +144,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/rooms/{room}/messages",
             get(api::history).post(api::post_message),
         )
+        .route("/api/search", get(search_routes::search))
+        .route("/api/files", post(file_routes::upload))
+        .route("/api/files/{hash}", get(file_routes::download))
         .route("/api/audit", get(moderation_routes::audit))
         .route(
             "/api/admin/accounts/{name}/disable",
