@@ -30,5 +30,8 @@ CREATE TABLE reactions (
     account_id BIGINT NOT NULL,
     name       TEXT    NOT NULL,
     created_ms BIGINT NOT NULL,
+    -- Order of the reactions to one message (1, 2, ...): reactors are listed in it, even
+    -- for two reactions in the same millisecond.
+    ord        BIGINT NOT NULL,
     PRIMARY KEY (room, message_id, emoji, account_id)
 );

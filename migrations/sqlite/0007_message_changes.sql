@@ -30,5 +30,8 @@ CREATE TABLE reactions (
     account_id INTEGER NOT NULL,
     name       TEXT    NOT NULL,
     created_ms INTEGER NOT NULL,
+    -- Order of the reactions to one message (1, 2, ...): reactors are listed in it, even
+    -- for two reactions in the same millisecond.
+    ord        INTEGER NOT NULL,
     PRIMARY KEY (room, message_id, emoji, account_id)
 ) WITHOUT ROWID;

@@ -171,8 +171,10 @@ async fn react_in(
     }
     let done = if reaction.on {
         sqlx::query(
-            "INSERT INTO reactions (room, message_id, emoji, account_id, name, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO reactions (room, message_id, emoji, account_id, name, created_ms, ord) \
+             VALUES ($1, $2, $3, $4, $5, $6, \
+             (SELECT COALESCE(MAX(ord), 0) + 1 FROM reactions WHERE room = $1 AND message_id = $2)) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(room)
         .bind(id_param(id))
@@ -325,7 +327,7 @@ impl ChangeStore for PostgresStore {
         let reactions: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT message_id, emoji, name FROM reactions \
              WHERE room = $1 AND message_id BETWEEN $2 AND $3 \
-             ORDER BY message_id, created_ms, account_id",
+             ORDER BY message_id, ord, account_id",
         )
         .bind(room)
         .bind(id_param(first))
