@@ -465,7 +465,7 @@ fn finish_racing_push_and_the_slow_consumer_close_keep_the_stream_whole() {
         socket.read_until(&mut read, |read| read.ends_with(CLOSE));
         let pushed = producer.join().unwrap_or([Pushed::Closed; 3]);
         assert!(closer.join().is_ok());
-        let reason = task.join().unwrap_or(CloseReason::Internal);
+        let reason = task.join().expect("the socket task ends without a panic");
         read.extend(socket.leftover());
         check_stream(&read, &[&["f1", "f2", "f3"]], false);
         if reason == CloseReason::Shutdown {
