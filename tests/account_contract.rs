@@ -4,6 +4,7 @@
 //! tests/store_contract.rs does for history.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -89,30 +90,6 @@ fn new_account(name: &str, hash: Option<&str>) -> NewAccount {
         admin: false,
         created_ms: 7,
     }
-}
-
-/// Runs each named behaviour once per implementation: `sqlite::NAME` and `postgres::NAME`.
-macro_rules! contract {
-    ($($behaviour:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $behaviour() {
-                    super::$behaviour(super::Db::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $behaviour() {
-                    if let Some(db) = super::Db::postgres(stringify!($behaviour)).await {
-                        super::$behaviour(db).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 contract!(

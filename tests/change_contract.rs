@@ -4,6 +4,7 @@
 //! a server (each test in a schema of its own), as tests/moderation_contract.rs does.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -48,7 +49,7 @@ impl Db {
     }
 
     async fn postgres(test: &str) -> Option<Db> {
-        let Some(base) = postgres_server() else {
+        let Some(base) = common::postgres_server() else {
             eprintln!("skipped: {test} on PostgreSQL: set HUBBUB_TEST_POSTGRES to a server URL");
             return None;
         };
@@ -130,37 +131,6 @@ impl Db {
         };
         self.changes.react(room, id, &reaction).await.unwrap()
     }
-}
-
-fn postgres_server() -> Option<String> {
-    std::env::var("HUBBUB_TEST_POSTGRES")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .or_else(common::pg::test_db)
-}
-
-/// Runs each named behaviour once per implementation: `sqlite::NAME` and `postgres::NAME`.
-macro_rules! contract {
-    ($($behaviour:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $behaviour() {
-                    super::$behaviour(super::Db::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $behaviour() {
-                    if let Some(db) = super::Db::postgres(stringify!($behaviour)).await {
-                        super::$behaviour(db).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 contract!(

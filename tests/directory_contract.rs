@@ -7,6 +7,7 @@
 //! 0002), so these tests depend on that table, not on the accounts service.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -61,7 +62,7 @@ impl Db {
     }
 
     async fn postgres(test: &str) -> Option<Db> {
-        let Some(base) = postgres_server() else {
+        let Some(base) = common::postgres_server() else {
             eprintln!("skipped: {test} on PostgreSQL: set HUBBUB_TEST_POSTGRES to a server URL");
             return None;
         };
@@ -140,37 +141,6 @@ impl Db {
             .collect();
         self.store.append(&batch).await.unwrap();
     }
-}
-
-fn postgres_server() -> Option<String> {
-    std::env::var("HUBBUB_TEST_POSTGRES")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .or_else(common::pg::test_db)
-}
-
-/// Runs each named behaviour once per implementation: `sqlite::NAME` and `postgres::NAME`.
-macro_rules! contract {
-    ($($behaviour:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $behaviour() {
-                    super::$behaviour(super::Db::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $behaviour() {
-                    if let Some(db) = super::Db::postgres(stringify!($behaviour)).await {
-                        super::$behaviour(db).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 contract!(

@@ -608,3 +608,38 @@ impl Drop for HeldClock {
         self.release.take();
     }
 }
+
+/// The PostgreSQL server the store contract suites run their PostgreSQL half on:
+/// `HUBBUB_TEST_POSTGRES`, else the test script's `HUBBUB_TEST_DB`.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("HUBBUB_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .or_else(pg::test_db)
+}
+
+/// For the store contract suites (`#[macro_use] mod common;`): runs each named behaviour once per
+/// implementation: `sqlite::NAME` and `postgres::NAME`.
+#[allow(unused_macros)]
+macro_rules! contract {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    super::$behaviour(super::Db::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    if let Some(db) = super::Db::postgres(stringify!($behaviour)).await {
+                        super::$behaviour(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
