@@ -113,11 +113,16 @@ impl AccountIndex {
         outbox: &Outbox,
     ) -> Arc<AccountLink> {
         let link = Arc::new(AccountLink::default());
-        self.lock().entry(account).or_default().push(Linked {
-            conn,
-            outbox: outbox.clone(),
-            link: link.clone(),
-        });
+        // Capacity one: most accounts have one connection per node, and `push` on an empty
+        // Vec would reserve four.
+        self.lock()
+            .entry(account)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(Linked {
+                conn,
+                outbox: outbox.clone(),
+                link: link.clone(),
+            });
         link
     }
 
