@@ -11,7 +11,7 @@ use super::{ErrorCode, Limits, Rejection, RoomName, message_text, room_name};
 
 /// Longest reaction, in bytes: the longest emoji sequences (families, flags with tags) stay
 /// well under it.
-pub const MAX_EMOJI_BYTES: usize = 32;
+pub(crate) const MAX_EMOJI_BYTES: usize = 32;
 
 /// The change frames, decoded and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +88,7 @@ fn remove(data: &Map<String, Value>) -> Result<bool, Rejection> {
 
 /// Checks a reaction: one emoji as Unicode lists them (with or without a skin tone), at most
 /// [`MAX_EMOJI_BYTES`]. Shared with the HTTP API.
-pub fn emoji(raw: &str) -> Result<String, Rejection> {
+pub(crate) fn emoji(raw: &str) -> Result<String, Rejection> {
     if raw.len() > MAX_EMOJI_BYTES {
         return Err(Rejection::new(
             ErrorCode::BadEmoji,
@@ -129,7 +129,7 @@ pub struct MessageState {
 }
 
 /// Decodes a change frame, or `None` when `kind` is not one.
-pub fn decode(
+pub(crate) fn decode(
     kind: &str,
     object: &Map<String, Value>,
     limits: Limits,

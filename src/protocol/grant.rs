@@ -9,7 +9,7 @@ use super::validate::{MAX_ROOM_LEN, RoomName};
 
 /// The rooms one connection may join, post to, read and signal typing in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomGrant {
+pub(crate) struct RoomGrant {
     /// `None`: every room (no `rooms` claim, or auth is off).
     patterns: Option<Vec<String>>,
 }
@@ -40,13 +40,14 @@ impl RoomGrant {
     }
 
     /// Whether every room is allowed (the claim was absent).
+    #[cfg(test)]
     pub fn is_unrestricted(&self) -> bool {
         self.patterns.is_none()
     }
 }
 
 /// Checks a room pattern: the room alphabet plus `*`, 1-64 bytes.
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() || pattern.len() > MAX_ROOM_LEN {
         return Err(format!("room patterns are 1-{MAX_ROOM_LEN} characters"));
     }

@@ -2,26 +2,26 @@
 //! directions. This module is a leaf: no tokio, no axum, no I/O, so the parser can be fuzzed and
 //! property-tested on its own, and every transport (WebSocket, SSE, HTTP API) shares one spelling.
 
-pub mod changes;
+pub(crate) mod changes;
 mod error_code;
-pub mod grant;
-pub mod moderation;
-pub mod people;
-pub mod validate;
+pub(crate) mod grant;
+pub(crate) mod moderation;
+pub(crate) mod people;
+pub(crate) mod validate;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use error_code::ErrorCode;
-pub use grant::RoomGrant;
+pub(crate) use grant::RoomGrant;
 pub use validate::{RoomName, display_name};
 
 /// The server version reported in `welcome`, so clients can tell which server they talk to.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Default and maximum page sizes for `history`: a page is bounded so one request cannot make
 /// the server read a whole room into memory.
-pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+pub(crate) const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// See [`DEFAULT_HISTORY_LIMIT`].
 pub const MAX_HISTORY_LIMIT: u32 = 200;
 /// Longest `ref` string echoed back; longer ones would let a client amplify its own frames.
@@ -209,7 +209,7 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
 }
 
 /// A post's `reply_to`: absent, null, or a message id (1 or more); shared with the HTTP API.
-pub fn reply_to(value: Option<&Value>) -> Result<Option<std::num::NonZeroU64>, Rejection> {
+pub(crate) fn reply_to(value: Option<&Value>) -> Result<Option<std::num::NonZeroU64>, Rejection> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(value) => value
@@ -221,7 +221,7 @@ pub fn reply_to(value: Option<&Value>) -> Result<Option<std::num::NonZeroU64>, R
 }
 
 /// Checks message text against the size rule; shared with the HTTP API.
-pub fn message_text(text: &str, limits: Limits) -> Result<String, Rejection> {
+pub(crate) fn message_text(text: &str, limits: Limits) -> Result<String, Rejection> {
     if text.is_empty() {
         return Err(bad_json("message text may not be empty"));
     }
@@ -239,7 +239,7 @@ pub fn message_text(text: &str, limits: Limits) -> Result<String, Rejection> {
 }
 
 /// Clamps a requested page size into `1..=MAX_HISTORY_LIMIT`; shared with the HTTP API.
-pub fn history_limit(requested: Option<u64>) -> u32 {
+pub(crate) fn history_limit(requested: Option<u64>) -> u32 {
     match requested {
         None => DEFAULT_HISTORY_LIMIT,
         Some(n) => n.clamp(1, u64::from(MAX_HISTORY_LIMIT)) as u32,
@@ -247,7 +247,7 @@ pub fn history_limit(requested: Option<u64>) -> u32 {
 }
 
 /// Parses a room name into the `bad_room` rejection; shared with the HTTP API and SSE.
-pub fn room_name(raw: &str) -> Result<RoomName, Rejection> {
+pub(crate) fn room_name(raw: &str) -> Result<RoomName, Rejection> {
     RoomName::parse(raw).map_err(|m| Rejection::new(ErrorCode::BadRoom, m))
 }
 
@@ -307,7 +307,7 @@ fn optional_u64(value: Option<&Value>, field: &str) -> Result<Option<u64>, Rejec
 
 /// One stored chat message as it appears on the wire, borrowed so encoding never copies text.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct MessageView<'a> {
+pub(crate) struct MessageView<'a> {
     /// The room it was posted to.
     pub room: &'a str,
     /// Its per-room id.
@@ -334,7 +334,7 @@ pub struct MessageView<'a> {
 
 /// `welcome` payload.
 #[derive(Debug, Serialize)]
-pub struct Welcome<'a> {
+pub(crate) struct Welcome<'a> {
     /// The connection's display name.
     pub name: &'a str,
     /// The server version.
@@ -348,7 +348,7 @@ pub struct Welcome<'a> {
 /// `welcome`'s `account`: the signed-in account as the connection's sign-in found it, so a
 /// client knows who it is (and whether to show operator tools) without asking `/api/me`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WelcomeAccount {
+pub(crate) struct WelcomeAccount {
     /// The account's name as shown.
     pub name: String,
     /// Operator rights (`hubbub user add --admin`), as of the connection's start: the server
@@ -358,7 +358,7 @@ pub struct WelcomeAccount {
 
 /// `joined` payload.
 #[derive(Debug, Serialize)]
-pub struct Joined<'a> {
+pub(crate) struct Joined<'a> {
     /// Display names of the room's members, this connection included; in a large room only the
     /// first `--presence-limit` names (`count` has the total, `members` the whole list).
     pub members: &'a [String],
@@ -374,7 +374,7 @@ pub struct Joined<'a> {
 
 /// `members` payload: the answer to a `members` request.
 #[derive(Debug, Serialize)]
-pub struct MemberList<'a> {
+pub(crate) struct MemberList<'a> {
     /// Every member's display name, sorted.
     pub members: &'a [String],
     /// How many members the room has.
@@ -384,7 +384,7 @@ pub struct MemberList<'a> {
 /// `presence` payload: `joined` or `left` for one member in an ordinary room, or `count` alone
 /// in a large room, where arrivals and departures are coalesced into one frame per tick.
 #[derive(Debug, Default, Serialize)]
-pub struct PresenceChange<'a> {
+pub(crate) struct PresenceChange<'a> {
     /// A member who arrived.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub joined: Option<&'a str>,
@@ -398,7 +398,7 @@ pub struct PresenceChange<'a> {
 
 /// `history` payload, also the body of the HTTP history route.
 #[derive(Debug, Serialize)]
-pub struct HistoryPage<'a> {
+pub(crate) struct HistoryPage<'a> {
     /// Oldest first.
     pub messages: Vec<MessageView<'a>>,
     /// Whether older messages exist before the first one.
@@ -415,7 +415,7 @@ pub struct HistoryPage<'a> {
 
 /// `error` payload.
 #[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     /// Machine-readable code.
     pub code: ErrorCode,
     /// Human-readable sentence.
@@ -425,7 +425,7 @@ pub struct ErrorBody<'a> {
 /// Every frame the server sends. Borrowed fields: frames are built, encoded once and dropped.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum ServerFrame<'a> {
+pub(crate) enum ServerFrame<'a> {
     /// First frame on a connection, and the answer to `nick`.
     Welcome { data: Welcome<'a> },
     /// Answer to `join`.

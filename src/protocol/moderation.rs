@@ -10,9 +10,9 @@ use super::{ErrorCode, Rejection, RoomName, display_name, room_name};
 
 /// Longest ban or mute with a duration, in seconds (a year); without `seconds` it lasts until
 /// lifted.
-pub const MAX_RESTRICTION_SECS: u64 = 366 * 24 * 3600;
+pub(crate) const MAX_RESTRICTION_SECS: u64 = 366 * 24 * 3600;
 /// Longest slow-mode interval, in seconds (an hour).
-pub const MAX_SLOW_SECS: u32 = 3600;
+pub(crate) const MAX_SLOW_SECS: u32 = 3600;
 
 /// The moderation frames, decoded and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,7 @@ fn slow_seconds(data: &Map<String, Value>) -> Result<u32, Rejection> {
 }
 
 /// Decodes a moderation frame, or `None` when `kind` is not one.
-pub fn decode(
+pub(crate) fn decode(
     kind: &str,
     object: &Map<String, Value>,
 ) -> Option<Result<ModerationFrame, Rejection>> {
@@ -173,7 +173,7 @@ pub fn decode(
 
 /// `deleted` payload: message `id` of `room` is now a tombstone.
 #[derive(Debug, Serialize)]
-pub struct DeletedMessage<'a> {
+pub(crate) struct DeletedMessage<'a> {
     /// The room.
     pub room: &'a str,
     /// The deleted message's id.
@@ -182,7 +182,7 @@ pub struct DeletedMessage<'a> {
 
 /// `kicked` payload: this connection is no longer in `room`.
 #[derive(Debug, Serialize)]
-pub struct Removal<'a> {
+pub(crate) struct Removal<'a> {
     /// The room.
     pub room: &'a str,
     /// `kicked` (may join again) or `banned` (joins are refused).
@@ -193,7 +193,7 @@ pub struct Removal<'a> {
 
 /// `slow` payload: the room's slow mode.
 #[derive(Debug, Serialize)]
-pub struct SlowMode<'a> {
+pub(crate) struct SlowMode<'a> {
     /// The room.
     pub room: &'a str,
     /// Seconds between one member's posts; 0 = off.
@@ -202,7 +202,7 @@ pub struct SlowMode<'a> {
 
 /// `muted` payload: this account may not post in `room`.
 #[derive(Debug, Serialize)]
-pub struct MuteNotice<'a> {
+pub(crate) struct MuteNotice<'a> {
     /// The room.
     pub room: &'a str,
     /// Until when, ms since the Unix epoch; `null` until lifted.
@@ -211,7 +211,7 @@ pub struct MuteNotice<'a> {
 
 /// `unmuted` payload: this account may post in `room` again.
 #[derive(Debug, Serialize)]
-pub struct UnmuteNotice<'a> {
+pub(crate) struct UnmuteNotice<'a> {
     /// The room.
     pub room: &'a str,
 }

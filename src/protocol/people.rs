@@ -9,24 +9,24 @@ use serde_json::{Map, Value};
 use super::{ErrorCode, Rejection, RoomName, display_name, room_name};
 
 /// Prefix of every private room's name: `p-` and 16 random hex digits, made by the server.
-pub const PRIVATE_PREFIX: &str = "p-";
+pub(crate) const PRIVATE_PREFIX: &str = "p-";
 /// Prefix of every direct conversation's name: `dm-` and 16 hex digits of the SHA-256 over its
 /// participants' sorted account ids, so the same people always get the same conversation.
-pub const DIRECT_PREFIX: &str = "dm-";
+pub(crate) const DIRECT_PREFIX: &str = "dm-";
 
 /// Whether `room` is in a namespace only the server makes names in (private rooms and direct
 /// messages). Such a name is never created by a join, and answers as if it did not exist to
 /// anyone who is not a member.
-pub fn is_reserved(room: &str) -> bool {
+pub(crate) fn is_reserved(room: &str) -> bool {
     room.starts_with(PRIVATE_PREFIX) || room.starts_with(DIRECT_PREFIX)
 }
 
 /// Longest topic, in characters.
-pub const MAX_TOPIC_CHARS: usize = 300;
+pub(crate) const MAX_TOPIC_CHARS: usize = 300;
 /// Longest private room title, in characters.
-pub const MAX_TITLE_CHARS: usize = 64;
+pub(crate) const MAX_TITLE_CHARS: usize = 64;
 /// Most other participants of a direct conversation (so at most 8 people in one).
-pub const MAX_DM_OTHERS: usize = 7;
+pub(crate) const MAX_DM_OTHERS: usize = 7;
 
 /// What a `create` frame asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +154,10 @@ fn topic(raw: Option<&str>) -> Result<Option<String>, Rejection> {
 }
 
 /// Decodes a conversation frame of type `kind`; `None` when `kind` is not one of them.
-pub fn decode(kind: &str, object: &Map<String, Value>) -> Option<Result<PeopleFrame, Rejection>> {
+pub(crate) fn decode(
+    kind: &str,
+    object: &Map<String, Value>,
+) -> Option<Result<PeopleFrame, Rejection>> {
     let decoded = match kind {
         "create" => decode_create(object),
         "dm" => decode_dm(object),
@@ -251,7 +254,7 @@ fn decode_dm(object: &Map<String, Value>) -> Result<PeopleFrame, Rejection> {
 
 /// One member as `room` and `rooms` list them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberEntry {
+pub(crate) struct MemberEntry {
     /// The account's name.
     pub name: String,
     /// `owner`, `moderator` or `member`.
@@ -260,7 +263,7 @@ pub struct MemberEntry {
 
 /// A room as the sidebar shows it: the payload of `room` and each entry of `rooms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RoomEntry {
+pub(crate) struct RoomEntry {
     /// The room's name (what `join` takes).
     pub room: String,
     /// `public`, `private` or `direct`.
@@ -290,7 +293,7 @@ pub struct RoomEntry {
 
 /// What `joined` adds for a signed-in connection (flattened into its `data`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct JoinedRoomState {
+pub(crate) struct JoinedRoomState {
     /// `public`, `private` or `direct`.
     pub kind: &'static str,
     /// A private room's title.
@@ -309,7 +312,7 @@ pub struct JoinedRoomState {
 
 /// `read` payload (server → the account's other connections).
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct ReadPosition<'a> {
+pub(crate) struct ReadPosition<'a> {
     /// The room.
     pub room: &'a str,
     /// The newest id read.
@@ -318,7 +321,7 @@ pub struct ReadPosition<'a> {
 
 /// `topic` payload (server → the room's members).
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct TopicChange<'a> {
+pub(crate) struct TopicChange<'a> {
     /// The room.
     pub room: &'a str,
     /// The new topic, `null` when cleared.

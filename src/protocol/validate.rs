@@ -7,9 +7,9 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_security::MixedScript;
 
 /// Longest room name, in bytes (room names are ASCII).
-pub const MAX_ROOM_LEN: usize = 64;
+pub(crate) const MAX_ROOM_LEN: usize = 64;
 /// Longest display name, in characters after NFKC normalisation.
-pub const MAX_NAME_CHARS: usize = 32;
+pub(crate) const MAX_NAME_CHARS: usize = 32;
 
 /// A room name that has passed the rule `[A-Za-z0-9_.-]{1,64}`. Holding one proves validation ran,
 /// so the hub and the store never re-check.

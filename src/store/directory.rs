@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use super::StoreError;
 use super::accounts::AccountId;
 
-pub use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX, is_reserved};
+pub(crate) use crate::protocol::people::{PRIVATE_PREFIX, is_reserved};
 
 /// Who may see and join a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -73,14 +73,9 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
-    /// The wire view of this message, borrowed for encoding, without guest marking.
-    pub fn view(&self) -> MessageView<'_> {
-        self.view_marking(false)
-    }
-
     /// The wire view, with `"guest": true` when `mark_guests` (the server has accounts) and
     /// no account posted it: a guest's name is not an account's, and readers are told.
-    pub fn view_marking(&self, mark_guests: bool) -> MessageView<'_> {
+    pub(crate) fn view_marking(&self, mark_guests: bool) -> MessageView<'_> {
         MessageView {
             room: self.room.as_str(),
             id: self.id,
