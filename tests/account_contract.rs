@@ -7,56 +7,13 @@
 #[macro_use]
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
+use common::contract::Db;
 
-use hubbub::config::{Durability, PostgresUrl};
-use hubbub::store::accounts::{AccountId, AccountStore, Invite, NewAccount, NewSession, TokenHash};
-use hubbub::store::{PostgresStore, SchemaAtOpen, SqliteStore};
-use tempfile::TempDir;
-
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One fresh database of one implementation.
-struct Db {
-    accounts: Arc<dyn AccountStore>,
-    _dir: Option<TempDir>,
-}
+use hubbub::store::accounts::{AccountId, Invite, NewAccount, NewSession, TokenHash};
 
 impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            &dir.path().join("accounts.db"),
-            BUSY_TIMEOUT,
-            Durability::Process,
-        )
-        .await
-        .unwrap();
-        Db {
-            accounts: Arc::new(store),
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres(test: &str) -> Option<Db> {
-        let url = common::pg::fresh_schema_or_skip(test).await?;
-        let store = PostgresStore::open(
-            &PostgresUrl::new(url),
-            BUSY_TIMEOUT,
-            Durability::Process,
-            SchemaAtOpen::Migrate,
-        )
-        .await
-        .unwrap();
-        Some(Db {
-            accounts: Arc::new(store),
-            _dir: None,
-        })
-    }
-
     /// A new account `name` (key: its lowercase) with password hash `hash`.
-    async fn account(&self, name: &str, hash: Option<&str>) -> AccountId {
+    async fn signed_up(&self, name: &str, hash: Option<&str>) -> AccountId {
         self.accounts
             .create_account(&new_account(name, hash))
             .await
@@ -130,7 +87,7 @@ async fn a_created_account_reads_back_by_key_and_by_id(db: Db) {
 }
 
 async fn a_second_account_with_a_taken_name_key_is_refused(db: Db) {
-    db.account("Alice", None).await;
+    db.signed_up("Alice", None).await;
     let again = NewAccount {
         name: "ALICE".to_owned(),
         ..new_account("alice", Some("h"))
@@ -142,9 +99,9 @@ async fn a_second_account_with_a_taken_name_key_is_refused(db: Db) {
 }
 
 async fn accounts_are_listed_by_name_key(db: Db) {
-    db.account("carol", None).await;
-    db.account("Alice", None).await;
-    db.account("bob", None).await;
+    db.signed_up("carol", None).await;
+    db.signed_up("Alice", None).await;
+    db.signed_up("bob", None).await;
     let names: Vec<String> = db
         .accounts
         .list_accounts()
@@ -157,7 +114,7 @@ async fn accounts_are_listed_by_name_key(db: Db) {
 }
 
 async fn a_password_change_ends_every_session_but_the_kept_one(db: Db) {
-    let alice = db.account("alice", Some("old")).await;
+    let alice = db.signed_up("alice", Some("old")).await;
     let kept = db.session(alice, 1, i64::MAX).await;
     let other = db.session(alice, 2, i64::MAX).await;
     let found = db
@@ -175,7 +132,7 @@ async fn a_password_change_ends_every_session_but_the_kept_one(db: Db) {
 }
 
 async fn disabling_an_account_ends_its_sessions_and_hides_it_from_session_lookups(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     let token = db.session(alice, 1, i64::MAX).await;
     assert!(db.accounts.set_disabled(alice, true).await.unwrap());
     assert!(db.accounts.session(&token, 100).await.unwrap().is_none());
@@ -192,8 +149,8 @@ async fn disabling_an_account_ends_its_sessions_and_hides_it_from_session_lookup
 }
 
 async fn disabled_among_names_disabled_and_missing_accounts(db: Db) {
-    let alice = db.account("alice", None).await;
-    let bob = db.account("bob", None).await;
+    let alice = db.signed_up("alice", None).await;
+    let bob = db.signed_up("bob", None).await;
     db.accounts.set_disabled(bob, true).await.unwrap();
     let gone = AccountId(9999);
     let refused = db
@@ -205,7 +162,7 @@ async fn disabled_among_names_disabled_and_missing_accounts(db: Db) {
 }
 
 async fn admin_rights_can_be_granted(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     assert!(db.accounts.set_admin(alice, true).await.unwrap());
     assert!(
         db.accounts
@@ -218,7 +175,7 @@ async fn admin_rights_can_be_granted(db: Db) {
 }
 
 async fn a_session_reads_back_with_its_account_until_it_expires(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     let token = db.session(alice, 1, 1_000).await;
     let (session, account) = db.accounts.session(&token, 999).await.unwrap().unwrap();
     assert_eq!(session.account, alice);
@@ -231,13 +188,13 @@ async fn a_session_reads_back_with_its_account_until_it_expires(db: Db) {
 }
 
 async fn an_unknown_session_token_reads_as_none(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     db.session(alice, 1, i64::MAX).await;
     assert!(db.accounts.session(&[2; 32], 0).await.unwrap().is_none());
 }
 
 async fn touching_a_session_moves_its_expiry(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     let token = db.session(alice, 1, 1_000).await;
     db.accounts.touch_session(&token, 900, 5_000).await.unwrap();
     let (session, _) = db.accounts.session(&token, 2_000).await.unwrap().unwrap();
@@ -246,7 +203,7 @@ async fn touching_a_session_moves_its_expiry(db: Db) {
 }
 
 async fn deleting_a_session_ends_only_that_session(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     let one = db.session(alice, 1, i64::MAX).await;
     let two = db.session(alice, 2, i64::MAX).await;
     assert!(db.accounts.delete_session(&one).await.unwrap());
@@ -256,8 +213,8 @@ async fn deleting_a_session_ends_only_that_session(db: Db) {
 }
 
 async fn deleting_all_sessions_of_an_account_leaves_others_alone(db: Db) {
-    let alice = db.account("alice", None).await;
-    let bob = db.account("bob", None).await;
+    let alice = db.signed_up("alice", None).await;
+    let bob = db.signed_up("bob", None).await;
     db.session(alice, 1, i64::MAX).await;
     db.session(alice, 2, i64::MAX).await;
     let bobs = db.session(bob, 3, i64::MAX).await;
@@ -266,7 +223,7 @@ async fn deleting_all_sessions_of_an_account_leaves_others_alone(db: Db) {
 }
 
 async fn purging_removes_only_expired_sessions(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     db.session(alice, 1, 100).await;
     let live = db.session(alice, 2, 10_000).await;
     assert_eq!(db.accounts.purge_expired_sessions(500).await.unwrap(), 1);
@@ -274,7 +231,7 @@ async fn purging_removes_only_expired_sessions(db: Db) {
 }
 
 async fn an_invite_is_spent_one_use_at_a_time(db: Db) {
-    let alice = db.account("alice", None).await;
+    let alice = db.signed_up("alice", None).await;
     let invite = Invite {
         code_hash: [5; 32],
         created_by: Some(alice),

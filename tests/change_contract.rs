@@ -7,71 +7,19 @@
 #[macro_use]
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
+use common::contract::Db;
 
-use hubbub::config::{Durability, PostgresUrl};
 use hubbub::protocol::RoomName;
+use hubbub::store::NewMessage;
 use hubbub::store::accounts::AccountId;
-use hubbub::store::changes::{ChangeOutcome, ChangeStore, Deleter, Reaction};
-use hubbub::store::moderation::{AuditQuery, AuditRecord, ModerationStore};
-use hubbub::store::{NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store};
+use hubbub::store::changes::{ChangeOutcome, Deleter, Reaction};
+use hubbub::store::moderation::{AuditQuery, AuditRecord};
 use serde_json::Value;
-use tempfile::TempDir;
 
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ANN: AccountId = AccountId(1);
 const BOB: AccountId = AccountId(2);
 
-/// One fresh database of one implementation, opened as history, moderation and change store.
-struct Db {
-    store: Arc<dyn Store>,
-    moderation: Arc<dyn ModerationStore>,
-    changes: Arc<dyn ChangeStore>,
-    _dir: Option<TempDir>,
-}
-
 impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("changes.db");
-        let store = Arc::new(
-            SqliteStore::open(&path, BUSY_TIMEOUT, Durability::Process)
-                .await
-                .unwrap(),
-        );
-        Db {
-            store: store.clone(),
-            moderation: store.clone(),
-            changes: store,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres(test: &str) -> Option<Db> {
-        let Some(base) = common::postgres_server() else {
-            eprintln!("skipped: {test} on PostgreSQL: set HUBBUB_TEST_POSTGRES to a server URL");
-            return None;
-        };
-        let url = common::pg::fresh_schema_url(&base).await;
-        let store = Arc::new(
-            PostgresStore::open(
-                &PostgresUrl::new(url),
-                BUSY_TIMEOUT,
-                Durability::Process,
-                SchemaAtOpen::Migrate,
-            )
-            .await
-            .unwrap(),
-        );
-        Some(Db {
-            store: store.clone(),
-            moderation: store.clone(),
-            changes: store,
-            _dir: None,
-        })
-    }
-
     /// Posts `texts` to `room` as `author` (`None`: a guest); returns their ids.
     async fn post(&self, room: &str, author: Option<AccountId>, texts: &[&str]) -> Vec<u64> {
         let batch: Vec<NewMessage> = texts

@@ -10,116 +10,14 @@
 #[macro_use]
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use common::contract::Db;
 
-use hubbub::config::{Durability, PostgresUrl};
 use hubbub::protocol::RoomName;
+use hubbub::store::NewMessage;
 use hubbub::store::accounts::AccountId;
-use hubbub::store::moderation::{
-    AuditQuery, AuditRecord, Deletion, ModerationStore, Restricted, Restriction,
-};
-use hubbub::store::{NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store};
-use sqlx::Connection;
-use tempfile::TempDir;
-
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One fresh database of one implementation, opened as both the history store and the
-/// moderation store (one backend implements both, as `serve` opens it).
-struct Db {
-    store: Arc<dyn Store>,
-    moderation: Arc<dyn ModerationStore>,
-    accounts: AccountMaker,
-    _dir: Option<TempDir>,
-}
-
-/// Where accounts are inserted with plain SQL.
-enum AccountMaker {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
+use hubbub::store::moderation::{AuditQuery, AuditRecord, Deletion, Restricted, Restriction};
 
 impl Db {
-    async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("moderation.db");
-        let store = Arc::new(
-            SqliteStore::open(&path, BUSY_TIMEOUT, Durability::Process)
-                .await
-                .unwrap(),
-        );
-        Db {
-            store: store.clone(),
-            moderation: store,
-            accounts: AccountMaker::Sqlite(path),
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres(test: &str) -> Option<Db> {
-        let Some(base) = common::postgres_server() else {
-            eprintln!("skipped: {test} on PostgreSQL: set HUBBUB_TEST_POSTGRES to a server URL");
-            return None;
-        };
-        let url = common::pg::fresh_schema_url(&base).await;
-        let store = Arc::new(
-            PostgresStore::open(
-                &PostgresUrl::new(url.clone()),
-                BUSY_TIMEOUT,
-                Durability::Process,
-                SchemaAtOpen::Migrate,
-            )
-            .await
-            .unwrap(),
-        );
-        Some(Db {
-            store: store.clone(),
-            moderation: store,
-            accounts: AccountMaker::Postgres(url),
-            _dir: None,
-        })
-    }
-
-    /// A new account with this name.
-    async fn account(&self, name: &str) -> AccountId {
-        let insert = "INSERT INTO accounts (name, name_key, admin, disabled, created_ms) \
-                      VALUES ($1, $2, $3, $4, $5) RETURNING id";
-        let id: i64 = match &self.accounts {
-            AccountMaker::Sqlite(path) => {
-                let url = format!("sqlite://{}", path.display());
-                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                let id = sqlx::query_scalar(insert)
-                    .bind(name)
-                    .bind(name.to_lowercase())
-                    .bind(false)
-                    .bind(false)
-                    .bind(0_i64)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-                id
-            }
-            AccountMaker::Postgres(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                let id = sqlx::query_scalar(insert)
-                    .bind(name)
-                    .bind(name.to_lowercase())
-                    .bind(false)
-                    .bind(false)
-                    .bind(0_i64)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-                id
-            }
-        };
-        AccountId(id)
-    }
-
     /// Posts `texts` to `room` as `from`.
     async fn post(&self, room: &str, from: &str, texts: &[&str]) {
         let batch: Vec<NewMessage> = texts

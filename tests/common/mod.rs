@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod cluster;
+pub mod contract;
 pub mod pg;
 
 use std::collections::BTreeMap;
