@@ -60,14 +60,46 @@ impl Access {
     }
 }
 
+/// What every guest has when auth is off: one shared value, so the most common connection
+/// allocates nothing for its access.
+static OPEN_ACCESS: Access = Access {
+    fixed_name: false,
+    grant: RoomGrant::all(),
+    account: None,
+    welcome_account: None,
+};
+
+/// A session's [`Access`]: `None` stands for [`OPEN_ACCESS`] (a guest's, with auth off), else
+/// the connection's own, boxed. Derefs to `Access`, so the session reads `self.access.grant`.
+pub(super) struct SessionAccess(Option<Box<Access>>);
+
+impl SessionAccess {
+    fn new(access: Access) -> Self {
+        let open = !access.fixed_name
+            && access.grant.is_unrestricted()
+            && access.account.is_none()
+            && access.welcome_account.is_none();
+        SessionAccess((!open).then(|| Box::new(access)))
+    }
+}
+
+impl std::ops::Deref for SessionAccess {
+    type Target = Access;
+
+    fn deref(&self) -> &Access {
+        self.0.as_deref().unwrap_or(&OPEN_ACCESS)
+    }
+}
+
 /// A connected client: created by [`Hub::connect`], ended by [`Session::disconnect`].
 pub struct Session {
     pub(super) hub: Hub,
     pub(super) id: ConnId,
     pub(super) name: String,
     /// Boxed: every idle connection's task holds its `Session`, and inline `Access` (with the
-    /// account of issue 19) pushed that task past its 768-byte cell (transport/ws.rs's guard).
-    pub(super) access: Box<Access>,
+    /// account of issue 19) pushed that task past its 768-byte cell (transport/ws.rs's guard);
+    /// and shared, not boxed, for a guest with open access (see [`SessionAccess`]).
+    pub(super) access: SessionAccess,
     pub(super) outbox: Outbox,
     pub(super) rooms: HashSet<RoomName>,
     ever_joined: bool,
@@ -93,7 +125,7 @@ impl Session {
             hub,
             id,
             name,
-            access: Box::new(access),
+            access: SessionAccess::new(access),
             outbox,
             rooms: HashSet::new(),
             ever_joined: false,
