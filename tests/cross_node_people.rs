@@ -229,6 +229,27 @@ async fn slow_mode_set_on_one_node_refuses_a_second_post_on_the_other() {
 }
 
 #[tokio::test]
+async fn slow_mode_counts_an_accounts_posts_on_every_node_together() {
+    let Some(cluster) = two_nodes("slow_mode_one_clock").await else {
+        return;
+    };
+    let mut ann = owner_on_b(&cluster).await;
+    let mut bob_on_a = member_of(&cluster, A, "bob").await;
+    let mut bob_on_b = member_of(&cluster, B, "bob").await;
+    request(
+        &mut ann,
+        frame("slow", json!({"room": ROOM, "seconds": 60})),
+    )
+    .await;
+    bob_on_a.recv_type("slow").await;
+    bob_on_b.recv_type("slow").await;
+    bob_on_a.post(ROOM, "first, on node A").await;
+    let second = json!({"type": "msg", "room": ROOM, "data": "second, on node B"});
+    refused(&mut bob_on_b, second, "slow_mode").await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
 async fn an_operator_disabling_an_account_on_one_node_closes_its_sockets_on_the_other() {
     let Some(cluster) = two_nodes("disable_across_nodes").await else {
         return;

@@ -8,8 +8,10 @@ mod gate;
 mod local;
 mod presence;
 mod redis;
+mod slow;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -147,6 +149,18 @@ pub trait Broker: Send + Sync + 'static {
     /// single node is 0.
     fn node_id(&self) -> u64 {
         0
+    }
+
+    /// Takes a signed-in poster's slow-mode slot in a room on a clock every node shares:
+    /// `Some(Ok(()))` taken (the post is stamped), `Some(Err(left))` the poster's last post, on
+    /// any node, was less than `interval` ago. `None`: this broker keeps no shared clock (one
+    /// node) or cannot reach it now, and the node's own clock decides.
+    async fn claim_slow_slot(
+        &self,
+        _key: &str,
+        _interval: Duration,
+    ) -> Option<Result<(), Duration>> {
+        None
     }
 
     /// Sends a control event to every node, this one included (see `control.rs`). This node

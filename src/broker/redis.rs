@@ -62,8 +62,10 @@ use super::gate::{Gate, Input};
 use super::presence::{
     self, LocalPresence, MirrorInput, MirrorTask, PresenceTiming, Signal, Writer,
 };
+use super::slow::SharedSlowClock;
 use super::{Broker, BrokerError, ConnId, Control, Deliver, RoomEvent};
 use crate::protocol::RoomName;
+use crate::protocol::moderation::MAX_SLOW_SECS;
 use crate::store::{Store, StoredMessage};
 
 /// Batches the broadcaster may queue for the publisher before it waits.
@@ -115,6 +117,8 @@ pub struct RedisBroker {
     duplicate: Arc<DuplicateNode>,
     /// This node's memberships, on their way to Redis.
     presence: Arc<LocalPresence>,
+    /// Slow mode's clock for signed-in posters, shared by the nodes.
+    slow: SharedSlowClock,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -140,6 +144,11 @@ impl RedisBroker {
         let incarnation = rand::random();
         let duplicate = Arc::new(DuplicateNode::new(settings.presence.expiry));
         let (to_mirror, mirror_inputs) = mpsc::channel(presence::MIRROR_QUEUE);
+        let slow = SharedSlowClock::new(
+            client.clone(),
+            &settings.channel,
+            Duration::from_secs(u64::from(MAX_SLOW_SECS)),
+        );
         let writer = Writer {
             client: client.clone(),
             channel: settings.channel.clone(),
@@ -187,6 +196,7 @@ impl RedisBroker {
             subscribed,
             duplicate,
             presence,
+            slow,
             stop,
             tasks,
         }))
@@ -222,6 +232,10 @@ impl Broker for RedisBroker {
 
     fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    async fn claim_slow_slot(&self, key: &str, interval: Duration) -> Option<Result<(), Duration>> {
+        self.slow.claim(key, interval).await
     }
 
     /// Applied here first, then queued for the other nodes (kept and resent like a batch while

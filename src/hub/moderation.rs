@@ -19,9 +19,10 @@
 //!
 //! **Checks without store reads.** A join of a banned account and a post of a muted one are
 //! refused from the room's cached policy (loaded with the room's first member on the node). Slow
-//! mode is counted here, in memory, per account (a guest: per connection) and per node: a member
-//! connected to two nodes could post once per node per interval. Owners and moderators are
-//! exempt from slow mode.
+//! mode is counted per account on the broker's shared clock when it has one (Redis: see
+//! `broker/slow.rs`), so an account on two nodes still posts once per interval; on one node, for
+//! guests (per connection) and while Redis is unreachable, in this node's memory. Owners and
+//! moderators are exempt from slow mode.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -51,7 +52,7 @@ const NO_SUCH_ROOM: &str = "no such room";
 /// Slow-mode stamps kept before stale ones (older than the longest interval) are swept out.
 const SLOW_SWEEP_AT: usize = 4096;
 
-/// Who posts, for slow mode: an account (all its connections on this node share one clock), or
+/// Who posts, for slow mode: an account (all its connections share one clock), or
 /// a guest by its connection (WebSocket, SSE) or its address (HTTP API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Poster {
@@ -104,7 +105,8 @@ impl PostRefusal {
     }
 }
 
-/// When each poster last posted in each slow room on this node.
+/// When each poster last posted in each slow room on this node: every poster on one node, and
+/// guests (and accounts while the shared clock is unreachable) on a cluster.
 #[derive(Default)]
 pub(super) struct SlowClock {
     last: Mutex<HashMap<(String, Poster), Instant>>,
@@ -131,8 +133,7 @@ impl SlowClock {
         if let Some(at) = last.get(&key) {
             let since = now.saturating_duration_since(*at);
             if since < interval {
-                let left = interval - since;
-                return Err(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+                return Err(whole_seconds(interval - since));
             }
         }
         if last.len() >= SLOW_SWEEP_AT {
@@ -142,6 +143,11 @@ impl SlowClock {
         last.insert(key, now);
         Ok(())
     }
+}
+
+/// Seconds left to wait, rounded up ("wait 0 s" would be wrong while any time is left).
+fn whole_seconds(left: Duration) -> u64 {
+    left.as_secs() + u64::from(left.subsec_nanos() > 0)
 }
 
 /// A caller allowed to moderate a room.
@@ -546,10 +552,26 @@ impl Hub {
             return Ok(());
         }
         let interval = Duration::from_secs(u64::from(seconds));
-        self.inner
-            .slow_clock
-            .try_post(room.as_str(), poster, interval, Instant::now())
-            .map_err(|wait| PostRefusal::Slow { seconds, wait })
+        // An account's posts are counted on the cluster's shared clock when there is one (it
+        // may be connected to several nodes); a guest's connection or address is one node's.
+        let shared = match poster {
+            Poster::Account(account) => {
+                let key = format!("{room}:{}", account.0);
+                self.inner.broker.claim_slow_slot(&key, interval).await
+            }
+            Poster::Connection(_) | Poster::Address(_) => None,
+        };
+        match shared {
+            Some(claimed) => claimed.map_err(|left| PostRefusal::Slow {
+                seconds,
+                wait: whole_seconds(left),
+            }),
+            None => self
+                .inner
+                .slow_clock
+                .try_post(room.as_str(), poster, interval, Instant::now())
+                .map_err(|wait| PostRefusal::Slow { seconds, wait }),
+        }
     }
 
     /// The room's moderation state and whether `account` is exempt from slow mode, for a room
