@@ -103,20 +103,20 @@ HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --works
 # where they stop one. About two minutes.
 # Issue 19's people suites: moderation and conversations run through nginx too (their token
 # sign-ins go to three nodes started with --auth-secret: common::start_server_with_secret), so an
-# account, its other devices and its moderator land on different nodes; what is counted per node
-# by design (slow mode's clock) stays one node in the file. Node-local, not run here:
-# read_markers (its fresh connections count unread from markers their own node has not written
-# yet: a node where the account has no connection reads the store, up to a second late, as
-# docs/deploy.md "Accounts in a cluster" says), accounts and account_security (their login and
-# sign-up rate-limit tests count per node; accounts.rs also opens the in-process node's database
-# with common::accounts::operator), operator_cli and the contracts (a store's rules, one node by
+# account, its other devices and its moderator land on different nodes; account_security's login
+# limits hold through nginx because the nodes count them together in Redis. Node-local, not run
+# here: read_markers (its fresh connections count unread from markers their own node has not
+# written yet: a node where the account has no connection reads the store, up to a second late,
+# as docs/deploy.md "Accounts in a cluster" says), accounts (its guests ask for a name right after
+# it was signed up, which another node reserves only when the AccountAdded event has crossed
+# Redis; and it opens the in-process node's database with common::accounts::operator), operator_cli and the contracts (a store's rules, one node by
 # nature); message_authors has not been tried through nginx yet. Their cross-node
 # behaviour is tests/cross_node_people.rs, run with cluster_nodes below: each test puts the
 # account on one node and the actor on another, deterministically, not by round-robin.
 step "protocol and people suites on three nodes behind nginx; node faults; people across nodes"
 HUBBUB_TEST_CLUSTER="$pg_url $redis_url" cargo test --workspace \
   --test ws_protocol --test sse --test http_api --test echo --test ws_framing \
-  --test moderation --test conversations
+  --test moderation --test conversations --test account_security
 HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" \
   cargo test --workspace --test cluster_nodes --test cross_node_people
 bash scripts/redis.sh stop "$redis_dir"

@@ -18,9 +18,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::accounts::sign_up;
+use common::accounts::{post_json, sign_up};
 use common::cluster::{Cluster, ClusterSpec, nodes_env};
-use common::{Client, Closed, http};
+use common::{Client, Closed, assert_api_error, http};
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
@@ -246,6 +246,25 @@ async fn slow_mode_counts_an_accounts_posts_on_every_node_together() {
     bob_on_a.post(ROOM, "first, on node A").await;
     let second = json!({"type": "msg", "room": ROOM, "data": "second, on node B"});
     refused(&mut bob_on_b, second, "slow_mode").await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_attempts_for_one_name_are_limited_across_nodes_together() {
+    let Some(cluster) = two_nodes("login_limit_across_nodes").await else {
+        return;
+    };
+    let wrong = json!({"name": "carol", "password": "not the password"});
+    // The per-name burst is 5: spent on both nodes, three on A and two on B.
+    for node in [A, A, A, B, B] {
+        let addr = cluster.nodes[node].addr;
+        let response = post_json(addr, "/api/auth/signin", wrong.clone()).await;
+        assert_eq!(response.status(), 401, "attempt on node {node}");
+    }
+    let on_b = post_json(cluster.nodes[B].addr, "/api/auth/signin", wrong.clone()).await;
+    assert_api_error(on_b, 429, "rate_limited").await;
+    let on_a = post_json(cluster.nodes[A].addr, "/api/auth/signin", wrong).await;
+    assert_api_error(on_a, 429, "rate_limited").await;
     cluster.stop().await;
 }
 

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::broker::{Broker, Control};
 use crate::protocol::display_name;
 use crate::store::accounts::{
     Account, AccountId, AccountStore, Invite, NewAccount, NewSession, Session,
@@ -135,6 +136,8 @@ pub struct Accounts {
     settings: AccountSettings,
     hasher: Hasher,
     limits: LoginLimits,
+    /// The cluster's broker: new accounts are announced through it (see [`Accounts::with_broker`]).
+    broker: Option<Arc<dyn Broker>>,
 }
 
 /// The case-folded key of a display name: `Alice`, `ALICE` and `ａｌｉｃｅ` share one.
@@ -163,6 +166,30 @@ impl Accounts {
             hasher: Hasher::default(),
             limits: LoginLimits::new(settings.limits),
             settings,
+            broker: None,
+        }
+    }
+
+    /// Works with the other nodes through `broker`: the login and sign-up limits are counted on
+    /// its shared buckets (a cluster's nodes together) before this node's own, and every node
+    /// hears of each account made here at once (its name is reserved against guests).
+    pub(crate) fn with_broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.limits.share_through(broker.clone());
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Reserves a new account's name here at once, and on every node when there is a broker.
+    async fn note_new_account(&self, account: &Account) {
+        self.names.insert(account.id, &account.name_key);
+        if let Some(broker) = &self.broker {
+            let added = Control::AccountAdded {
+                account: account.id,
+                key: account.name_key.clone(),
+            };
+            if let Err(err) = broker.publish_control(added).await {
+                warn!(account = account.id.0, cause = %err, "new account not announced to other nodes");
+            }
         }
     }
 
@@ -196,6 +223,7 @@ impl Accounts {
         check_new_password(password)?;
         self.limits
             .sign_up(address)
+            .await
             .map_err(|retry_after| AccountError::RateLimited { retry_after })?;
         let key = name_key(&name);
         if self.store.account_by_key(&key).await?.is_some() {
@@ -214,7 +242,7 @@ impl Accounts {
             })
             .await?
             .ok_or(AccountError::NameTaken)?;
-        self.names.insert(created.id, &created.name_key);
+        self.note_new_account(&created).await;
         info!(account = created.id.0, name = %created.name, "account signed up");
         let signed_in = self.open_session(created).await?;
         Ok((signed_in, invite.and_then(|invite| invite.room)))
@@ -258,6 +286,7 @@ impl Accounts {
             .unwrap_or_default();
         self.limits
             .sign_in(&key, address)
+            .await
             .map_err(|retry_after| AccountError::RateLimited { retry_after })?;
         let account = match key.is_empty() {
             true => None,
@@ -383,6 +412,7 @@ impl Accounts {
         check_new_password(new)?;
         self.limits
             .sign_in(&account.name_key, address)
+            .await
             .map_err(|retry_after| AccountError::RateLimited { retry_after })?;
         let old = if old.len() > password::MAX_PASSWORD_BYTES {
             ""
@@ -447,7 +477,7 @@ impl Accounts {
             })
             .await?
             .ok_or(AccountError::NameTaken)?;
-        self.names.insert(created.id, &created.name_key);
+        self.note_new_account(&created).await;
         Ok(created)
     }
 
@@ -482,7 +512,7 @@ impl Accounts {
             .await?;
         match made {
             Some(account) => {
-                self.names.insert(account.id, &account.name_key);
+                self.note_new_account(&account).await;
                 info!(account = account.id.0, "account made for a token's subject");
                 Ok(account)
             }

@@ -131,6 +131,15 @@ pub enum Control {
         /// The change is a delete.
         deleted: bool,
     },
+    /// An account was made (sign-up, or a token's first use) on one node: every node reserves
+    /// its name key against guests at once, instead of at its next read of the accounts
+    /// (store/account_names.rs).
+    AccountAdded {
+        /// The new account.
+        account: AccountId,
+        /// Its name key (`accounts::name_key`).
+        key: String,
+    },
 }
 
 /// A control event as it travels on the channel: frames as text (they are JSON).
@@ -172,6 +181,10 @@ enum Wire {
         change: String,
         message: String,
         deleted: bool,
+    },
+    AccountAdded {
+        account: i64,
+        key: String,
     },
 }
 
@@ -242,6 +255,10 @@ pub(crate) fn encode(node: u64, control: &Control) -> Vec<u8> {
             change: frame_text(change),
             message: frame_text(message),
             deleted: *deleted,
+        },
+        Control::AccountAdded { account, key } => Wire::AccountAdded {
+            account: account.0,
+            key: key.clone(),
         },
     };
     let mut payload = vec![CONTROL_TAG];
@@ -328,6 +345,10 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Result<Option<Control>, String
             message: Bytes::from(message),
             deleted,
         },
+        Wire::AccountAdded { account, key } => Control::AccountAdded {
+            account: AccountId(account),
+            key,
+        },
     };
     Ok(Some(control))
 }
@@ -379,6 +400,10 @@ mod tests {
                     br#"{"type":"msg","room":"lobby","id":12,"ts":1,"from":"a","data":"","deleted":true}"#,
                 ),
                 deleted: true,
+            },
+            Control::AccountAdded {
+                account: AccountId(5),
+                key: "ａlice-the-second".to_owned(),
             },
         ]
     }

@@ -5,10 +5,10 @@
 
 mod control;
 mod gate;
+mod limits;
 mod local;
 mod presence;
 mod redis;
-mod slow;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +160,14 @@ pub trait Broker: Send + Sync + 'static {
         _key: &str,
         _interval: Duration,
     ) -> Option<Result<(), Duration>> {
+        None
+    }
+
+    /// Charges one attempt to the login or sign-up bucket `key` that allows `per_minute` (a
+    /// burst of that many, then one every 60/`per_minute` s), counted by every node together:
+    /// `Some(Err(wait))` when it is empty. `None`: this broker shares no buckets (one node) or
+    /// cannot reach them now, and the node's own bucket decides.
+    async fn charge_bucket(&self, _key: &str, _per_minute: u32) -> Option<Result<(), Duration>> {
         None
     }
 

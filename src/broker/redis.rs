@@ -59,10 +59,10 @@ use tracing::{debug, error, info, warn};
 
 use super::control::{self, CONTROL_TAG};
 use super::gate::{Gate, Input};
+use super::limits::SharedLimits;
 use super::presence::{
     self, LocalPresence, MirrorInput, MirrorTask, PresenceTiming, Signal, Writer,
 };
-use super::slow::SharedSlowClock;
 use super::{Broker, BrokerError, ConnId, Control, Deliver, RoomEvent};
 use crate::protocol::RoomName;
 use crate::protocol::moderation::MAX_SLOW_SECS;
@@ -117,8 +117,8 @@ pub struct RedisBroker {
     duplicate: Arc<DuplicateNode>,
     /// This node's memberships, on their way to Redis.
     presence: Arc<LocalPresence>,
-    /// Slow mode's clock for signed-in posters, shared by the nodes.
-    slow: SharedSlowClock,
+    /// Slow mode's clock for signed-in posters and the login buckets, shared by the nodes.
+    limits: SharedLimits,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -144,7 +144,7 @@ impl RedisBroker {
         let incarnation = rand::random();
         let duplicate = Arc::new(DuplicateNode::new(settings.presence.expiry));
         let (to_mirror, mirror_inputs) = mpsc::channel(presence::MIRROR_QUEUE);
-        let slow = SharedSlowClock::new(
+        let limits = SharedLimits::new(
             client.clone(),
             &settings.channel,
             Duration::from_secs(u64::from(MAX_SLOW_SECS)),
@@ -196,7 +196,7 @@ impl RedisBroker {
             subscribed,
             duplicate,
             presence,
-            slow,
+            limits,
             stop,
             tasks,
         }))
@@ -235,7 +235,11 @@ impl Broker for RedisBroker {
     }
 
     async fn claim_slow_slot(&self, key: &str, interval: Duration) -> Option<Result<(), Duration>> {
-        self.slow.claim(key, interval).await
+        self.limits.claim_slow_slot(key, interval).await
+    }
+
+    async fn charge_bucket(&self, key: &str, per_minute: u32) -> Option<Result<(), Duration>> {
+        self.limits.charge_bucket(key, per_minute).await
     }
 
     /// Applied here first, then queued for the other nodes (kept and resent like a batch while

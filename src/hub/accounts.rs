@@ -317,6 +317,7 @@ impl Inner {
                 message,
                 deleted,
             } => self.apply_change(room, (*seq, *id), change, message, *deleted),
+            Control::AccountAdded { account, key } => self.people.names.insert(*account, key),
         }
     }
 

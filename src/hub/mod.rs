@@ -190,6 +190,12 @@ impl Hub {
         &self.inner.people
     }
 
+    /// The broker the node delivers through: what the accounts service counts the cluster's
+    /// login limits on.
+    pub fn broker(&self) -> Arc<dyn Broker> {
+        self.inner.broker.clone()
+    }
+
     /// Starts a session for a new connection and queues its `welcome`. `name` must already be
     /// validated; `None` gets a generated guest name.
     #[cfg(test)]

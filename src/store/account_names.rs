@@ -6,14 +6,16 @@
 //!
 //! **How the set stays current.** Accounts are only ever added (never renamed or deleted), so
 //! the set grows by the ids above the highest one seen:
-//! - an account made through this node's accounts service is added at once;
+//! - an account made through this node's accounts service is added at once, and on the other
+//!   nodes as soon as its `AccountAdded` control event arrives (broker/control.rs);
 //! - every node reads the accounts above its highest id every couple of seconds (the hub's
 //!   re-validation tick), which brings in those made by other nodes and by the operator CLI;
 //! - ids from a sequence can commit out of order on PostgreSQL (a lower id committed after a
 //!   higher one was read), so each read starts [`REREAD_IDS`] below the highest id seen, and
 //!   a full re-read every [`FULL_REREAD_EVERY`] closes any gap that overlap did not.
 //!
-//! So an account made elsewhere is reserved here within one tick. A guest that took the name
+//! So an account made elsewhere is reserved here within milliseconds (the event), one tick at
+//! the latest (an account the CLI made, or an event lost while Redis was away). A guest that took the name
 //! before that keeps it for its connection, as a guest connected before the sign-up always
 //! did; the next connection with that name is refused.
 //!

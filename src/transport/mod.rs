@@ -86,13 +86,16 @@ impl AppState {
         max_connections: usize,
         readiness: Readiness,
     ) -> Self {
-        let accounts = Arc::new(crate::accounts::Accounts::new(
-            hub.people(),
-            crate::accounts::AccountSettings {
-                signup: config.signup,
-                ..Default::default()
-            },
-        ));
+        let accounts = Arc::new(
+            crate::accounts::Accounts::new(
+                hub.people(),
+                crate::accounts::AccountSettings {
+                    signup: config.signup,
+                    ..Default::default()
+                },
+            )
+            .with_broker(hub.broker()),
+        );
         Self {
             accounts,
             caps: ConnectionCaps::new(max_connections, config.max_connections_per_ip),
