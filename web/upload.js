@@ -47,7 +47,7 @@ export function attachmentEl(att) {
   return h(
     "a",
     { className: "attachment file", href, download: name, rel: "noopener noreferrer" },
-    h("span", { className: "file-icon", textContent: "📎", attrs: { "aria-hidden": "true" } }),
+    h("span", { className: "file-icon", textContent: "↓", attrs: { "aria-hidden": "true" } }),
     h("span", { className: "file-name", textContent: name }),
     h("span", { className: "file-size", textContent: size }),
   );

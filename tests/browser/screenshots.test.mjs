@@ -174,7 +174,7 @@ describe("screenshots", () => {
     await alice.waitForFunction(() => document.querySelector('img[alt="dashboard.png"]')?.naturalWidth === 360);
     await alice.getByLabel("Message", { exact: true }).fill("");
     await alice.evaluate(() => document.activeElement?.blur());
-    await alice.mouse.move(5, 795);
+    await line(alice, "Looks great").hover(); // its actions: Reply, React
     await alice.waitForTimeout(300);
     await saveScreenshot(alice, "messages.png");
 
