@@ -113,6 +113,7 @@ function confirmDelete(room, li, opener) {
   yes.addEventListener("click", () => {
     box.remove();
     sendChange("delete", room, Number(li.dataset.id), {});
+    ui.message.focus(); // the message's buttons go with it
   });
   no.addEventListener("click", close);
   box.addEventListener("keydown", (e) => {

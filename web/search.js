@@ -31,7 +31,7 @@ function resultEl(r) {
   const button = h(
     "button",
     { type: "button", className: "result", dataset: { room: r.room, id: String(r.id) } },
-    h("span", { className: "result-meta" }, h("span", { className: "result-room", textContent: `#${r.room}` }), " ",
+    h("span", { className: "result-meta" }, h("span", { className: "result-room", textContent: state.rooms.get(r.room)?.label || `#${r.room}` }), " ",
       h("span", { className: "from", textContent: r.from }), " ", timeEl(r.ts)),
     h("span", { className: "snippet" }, ...snippetNodes(r.snippet)),
   );
