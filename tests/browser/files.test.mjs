@@ -1,7 +1,8 @@
 // Files in the web client (issue 20), against the real binary: an image pasted into the
 // message box (a synthetic ClipboardEvent carrying a small PNG) is uploaded and shown inline on
 // the other member's page; a file chosen with the Attach button shows as a download link with
-// its name and size; a file over --max-upload-bytes is refused with a clear notice.
+// its name and size; a file over --max-upload-bytes, or a non-image with --upload-types images,
+// is refused with a clear notice.
 
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -82,6 +83,22 @@ describe("files", () => {
     await alice.getByRole("alert").filter({ hasText: "too large" }).waitFor();
     assert.equal(await alice.locator("li.msg", { hasText: "big.bin" }).count(), 0);
     assert.equal(await bob.locator("li.msg").count(), before);
+  });
+
+  test("with --upload-types images, a non-image is refused as a type the server does not accept", async () => {
+    const strict = await startServer({ extraArgs: ["--upload-types", "images"] });
+    const b = await launchBrowser();
+    browsers.push(b);
+    try {
+      const page = await openChat(b, strict, { name: "carol" });
+      const chooser = page.waitForEvent("filechooser");
+      await page.getByRole("button", { name: "Attach a file" }).press("Enter");
+      await (await chooser).setFiles({ name: "script.sh", mimeType: "text/plain", buffer: Buffer.from("echo hi\n") });
+      await page.locator("#upload-status.failed", { hasText: "“script.sh” is a type of file this server does not accept" }).waitFor();
+      assert.equal(await page.locator("li.msg").count(), 0);
+    } finally {
+      await strict.stop();
+    }
   });
 
   test("no uncaught errors in any page", () => {
