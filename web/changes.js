@@ -12,7 +12,7 @@ import { authHeaders } from "./transport.js";
 import { linkify } from "./render.js";
 import { tombstone } from "./moderation.js";
 import { renderReactions } from "./reactions.js";
-import { renderEdited, decorateMessage } from "./message_actions.js";
+import { renderEdited } from "./message_actions.js";
 import { refreshQuotes } from "./replies.js";
 
 /** The facts of message `id` of `room`, made on first use. */
@@ -147,9 +147,4 @@ export function forgetChanges(room) {
   room.facts.clear();
   room.changeSeq = null;
   room.stateLoaded = false;
-}
-
-/** Redraws the message actions of every shown message of `room` (who we are changed). */
-export function redecorate(room) {
-  for (const li of room.byId.values()) decorateMessage(room, li);
 }
