@@ -1,8 +1,8 @@
 // Files in the web client (issue 20), against the real binary: an image pasted into the
 // message box (a synthetic ClipboardEvent carrying a small PNG) is uploaded and shown inline on
 // the other member's page; a file chosen with the Attach button shows as a download link with
-// its name and size; a file over --max-upload-bytes, or a non-image with --upload-types images,
-// is refused with a clear notice.
+// its name and size, and so does one dropped on the log (a synthetic DragEvent); a file over
+// --max-upload-bytes, or a non-image with --upload-types images, is refused with a clear notice.
 
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -72,6 +72,20 @@ describe("files", () => {
     assert.equal(await link.locator(".file-name").textContent(), "notes.txt");
     assert.equal(await link.locator(".file-size").textContent(), " (2.0 KB)");
     assert.equal(await link.getAttribute("download"), "notes.txt");
+  });
+
+  test("a file dropped on the log is uploaded and sent", async () => {
+    await alice.evaluate(() => {
+      const data = new DataTransfer();
+      data.items.add(new File(["dropped text"], "dropped.txt", { type: "text/plain" }));
+      const log = document.getElementById("log");
+      for (const type of ["dragenter", "dragover", "drop"]) {
+        log.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+      }
+    });
+    const link = bob.locator("li.msg a.attachment.file", { hasText: "dropped.txt" });
+    await link.waitFor();
+    assert.equal(await link.locator(".file-size").textContent(), " (12 B)");
   });
 
   test("a file over the size limit is refused with a clear notice and nothing is sent", async () => {
