@@ -1,11 +1,12 @@
 // Issue 20 in the web client, against the real binary: replies (preview, and a jump to an
 // original the page has not loaded), edit, delete and reactions reaching the other member, and
-// a page that was offline catching up on an edit and a reaction through `changes_since`.
+// a page that was offline catching up on an edit and a reaction through `changes_since`, and a
+// page on the SSE fallback seeing changes live.
 // alice and bob are signed in (only accounts change messages); the tests run in order.
 
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
-import { cleanupTmp, dumpOnFailure, launchBrowser, say, startServer, waitForMessage } from "./lib/harness.mjs";
+import { cleanupTmp, dumpOnFailure, launchBrowser, openChat, say, startServer, waitForMessage } from "./lib/harness.mjs";
 import { openGuest, signIn } from "./lib/accounts.mjs";
 
 const PASSWORD = "a long enough password";
@@ -207,6 +208,24 @@ describe("replies, edits, deletes, reactions", () => {
     assert.equal(await party.getAttribute("title"), "alice");
     const rejoin = bobJoins.find((j) => j.room === "lobby");
     assert.ok(rejoin?.data?.changes_since >= 1, `rejoined with changes_since: ${JSON.stringify(rejoin)}`);
+  });
+
+  test("a page on the SSE fallback sees an edit and a reaction as they happen", async () => {
+    const b = await launchBrowser();
+    browsers.push(b);
+    const carol = await openChat(b, server, { name: "carol", query: "?transport=sse" });
+    await say(alice, "said over the socket");
+    await waitForMessage(carol, "said over the socket");
+    await pressIn(line(alice, "said over the socket"), "Edit your message");
+    await alice.getByLabel("Edit message").fill("said, then fixed");
+    await alice.getByLabel("Edit message").press("Enter");
+    const seen = line(carol, "said, then fixed");
+    await seen.locator(".edited").waitFor();
+    await pressIn(line(bob, "said, then fixed"), "React to the message from alice");
+    await bob.getByRole("button", { name: "React with 👀" }).press("Enter");
+    await seen.locator('.reaction[data-emoji="👀"] .count', { hasText: "1" }).waitFor();
+    // Over SSE the page shows changes but offers no way to make them.
+    assert.equal(await seen.getByRole("button", { name: "React to the message from alice" }).count(), 0);
   });
 
   test("no uncaught errors in any page", () => {
