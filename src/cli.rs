@@ -216,6 +216,10 @@ pub struct ServeArgs {
     /// Directory of uploaded files (content-addressed); default `DATA/files`.
     #[arg(long, env = "HUBBUB_FILES_DIR")]
     pub files_dir: Option<std::path::PathBuf>,
+    /// Which uploads are kept, by the type read from the file: `any`, or `images` (PNG, JPEG,
+    /// GIF, WebP; anything else is refused with 415 `bad_type`).
+    #[arg(long, env = "HUBBUB_UPLOAD_TYPES", value_enum, default_value_t = defaults().upload_types)]
+    pub upload_types: crate::config::UploadTypes,
     /// A page origin (`https://chat.example`) allowed to open /ws and /events besides this
     /// server's own; repeatable, or comma-separated in the variable; `*` allows any.
     #[arg(long, env = "HUBBUB_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -306,6 +310,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             max_upload_bytes: self.max_upload_bytes,
             files_dir: self.files_dir.clone(),
+            upload_types: self.upload_types,
             allowed_origins: self.allowed_origin.clone(),
             auth_secret: self.auth_secret.clone().map(Secret::new),
             broker: self.broker.clone().map(Secret::new),

@@ -22,6 +22,17 @@ pub enum Durability {
     Process,
 }
 
+/// Which uploads `POST /api/files` keeps (`--upload-types`, issue 20), by the type read from
+/// the file's first bytes (never the client's `Content-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum UploadTypes {
+    /// Any file: images are served as images, everything else as a download.
+    #[default]
+    Any,
+    /// PNG, JPEG, GIF and WebP images only; anything else is refused with 415 `bad_type`.
+    Images,
+}
+
 /// Server configuration. `Default` is what `hubbub serve` with no flags runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -85,6 +96,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Where uploaded files are kept; `None` means `<data_dir>/files` (with either database).
     pub files_dir: Option<PathBuf>,
+    /// Which uploads are kept (`--upload-types`; issue 20).
+    pub upload_types: UploadTypes,
     /// Page origins (`scheme://host[:port]`) allowed to open /ws and /events besides the
     /// server's own; `*` allows any.
     pub allowed_origins: Vec<String>,
@@ -164,6 +177,10 @@ pub struct HubSettings {
     /// view at most this plus half a second after its last heartbeat; keep it at least three
     /// heartbeats.
     pub presence_expiry: Duration,
+    /// Where uploaded files are kept, so the hub can check a post's attachment names a stored
+    /// file and read its type and size (issue 20); `serve` sets it to `--files-dir`. `None`
+    /// (the default, for hubs built without a server): no file can be attached.
+    pub files_dir: Option<PathBuf>,
 }
 
 impl Default for HubSettings {
@@ -180,6 +197,7 @@ impl Default for HubSettings {
             fan_out_slice: 4096,
             presence_heartbeat: Duration::from_secs(5),
             presence_expiry: Duration::from_secs(15),
+            files_dir: None,
         }
     }
 }
@@ -445,6 +463,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_upload_bytes: 10 * 1024 * 1024,
             files_dir: None,
+            upload_types: UploadTypes::Any,
             allowed_origins: Vec::new(),
             auth_secret: None,
             broker: None,

@@ -29,6 +29,7 @@ pub(crate) mod broker;
 pub mod cli;
 pub mod config;
 mod error;
+pub(crate) mod files;
 pub(crate) mod hub;
 pub(crate) mod metrics;
 pub(crate) mod operator;
@@ -170,11 +171,15 @@ pub async fn serve(
     let stop_sockets = CancellationToken::new();
     let stop_committer = CancellationToken::new();
     let readiness = ready::Readiness::new(store.clone(), broker.clone(), stop_sockets.clone());
+    let hub_settings = crate::config::HubSettings {
+        files_dir: Some(config.files_path()),
+        ..config.hub.clone()
+    };
     let hub = Hub::new(
         store,
         people,
         broker,
-        config.hub.clone(),
+        hub_settings,
         metrics.clone(),
         &background,
         stop_committer.clone(),

@@ -31,6 +31,7 @@ impl Db {
                 ts: 7,
                 author,
                 reply_to: None,
+                attachment: None,
             })
             .collect();
         let stored = self.store.append(&batch).await.unwrap();
@@ -327,6 +328,7 @@ async fn a_reply_is_kept_through_append_reads_tombstones_and_import(db: Db) {
         ts: 8,
         author: Some(BOB),
         reply_to: Some(ids[0]),
+        attachment: None,
     };
     let stored = db.store.append(&[reply]).await.unwrap();
     assert_eq!(stored[0].reply_to, Some(ids[0]));

@@ -67,6 +67,7 @@ fn seed_messages() -> Vec<NewMessage> {
             ts: 1_700_000_000_000 + i as i64 * 1_000,
             author: None,
             reply_to: None,
+            attachment: None,
         });
     }
     for (i, text) in ODD_TEXTS.iter().enumerate() {
@@ -77,6 +78,7 @@ fn seed_messages() -> Vec<NewMessage> {
             ts: 1_700_000_500_000 + i as i64,
             author: None,
             reply_to: None,
+            attachment: None,
         });
     }
     seed.push(NewMessage {
@@ -86,6 +88,7 @@ fn seed_messages() -> Vec<NewMessage> {
         ts: 1_650_000_000_000,
         author: None,
         reply_to: None,
+        attachment: None,
     });
     seed
 }
@@ -161,6 +164,7 @@ fn stored_from_json(m: &Value) -> StoredMessage {
         text: m["data"].as_str().unwrap().to_owned(),
         author: None,
         reply_to: None,
+        attachment: None,
     }
 }
 
@@ -233,6 +237,7 @@ async fn sqlite_holding_mine(path: &Path, room_name: &str) {
             ts: 5,
             author: None,
             reply_to: None,
+            attachment: None,
         }])
         .await
         .unwrap();
@@ -309,6 +314,7 @@ async fn export_then_import_into_postgres_keeps_every_message_and_continues_ids(
             ts: 1,
             author: None,
             reply_to: None,
+            attachment: None,
         }])
         .await
         .unwrap();

@@ -30,6 +30,7 @@ impl Db {
                 ts: 1,
                 author: None,
                 reply_to: None,
+                attachment: None,
             })
             .collect();
         self.store.append(&batch).await.unwrap();

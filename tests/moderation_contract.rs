@@ -29,6 +29,7 @@ impl Db {
                 ts: 7,
                 author: None,
                 reply_to: None,
+                attachment: None,
             })
             .collect();
         self.store.append(&batch).await.unwrap();

@@ -173,6 +173,7 @@ fn message(room_name: &str, text: &str) -> NewMessage {
         ts: 1_700_000_000_000,
         author: None,
         reply_to: None,
+        attachment: None,
     }
 }
 
@@ -488,6 +489,7 @@ fn exported(room_name: &str, id: u64, text: &str) -> StoredMessage {
         text: text.to_owned(),
         author: None,
         reply_to: None,
+        attachment: None,
     }
 }
 

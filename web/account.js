@@ -13,6 +13,7 @@ import { renderRooms } from "./sidebar.js";
 import { renderRoomHead } from "./moderation.js";
 import { renderMembers } from "./presence.js";
 import { useCsrfHeaders } from "./transport.js";
+import { redecorateAll } from "./message_actions.js";
 
 const HINT = "signedIn"; // localStorage: this browser signed in and has not signed out since
 
@@ -39,6 +40,7 @@ export function setAccount(info) {
   renderRoomHead(); // an admin moderates every room
   renderMembers();
   markRead(); // the room in view may have caught up before we knew who we are
+  redecorateAll(); // React, Edit and Delete need a signed-in account
 }
 
 /** A WebSocket `welcome` without `account`: this connection is not signed in (the session

@@ -23,6 +23,10 @@ import { wireAccount } from "./account.js";
 import { wirePeople } from "./people.js";
 import { wireModeration } from "./moderation.js";
 import { wireMarks } from "./marks.js";
+import { wireMessageActions } from "./message_actions.js";
+import { wireReplies } from "./replies.js";
+import { wireSearch } from "./search.js";
+import { wireUpload } from "./upload.js";
 
 function start() {
   wireControls();
@@ -32,6 +36,10 @@ function start() {
   wirePeople();
   wireModeration();
   wireMarks();
+  wireMessageActions();
+  wireReplies();
+  wireSearch();
+  wireUpload();
   showIdentity();
   const hashRoom = decodeURIComponent(location.hash.slice(1));
   const saved = store.get("rooms", []);

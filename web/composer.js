@@ -5,8 +5,10 @@ import { ui } from "./ui.js";
 import { scrollToBottom } from "./log.js";
 import { sendMessage } from "./sending.js";
 import { noteTyping } from "./presence.js";
+import { takeReply, isReplying, cancelReply } from "./replies.js";
 
-/** Wires the message box: Enter sends, Shift+Enter is a new line, Esc jumps to the newest. */
+/** Wires the message box: Enter sends (as a reply when one is being written), Shift+Enter is a
+ *  new line, Esc cancels the reply or else jumps to the newest message. */
 export function wireComposer() {
   ui.composer.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -14,7 +16,7 @@ export function wireComposer() {
     if (!text.trim()) return;
     ui.message.value = "";
     autoGrow();
-    sendMessage(text);
+    sendMessage(text, { replyTo: takeReply() });
     // Receivers clear "X is typing" when X's message arrives: the next keystroke may say so again.
     if (state.current) state.lastTypingSent.delete(state.current.name);
     ui.message.focus();
@@ -25,7 +27,8 @@ export function wireComposer() {
       e.preventDefault();
       ui.composer.requestSubmit();
     } else if (e.key === "Escape") {
-      scrollToBottom();
+      if (isReplying()) cancelReply();
+      else scrollToBottom();
     }
   });
   ui.message.addEventListener("input", () => {

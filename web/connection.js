@@ -15,6 +15,7 @@ import { account, loadAccount } from "./account.js";
 import { onRooms, onRoom, onTopic } from "./people.js";
 import { onRead } from "./marks.js";
 import { onDeleted, onKicked, onSlow, onMuted } from "./moderation.js";
+import { onChange } from "./changes.js";
 
 // Issue 19's frames, by the module that owns them.
 const peopleFrames = {
@@ -26,6 +27,7 @@ const peopleFrames = {
   kicked: onKicked,
   slow: onSlow,
   muted: onMuted,
+  change: onChange, // issue 20: edits, deletes, reactions
 };
 
 export const params = new URLSearchParams(location.search);
@@ -178,8 +180,11 @@ export function useTransport(kind) {
   // A signed-in page's name is its account's: the server refuses any other.
   const getName = () => account.me?.name || state.wantedName || (kind === "sse" ? guestName() : "");
   const getSince = (room) => state.rooms.get(room)?.lastId || 0;
+  const getChangesSince = (room) => state.rooms.get(room)?.changeSeq ?? null;
   const transport =
-    kind === "sse" ? new SseTransport(handlers, { getName, getSince }) : new WsTransport(handlers, { getName });
+    kind === "sse"
+      ? new SseTransport(handlers, { getName, getSince, getChangesSince })
+      : new WsTransport(handlers, { getName });
   state.transport = transport;
   document.documentElement.dataset.transport = transport.kind;
   for (const room of state.rooms.values()) {

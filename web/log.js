@@ -9,6 +9,11 @@ import { renderTyping } from "./presence.js";
 import { renderRooms, updateTitle } from "./sidebar.js";
 import { canModerate, tombstone, addDeleteButton } from "./moderation.js";
 import { noteMention, markRead } from "./marks.js";
+import { replyQuote } from "./replies.js";
+import { attachmentEl } from "./upload.js";
+import { decorateMessage } from "./message_actions.js";
+import { noteMessage, applyHistoryState } from "./changes.js";
+import { continueJump } from "./jump.js";
 
 
 export function isAtBottom() {
@@ -21,14 +26,18 @@ export function scrollToBottom() {
   ui.jump.hidden = true;
 }
 
-export function messageEl({ from, ts, data, id }, { mine = false } = {}) {
+/** A message's <li>: sender and time, the quoted message it answers (`reply_to`), the text and
+ *  its attachment. Actions and reactions are added once it is stored (message_actions.js). */
+export function messageEl({ room, from, ts, data, id, reply_to, attachment }, { mine = false } = {}) {
   const fromEl = h("span", { className: "from", textContent: from });
   fromEl.style.setProperty("--hue", String(nameHue(from)));
   const li = h(
     "li",
     { className: mine ? "msg mine" : "msg" },
     h("div", { className: "meta" }, fromEl, " ", timeEl(ts), h("span", { className: "status" })),
+    reply_to ? replyQuote(room, reply_to) : null,
     h("div", { className: "text" }, linkify(data)),
+    attachmentEl(attachment),
   );
   if (id != null) li.dataset.id = String(id);
   return li;
@@ -88,6 +97,7 @@ export function addMessage(m, { live }) {
         e.id == null &&
         (e.state === "sent" || e.state === "unconfirmed") &&
         e.text === m.data &&
+        (e.attachment?.hash ?? null) === (m.attachment?.hash ?? null) &&
         m.id > e.afterId,
     );
     if (entry) {
@@ -96,14 +106,18 @@ export function addMessage(m, { live }) {
       li.classList.remove("unsent");
       li.dataset.id = String(m.id);
       li.querySelector("time")?.replaceWith(timeEl(m.ts));
+      // The server's attachment has the type and size it read from the file.
+      if (m.attachment) li.querySelector(".attachment")?.replaceWith(attachmentEl(m.attachment));
       if (entry.state === "unconfirmed") settleEntry(entry); // stored before we lost the socket
     }
   }
   if (!li) li = messageEl({ ...m, from }, { mine: from === state.name });
   room.byId.set(m.id, li);
   placeMessage(room, li, m.id);
+  noteMessage(room, { ...m, from });
   if (m.deleted === true) tombstone(li);
   else if (canModerate(room)) addDeleteButton(li);
+  decorateMessage(room, li);
   room.typing.delete(from);
 
   // Unread: live, newest, someone else's, and not already read on another device of ours.
@@ -171,6 +185,7 @@ export function onHistory(f) {
   const before = ui.log.scrollHeight - ui.log.scrollTop;
   const msgs = Array.isArray(f.data.messages) ? f.data.messages : [];
   for (const m of msgs) addMessage({ ...m, room: room.name }, { live: false });
+  applyHistoryState(room, f.data);
   room.hasMore = !!f.data.has_more && msgs.length > 0;
   renderTop(room);
   if (inView) {
@@ -178,6 +193,7 @@ export function onHistory(f) {
     ui.log.scrollTop = ui.log.scrollHeight - before;
     maybeFillHistory(room);
   }
+  continueJump(room); // a jump to a message not loaded yet (a reply's original, a search result)
 }
 
 /** Loads older pages until the log can scroll (or there is nothing more). */

@@ -20,7 +20,7 @@ const HEARTBEAT_MS = 5000;
 const STALE_MS = 20000;
 
 /** The fields of an entry that are kept (the rest, such as its <li>, lives in the page). */
-const FIELDS = ["ref", "room", "text", "from", "ts", "state", "afterId", "error"];
+const FIELDS = ["ref", "room", "text", "from", "ts", "state", "afterId", "error", "replyTo", "attachment"];
 
 function readAll(key) {
   try {

@@ -9,6 +9,8 @@ import { renderTyping, renderMembers } from "./presence.js";
 import { renderRooms, updateTitle } from "./sidebar.js";
 import { renderRoomHead } from "./moderation.js";
 import { markRead } from "./marks.js";
+import { renderReplyBar } from "./replies.js";
+import { closePickers } from "./reactions.js";
 
 export function persistRooms() {
   store.set("rooms", [...state.rooms.keys()]);
@@ -41,6 +43,8 @@ export function sendJoin(room) {
   if (t.kind === "websocket") {
     const f = { type: "join", room: room.name, ref: `join:${room.name}` };
     if (room.lastId > 0) f.data = { since: room.lastId };
+    // Edits, deletes and reactions made while we were away, from our change cursor on.
+    if (room.lastId > 0 && room.changeSeq != null) f.data.changes_since = room.changeSeq;
     t.sendFrame(f);
   } else {
     t.join(room.name, room.lastId);
@@ -88,6 +92,8 @@ export function showRoom(room) {
   renderRooms();
   renderMembers();
   renderTyping();
+  renderReplyBar();
+  closePickers();
   updateTitle();
   maybeFillHistory(room);
   markRead(room);

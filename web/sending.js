@@ -9,16 +9,22 @@ import { auth } from "./auth.js";
 import { ui, announce } from "./ui.js";
 import { joinRoom, sendJoin, leaveRoom } from "./rooms.js";
 import { scrollToBottom, messageEl, placeMessage, setStatus } from "./log.js";
+import { noteMessage } from "./changes.js";
+import { decorateMessage } from "./message_actions.js";
 
 // ---------------------------------------------------------------------------------------------
 // Sending and the outbox
 
-export function sendMessage(text) {
-  const room = state.current;
+/** Sends `text` to the room in view; `replyTo` (a message id) and `attachment` (`{hash, name,
+ *  type, size}` of an uploaded file) are optional. */
+export function sendMessage(text, { replyTo = null, attachment = null, room = state.current } = {}) {
   if (!room) return;
   const ref = `m${Date.now().toString(36)}-${++state.refSeq}`;
   const from = state.name || state.wantedName || "you";
-  const entry = addEntry({ ref, room: room.name, text, from, ts: Date.now(), afterId: room.lastId, state: "queued" });
+  const fields = { ref, room: room.name, text, from, ts: Date.now(), afterId: room.lastId, state: "queued" };
+  if (replyTo) fields.replyTo = replyTo;
+  if (attachment) fields.attachment = attachment;
+  const entry = addEntry(fields);
   scrollToBottom();
   updateEntryStatus(entry);
   flush(room);
@@ -27,7 +33,10 @@ export function sendMessage(text) {
 /** Shows an outbox entry as a pending message of its room and adds it to the outbox. */
 export function addEntry(fields) {
   const room = state.rooms.get(fields.room);
-  const el = messageEl({ from: fields.from, ts: fields.ts, data: fields.text }, { mine: true });
+  const el = messageEl(
+    { room: fields.room, from: fields.from, ts: fields.ts, data: fields.text, reply_to: fields.replyTo, attachment: fields.attachment },
+    { mine: true },
+  );
   el.classList.add("unsent");
   const entry = { ...fields, el, id: null, tries: 0 };
   state.outbox.push(entry);
@@ -56,6 +65,8 @@ export function adoptEntries(list) {
       from: typeof e.from === "string" ? e.from : state.wantedName,
       ts: Number(e.ts) || Date.now(),
       afterId: Number(e.afterId) || 0,
+      replyTo: Number(e.replyTo) > 0 ? Number(e.replyTo) : undefined,
+      attachment: e.attachment && typeof e.attachment.hash === "string" ? e.attachment : undefined,
       state: restored,
       error: e.error,
       restored: true,
@@ -105,7 +116,7 @@ export function flush(room) {
     e.state = "sent";
     e.afterId = room.lastId;
     saveOutbox();
-    if (!t.send(room.name, e.text, e.ref)) {
+    if (!t.send(room.name, e.text, e.ref, wireExtras(e))) {
       e.state = "queued";
       updateEntryStatus(e);
       break;
@@ -113,6 +124,15 @@ export function flush(room) {
     e.tries += 1;
     updateEntryStatus(e);
   }
+}
+
+/** A message's optional fields as the protocol names them: `reply_to` and `attachment`
+ *  (`{hash, name}`: the server reads the type and size from the stored file). */
+function wireExtras(e) {
+  const extra = {};
+  if (e.replyTo) extra.reply_to = e.replyTo;
+  if (e.attachment) extra.attachment = { hash: e.attachment.hash, name: e.attachment.name };
+  return extra;
 }
 
 /** The message is stored: no longer pending. */
@@ -149,6 +169,8 @@ export function onAck(f) {
     room.byId.set(f.id, entry.el);
     if (f.id < room.oldestId) room.oldestId = f.id;
     placeMessage(room, entry.el, f.id);
+    noteMessage(room, { id: f.id, from: entry.from, data: entry.text });
+    decorateMessage(room, entry.el);
   }
   settleEntry(entry);
 }

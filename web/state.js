@@ -82,6 +82,8 @@ export function makeRoom(name) {
     byId: new Map(), // message id -> <li>
     stick: true, // stay scrolled to the bottom when new messages arrive
     scrollTop: 0,
+    facts: new Map(), // message id -> {from, text, editedMs, reactions, seq}: see changes.js
+    changeSeq: null, // highest change `seq` applied (null: no cursor yet), for changes_since
   };
 }
 export const persisted = new PersistentOutbox(auth.claims?.sub || "");

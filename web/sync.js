@@ -9,6 +9,8 @@ import { renderRooms } from "./sidebar.js";
 import { applyInfo } from "./people.js";
 import { renderRoomHead } from "./moderation.js";
 import { markRead } from "./marks.js";
+import { loadRoomState, forgetChanges } from "./changes.js";
+import { continueJump } from "./jump.js";
 
 // ---------------------------------------------------------------------------------------------
 // Joining, syncing, presence, typing
@@ -58,6 +60,7 @@ export function resetRoomHistory(room) {
   room.baseline = null;
   room.firstSyncDone = false;
   room.hasMore = true;
+  forgetChanges(room);
   for (const e of [...state.outbox]) if (e.room === room.name && e.id != null) settleEntry(e);
   addNotice(room, "The server's history was reset.");
   renderTop(room);
@@ -94,4 +97,7 @@ export function markSynced(room) {
   }
   resolveUnconfirmed(room);
   markRead(room);
+  // Edit marks and reactions of what the replay showed, and a change cursor, once per room.
+  if (!room.stateLoaded) loadRoomState(room);
+  continueJump(room);
 }

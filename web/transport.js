@@ -6,7 +6,8 @@
 //   stop()                       close everything, no more reconnects
 //   join(room, since)            join a room; since = last message id seen, or 0/undefined
 //   leave(room)
-//   send(room, text, ref)        post a message; the answer arrives as an `ack` or `error` frame
+//   send(room, text, ref, extra) post a message (extra: {reply_to, attachment}, both optional);
+//                                the answer arrives as an `ack` or `error` frame
 //   typing(room)
 //   history(room, before, limit)
 //   nick(name)
@@ -270,8 +271,8 @@ export class WsTransport {
   leave(room) {
     return this.sendFrame({ type: "leave", room });
   }
-  send(room, text, ref) {
-    return this.sendFrame({ type: "msg", room, data: text, ref });
+  send(room, text, ref, extra = {}) {
+    return this.sendFrame({ type: "msg", room, data: text, ref, ...extra });
   }
   typing(room) {
     return this.sendFrame({ type: "typing", room });
@@ -288,11 +289,12 @@ export class WsTransport {
 
 /** Receive over EventSource, send over the HTTP API. */
 export class SseTransport {
-  constructor(handlers, { getName, getSince }) {
+  constructor(handlers, { getName, getSince, getChangesSince = () => null }) {
     this.kind = "sse";
     this.h = handlers;
     this.getName = getName;
     this.getSince = getSince;
+    this.getChangesSince = getChangesSince;
     this.rooms = new Map(); // room -> { es, backoff, timer, open }
     this.stopped = true;
   }
@@ -378,6 +380,10 @@ export class SseTransport {
     this.rooms.set(room, r);
     const q = new URLSearchParams({ room });
     if (since > 0) q.set("since", String(since));
+    // The change feed (edits, deletes, reactions) from the client's cursor on; the browser's
+    // Last-Event-ID ("id.seq") resumes both after that.
+    const changes = this.getChangesSince(room);
+    if (changes != null) q.set("changes_since", String(changes));
     const name = this.getName();
     if (name) q.set("name", name);
     const es = new EventSource(withToken(`/events?${q}`));
@@ -485,7 +491,7 @@ export class SseTransport {
     return false; // the HTTP API has no typing notification
   }
 
-  send(room, text, ref) {
+  send(room, text, ref, extra = {}) {
     const from = this.getName();
     // A signed-in page's cookie goes with the POST, so it carries the session's CSRF token.
     csrfHeaders()
@@ -493,7 +499,7 @@ export class SseTransport {
         fetch(`/api/rooms/${encodeURIComponent(room)}/messages`, {
           method: "POST",
           headers: authHeaders({ "content-type": "application/json", ...csrf }),
-          body: JSON.stringify({ from, data: text }),
+          body: JSON.stringify({ from, data: text, ...extra }),
         }),
       )
       .then(

@@ -569,6 +569,7 @@ mod tests {
                     ts: 0,
                     author: None,
                     reply_to: None,
+                    attachment: None,
                 })
                 .collect();
             self.store.append(&batch).await.unwrap()
@@ -618,6 +619,7 @@ mod tests {
             text: format!("m{id}"),
             author: None,
             reply_to: None,
+            attachment: None,
         }
     }
 

@@ -64,8 +64,8 @@ use super::presence::{
     self, LocalPresence, MirrorInput, MirrorTask, PresenceTiming, Signal, Writer,
 };
 use super::{Broker, BrokerError, ConnId, Control, Deliver, RoomEvent};
-use crate::protocol::RoomName;
 use crate::protocol::moderation::MAX_SLOW_SECS;
+use crate::protocol::{Attachment, RoomName};
 use crate::store::{Store, StoredMessage};
 
 /// Batches the broadcaster may queue for the publisher before it waits.
@@ -338,6 +338,9 @@ struct WireOut<'a> {
     /// The message it answers (issue 20); absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<u64>,
+    /// The attached file (issue 20); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachment: Option<&'a Attachment>,
 }
 
 /// One message as it is read from the channel.
@@ -352,6 +355,8 @@ struct WireIn {
     author: Option<i64>,
     #[serde(default)]
     reply_to: Option<u64>,
+    #[serde(default)]
+    attachment: Option<Box<Attachment>>,
 }
 
 /// `NODE_ID\n[messages as JSON]`: the id first, so a node skips its own payloads undecoded.
@@ -366,6 +371,7 @@ pub(crate) fn encode(node_id: u64, messages: &[StoredMessage]) -> Vec<u8> {
             text: &m.text,
             author: m.author.map(|author| author.0),
             reply_to: m.reply_to,
+            attachment: m.attachment.as_deref(),
         })
         .collect();
     let mut payload = format!("{node_id}\n").into_bytes();
@@ -436,6 +442,7 @@ pub(crate) fn decode(own: u64, payload: &[u8]) -> Decoded {
             text: m.text,
             author: m.author.map(crate::store::accounts::AccountId),
             reply_to: m.reply_to,
+            attachment: m.attachment,
         });
     }
     Decoded::Batch(batch)
@@ -801,6 +808,7 @@ mod tests {
             text: "hi \"there\"\n".into(),
             author: Some(crate::store::accounts::AccountId(3)),
             reply_to: None,
+            attachment: None,
         }
     }
 

@@ -740,6 +740,7 @@ mod tests {
                 room: Some(RoomName::lobby()),
                 text: "still here?".to_owned(),
                 reply_to: None,
+                attachment: None,
             },
             reference: None,
         })

@@ -12,6 +12,7 @@
 //! other nodes) is owned by `presence`, whose doc comment says how it reaches members.
 
 mod accounts;
+mod attachments;
 mod changes;
 mod committer;
 mod conversations;
@@ -218,13 +219,14 @@ impl Hub {
         from: String,
         text: String,
     ) -> Result<StoredMessage, PostError> {
-        self.post_reply(room, from, text, None, None).await
+        self.post_reply(room, from, text, None, None, None).await
     }
 
     /// Stores a message of the signed-in `author` (`None`: a guest; issue 19: readers are told
     /// which messages a guest posted), as a reply to message `reply_to` of the same room
-    /// (issue 20) when given, which the caller checked exists ([`Hub::message_exists`]), and
-    /// broadcasts it; returns once it is durably committed.
+    /// (issue 20) when given, which the caller checked exists ([`Hub::message_exists`]), with
+    /// the `attachment` the caller made ([`Hub::attachment`]), and broadcasts it; returns once
+    /// it is durably committed.
     pub async fn post_reply(
         &self,
         room: RoomName,
@@ -232,6 +234,7 @@ impl Hub {
         text: String,
         author: Option<AccountId>,
         reply_to: Option<u64>,
+        attachment: Option<Box<crate::protocol::Attachment>>,
     ) -> Result<StoredMessage, PostError> {
         let (reply, answer) = oneshot::channel();
         let job = PostJob {
@@ -242,6 +245,7 @@ impl Hub {
                 ts: now_ms(),
                 author,
                 reply_to,
+                attachment,
             },
             reply,
         };

@@ -167,7 +167,8 @@ impl Session {
                 room,
                 text,
                 reply_to,
-            } => self.post(room, text, reply_to, reference).await,
+                attachment,
+            } => self.post(room, text, reply_to, attachment, reference).await,
             ClientFrame::Typing { room } => self.typing(room, reference).await,
             ClientFrame::Members { room } => self.members(room, reference).await,
             ClientFrame::History {
@@ -485,6 +486,7 @@ impl Session {
         room: Option<RoomName>,
         text: String,
         reply_to: Option<std::num::NonZeroU64>,
+        attachment: Option<Box<crate::protocol::AttachmentRef>>,
         reference: Option<Ref>,
     ) {
         let room = room.unwrap_or_else(RoomName::lobby);
@@ -506,13 +508,22 @@ impl Session {
         {
             return;
         }
+        let attachment = match attachment {
+            None => None,
+            Some(wanted) => {
+                match Box::pin(self.attachment_or_reject(*wanted, reference.clone())).await {
+                    Some(attachment) => Some(attachment),
+                    None => return,
+                }
+            }
+        };
         if !self.may_post(&room, reference.clone()).await {
             return;
         }
         let (name, account) = (self.name.clone(), self.access.account);
         match self
             .hub
-            .post_reply(room.clone(), name, text, account, reply_to)
+            .post_reply(room.clone(), name, text, account, reply_to, attachment)
             .await
         {
             Ok(stored) => self.push(

@@ -67,6 +67,9 @@ pub enum ErrorCode {
     BadEmoji,
     /// A search query with nothing to search for, or too long (HTTP 400, issue 20).
     BadQuery,
+    /// An upload whose type the server refuses (`--upload-types images` and the file is not
+    /// a PNG, JPEG, GIF or WebP image; HTTP 415, issue 20).
+    BadType,
 }
 
 impl ErrorCode {
@@ -100,6 +103,7 @@ impl ErrorCode {
             ErrorCode::BadCsrf => "bad_csrf",
             ErrorCode::BadEmoji => "bad_emoji",
             ErrorCode::BadQuery => "bad_query",
+            ErrorCode::BadType => "bad_type",
         }
     }
 }

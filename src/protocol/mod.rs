@@ -2,6 +2,7 @@
 //! directions. This module is a leaf: no tokio, no axum, no I/O, so the parser can be fuzzed and
 //! property-tested on its own, and every transport (WebSocket, SSE, HTTP API) shares one spelling.
 
+pub(crate) mod attachment;
 pub(crate) mod changes;
 mod error_code;
 pub(crate) mod grant;
@@ -13,6 +14,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use attachment::{Attachment, AttachmentRef};
+pub(crate) use attachment::attachment_ref;
 pub use error_code::ErrorCode;
 pub(crate) use grant::RoomGrant;
 pub use validate::{RoomName, display_name};
@@ -55,6 +58,9 @@ pub enum ClientFrame {
         /// The message (in the same room) this one answers (issue 20). `NonZeroU64`, as ids
         /// start at 1, so the frame every connection task holds does not grow.
         reply_to: Option<std::num::NonZeroU64>,
+        /// A stored file to attach (issue 20), its hash's form and name checked; boxed, as
+        /// few posts carry one.
+        attachment: Option<Box<AttachmentRef>>,
     },
     /// Tell the other members this connection is typing.
     Typing { room: RoomName },
@@ -169,11 +175,16 @@ fn decode_frame(object: &mut Map<String, Value>, limits: Limits) -> Result<Clien
         "leave" => ClientFrame::Leave {
             room: required_room(object)?,
         },
-        "msg" => ClientFrame::Msg {
-            room: optional_room(object)?,
-            text: message_text(required_str(object, "data")?, limits)?,
-            reply_to: reply_to(object.get("reply_to"))?,
-        },
+        "msg" => {
+            let attachment = attachment_ref(object.get("attachment"))?;
+            let data = required_str(object, "data")?;
+            ClientFrame::Msg {
+                room: optional_room(object)?,
+                text: post_text(data, attachment.is_some(), limits)?,
+                reply_to: reply_to(object.get("reply_to"))?,
+                attachment: attachment.map(Box::new),
+            }
+        }
         "typing" => ClientFrame::Typing {
             room: required_room(object)?,
         },
@@ -218,6 +229,15 @@ pub(crate) fn reply_to(value: Option<&Value>) -> Result<Option<std::num::NonZero
             .map(Some)
             .ok_or_else(|| bad_json("\"reply_to\" must be a message id (1 or more)")),
     }
+}
+
+/// Checks a post's text: [`message_text`]'s rules, except that a post with an attachment may
+/// have empty text (a picture without words; issue 20); shared with the HTTP API.
+pub(crate) fn post_text(text: &str, has_attachment: bool, limits: Limits) -> Result<String, Rejection> {
+    if text.is_empty() && has_attachment {
+        return Ok(String::new());
+    }
+    message_text(text, limits)
 }
 
 /// Checks message text against the size rule; shared with the HTTP API.
@@ -330,6 +350,10 @@ pub(crate) struct MessageView<'a> {
     /// none, so every other message encodes as before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// The file attached to it (issue 20); absent for a message without one (and for a
+    /// tombstone), so every other message encodes as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<&'a Attachment>,
 }
 
 /// `welcome` payload.
@@ -539,6 +563,7 @@ mod tests {
                 room: None,
                 text: "hi".into(),
                 reply_to: None,
+                attachment: None,
             }
         );
     }
@@ -615,6 +640,24 @@ mod tests {
     }
 
     #[test]
+    fn empty_data_is_allowed_only_beside_an_attachment() {
+        let hash = "ab".repeat(32);
+        let with = format!(
+            r#"{{"type":"msg","data":"","attachment":{{"hash":"{hash}","name":"p.png"}}}}"#
+        );
+        let request = parse(&with).expect("a picture without words");
+        assert!(matches!(
+            request.frame,
+            ClientFrame::Msg { ref text, attachment: Some(ref a), .. }
+                if text.is_empty() && a.name == "p.png"
+        ));
+        assert_eq!(
+            parse(r#"{"type":"msg","data":""}"#).unwrap_err().code,
+            ErrorCode::BadJson
+        );
+    }
+
+    #[test]
     fn msg_frame_encodes_flat_fields() {
         let frame = ServerFrame::Msg(MessageView {
             room: "r",
@@ -625,6 +668,7 @@ mod tests {
             deleted: false,
             guest: false,
             reply_to: None,
+            attachment: None,
         });
         assert_eq!(
             frame.encode(),

@@ -35,7 +35,7 @@ use super::{
     StoredMessage,
 };
 use crate::config::{Database, Durability};
-use crate::protocol::RoomName;
+use crate::protocol::{Attachment, RoomName};
 
 /// Messages per read and per import transaction: large enough that a copy costs few round
 /// trips, small enough that a batch of long texts stays a few megabytes.
@@ -146,6 +146,9 @@ struct MessageLine<'a> {
     /// The message it answers (issue 20); absent when none, so older exports read the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<u64>,
+    /// The attached file (issue 20); absent when none, so older exports read the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachment: Option<&'a Attachment>,
 }
 
 /// Any line after the header as read: a message (every message field) or the end line.
@@ -159,6 +162,7 @@ struct Record {
     text: Option<String>,
     author_id: Option<i64>,
     reply_to: Option<u64>,
+    attachment: Option<Attachment>,
     end: Option<Exported>,
 }
 
@@ -316,6 +320,7 @@ pub(crate) async fn export(
                 text: &message.text,
                 author_id: message.author.map(|author| author.0),
                 reply_to: message.reply_to,
+                attachment: message.attachment.as_deref(),
             };
             serde_json::to_writer(&mut lines, &line)
                 .map_err(std::io::Error::from)
@@ -463,11 +468,17 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
         text,
         author_id,
         reply_to,
+        attachment,
         end,
     } = record;
     if let Some(end) = end {
         let message_field = room.is_some() || id.is_some() || ts.is_some() || from.is_some();
-        if message_field || text.is_some() || author_id.is_some() || reply_to.is_some() {
+        if message_field
+            || text.is_some()
+            || author_id.is_some()
+            || reply_to.is_some()
+            || attachment.is_some()
+        {
             return Err("the end line has message fields".to_owned());
         }
         return Ok(Parsed::End(end));
@@ -488,7 +499,19 @@ fn parse_record(line: &[u8]) -> Result<Parsed, String> {
         text: text.ok_or_else(|| missing("text"))?,
         author: author_id.map(crate::store::accounts::AccountId),
         reply_to,
+        attachment: attachment.map(checked_attachment).transpose()?,
     }))
+}
+
+/// An imported attachment, held to the rules a post's is: a hash that can name a file and a
+/// name that is no path (its type and size are taken as exported).
+fn checked_attachment(attachment: Attachment) -> Result<Box<Attachment>, String> {
+    if !crate::protocol::attachment::is_file_hash(&attachment.hash) {
+        return Err("`attachment.hash` must be 64 lower-case hex digits".to_owned());
+    }
+    crate::protocol::attachment::attachment_name(&attachment.name)
+        .map_err(|rejection| rejection.message)?;
+    Ok(Box::new(attachment))
 }
 
 /// Each room's last id in the input so far: every next one must be one more.

@@ -186,6 +186,7 @@ mod tests {
             text: text.to_owned(),
             author: None,
             reply_to: None,
+            attachment: None,
         }
     }
 

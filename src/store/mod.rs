@@ -18,7 +18,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 
-use crate::protocol::{MessageView, RoomName};
+use crate::protocol::{Attachment, MessageView, RoomName};
 use accounts::AccountId;
 
 pub use account_names::AccountNames;
@@ -49,6 +49,8 @@ pub struct NewMessage {
     /// The id of the message (in the same room) this one answers (issue 20); the hub checked
     /// that it exists.
     pub reply_to: Option<u64>,
+    /// The stored file attached to it (issue 20), type and size read from the file by the hub.
+    pub attachment: Option<Box<Attachment>>,
 }
 
 /// A committed message: what replay, history and broadcast all send.
@@ -70,6 +72,8 @@ pub struct StoredMessage {
     pub author: Option<AccountId>,
     /// The id of the message (in the same room) this one answers (issue 20), if any.
     pub reply_to: Option<u64>,
+    /// The file attached to it (issue 20), if any; a deletion drops it (the file stays).
+    pub attachment: Option<Box<Attachment>>,
 }
 
 impl StoredMessage {
@@ -85,14 +89,15 @@ impl StoredMessage {
             deleted: self.is_deleted(),
             guest: mark_guests && self.author.is_none(),
             reply_to: self.reply_to,
+            attachment: self.attachment.as_deref(),
         }
     }
 
     /// Whether a moderator deleted it: its text is gone and readers get a tombstone. Posts of
-    /// empty text are refused, so only a deletion leaves a stored text empty
-    /// (store/moderation.rs).
+    /// empty text are refused unless they carry an attachment, and a deletion drops both, so
+    /// only a deletion leaves a message with neither (store/moderation.rs).
     pub fn is_deleted(&self) -> bool {
-        self.text.is_empty()
+        self.text.is_empty() && self.attachment.is_none()
     }
 }
 
@@ -200,6 +205,27 @@ pub(crate) fn room_from_row(name: &str) -> Result<RoomName, sqlx::Error> {
             reason,
         }))
     })
+}
+
+/// The `attachment` column's value for a message (migration 0009): the attachment as the JSON
+/// object clients get, or NULL, so a message without one costs a NULL and both databases keep
+/// it in one column.
+pub(crate) fn attachment_column(attachment: Option<&Attachment>) -> Option<String> {
+    attachment.and_then(|attachment| serde_json::to_string(attachment).ok())
+}
+
+/// The attachment of a row read from a database; a value that is not an attachment's JSON is
+/// a decode error of the read, never a panic.
+pub(crate) fn attachment_from_column(
+    column: Option<String>,
+) -> Result<Option<Box<Attachment>>, sqlx::Error> {
+    column
+        .map(|json| {
+            serde_json::from_str::<Attachment>(&json)
+                .map(Box::new)
+                .map_err(|err| sqlx::Error::Decode(Box::new(err)))
+        })
+        .transpose()
 }
 
 /// What a client is told when the store failed for a reason that is not a [`StoreError::Refused`]:

@@ -237,6 +237,7 @@ fn row_to_message(row: &PgRow, room: &RoomName) -> Result<StoredMessage, sqlx::E
         reply_to: row
             .try_get::<Option<i64>, _>("reply_to")?
             .map(|id| id as u64),
+        attachment: crate::store::attachment_from_column(row.try_get("attachment")?)?,
     })
 }
 
@@ -260,7 +261,7 @@ async fn held_messages(
         .map(|(_, (_, newest))| id_param(*newest))
         .collect();
     let rows = sqlx::query(
-        "SELECT m.room, m.id, m.ts, m.sender, m.body, m.author_id, m.reply_to \
+        "SELECT m.room, m.id, m.ts, m.sender, m.body, m.author_id, m.reply_to, m.attachment \
          FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS wanted (room, first, newest) \
          JOIN messages m ON m.room = wanted.room AND m.id BETWEEN wanted.first AND wanted.newest \
          ORDER BY m.room, m.id",
@@ -296,10 +297,14 @@ async fn insert_with_ids(
         .map(|m| m.author.map(|author| author.0))
         .collect();
     let replies: Vec<Option<i64>> = messages.iter().map(|m| m.reply_to.map(id_param)).collect();
+    let attachments: Vec<Option<String>> = messages
+        .iter()
+        .map(|m| crate::store::attachment_column(m.attachment.as_deref()))
+        .collect();
     sqlx::query(
-        "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to) \
+        "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to, attachment) \
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[], \
-         $6::bigint[], $7::bigint[])",
+         $6::bigint[], $7::bigint[], $8::text[])",
     )
     .bind(&rooms)
     .bind(&ids)
@@ -308,6 +313,7 @@ async fn insert_with_ids(
     .bind(&bodies)
     .bind(&authors)
     .bind(&replies)
+    .bind(&attachments)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -361,6 +367,7 @@ impl Store for PostgresStore {
                 text: message.text.clone(),
                 author: message.author,
                 reply_to: message.reply_to,
+                attachment: message.attachment.clone(),
             });
             *id += 1;
         }
@@ -438,7 +445,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = $1 AND id > $2 \
+            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = $1 AND id > $2 \
              ORDER BY id LIMIT $3",
         )
         .bind(room.as_str())
@@ -461,7 +468,7 @@ impl Store for PostgresStore {
         let before = before.map_or(i64::MAX, id_param);
         // One extra row tells whether there is more without a second query.
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = $1 AND id < $2 \
+            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = $1 AND id < $2 \
              ORDER BY id DESC LIMIT $3",
         )
         .bind(room.as_str())

@@ -369,7 +369,7 @@ async fn held_messages(
     newest: u64,
 ) -> Result<Vec<StoredMessage>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id BETWEEN ?2 AND ?3 \
+        "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id BETWEEN ?2 AND ?3 \
          ORDER BY id",
     )
     .bind(room)
@@ -387,8 +387,8 @@ async fn insert_with_id(
     message: &StoredMessage,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to, attachment) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .bind(message.room.as_str())
     .bind(message.id as i64)
@@ -397,6 +397,9 @@ async fn insert_with_id(
     .bind(&message.text)
     .bind(message.author.map(|author| author.0))
     .bind(message.reply_to.map(|id| id as i64))
+    .bind(crate::store::attachment_column(
+        message.attachment.as_deref(),
+    ))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -417,8 +420,8 @@ async fn insert_all(
         .fetch_one(&mut *conn)
         .await?;
         sqlx::query(
-            "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO messages (room, id, ts, sender, body, author_id, reply_to, attachment) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .bind(message.room.as_str())
         .bind(id)
@@ -427,6 +430,9 @@ async fn insert_all(
         .bind(&message.text)
         .bind(message.author.map(|author| author.0))
         .bind(message.reply_to.map(|id| id as i64))
+        .bind(crate::store::attachment_column(
+            message.attachment.as_deref(),
+        ))
         .execute(&mut *conn)
         .await?;
         stored.push(StoredMessage {
@@ -437,6 +443,7 @@ async fn insert_all(
             text: message.text.clone(),
             author: message.author,
             reply_to: message.reply_to,
+            attachment: message.attachment.clone(),
         });
     }
     Ok(stored)
@@ -641,6 +648,7 @@ fn row_to_message(
         reply_to: row
             .try_get::<Option<i64>, _>("reply_to")?
             .map(|id| id as u64),
+        attachment: crate::store::attachment_from_column(row.try_get("attachment")?)?,
     })
 }
 
@@ -671,7 +679,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .bind(room.as_str())
         .bind(i64::try_from(since).unwrap_or(i64::MAX))
@@ -693,7 +701,7 @@ impl Store for SqliteStore {
         let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         // One extra row tells whether there is more without a second query.
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
         )
         .bind(room.as_str())
         .bind(before)

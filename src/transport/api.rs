@@ -14,7 +14,9 @@ use serde_json::json;
 use super::admission::{Admitted, Door, Entry};
 use super::{ApiError, AppState};
 use crate::hub::{PostRefusal, Poster};
-use crate::protocol::{ErrorCode, HistoryPage, Limits, history_limit, message_text, reply_to};
+use crate::protocol::{
+    ErrorCode, HistoryPage, Limits, attachment_ref, history_limit, post_text, reply_to,
+};
 
 /// Body of `POST /api/rooms/{room}/messages`.
 #[derive(Debug, Deserialize)]
@@ -25,6 +27,8 @@ pub struct PostBody {
     data: String,
     /// The id of the message (in the same room) this post answers (issue 20).
     reply_to: Option<serde_json::Value>,
+    /// A stored file to attach, `{"hash", "name"}` (issue 20).
+    attachment: Option<serde_json::Value>,
 }
 
 /// Query of the history route.
@@ -63,7 +67,8 @@ pub async fn post_message(
     let limits = Limits {
         max_message_bytes: state.config.max_message_bytes,
     };
-    let text = message_text(&body.data, limits)?;
+    let wanted = attachment_ref(body.attachment.as_ref())?;
+    let text = post_text(&body.data, wanted.is_some(), limits)?;
     let reply_to = reply_to(body.reply_to.as_ref())?.map(std::num::NonZeroU64::get);
     if let Some(id) = reply_to
         && !state.hub.message_exists(&room, id).await?
@@ -71,6 +76,16 @@ pub async fn post_message(
         let message = format!("no message {id} in {room} to reply to");
         return Err(ApiError::new(ErrorCode::NotFound, message));
     }
+    let attachment = match wanted {
+        Some(wanted) => Some(
+            state
+                .hub
+                .attachment(wanted)
+                .await
+                .map_err(|err| ApiError::new(err.code(), err.client_message()))?,
+        ),
+        None => None,
+    };
     // A muted account's post, or one faster than slow mode, is refused and not stored.
     let account = caller.access().account;
     let poster = account.map_or(Poster::Address(client), Poster::Account);
@@ -82,7 +97,7 @@ pub async fn post_message(
     }
     let stored = state
         .hub
-        .post_reply(room, from, text, account, reply_to)
+        .post_reply(room, from, text, account, reply_to, attachment)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -38,6 +38,7 @@ impl ApiError {
             ErrorCode::SlowMode => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NameTaken => StatusCode::CONFLICT,
             ErrorCode::SignupClosed | ErrorCode::BadCsrf => StatusCode::FORBIDDEN,
+            ErrorCode::BadType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         };
         Self {

@@ -27,35 +27,18 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use super::admission::{Door, Entry};
 use super::{ApiError, AppState};
+use crate::config::UploadTypes;
+use crate::files::{OPAQUE_TYPE, SNIFF_BYTES, read_head, sniff_image};
 use crate::protocol::ErrorCode;
+use crate::protocol::attachment::is_file_hash;
 
 /// The security headers of every file response.
 const FILE_CSP: &str = "default-src 'none'; sandbox";
-
-/// Image types served as themselves: each with the magic bytes that identify it.
-fn sniff_image(head: &[u8]) -> Option<&'static str> {
-    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("image/jpeg")
-    } else if head.starts_with(b"GIF87a") || head.starts_with(b"GIF89a") {
-        Some("image/gif")
-    } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else {
-        None
-    }
-}
-
-/// Whether `name` is a file name this server makes: 64 lower-case hex digits.
-pub(crate) fn is_file_hash(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
 
 /// A temporary upload file, removed when dropped unless it was renamed into place.
 struct TempUpload {
@@ -133,12 +116,20 @@ pub async fn upload(
     if size == 0 {
         return Err(ApiError::new(ErrorCode::BadJson, "the file is empty"));
     }
+    let image = sniff_image(&head);
+    if state.config.upload_types == UploadTypes::Images && image.is_none() {
+        // The temporary file goes when `temp` drops: nothing is kept.
+        return Err(ApiError::new(
+            ErrorCode::BadType,
+            "this server keeps only PNG, JPEG, GIF and WebP images",
+        ));
+    }
     let final_path = dir.join(&hash);
     tokio::fs::rename(&tmp_path, &final_path)
         .await
         .map_err(internal)?;
     temp.path = None;
-    let kind = sniff_image(&head).unwrap_or("application/octet-stream");
+    let kind = image.unwrap_or(OPAQUE_TYPE);
     info!(hash = %hash, size, kind, "file stored");
     Ok((
         StatusCode::CREATED,
@@ -155,7 +146,7 @@ async fn stream_into(
 ) -> Result<(String, u64, Vec<u8>), ApiError> {
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
-    let mut head = Vec::with_capacity(16);
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|err| {
@@ -165,8 +156,8 @@ async fn stream_into(
         if size > limit {
             return Err(too_large(limit));
         }
-        if head.len() < 16 {
-            let take = (16 - head.len()).min(chunk.len());
+        if head.len() < SNIFF_BYTES {
+            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..take]);
         }
         hasher.update(&chunk);
@@ -198,17 +189,8 @@ pub async fn download(
         Err(err) => return Err(internal(err)),
     };
     let size = file.metadata().await.map_err(internal)?.len();
-    let mut head = [0u8; 16];
-    let mut read = 0;
-    while read < head.len() {
-        let n = file.read(&mut head[read..]).await.map_err(internal)?;
-        if n == 0 {
-            break;
-        }
-        read += n;
-    }
-    let kind = sniff_image(&head[..read]);
-    let head = head[..read].to_vec();
+    let head = read_head(&mut file).await.map_err(internal)?;
+    let kind = sniff_image(&head);
     let rest = tokio_util::io::ReaderStream::new(file);
     let stream = futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(axum::body::Bytes::from(head))
@@ -218,7 +200,7 @@ pub async fn download(
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(kind.unwrap_or("application/octet-stream")),
+        HeaderValue::from_static(kind.unwrap_or(OPAQUE_TYPE)),
     );
     if kind.is_none() {
         headers.insert(
@@ -245,16 +227,6 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_four_image_signatures_are_images() {
-        assert_eq!(sniff_image(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
-        assert_eq!(sniff_image(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
-        assert_eq!(sniff_image(b"GIF89a..."), Some("image/gif"));
-        assert_eq!(sniff_image(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
-        assert_eq!(sniff_image(b"<html><script>"), None);
-        assert_eq!(sniff_image(b"<svg xmlns="), None);
-    }
 
     #[test]
     fn a_file_name_is_64_lower_case_hex_digits_and_nothing_else() {

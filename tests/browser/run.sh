@@ -5,7 +5,7 @@
 #   HUBBUB_BIN=/path/to/hubbub bash tests/browser/run.sh
 #   bash tests/browser/run.sh rooms.test.mjs   # only some test files
 #
-# Installs what is missing: Debian's chromium (apt-get), playwright-core (npm ci), and the
+# Installs what is missing: Debian's chromium and an emoji font (apt-get), playwright-core (npm ci), and the
 # release binary (cargo build --release, unless HUBBUB_BIN names one). The tests start the real
 # hubbub binary on 127.0.0.1 and write docs/screenshots/*.png.
 #
@@ -22,6 +22,15 @@ if [ ! -x "$chromium" ]; then
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
+
+# Emoji (reactions, the picker) need a colour emoji font, or the screenshots show empty boxes.
+if ! fc-list 2>/dev/null | grep -qi emoji; then
+  echo "run.sh: no emoji font, installing Debian's fonts-noto-color-emoji" >&2
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-noto-color-emoji || \
+    echo "run.sh: could not install an emoji font; emoji will show as boxes in screenshots" >&2
 fi
 
 if [ ! -d "$here/node_modules/playwright-core" ]; then

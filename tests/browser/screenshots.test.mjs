@@ -16,6 +16,7 @@ import {
   startServer,
   waitForMessage,
 } from "./lib/harness.mjs";
+import { openGuest, signIn } from "./lib/accounts.mjs";
 
 describe("screenshots", () => {
   afterEach(dumpOnFailure);
@@ -110,5 +111,86 @@ describe("screenshots", () => {
     await saveScreenshot(page, "sign-up.png");
     await page.keyboard.press("Escape");
     await dialog.waitFor({ state: "hidden" });
+  });
+
+  test("issue 20: a reply, an edited message, reactions, an image and search results", async () => {
+    const server = await startServer();
+    servers.push(server);
+    const open = async (label, colorScheme = "light") => {
+      const b = await launchBrowser({ viewport: { width: 1280, height: 800 }, colorScheme });
+      browsers.push(b);
+      return openGuest(b, server, { label });
+    };
+    const password = "a long enough password";
+    await server.post("lobby", "maria", "Morning! Is the 0.2 release going out today?");
+    const alice = await open("alice");
+    await signIn(alice, "signup", { name: "alice", password });
+    const bob = await open("bob");
+    await signIn(bob, "signup", { name: "bob", password });
+    const line = (page, text) => page.locator("li.msg", { has: page.locator(".text", { hasText: text }) });
+    const press = async (locator, name) => {
+      const b = locator.getByRole("button", { name, exact: true });
+      await b.focus();
+      await b.press("Enter");
+    };
+    await say(bob, "Release 0.2 is tagged, notes at https://example.org/hubbub/0.2");
+    await waitForMessage(alice, "Release 0.2 is tagged, notes at https://example.org/hubbub/0.2");
+    await press(line(alice, "Release 0.2 is tagged"), "Reply to bob");
+    await say(alice, "Great, I am updating the deploy docs now");
+    await say(alice, "teh new dashbaord looks like this:");
+    await waitForMessage(alice, "teh new dashbaord looks like this:", { settled: true });
+    await press(line(alice, "teh new dashbaord"), "Edit your message");
+    await alice.getByLabel("Edit message").fill("the new dashboard looks like this:");
+    await alice.getByLabel("Edit message").press("Enter");
+    await line(bob, "the new dashboard looks like this:").locator(".edited").waitFor();
+    // An image pasted into the message box: a small chart drawn on a canvas.
+    await alice.evaluate(async () => {
+      const c = document.createElement("canvas");
+      c.width = 360;
+      c.height = 180;
+      const g = c.getContext("2d");
+      g.fillStyle = "#eef2ff";
+      g.fillRect(0, 0, 360, 180);
+      const bars = [40, 90, 65, 120, 150, 110, 160];
+      bars.forEach((v, i) => {
+        g.fillStyle = i === bars.length - 1 ? "#4f46e5" : "#818cf8";
+        g.fillRect(20 + i * 48, 170 - v, 32, v);
+      });
+      const blob = await new Promise((r) => c.toBlob(r, "image/png"));
+      const data = new DataTransfer();
+      data.items.add(new File([blob], "dashboard.png", { type: "image/png" }));
+      document.getElementById("message").dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+    });
+    await bob.waitForFunction(() => document.querySelector('img[alt="dashboard.png"]')?.naturalWidth === 360);
+    for (const [page, emoji] of [[bob, "👍"], [bob, "🎉"], [alice, "🎉"]]) {
+      const tagged = line(page, "Release 0.2 is tagged");
+      await press(tagged, `React to the message from bob`);
+      await page.getByRole("button", { name: `React with ${emoji}` }).press("Enter");
+      await tagged.locator(`.reaction[data-emoji="${emoji}"]`).waitFor();
+    }
+    await line(alice, "Release 0.2 is tagged").locator('.reaction[data-emoji="🎉"] .count', { hasText: "2" }).waitFor();
+    await say(bob, "Looks great 👀");
+    await waitForMessage(alice, "Looks great 👀");
+    await alice.waitForFunction(() => document.querySelector('img[alt="dashboard.png"]')?.naturalWidth === 360);
+    await alice.getByLabel("Message", { exact: true }).fill("");
+    await alice.evaluate(() => document.activeElement?.blur());
+    await line(alice, "Looks great").hover(); // its actions: Reply, React
+    await alice.waitForTimeout(300);
+    await saveScreenshot(alice, "messages.png");
+
+    // Search, in the dark theme, on a second browser of alice's.
+    const dark = await open("alice-dark", "dark");
+    await signIn(dark, "signin", { name: "alice", password });
+    await dark.locator("#log").focus();
+    await dark.keyboard.press("/");
+    await dark.keyboard.type("release");
+    await dark.keyboard.press("Enter");
+    await dark.locator("#search-status", { hasText: "2 results" }).waitFor();
+    await dark.mouse.move(5, 795);
+    await dark.waitForTimeout(300);
+    await saveScreenshot(dark, "search-dark.png");
+    for (const file of ["messages.png", "search-dark.png"]) {
+      assert.ok(fs.statSync(path.join(screenshotDir, file)).size > 10000, `${file} is a real picture`);
+    }
   });
 });

@@ -22,7 +22,7 @@ struct Found {
 
 async fn find(conn: &mut PgConnection, room: &str, id: u64) -> Result<Option<Found>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT ts, sender, body, author_id, reply_to FROM messages WHERE room = $1 AND id = $2",
+        "SELECT ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = $1 AND id = $2",
     )
     .bind(room)
     .bind(id_param(id))
@@ -41,6 +41,7 @@ async fn find(conn: &mut PgConnection, room: &str, id: u64) -> Result<Option<Fou
             reply_to: row
                 .try_get::<Option<i64>, _>("reply_to")?
                 .map(|id| id as u64),
+            attachment: crate::store::attachment_from_column(row.try_get("attachment")?)?,
         },
     }))
 }
@@ -135,7 +136,7 @@ async fn delete_in(
     }
     let now = now_ms();
     sqlx::query(
-        "UPDATE messages SET body = ''::bytea, deleted_ms = $3 WHERE room = $1 AND id = $2",
+        "UPDATE messages SET body = ''::bytea, attachment = NULL, deleted_ms = $3 WHERE room = $1 AND id = $2",
     )
     .bind(room)
     .bind(id_param(id))
@@ -151,6 +152,7 @@ async fn delete_in(
     };
     let change = append_change(conn, room, id, &ChangeBody::Delete { by: who }).await?;
     message.text.clear();
+    message.attachment = None;
     Ok(ChangeOutcome::Changed {
         change,
         message: Some(message),

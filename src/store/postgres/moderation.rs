@@ -91,7 +91,7 @@ impl ModerationStore for PostgresStore {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query(
-            "UPDATE messages SET body = ''::bytea, deleted_ms = $3 \
+            "UPDATE messages SET body = ''::bytea, attachment = NULL, deleted_ms = $3 \
              WHERE room = $1 AND id = $2 AND deleted_ms IS NULL RETURNING ts, sender, author_id, reply_to",
         )
         .bind(room)
@@ -127,6 +127,7 @@ impl ModerationStore for PostgresStore {
             reply_to: row
                 .try_get::<Option<i64>, _>("reply_to")?
                 .map(|id| id as u64),
+            attachment: None,
         }))
     }
 

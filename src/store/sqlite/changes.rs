@@ -57,7 +57,7 @@ async fn find(
     id: u64,
 ) -> Result<Option<Found>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT ts, sender, body, author_id, reply_to FROM messages WHERE room = ?1 AND id = ?2",
+        "SELECT ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id = ?2",
     )
     .bind(room)
     .bind(id_param(id))
@@ -75,6 +75,7 @@ async fn find(
             reply_to: row
                 .try_get::<Option<i64>, _>("reply_to")?
                 .map(|id| id as u64),
+            attachment: crate::store::attachment_from_column(row.try_get("attachment")?)?,
         },
     }))
 }
@@ -163,7 +164,7 @@ async fn delete_in(
         return Ok(ChangeOutcome::Unchanged);
     }
     let now = now_ms();
-    sqlx::query("UPDATE messages SET body = '', deleted_ms = ?3 WHERE room = ?1 AND id = ?2")
+    sqlx::query("UPDATE messages SET body = '', attachment = NULL, deleted_ms = ?3 WHERE room = ?1 AND id = ?2")
         .bind(room)
         .bind(id_param(id))
         .bind(now)
@@ -178,6 +179,7 @@ async fn delete_in(
     };
     let change = append_change(conn, room, id, &ChangeBody::Delete { by: who }).await?;
     message.text.clear();
+    message.attachment = None;
     Ok(ChangeOutcome::Changed {
         change,
         message: Some(message),

@@ -119,7 +119,7 @@ impl ModerationStore for SqliteStore {
         let now = now_ms();
         in_transaction!(self, conn => {
             let row = sqlx::query(
-                "UPDATE messages SET body = '', deleted_ms = ?3 \
+                "UPDATE messages SET body = '', attachment = NULL, deleted_ms = ?3 \
                  WHERE room = ?1 AND id = ?2 AND deleted_ms IS NULL RETURNING ts, sender, author_id, reply_to",
             )
             .bind(room)
@@ -142,6 +142,7 @@ impl ModerationStore for SqliteStore {
                         reply_to: row
                             .try_get::<Option<i64>, _>("reply_to")?
                             .map(|id| id as u64),
+                        attachment: None,
                     })
                 }
                 None => {
