@@ -1,7 +1,8 @@
 // Connection wiring: which transport, its events (frames dispatched to the views), the
 // connection state line, and a refused sign-in.
 
-import { WsTransport, SseTransport } from "./transport.js";
+import { SseTransport } from "./sse_transport.js";
+import { WsTransport } from "./ws_transport.js";
 import { state } from "./state.js";
 import { auth, tokenExpired } from "./auth.js";
 import { ui, announce } from "./ui.js";
