@@ -11,16 +11,16 @@ import { account } from "./account.js";
 /** The picker's choices; anything else can be typed in its field. */
 export const COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
 
-/** Whether this page may react (and edit, delete its own): signed in, over WebSocket. */
+/** Whether this page may react (and edit, delete its own): signed in (over WebSocket as frames,
+ *  over the SSE fallback through the HTTP API's change routes). */
 export function canChange() {
-  return !!account.me && state.transport?.kind === "websocket";
+  return !!account.me && typeof state.transport?.change === "function";
 }
 
 /** Sends a change frame (`edit`, `delete`, `react`) about message `id` of `room`. */
 export function sendChange(type, room, id, fields) {
   const t = state.transport;
-  const frame = { type, data: { room: room.name, id, ...fields }, ref: `chg:${type}:${id}` };
-  if (t?.kind !== "websocket" || !t.sendFrame(frame)) {
+  if (!t?.change || !t.change(type, room.name, id, fields, `chg:${type}:${id}`)) {
     announce("Not connected: try again when the connection is back.");
     return false;
   }

@@ -240,6 +240,45 @@ export class SseTransport {
     return true;
   }
 
+  /** An edit, delete or reaction over the HTTP API's change routes; the stored change comes
+   *  back on the room's stream like any other, the answer as a made-up `ack` or `error`. */
+  change(type, room, id, fields, ref) {
+    const base = `/api/rooms/${encodeURIComponent(room)}/messages/${id}`;
+    const [method, path, body] =
+      type === "edit"
+        ? ["PATCH", base, { text: fields.text }]
+        : type === "delete"
+          ? ["DELETE", base, null]
+          : [fields.remove ? "DELETE" : "POST", `${base}/reactions`, { emoji: fields.emoji }];
+    const json = body ? { "content-type": "application/json" } : {};
+    csrfHeaders()
+      .then((csrf) =>
+        fetch(path, {
+          method,
+          headers: authHeaders({ ...json, ...csrf }),
+          body: body ? JSON.stringify(body) : undefined,
+        }),
+      )
+      .then(
+        async (res) => {
+          if (res.ok) {
+            this.h.onFrame({ type: "ack", ref, room });
+            return;
+          }
+          let answer = null;
+          try {
+            answer = await res.json();
+          } catch {
+            /* not JSON */
+          }
+          const err = answer?.error || { code: `http_${res.status}`, message: res.statusText };
+          this.h.onFrame({ type: "error", ref, data: err });
+        },
+        () => this.h.onFrame({ type: "error", ref, data: { code: "network", message: "not sent" } }),
+      );
+    return true;
+  }
+
   history(room, before, limit) {
     const q = new URLSearchParams({ limit: String(limit) });
     if (before > 0) q.set("before", String(before));

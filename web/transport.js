@@ -11,6 +11,8 @@
 //   typing(room)
 //   history(room, before, limit)
 //   nick(name)
+//   change(type, room, id, fields, ref)  edit / delete / react a message (docs/protocol.md
+//                                "Changes to messages"); answered by `ack` or `error` like send
 //   get connected                true when every part of the transport is up
 //   canSend(room)                true when a message for this room can be sent right now
 //

@@ -190,6 +190,9 @@ export class WsTransport {
   nick(name) {
     return this.sendFrame({ type: "nick", data: name });
   }
+  change(type, room, id, fields, ref) {
+    return this.sendFrame({ type, data: { room, id, ...fields }, ref });
+  }
 }
 
 /** Receive over EventSource, send over the HTTP API. */

@@ -1,7 +1,7 @@
 // Issue 20 in the web client, against the real binary: replies (preview, and a jump to an
 // original the page has not loaded), edit, delete and reactions reaching the other member, and
 // a page that was offline catching up on an edit and a reaction through `changes_since`, and a
-// page on the SSE fallback seeing changes live.
+// page on the SSE fallback seeing changes live, and making them through the HTTP API.
 // alice and bob are signed in (only accounts change messages); the tests run in order.
 
 import assert from "node:assert/strict";
@@ -224,8 +224,30 @@ describe("replies, edits, deletes, reactions", () => {
     await pressIn(line(bob, "said, then fixed"), "React to the message from alice");
     await bob.getByRole("button", { name: "React with 👀" }).press("Enter");
     await seen.locator('.reaction[data-emoji="👀"] .count', { hasText: "1" }).waitFor();
-    // Over SSE the page shows changes but offers no way to make them.
+    // A guest's page (here on SSE) shows changes but offers no way to make them.
     assert.equal(await seen.getByRole("button", { name: "React to the message from alice" }).count(), 0);
+  });
+
+  test("a signed-in page on the SSE fallback edits and reacts through the HTTP API", async () => {
+    const b = await launchBrowser();
+    browsers.push(b);
+    const dora = await openGuest(b, server, { label: "dora" });
+    await signIn(dora, "signup", { name: "dora", password: PASSWORD });
+    await dora.goto(server.url("/?transport=sse#lobby"));
+    await dora.getByText("Signed in as dora").waitFor();
+    assert.equal(await dora.evaluate(() => document.documentElement.dataset.transport), "sse");
+    await dora.locator('#conn[data-state="connected"]').waitFor();
+    await say(dora, "typed over sse");
+    await waitForMessage(alice, "typed over sse");
+    await pressIn(line(dora, "typed over sse"), "Edit your message");
+    await dora.getByLabel("Edit message").fill("typed over sse, fixed");
+    await dora.getByLabel("Edit message").press("Enter");
+    await line(alice, "typed over sse, fixed").locator(".edited").waitFor();
+    await pressIn(line(dora, "typed over sse, fixed"), "React to the message from dora");
+    await dora.getByRole("button", { name: "React with 🎉" }).press("Enter");
+    const onAlice = line(alice, "typed over sse, fixed");
+    await onAlice.locator('.reaction[data-emoji="🎉"] .count', { hasText: "1" }).waitFor();
+    await line(dora, "typed over sse, fixed").locator('.reaction[data-emoji="🎉"] .count', { hasText: "1" }).waitFor();
   });
 
   test("no uncaught errors in any page", () => {
