@@ -21,7 +21,7 @@ use common::cli::{UnreachablePostgres, failed_saying, run_hubbub, stdout, succee
 use common::pg::fresh_schema_or_skip;
 use common::{Binary, free_port, scratch};
 use hubbub::config::{Durability, PostgresUrl};
-use hubbub::protocol::RoomName;
+use hubbub::protocol::{Attachment, RoomName};
 use hubbub::store::copy::BATCH;
 use hubbub::store::{NewMessage, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoredMessage};
 use serde_json::{Value, json};
@@ -88,7 +88,13 @@ fn seed_messages() -> Vec<NewMessage> {
         ts: 1_650_000_000_000,
         author: None,
         reply_to: None,
-        attachment: None,
+        // An attachment (issue 20) travels with its message like the text.
+        attachment: Some(Box::new(Attachment {
+            hash: "ab".repeat(32),
+            name: "plan of the day.png".to_owned(),
+            mime: "image/png".to_owned(),
+            size: 4242,
+        })),
     });
     seed
 }
@@ -164,7 +170,9 @@ fn stored_from_json(m: &Value) -> StoredMessage {
         text: m["data"].as_str().unwrap().to_owned(),
         author: None,
         reply_to: None,
-        attachment: None,
+        attachment: m
+            .get("attachment")
+            .map(|a| Box::new(serde_json::from_value(a.clone()).unwrap())),
     }
 }
 

@@ -211,6 +211,14 @@ impl Hub {
         Session::new(self.clone(), id, name, access, outbox)
     }
 
+    /// A session that carries out one HTTP request's frame through the same code as a
+    /// WebSocket frame (issue 20's change routes), answering into `outbox`; end it with
+    /// [`Session::disconnect`].
+    pub fn request_session(&self, name: String, access: Access, outbox: Outbox) -> Session {
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        Session::for_request(self.clone(), id, name, access, outbox)
+    }
+
     /// Stores a guest's message and broadcasts it; returns once it is durably committed.
     #[cfg(test)]
     pub async fn post(

@@ -137,6 +137,29 @@ impl Session {
         session
     }
 
+    /// A session for one HTTP request that acts as one frame would (the change routes of
+    /// issue 20): no `welcome`, no sidebar, no account link (nothing reaches it after the
+    /// request), and no rooms; its only frames are the answer to what it handles.
+    pub(super) fn for_request(
+        hub: Hub,
+        id: ConnId,
+        name: String,
+        access: Access,
+        outbox: Outbox,
+    ) -> Session {
+        Session {
+            hub,
+            id,
+            name,
+            access: Box::new(access),
+            outbox,
+            rooms: HashSet::new(),
+            ever_joined: false,
+            disconnected: false,
+            link: None,
+        }
+    }
+
     /// This connection's id, unique on this node.
     #[cfg(test)]
     pub fn id(&self) -> ConnId {

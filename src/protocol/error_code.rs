@@ -1,10 +1,10 @@
 //! The `code` strings of `error` frames, in one place so the docs, the server and the tests agree.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a client frame was refused. The wire spelling is the snake_case variant name, which is
 /// part of protocol v1: clients switch on it, so variants may be added but never renamed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Not a JSON object, or a field is missing or has the wrong type.

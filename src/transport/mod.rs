@@ -6,6 +6,7 @@ mod account_routes;
 mod admission;
 mod api;
 mod auth;
+mod change_routes;
 mod client;
 mod echo;
 mod error;
@@ -146,6 +147,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/rooms/{room}/messages",
             get(api::history).post(api::post_message),
+        )
+        .route(
+            "/api/rooms/{room}/messages/{id}",
+            axum::routing::patch(change_routes::edit).delete(change_routes::delete),
+        )
+        .route(
+            "/api/rooms/{room}/messages/{id}/reactions",
+            post(change_routes::react).delete(change_routes::unreact),
         )
         .route("/api/search", get(search_routes::search))
         .route("/api/files", post(file_routes::upload))
