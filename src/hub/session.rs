@@ -151,7 +151,7 @@ impl Session {
             hub,
             id,
             name,
-            access: Box::new(access),
+            access: SessionAccess::new(access),
             outbox,
             rooms: HashSet::new(),
             ever_joined: false,
