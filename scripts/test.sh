@@ -116,7 +116,8 @@ HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" cargo test --works
 step "protocol and people suites on three nodes behind nginx; node faults; people across nodes"
 HUBBUB_TEST_CLUSTER="$pg_url $redis_url" cargo test --workspace \
   --test ws_protocol --test sse --test http_api --test echo --test ws_framing \
-  --test moderation --test conversations --test account_security
+  --test moderation --test conversations --test account_security \
+  --test message_changes --test change_routes --test search --test files
 HUBBUB_TEST_POSTGRES="$pg_url" HUBBUB_TEST_REDIS="$redis_url" \
   cargo test --workspace --test cluster_nodes --test cross_node_people
 bash scripts/redis.sh stop "$redis_dir"

@@ -389,6 +389,20 @@ impl MigrateArgs {
     }
 }
 
+/// The checked config `hubbub ARGS` (the server flags, with no subcommand) runs with: flags,
+/// then `HUBBUB_*` variables, then defaults. Tests start an in-process node with it from the
+/// same flags a cluster's nodes get on their command lines, so one spelling serves both.
+pub fn serve_config<I, T>(args: I) -> Result<Config>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let program = std::iter::once(std::ffi::OsString::from("hubbub"));
+    let cli = Cli::try_parse_from(program.chain(args.into_iter().map(Into::into)))
+        .map_err(|err| Error::Config(err.to_string()))?;
+    cli.serve.to_config()
+}
+
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {

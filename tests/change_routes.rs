@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::accounts::sign_up;
-use common::{Client, TestServer, assert_api_error, http, start_server_with};
+use common::{Client, TestServer, assert_api_error, http, start_server, start_server_with_flags};
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint};
 use reqwest::Method;
@@ -30,7 +30,7 @@ fn token(sub: &str) -> String {
 }
 
 async fn server() -> TestServer {
-    start_server_with(|c| c.auth_secret = Some(Secret::new(SECRET))).await
+    start_server_with_flags(&["--auth-secret", SECRET]).await
 }
 
 /// `name`, signed in with a token, past its sidebar, and in [`ROOM`].
@@ -251,7 +251,7 @@ async fn a_caller_without_a_token_is_401_when_auth_is_on() {
 
 #[tokio::test]
 async fn a_guest_is_401_and_changes_nothing() {
-    let server = start_server_with(|_| {}).await;
+    let server = start_server().await;
     let mut guest = server.client("name=visitor").await;
     guest.join(ROOM).await;
     let id = guest.post(ROOM, "guest words").await["id"].clone();
@@ -285,7 +285,7 @@ async fn a_guest_is_401_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_cookie_request_without_the_csrf_token_is_403_and_with_it_passes() {
-    let server = start_server_with(|_| {}).await;
+    let server = start_server().await;
     let ann = sign_up(server.addr, "ann").await;
     let posted = ann
         .post(

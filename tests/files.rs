@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::accounts::sign_up;
-use common::{TestServer, assert_api_error, http, start_server_with};
+use common::{TestServer, assert_api_error, http, start_server_with, start_server_with_flags};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,12 +21,9 @@ const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0
 
 /// A server whose files directory is `files` (so the test can look into it).
 async fn server_with_files(files: &Path, max_upload: u64) -> TestServer {
-    let files = files.to_path_buf();
-    start_server_with(move |c| {
-        c.files_dir = Some(files);
-        c.max_upload_bytes = max_upload;
-    })
-    .await
+    let files = files.display().to_string();
+    let max_upload = max_upload.to_string();
+    start_server_with_flags(&["--files-dir", &files, "--max-upload-bytes", &max_upload]).await
 }
 
 async fn upload(server: &TestServer, body: Vec<u8>) -> reqwest::Response {
@@ -82,6 +79,26 @@ async fn an_upload_is_stored_under_its_sha256_and_served_back_unchanged() {
         .unwrap();
     assert_eq!(served.status(), 200);
     assert_eq!(served.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_of_several_mebibytes_under_the_default_limit_is_stored_whole() {
+    // Over nginx's own 1 MiB default: through the cluster's nginx (deploy/nginx.conf) too.
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_files(dir.path(), 10 << 20).await;
+    let bytes: Vec<u8> = (0..(3u32 << 20)).map(|n| (n % 253) as u8).collect();
+    let response = upload(&server, bytes.clone()).await;
+    assert_eq!(response.status(), 201);
+    let hash = sha256_hex(&bytes);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["hash"], hash.as_str());
+    let served = http()
+        .get(server.url(&format!("/api/files/{hash}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.bytes().await.unwrap().len(), bytes.len());
     server.stop().await;
 }
 

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, http, start_server_with};
+use common::{Client, TestServer, http, start_server, start_server_with_flags};
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
@@ -30,7 +30,7 @@ fn token(sub: &str) -> String {
 }
 
 async fn server() -> TestServer {
-    start_server_with(|c| c.auth_secret = Some(Secret::new(SECRET))).await
+    start_server_with_flags(&["--auth-secret", SECRET]).await
 }
 
 /// `name`, signed in, past its sidebar, and in [`ROOM`].
@@ -158,7 +158,7 @@ async fn deleting_someone_elses_message_without_moderator_rights_is_forbidden() 
 
 #[tokio::test]
 async fn a_guest_cannot_edit_delete_or_react() {
-    let server = start_server_with(|_| {}).await;
+    let server = start_server().await;
     let mut guest = server.client("name=visitor").await;
     guest.join(ROOM).await;
     let id = guest.post(ROOM, "guest words").await["id"].clone();
@@ -237,11 +237,8 @@ async fn a_change_to_a_message_that_does_not_exist_answers_not_found() {
 
 #[tokio::test]
 async fn an_edit_longer_than_a_post_may_be_is_refused() {
-    let server = start_server_with(|c| {
-        c.auth_secret = Some(Secret::new(SECRET));
-        c.max_message_bytes = 16;
-    })
-    .await;
+    let server =
+        start_server_with_flags(&["--auth-secret", SECRET, "--max-message-bytes", "16"]).await;
     let mut ann = member(&server, "ann").await;
     let id = ann.post(ROOM, "short").await["id"].clone();
     refused(

@@ -9,7 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, api_post, assert_api_error, http, start_server_with};
+use common::{
+    Client, TestServer, api_post, assert_api_error, http, start_server_with,
+    start_server_with_flags,
+};
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
@@ -26,11 +29,7 @@ fn token(sub: &str) -> String {
 
 /// A server with token auth on and guests still allowed.
 async fn server() -> TestServer {
-    start_server_with(|c| {
-        c.auth_secret = Some(Secret::new(SECRET));
-        c.guests = Some(true);
-    })
-    .await
+    start_server_with_flags(&["--auth-secret", SECRET, "--guests=true"]).await
 }
 
 async fn signed_in(server: &TestServer, name: &str) -> Client {

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use attachment::{Attachment, AttachmentRef};
 pub(crate) use attachment::attachment_ref;
+pub use attachment::{Attachment, AttachmentRef};
 pub use error_code::ErrorCode;
 pub(crate) use grant::RoomGrant;
 pub use validate::{RoomName, display_name};
@@ -233,7 +233,11 @@ pub(crate) fn reply_to(value: Option<&Value>) -> Result<Option<std::num::NonZero
 
 /// Checks a post's text: [`message_text`]'s rules, except that a post with an attachment may
 /// have empty text (a picture without words; issue 20); shared with the HTTP API.
-pub(crate) fn post_text(text: &str, has_attachment: bool, limits: Limits) -> Result<String, Rejection> {
+pub(crate) fn post_text(
+    text: &str,
+    has_attachment: bool,
+    limits: Limits,
+) -> Result<String, Rejection> {
     if text.is_empty() && has_attachment {
         return Ok(String::new());
     }

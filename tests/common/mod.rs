@@ -99,6 +99,11 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     };
     pg::use_test_db(&mut config).await; // HUBBUB_TEST_DB: a fresh PostgreSQL schema
     adjust(&mut config);
+    start_config(config, dir).await
+}
+
+/// Serves `config` in-process on a free loopback port; `dir` (its data) lives as long as it.
+async fn start_config(config: Config, dir: TempDir) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -112,6 +117,35 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         cluster: None,
         _dir: Some(dir),
     }
+}
+
+/// Starts a server with `hubbub serve` flags: in cluster mode ([`cluster::CLUSTER_VAR`]) every
+/// node gets them on its command line; otherwise one in-process node runs with the config they
+/// describe (`hubbub::cli::serve_config`). One spelling for both, so a suite that needs a flag
+/// still runs on every backend. Rate limiting is off unless the flags set `--rate-limit`, and the
+/// database is the suite's (a fresh PostgreSQL schema with `HUBBUB_TEST_DB`).
+pub async fn start_server_with_flags(flags: &[&str]) -> TestServer {
+    if let Some(env) = cluster::suite_env() {
+        let mut spec = cluster::ClusterSpec::new(cluster::SUITE_NODES, &env);
+        spec.extra = flags.iter().map(|flag| (*flag).to_owned()).collect();
+        let cluster = cluster::Cluster::start(spec).await;
+        return TestServer {
+            addr: cluster.addr,
+            stop: None,
+            task: None,
+            cluster: Some(cluster),
+            _dir: None,
+        };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--data".to_owned(), dir.path().display().to_string()];
+    args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+    let mut config = hubbub::cli::serve_config(&args).unwrap();
+    if !flags.iter().any(|flag| flag.starts_with("--rate-limit")) {
+        config.rate_limit = 0;
+    }
+    pg::use_test_db(&mut config).await;
+    start_config(config, dir).await
 }
 
 impl TestServer {
