@@ -95,17 +95,19 @@ impl Session {
     }
 
     /// What `joined` adds for a signed-in connection: the room's kind, title, topic, the
-    /// account's role, its read marker and the unread and mention counts after it. `None` for
-    /// a guest (whose `joined` is unchanged).
+    /// account's role, its read marker and the unread and mention counts after it (up to
+    /// `last_id`, the room's newest message as the join saw it: later ones reach the member
+    /// live). `None` for a guest (whose `joined` is unchanged).
     pub(super) async fn joined_state(
         &self,
         room: &RoomName,
         policy: &RoomPolicy,
+        last_id: u64,
     ) -> Option<JoinedRoomState> {
         let account = self.access.account?;
         let (last_read, counts) = match self
             .hub
-            .read_state(account, room.as_str(), &self.name)
+            .read_state(account, room.as_str(), &self.name, last_id)
             .await
         {
             Ok(state) => state,
@@ -461,16 +463,22 @@ impl Hub {
     }
 
     /// The account's read marker in the room (a pending one if newer than the stored one) and
-    /// the unread and mention counts after it.
+    /// the unread and mention counts after it. A marker at or past `last_id` (the room's newest
+    /// message as the caller knows it) has nothing to count: no count query, the common case
+    /// of a member that keeps up (and of a room filling with new members before anyone posts).
     async fn read_state(
         &self,
         account: AccountId,
         room: &str,
         name: &str,
+        last_id: u64,
     ) -> Result<(u64, crate::store::directory::Unread), StoreError> {
         let directory = &self.people().directory;
         let stored = directory.read_marker(account, room).await?;
         let last_read = self.pending_marker(account, room).max(stored);
+        if last_read >= last_id {
+            return Ok((last_read, Default::default()));
+        }
         let counts = directory.unread(room, name, last_read, UNREAD_CAP).await?;
         Ok((last_read, counts))
     }
@@ -848,7 +856,7 @@ mod tests {
             id: 2,
         };
         session.people(read, None).await;
-        let (last_read, counts) = hub.read_state(ann, "lobby", "ann").await.expect("state");
+        let (last_read, counts) = hub.read_state(ann, "lobby", "ann", 3).await.expect("state");
         assert_eq!(last_read, 2);
         assert_eq!(counts.unread, 1);
     }

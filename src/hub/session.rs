@@ -326,7 +326,7 @@ impl Session {
             let (members, count) = self.hub.member_sample(&room);
             match self.hub.store().last_id(&room).await {
                 Ok(last_id) => {
-                    let state = self.joined_state(&room, &policy).await;
+                    let state = self.joined_state(&room, &policy, last_id).await;
                     self.send_joined(&room, &members, count, last_id, state.as_ref());
                 }
                 Err(err) => self.store_failed(&room, "rejoin", &err, reference),
@@ -371,7 +371,7 @@ impl Session {
             },
         };
         let last_id = recent.as_ref().map_or(0, |recent| recent.last_id);
-        let state = self.joined_state(&room, &policy).await;
+        let state = self.joined_state(&room, &policy, last_id).await;
         self.send_joined(&room, &names, count, last_id, state.as_ref());
         self.announce(&room, self.name.clone(), true).await;
         // A `since` beyond the room's newest id (a client that remembers a server whose data was
