@@ -14,7 +14,8 @@
 //! Module map, each depending only on those before it: `hist`, `procfs`, `echo_floor`,
 //! `plan` (sizes), `client` (one module per wire mode), `spec` (coordinator ↔ worker
 //! messages), `worker`, `coordinator`, `servers`, `services`, `floor`, `report`, `run` (a
-//! run's state), `scenario` (one module per scenario, `phase` shared), `suite`.
+//! run's state), `scenario` (one module per scenario, `phase` shared), `suite`, and `search`
+//! (the search benchmark, `hubbub-bench search`: its own store fill and report).
 
 mod client;
 mod coordinator;
@@ -26,6 +27,7 @@ mod procfs;
 mod report;
 mod run;
 mod scenario;
+mod search;
 mod servers;
 mod services;
 mod spec;
@@ -105,6 +107,9 @@ enum Cmd {
     },
     /// Render Markdown and SVG from a results file.
     Report(ReportArgs),
+    /// The search benchmark (issue 20): fill a store with generated messages through
+    /// `hubbub import`, then time GET /api/search against the real server (search.rs).
+    Search(search::SearchArgs),
 }
 
 #[derive(clap::Args)]
@@ -204,6 +209,14 @@ fn main() -> Result<()> {
         }
         Cmd::EchoFloor { addr } => echo_floor::serve(addr),
         Cmd::Report(a) => render(&a.results, &a.md, &a.svg_dir),
+        Cmd::Search(a) => {
+            let command_line = std::env::var("HUBBUB_BENCH_COMMAND")
+                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(search::run(a, command_line))
+        }
         Cmd::Suite(a) => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)

@@ -341,3 +341,55 @@ fn cluster_scenario_runs_every_configuration_on_a_private_postgres_and_redis() {
     );
     assert!(svg, "cluster_saturation.svg written");
 }
+
+/// The search benchmark at its smoke size (5,000 generated messages, 100 queries) against the
+/// real binary on SQLite: every query kind was asked and answered with a page of results,
+/// and a common word is found. Its numbers mean nothing at this size.
+#[test]
+fn the_search_benchmark_fills_a_store_and_times_every_query_kind() {
+    let Some(bin) = hubbub_bin() else {
+        eprintln!("SKIP: no hubbub binary (set HUBBUB_BIN or build the hubbub package first)");
+        return;
+    };
+    let dir =
+        std::env::temp_dir().join(format!("hubbub-bench-smoke-{}-search", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("search.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_hubbub-bench"))
+        .current_dir(repo_root())
+        .args(["search", "--size", "smoke", "--pin", "none"])
+        .arg("--hubbub-bin")
+        .arg(&bin)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run hubbub-bench search");
+    assert!(status.success(), "search benchmark exited with {status}");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("results")).expect("JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(v["messages"], 5_000);
+    let latency = &v["backends"][0]["latency"];
+    assert_eq!(v["backends"][0]["backend"], "sqlite");
+    let kinds = latency.as_object().expect("latency per kind");
+    assert_eq!(kinds.len(), 9, "eight kinds and overall: {latency}");
+    for (kind, row) in kinds {
+        let count = row["count"].as_u64().unwrap_or(0);
+        assert!(count > 0, "{kind} asked: {row}");
+        let (p50, p99, max) = (
+            row["p50_ms"].as_f64().unwrap_or(-1.0),
+            row["p99_ms"].as_f64().unwrap_or(-1.0),
+            row["max_ms"].as_f64().unwrap_or(-1.0),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{kind}: {row}");
+    }
+    assert_eq!(latency["overall"]["count"], 100);
+    assert!(
+        latency["common"]["mean_results"].as_f64().unwrap_or(0.0) > 1.0,
+        "a common word is found: {latency}"
+    );
+}
