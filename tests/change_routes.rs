@@ -9,36 +9,17 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::accounts::sign_up;
-use common::{Client, TestServer, assert_api_error, http, start_server, start_server_with_flags};
-use hubbub::config::Secret;
-use hubbub::token::{Claims, mint};
+use common::tokens::{member_of, server, token};
+use common::{Client, TestServer, assert_api_error, http, start_server};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const SECRET: &str = "a-test-secret-of-some-length";
 const ROOM: &str = "lobby";
-
-fn token(sub: &str) -> String {
-    mint(
-        &Secret::new(SECRET),
-        &Claims::new(sub, None, Duration::from_secs(600)),
-    )
-    .unwrap()
-}
-
-async fn server() -> TestServer {
-    start_server_with_flags(&["--auth-secret", SECRET]).await
-}
 
 /// `name`, signed in with a token, past its sidebar, and in [`ROOM`].
 async fn member(server: &TestServer, name: &str) -> Client {
-    let mut client = server.client(&format!("token={}", token(name))).await;
-    client.recv_type("rooms").await;
-    client.join(ROOM).await;
-    client
+    member_of(server, name, ROOM).await
 }
 
 /// `method path` as `name` (a bearer token), with a JSON body when given.

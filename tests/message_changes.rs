@@ -11,34 +11,17 @@ mod common;
 
 use std::time::Duration;
 
+use common::tokens::{SECRET, member_of, server, token};
 use common::{Client, TestServer, http, start_server, start_server_with_flags};
-use hubbub::config::Secret;
-use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
 
-const SECRET: &str = "a-test-secret-of-some-length";
 const ROOM: &str = "lobby";
 /// How long a test watches for a frame that must not come.
 const QUIET: Duration = Duration::from_millis(300);
 
-fn token(sub: &str) -> String {
-    mint(
-        &Secret::new(SECRET),
-        &Claims::new(sub, None, Duration::from_secs(600)),
-    )
-    .unwrap()
-}
-
-async fn server() -> TestServer {
-    start_server_with_flags(&["--auth-secret", SECRET]).await
-}
-
-/// `name`, signed in, past its sidebar, and in [`ROOM`].
+/// `name`, signed in with a token, past its sidebar, and in [`ROOM`].
 async fn member(server: &TestServer, name: &str) -> Client {
-    let mut client = server.client(&format!("token={}", token(name))).await;
-    client.recv_type("rooms").await;
-    client.join(ROOM).await;
-    client
+    member_of(server, name, ROOM).await
 }
 
 /// Sends `frame` with a `ref` and returns its `ack`, failing on an `error`.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod contract;
 pub mod pg;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
