@@ -176,13 +176,24 @@ impl TestServer {
     }
 }
 
-/// Picks a free loopback port (bind, read, release).
+/// Picks a free loopback port (bind, read, release), never one this test process handed out
+/// before: tests run in parallel threads, and one that restarts a binary on a new port many
+/// times (tests/store_faults.rs, kill -9) could otherwise be given a port another test's binary
+/// was just given and is about to bind, and each would then talk to the other's server.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poison| poison.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The real `hubbub` binary, run as a child process; killed on drop by its PID.
