@@ -13,26 +13,17 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::tokens::{SECRET, token};
 use common::{Binary, Client, TestServer, assert_api_error, free_port, http, start_server_with};
 use hubbub::config::Secret;
-use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
 
-const SECRET: &str = "a-test-secret-of-some-length";
 const ROOM: &str = "lobby";
 /// How long a test watches for a frame that must not come.
 const QUIET: Duration = Duration::from_millis(300);
 
 /// A 1x1 PNG.
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
-
-fn token(sub: &str) -> String {
-    mint(
-        &Secret::new(SECRET),
-        &Claims::new(sub, None, Duration::from_secs(600)),
-    )
-    .unwrap()
-}
 
 fn bearer(name: &str) -> String {
     format!("Bearer {}", token(name))

@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::tokens::{SECRET, token};
 use common::{
     Client, TestServer, api_post, assert_api_error, http, start_server_with,
     start_server_with_flags,
@@ -16,16 +17,6 @@ use common::{
 use hubbub::config::Secret;
 use hubbub::token::{Claims, mint};
 use serde_json::{Value, json};
-
-const SECRET: &str = "a-test-secret-of-some-length";
-
-fn token(sub: &str) -> String {
-    mint(
-        &Secret::new(SECRET),
-        &Claims::new(sub, None, Duration::from_secs(600)),
-    )
-    .unwrap()
-}
 
 /// A server with token auth on and guests still allowed.
 async fn server() -> TestServer {
