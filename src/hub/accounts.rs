@@ -359,20 +359,26 @@ impl Inner {
         }
     }
 
-    /// Takes the account's connections here out of `room`: the frame first, then the member
-    /// entry (no fan-out reaches it after this), the note for the session, and the leave
+    /// Takes the account's connections here out of `room`: the note for the session first,
+    /// then the member entry (no fan-out reaches it after this), then the frame, then the leave
     /// announced to the room.
+    ///
+    /// The order is what makes the frame mean something: a client may answer `kicked` at once
+    /// (post, rejoin), and its session, on another thread, must already find the note, or it
+    /// would post to the room it was just told it left.
     fn remove_account_from_room(&self, room: &RoomName, account: AccountId, frame: &Bytes) {
         let mut targets = Vec::new();
         self.accounts.for_each(account, |linked| {
-            if !frame.is_empty() {
-                self.push_to(&linked.outbox, frame);
-            }
             linked.link.note_removed(room.clone());
-            targets.push(linked.conn);
+            targets.push((linked.conn, linked.outbox.clone()));
         });
-        for conn in targets {
-            let Some(name) = self.take_out_of_room(room, conn) else {
+        debug!(%room, account = account.0, connections = targets.len(), "account removed from room");
+        for (conn, outbox) in targets {
+            let left = self.take_out_of_room(room, conn);
+            if !frame.is_empty() {
+                self.push_to(&outbox, frame);
+            }
+            let Some(name) = left else {
                 continue;
             };
             // What `Hub::publish` does with presence on either broker: this node's members

@@ -220,6 +220,8 @@ impl Binary {
             Some(path) => ("info", Stdio::from(std::fs::File::create(path).unwrap())),
             None => ("warn", Stdio::inherit()),
         };
+        // HUBBUB_TEST_NODE_LOG (e.g. `hubbub=debug`) raises the level to chase a failure.
+        let level = std::env::var("HUBBUB_TEST_NODE_LOG").unwrap_or_else(|_| level.to_owned());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
             .arg("serve")
             .arg("--addr")
@@ -353,12 +355,27 @@ impl Client {
         }
     }
 
-    /// Skips frames until one of `kind` arrives.
+    /// Skips frames until one of `kind` arrives; a timeout names the frames skipped.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let mut skipped = Vec::new();
         loop {
-            let frame = self.recv().await;
-            if frame["type"] == kind {
-                return frame;
+            let next = tokio::time::timeout(WAIT, self.ws.next()).await;
+            let Ok(message) = next else {
+                panic!("no {kind:?} frame within {WAIT:?}; skipped: {skipped:?}");
+            };
+            match message
+                .expect("the connection is open")
+                .expect("the frame is valid")
+            {
+                Message::Text(text) => {
+                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                    if frame["type"] == kind {
+                        return frame;
+                    }
+                    skipped.push(frame);
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected a text frame, got {other:?}"),
             }
         }
     }
