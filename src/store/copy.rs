@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{
     ImportConflict, ImportOutcome, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoreError,
@@ -658,6 +658,7 @@ pub(crate) async fn import_from_stdin(db: &Database) -> Result<String, TransferE
     let target = open_target(db).await?;
     let mut input = tokio::io::BufReader::new(tokio::io::stdin());
     let imported = import(&mut input, &*target).await;
+    refresh_statistics(&*target, imported.as_ref().ok()).await;
     target.close().await;
     Ok(format!("{}: {}", display(db), imported?))
 }
@@ -673,9 +674,21 @@ pub(crate) async fn copy_between(from: &Database, to: &Database) -> Result<Strin
         }
     };
     let copied = copy(&*source, &*target).await;
+    refresh_statistics(&*target, copied.as_ref().ok()).await;
     source.close().await;
     target.close().await;
     Ok(format!("{} -> {}: {}", display(from), display(to), copied?))
+}
+
+/// After a run that stored anything, the target's planner statistics are brought up to date
+/// ([`Store::refresh_statistics`]); a failure there is logged, not fatal: the data is stored,
+/// and autovacuum analyzes it later.
+async fn refresh_statistics(target: &dyn Store, transferred: Option<&Transferred>) {
+    if transferred.is_some_and(|done| done.stored > 0)
+        && let Err(err) = target.refresh_statistics().await
+    {
+        warn!(cause = %err, "the target's planner statistics were not refreshed (ANALYZE); autovacuum will");
+    }
 }
 
 impl std::fmt::Display for Transferred {

@@ -315,6 +315,15 @@ pub trait Store: Send + Sync + 'static {
     /// file that is later deleted or replaced would be applied to whatever file is there next.
     /// The default does nothing.
     async fn close(&self) {}
+
+    /// Brings the planner's statistics up to date after a bulk load (`hubbub import`/`copy`):
+    /// PostgreSQL plans search (and every read) from them, and until autovacuum gets round to
+    /// a freshly filled table it guesses, which for full-text search picks plans a hundred times
+    /// slower (docs/benchmarks.md "Search"). The default does nothing: SQLite's plans here do
+    /// not depend on statistics.
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
