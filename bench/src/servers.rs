@@ -168,6 +168,25 @@ impl Server {
         Server::launch(ServerKind::Hubbub, paths, warmup, extra, log_name)
     }
 
+    /// Stops hubbub and starts it again on the same data directory (a new port): what the
+    /// accounts, rooms and history of a first run look like to a fresh process, whose memory
+    /// holds nothing of that run's connections.
+    pub fn restart(
+        &mut self,
+        kind: ServerKind,
+        paths: &ServerPaths,
+        warmup: Duration,
+    ) -> Result<()> {
+        let dir = self
+            .data_dir
+            .take()
+            .context("only hubbub keeps a data directory to restart on")?;
+        self.stop();
+        let fresh = Server::launch_on(kind, paths, warmup, &[], kind.name(), Some(dir))?;
+        *self = fresh;
+        Ok(())
+    }
+
     fn launch(
         kind: ServerKind,
         paths: &ServerPaths,
@@ -175,13 +194,25 @@ impl Server {
         extra: &[String],
         log_name: &str,
     ) -> Result<Server> {
+        Server::launch_on(kind, paths, warmup, extra, log_name, None)
+    }
+
+    fn launch_on(
+        kind: ServerKind,
+        paths: &ServerPaths,
+        warmup: Duration,
+        extra: &[String],
+        log_name: &str,
+        existing_dir: Option<PathBuf>,
+    ) -> Result<Server> {
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut data_dir = None;
         let argv: Vec<String> = match kind {
             ServerKind::Hubbub | ServerKind::HubbubAccounts => {
-                let dir = std::env::temp_dir()
-                    .join(format!("hubbub-bench-{}-{port}", std::process::id()));
+                let dir = existing_dir.unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("hubbub-bench-{}-{port}", std::process::id()))
+                });
                 std::fs::create_dir_all(&dir).context("create hubbub data dir")?;
                 let v = vec![
                     paths.hubbub_bin.display().to_string(),

@@ -40,6 +40,8 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
         .map(|w| w.cpu_us_per_write);
     let mut server = Server::start(kind, &run.paths, plan.server_warmup)?;
     let total = plan.fanout_stages.iter().map(|s| s.0).max().unwrap_or(0);
+    let accounts_made_s =
+        super::make_accounts_beforehand(&mut server, kind, run, RoomLayout::Single, total).await?;
     let mut fleet = Fleet::new(
         kind.mode(),
         Route::Chat,
@@ -62,6 +64,9 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
             rec.m.insert("failed".into(), c.failed as f64);
             rec.m.insert("fill_s".into(), fill_s);
             rec.m.insert("fill_server_cpu_s".into(), fill_cpu);
+            if let Some(made) = accounts_made_s {
+                rec.m.insert("accounts_made_s".into(), made);
+            }
             rec.m.insert("rss_kib".into(), rss as f64);
             rec.m.insert("kib_per_conn_in_room".into(), rss.saturating_sub(rss0) as f64 / fleet.connected.max(1) as f64);
             if fleet.connected == 0 {

@@ -23,6 +23,8 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let layout = RoomLayout::Blocks {
         size: plan.idle_room_size,
     };
+    let accounts_made_s =
+        super::make_accounts_beforehand(&mut server, kind, run, layout, total).await?;
     let mut fleet = Fleet::new(kind.mode(), Route::Chat, server.addr, layout, total)
         .signed_in(kind.auth_secret());
     let rss0 = procfs::rss_kib(server.pid)?;
@@ -45,6 +47,9 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
                 cpu0.secs_until(&procfs::cpu(server.pid)?),
             );
             rec.m.insert("rss_before_kib".into(), rss0 as f64);
+            if let Some(made) = accounts_made_s {
+                rec.m.insert("accounts_made_s".into(), made);
+            }
             rec.m.insert("rss_kib".into(), rss as f64);
             rec.m.insert(
                 "kib_per_conn".into(),

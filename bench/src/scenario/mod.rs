@@ -95,3 +95,43 @@ pub fn record(kind: ServerKind, scenario: Scenario, n: usize, label: impl Into<S
         note: None,
     }
 }
+
+/// For `hubbub-accounts`: signs every member the scenario will connect in once beforehand (so
+/// each token's account is made, and joins the rooms it will join), then restarts the server on
+/// the same data directory. The scenario then measures what a team's server sees every day,
+/// members who already have accounts connecting and joining, with a process whose memory holds
+/// nothing of the first pass; account creation on first use is a one-off per member, timed
+/// here and recorded apart (`accounts_made_s`). Guests and peers: nothing to do, `None`.
+pub async fn make_accounts_beforehand(
+    server: &mut crate::servers::Server,
+    kind: ServerKind,
+    run: &crate::run::Run,
+    layout: crate::spec::RoomLayout,
+    total: usize,
+) -> anyhow::Result<Option<f64>> {
+    if kind != ServerKind::HubbubAccounts {
+        return Ok(None);
+    }
+    let began = std::time::Instant::now();
+    let mut first = crate::coordinator::Fleet::new(
+        kind.mode(),
+        crate::client::Route::Chat,
+        server.addr,
+        layout,
+        total,
+    )
+    .signed_in(kind.auth_secret());
+    let connected = first.grow_to(total, run.plan.connect_timeout).await;
+    let made_s = began.elapsed().as_secs_f64();
+    first.stop().await;
+    let connected = connected?;
+    if connected.failed > 0 {
+        anyhow::bail!(
+            "{} of {total} first sign-ins failed: {:?}",
+            connected.failed,
+            connected.errors.first()
+        );
+    }
+    server.restart(kind, &run.paths, run.plan.server_warmup)?;
+    Ok(Some(made_s))
+}
