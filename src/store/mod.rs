@@ -12,6 +12,7 @@ pub mod directory;
 mod import;
 pub mod moderation;
 mod people;
+pub(crate) mod rows;
 mod postgres;
 pub mod search;
 mod sqlite;
