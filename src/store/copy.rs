@@ -520,10 +520,17 @@ pub(crate) async fn import(
         rows: row_counts,
     };
     if end != read {
-        return Err(lines.error(format!(
-            "the end line counts {} rooms, {} messages and rows {:?}, the file holds {}, {} and {:?}",
-            end.rooms, end.messages, end.rows, read.rooms, read.messages, read.rows
-        )));
+        let mut reason = format!(
+            "the end line counts {} rooms and {} messages, the file holds {} and {}",
+            end.rooms, end.messages, read.rooms, read.messages
+        );
+        if end.rows != read.rows {
+            reason += &format!(
+                "; it counts rows {:?}, the file holds {:?}",
+                end.rows, read.rows
+            );
+        }
+        return Err(lines.error(reason));
     }
     if lines.next().await?.is_some() {
         return Err(lines.error("nothing may follow the end line".to_owned()));
