@@ -260,7 +260,8 @@ async fn export_then_import_carries_the_whole_database() {
 }
 
 /// A second pass after the source changed: a new account, a new message, an edit of a message
-/// copied before, a reaction, a password change and a lifted ban arrive; nothing else is written.
+/// copied before, a reaction added and one taken back, a new topic, a lifted ban, a member
+/// removed and a session signed out arrive; the target ends up as the source is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_copy_brings_over_what_changed_on_the_source_since_the_first() {
     let (_dir, data) = scratch();
@@ -283,13 +284,19 @@ async fn a_second_copy_brings_over_what_changed_on_the_source_since_the_first() 
     request(&mut ws, edit).await;
     let react = json!({"type": "react", "data": {"room": "lobby", "id": 2, "emoji": "🎉"}});
     request(&mut ws, react).await;
+    let unreact = json!({"type": "react", "data": {"room": "lobby", "id": 1, "emoji": "👍", "remove": true}});
+    request(&mut ws, unreact).await;
     drop(ws);
     drop(node);
     let mut conn = SqliteConnection::connect(&from).await.unwrap();
-    sqlx::query("UPDATE room_settings SET topic = 'louder' WHERE name = 'den'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    for sql in [
+        "UPDATE room_settings SET topic = 'louder' WHERE name = 'den'",
+        "DELETE FROM bans WHERE room = 'lobby'",
+        "DELETE FROM room_members WHERE room = 'den' AND account_id = 2",
+        "DELETE FROM sessions WHERE account_id = 2",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
     conn.close().await.unwrap();
 
     let second = run_hubbub(&["copy", "--from", &from, "--to", &target], None);
@@ -297,6 +304,8 @@ async fn a_second_copy_brings_over_what_changed_on_the_source_since_the_first() 
     assert_eq!(export(&target), export(&from));
     let said = common::cli::stderr(&second) + &stdout(&second);
     assert!(said.contains("stored 1 messages"), "{said}");
+    // The lifted ban, the removed member, bob's ended session and alice's 👍 on message 1.
+    assert!(said.contains("4 the source no longer has, removed"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,6 +124,9 @@ pub(crate) struct Transferred {
     pub rows_written: u64,
     /// Other rows the target already held (identical, or newer by the table's rule).
     pub rows_kept: u64,
+    /// Target rows deleted because the source deleted them since an earlier pass (sessions
+    /// ended, bans lifted, reactions taken back ...).
+    pub rows_removed: u64,
 }
 
 /// What an export wrote.
@@ -430,6 +433,7 @@ pub(crate) async fn copy(
     target_rows: &RowDb,
 ) -> Result<Transferred, TransferError> {
     let mut applied = Applied::default();
+    target_rows.start_pass().await.map_err(StoreError::from)?;
     for table in rows::BEFORE_MESSAGES {
         copy_table(source_rows, target_rows, table, &mut applied).await?;
     }
@@ -445,12 +449,14 @@ pub(crate) async fn copy(
     for table in rows::AFTER_MESSAGES {
         copy_table(source_rows, target_rows, table, &mut applied).await?;
     }
+    let removed = target_rows.prune().await.map_err(StoreError::from)?;
     Ok(Transferred {
         rooms: reader.rooms_read,
         stored: done.stored,
         skipped: done.skipped,
         rows_written: applied.written,
         rows_kept: applied.kept,
+        rows_removed: removed,
     })
 }
 
@@ -465,6 +471,12 @@ pub(crate) async fn import(
 ) -> Result<Transferred, TransferError> {
     let mut lines = Lines::new(input);
     let version = read_header(&mut lines).await?;
+    if version >= 2 {
+        // A version 2 file holds every row of the source: once all of it is read, the target's
+        // rows it does not hold are pruned (never for a version 1 file, which holds messages
+        // only, nor for a file cut short).
+        rows.start_pass().await.map_err(StoreError::from)?;
+    }
     let mut pending = Pending::default();
     let mut pending_rows = PendingRows::default();
     let mut row_counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -535,12 +547,18 @@ pub(crate) async fn import(
     if lines.next().await?.is_some() {
         return Err(lines.error("nothing may follow the end line".to_owned()));
     }
+    let removed = if version >= 2 {
+        rows.prune().await.map_err(StoreError::from)?
+    } else {
+        0
+    };
     Ok(Transferred {
         rooms: read.rooms,
         stored: done.stored,
         skipped: done.skipped,
         rows_written: applied.written,
         rows_kept: applied.kept,
+        rows_removed: removed,
     })
 }
 
@@ -908,8 +926,13 @@ impl std::fmt::Display for Transferred {
         write!(
             f,
             "stored {} messages in {} rooms ({} already there, skipped); {} other rows written \
-             ({} already there, kept)",
-            self.stored, self.rooms, self.skipped, self.rows_written, self.rows_kept
+             ({} already there, kept; {} the source no longer has, removed)",
+            self.stored,
+            self.rooms,
+            self.skipped,
+            self.rows_written,
+            self.rows_kept,
+            self.rows_removed
         )
     }
 }

@@ -97,6 +97,9 @@ pub(crate) struct Table {
     pub filter: Option<&'static str>,
     /// The PostgreSQL identity column whose sequence must continue past copied ids.
     pub pg_identity: Option<&'static str>,
+    /// The source deletes rows of this table (a session ended, a ban lifted, a reaction taken
+    /// back ...): after a complete pass, target rows the source no longer has are deleted.
+    pub prune: bool,
 }
 
 use Kind::*;
@@ -119,6 +122,7 @@ const ACCOUNTS: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: Some("id"),
+    prune: false,
 };
 
 const SESSIONS: Table = Table {
@@ -138,6 +142,7 @@ const SESSIONS: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: true,
 };
 
 const INVITES: Table = Table {
@@ -156,6 +161,7 @@ const INVITES: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: true,
 };
 
 const ROOM_SETTINGS: Table = Table {
@@ -175,6 +181,7 @@ const ROOM_SETTINGS: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: false,
 };
 
 const ROOM_MEMBERS: Table = Table {
@@ -192,6 +199,7 @@ const ROOM_MEMBERS: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: true,
 };
 
 const READ_MARKERS: Table = Table {
@@ -209,6 +217,7 @@ const READ_MARKERS: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: false,
 };
 
 const BANS: Table = Table {
@@ -227,6 +236,7 @@ const BANS: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: true,
 };
 
 const MUTES: Table = Table {
@@ -245,6 +255,7 @@ const SLOW_MODE: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: true,
 };
 
 const AUDIT: Table = Table {
@@ -265,6 +276,7 @@ const AUDIT: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: Some("id"),
+    prune: false,
 };
 
 /// The edit mark, tombstone and current text of messages that were edited or deleted: applied
@@ -289,6 +301,7 @@ pub(crate) const MESSAGE_STATE: Table = Table {
     update_only: true,
     filter: Some("edited_ms IS NOT NULL OR deleted_ms IS NOT NULL"),
     pg_identity: None,
+    prune: false,
 };
 
 const REACTIONS: Table = Table {
@@ -309,6 +322,7 @@ const REACTIONS: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: true,
 };
 
 const MESSAGE_CHANGES: Table = Table {
@@ -328,6 +342,7 @@ const MESSAGE_CHANGES: Table = Table {
     update_only: false,
     filter: None,
     pg_identity: None,
+    prune: false,
 };
 
 /// The tables carried before the messages, in an order that satisfies every foreign key
@@ -348,6 +363,15 @@ pub(crate) const BEFORE_MESSAGES: [&Table; 11] = [
 
 /// The tables carried after the messages (their rows name messages).
 pub(crate) const AFTER_MESSAGES: [&Table; 3] = [&MESSAGE_STATE, &REACTIONS, &MESSAGE_CHANGES];
+
+/// The tables whose rows the source deletes, pruned from the target after a complete pass.
+pub(crate) fn pruned() -> impl Iterator<Item = &'static Table> {
+    BEFORE_MESSAGES
+        .iter()
+        .chain(AFTER_MESSAGES.iter())
+        .copied()
+        .filter(|table| table.prune)
+}
 
 /// The table an export record names.
 pub(crate) fn table_of_record(record: &str) -> Option<&'static Table> {
@@ -383,12 +407,15 @@ pub(crate) struct Applied {
     pub written: u64,
     /// Rows the target held identically, or newer (read markers...), or lacked (update-only).
     pub kept: u64,
+    /// Target rows deleted because the source no longer has them.
+    pub removed: u64,
 }
 
 impl Applied {
     pub(crate) fn add(&mut self, other: Applied) {
         self.written += other.written;
         self.kept += other.kept;
+        self.removed += other.removed;
     }
 }
 
@@ -413,9 +440,13 @@ impl RowDb {
                     .filename(path)
                     .busy_timeout(busy)
                     .read_only(read_only);
+                // One connection, kept for the whole run: the keys a pass has seen live in a
+                // temporary table of this connection (see [`RowDb::start_pass`]).
                 RowDb::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
                         .connect_with(options)
                         .await?,
                 )
@@ -425,6 +456,8 @@ impl RowDb {
                 RowDb::Postgres(
                     PgPoolOptions::new()
                         .max_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
                         .connect_with(options)
                         .await?,
                 )
@@ -499,11 +532,19 @@ impl RowDb {
         let select = self.select_by_key(table);
         let insert = self.insert(table);
         let update = self.update(table);
+        let seen = table.prune.then(|| self.insert_seen(table));
         let mut applied = Applied::default();
         match self {
             RowDb::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 for row in rows {
+                    if let Some(seen) = &seen {
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(seen.clone()));
+                        for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
+                            query = bind_sqlite(query, value, *kind);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(select.clone()));
                     for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
                         query = bind_sqlite(query, value, *kind);
@@ -533,6 +574,13 @@ impl RowDb {
             RowDb::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 for row in rows {
+                    if let Some(seen) = &seen {
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(seen.clone()));
+                        for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
+                            query = bind_pg(query, value, *kind);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(select.clone()));
                     for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
                         query = bind_pg(query, value, *kind);
@@ -573,6 +621,71 @@ impl RowDb {
             }
         }
         Ok(applied)
+    }
+
+    /// Starts a pass that may prune: an empty temporary table per pruned table, on this
+    /// connection, to hold the keys the pass brings (as the table's own key columns, so types
+    /// and collations match).
+    pub(crate) async fn start_pass(&self) -> Result<(), sqlx::Error> {
+        for table in pruned() {
+            let drop = format!("DROP TABLE IF EXISTS {}", seen_table(table));
+            let create = format!(
+                "CREATE TEMP TABLE {} AS SELECT {} FROM {} LIMIT 0",
+                seen_table(table),
+                key_list(table),
+                table.name
+            );
+            self.execute(drop).await?;
+            self.execute(create).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a complete pass: deletes the target rows of every pruned table whose key the pass
+    /// did not bring (the source deleted them since an earlier pass), one transaction per table.
+    pub(crate) async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let mut removed = 0;
+        for table in pruned() {
+            let matches: Vec<String> = table.columns[..table.key]
+                .iter()
+                .map(|(name, _)| format!("s.{name} = t.{name}"))
+                .collect();
+            let sql = format!(
+                "DELETE FROM {name} AS t WHERE NOT EXISTS (SELECT 1 FROM {seen} AS s WHERE {on})",
+                name = table.name,
+                seen = seen_table(table),
+                on = matches.join(" AND ")
+            );
+            let gone = self.execute(sql).await?;
+            if gone > 0 {
+                tracing::info!(table = table.name, removed = gone, "removed rows the source no longer has");
+            }
+            removed += gone;
+        }
+        Ok(removed)
+    }
+
+    async fn execute(&self, sql: String) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            RowDb::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            RowDb::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    fn insert_seen(&self, table: &Table) -> String {
+        let marks: Vec<String> = (1..=table.key).map(|n| self.placeholder(n)).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            seen_table(table),
+            key_list(table),
+            marks.join(", ")
+        )
     }
 
     fn select_by_key(&self, table: &Table) -> String {
@@ -639,6 +752,10 @@ fn write_order(table: &Table, update: bool) -> Vec<usize> {
     } else {
         all.collect()
     }
+}
+
+fn seen_table(table: &Table) -> String {
+    format!("hubbub_copy_seen_{}", table.name)
 }
 
 fn column_list(table: &Table) -> String {
