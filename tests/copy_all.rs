@@ -152,7 +152,8 @@ async fn check_target_serves_the_source(target: &str, data: &Path, source: &Sour
 
     // The next post, change and sign-up take the next id and seq.
     assert_eq!(ws.post("lobby", "four").await["id"], 4);
-    let unreact = json!({"type": "react", "data": {"room": "lobby", "id": 1, "emoji": "👍", "remove": true}});
+    let unreact =
+        json!({"type": "react", "data": {"room": "lobby", "id": 1, "emoji": "👍", "remove": true}});
     ws.send(unreact).await;
     // The change reaches its author too, before or after the ack.
     let change = ws.recv_type("change").await;
@@ -173,7 +174,10 @@ async fn check_target_serves_the_source(target: &str, data: &Path, source: &Sour
         .into_iter()
         .filter(|account| account["name"] == "carol")
         .collect();
-    assert_eq!(carol[0]["id"], 3, "the next sign-up takes the next account id");
+    assert_eq!(
+        carol[0]["id"], 3,
+        "the next sign-up takes the next account id"
+    );
 }
 
 /// Every kind of row the source holds is in the export, and the target's export is the same.
@@ -216,9 +220,10 @@ async fn copy_to_another_sqlite_file_carries_accounts_sessions_rooms_moderation_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_to_postgres_carries_accounts_sessions_rooms_moderation_and_changes() {
-    let Some(url) =
-        fresh_schema_or_skip("copy_to_postgres_carries_accounts_sessions_rooms_moderation_and_changes")
-            .await
+    let Some(url) = fresh_schema_or_skip(
+        "copy_to_postgres_carries_accounts_sessions_rooms_moderation_and_changes",
+    )
+    .await
     else {
         return;
     };
@@ -265,26 +270,44 @@ async fn export_then_import_carries_the_whole_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_copy_brings_over_what_changed_on_the_source_since_the_first() {
     let (_dir, data) = scratch();
-    let source = populated_source(&data).await;
-    let from = sqlite_url(&source.db);
     let target = sqlite_url(&data.join("target.db"));
-    succeeded(&run_hubbub(&["copy", "--from", &from, "--to", &target], None));
+    second_pass_into(&data, &target).await;
+}
 
-    let node = Binary::start(
-        &data.join("source-node"),
-        free_port(),
-        &["--db", &from],
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_copy_to_postgres_brings_over_what_changed_on_the_source_since_the_first() {
+    let Some(target) = fresh_schema_or_skip(
+        "a_second_copy_to_postgres_brings_over_what_changed_on_the_source_since_the_first",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
+    let (_dir, data) = scratch();
+    second_pass_into(&data, &target).await;
+}
+
+async fn second_pass_into(data: &Path, target: &str) {
+    let target = target.to_owned();
+    let source = populated_source(data).await;
+    let from = sqlite_url(&source.db);
+    succeeded(&run_hubbub(
+        &["copy", "--from", &from, "--to", &target],
+        None,
+    ));
+
+    let node = Binary::start(&data.join("source-node"), free_port(), &["--db", &from]).await;
     sign_up(node.addr, "dave").await;
     let (mut ws, _) = source.alice.connect(node.addr, "").await;
     ws.join("lobby").await;
     ws.post("lobby", "after the first pass").await;
-    let edit = json!({"type": "edit", "data": {"room": "lobby", "id": 1, "text": "one, edited later"}});
+    let edit =
+        json!({"type": "edit", "data": {"room": "lobby", "id": 1, "text": "one, edited later"}});
     request(&mut ws, edit).await;
     let react = json!({"type": "react", "data": {"room": "lobby", "id": 2, "emoji": "🎉"}});
     request(&mut ws, react).await;
-    let unreact = json!({"type": "react", "data": {"room": "lobby", "id": 1, "emoji": "👍", "remove": true}});
+    let unreact =
+        json!({"type": "react", "data": {"room": "lobby", "id": 1, "emoji": "👍", "remove": true}});
     request(&mut ws, unreact).await;
     drop(ws);
     drop(node);
@@ -305,7 +328,10 @@ async fn a_second_copy_brings_over_what_changed_on_the_source_since_the_first() 
     let said = common::cli::stderr(&second) + &stdout(&second);
     assert!(said.contains("stored 1 messages"), "{said}");
     // The lifted ban, the removed member, bob's ended session and alice's 👍 on message 1.
-    assert!(said.contains("4 the source no longer has, removed"), "{said}");
+    assert!(
+        said.contains("4 the source no longer has, removed"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +341,10 @@ async fn a_target_change_row_that_differs_is_refused_naming_it() {
     let from = sqlite_url(&source.db);
     let target_path = data.join("target.db");
     let target = sqlite_url(&target_path);
-    succeeded(&run_hubbub(&["copy", "--from", &from, "--to", &target], None));
+    succeeded(&run_hubbub(
+        &["copy", "--from", &from, "--to", &target],
+        None,
+    ));
     let mut conn = SqliteConnection::connect(&target).await.unwrap();
     sqlx::query("UPDATE message_changes SET payload = '{}' WHERE room = 'lobby' AND seq = 2")
         .execute(&mut conn)
@@ -338,10 +367,12 @@ async fn another_account_under_a_copied_id_is_refused_naming_it() {
     let target = sqlite_url(&data.join("target.db"));
     succeeded(&run_hubbub(&["migrate", "--db", &target], None));
     let mut conn = SqliteConnection::connect(&target).await.unwrap();
-    sqlx::query("INSERT INTO accounts (id, name, name_key, created_ms) VALUES (1, 'zed', 'zed', 5)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO accounts (id, name, name_key, created_ms) VALUES (1, 'zed', 'zed', 5)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
     conn.close().await.unwrap();
 
     let output = run_hubbub(&["copy", "--from", &from, "--to", &target], None);

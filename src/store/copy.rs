@@ -373,7 +373,10 @@ async fn export_table(
 ) -> Result<(), TransferError> {
     let mut after = None;
     loop {
-        let batch = rows.read(table, after.as_deref(), BATCH).await.map_err(StoreError::from)?;
+        let batch = rows
+            .read(table, after.as_deref(), BATCH)
+            .await
+            .map_err(StoreError::from)?;
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -409,7 +412,12 @@ async fn copy_table(
         };
         after = Some(rows::key_of(table, last));
         let applied = target.apply(table, &batch).await?;
-        debug!(table = table.name, written = applied.written, kept = applied.kept, "copied rows");
+        debug!(
+            table = table.name,
+            written = applied.written,
+            kept = applied.kept,
+            "copied rows"
+        );
         done.add(applied);
     }
 }
@@ -501,7 +509,10 @@ pub(crate) async fn import(
                     )));
                 }
                 pending.flush(target, &mut done).await?;
-                if pending_rows.table.is_some_and(|held| !std::ptr::eq(held, table)) {
+                if pending_rows
+                    .table
+                    .is_some_and(|held| !std::ptr::eq(held, table))
+                {
                     pending_rows.flush(rows, &mut applied).await?;
                 }
                 pending_rows.table = Some(table);
@@ -639,17 +650,20 @@ enum Parsed {
     End(Exported),
 }
 
+/// A version 2 row line, `{"<record>":{...}}`: its table and fields.
+fn typed_row(
+    value: &serde_json::Value,
+) -> Option<(&'static Table, &serde_json::Map<String, serde_json::Value>)> {
+    let object = value.as_object().filter(|object| object.len() == 1)?;
+    let (record, fields) = object.iter().next()?;
+    Some((rows::table_of_record(record)?, fields.as_object()?))
+}
+
 fn parse_record(line: &[u8]) -> Result<Parsed, String> {
     let value: serde_json::Value =
         serde_json::from_slice(line).map_err(|err| format!("not a valid line: {err}"))?;
-    if let serde_json::Value::Object(object) = &value {
-        if let (1, Some((record, serde_json::Value::Object(fields)))) =
-            (object.len(), object.iter().next())
-        {
-            if let Some(table) = rows::table_of_record(record) {
-                return Ok(Parsed::Row(table, rows::from_json(table, fields)?));
-            }
-        }
+    if let Some((table, fields)) = typed_row(&value) {
+        return Ok(Parsed::Row(table, rows::from_json(table, fields)?));
     }
     let record: Record =
         serde_json::from_value(value).map_err(|err| format!("not a valid line: {err}"))?;

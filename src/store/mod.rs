@@ -12,8 +12,8 @@ pub mod directory;
 mod import;
 pub mod moderation;
 mod people;
-pub(crate) mod rows;
 mod postgres;
+pub(crate) mod rows;
 pub mod search;
 mod sqlite;
 

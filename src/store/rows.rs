@@ -49,10 +49,15 @@ pub(crate) enum Kind {
 /// One column's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Value {
+    /// SQL NULL.
     Null,
+    /// Any integer column.
     Int(i64),
+    /// Text, and a message body.
     Text(String),
+    /// A flag.
     Bool(bool),
+    /// A hash.
     Bytes(Vec<u8>),
 }
 
@@ -422,7 +427,9 @@ impl Applied {
 /// A database opened for row copies: one connection of its own beside the [`super::Store`].
 #[derive(Debug, Clone)]
 pub(crate) enum RowDb {
+    /// A SQLite file.
     Sqlite(SqlitePool),
+    /// A PostgreSQL schema.
     Postgres(PgPool),
 }
 
@@ -658,7 +665,11 @@ impl RowDb {
             );
             let gone = self.execute(sql).await?;
             if gone > 0 {
-                tracing::info!(table = table.name, removed = gone, "removed rows the source no longer has");
+                tracing::info!(
+                    table = table.name,
+                    removed = gone,
+                    "removed rows the source no longer has"
+                );
             }
             removed += gone;
         }
@@ -748,7 +759,9 @@ impl RowDb {
 fn write_order(table: &Table, update: bool) -> Vec<usize> {
     let all = 0..table.columns.len();
     if update {
-        (table.key..table.columns.len()).chain(0..table.key).collect()
+        (table.key..table.columns.len())
+            .chain(0..table.key)
+            .collect()
     } else {
         all.collect()
     }
@@ -869,7 +882,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -917,9 +930,9 @@ fn sqlite_row(table: &Table, row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error>
         .enumerate()
         .map(|(i, (_, kind))| {
             Ok(match kind {
-                Int | OptInt | Int32 => {
-                    row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int)
-                }
+                Int | OptInt | Int32 => row
+                    .try_get::<Option<i64>, _>(i)?
+                    .map_or(Value::Null, Value::Int),
                 Text | OptText | Body => row
                     .try_get::<Option<String>, _>(i)?
                     .map_or(Value::Null, Value::Text),
@@ -939,7 +952,9 @@ fn pg_row(table: &Table, row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
         .enumerate()
         .map(|(i, (name, kind))| {
             Ok(match kind {
-                Int | OptInt => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+                Int | OptInt => row
+                    .try_get::<Option<i64>, _>(i)?
+                    .map_or(Value::Null, Value::Int),
                 Int32 => Value::Int(i64::from(row.try_get::<i32, _>(i)?)),
                 Text | OptText => row
                     .try_get::<Option<String>, _>(i)?
@@ -1039,8 +1054,18 @@ mod tests {
 
     #[test]
     fn a_read_marker_that_moved_on_in_the_target_is_kept() {
-        let held = [Value::Int(1), Value::Text("r".into()), Value::Int(9), Value::Int(5)];
-        let source = [Value::Int(1), Value::Text("r".into()), Value::Int(4), Value::Int(6)];
+        let held = [
+            Value::Int(1),
+            Value::Text("r".into()),
+            Value::Int(9),
+            Value::Int(5),
+        ];
+        let source = [
+            Value::Int(1),
+            Value::Text("r".into()),
+            Value::Int(4),
+            Value::Int(6),
+        ];
         assert!(matches!(
             decide(&READ_MARKERS, &source, Some(&held)),
             Ok(Decision::Keep)
