@@ -404,3 +404,69 @@ async fn another_account_under_a_copied_id_is_refused_naming_it() {
         "accounts id=1: the target holds another row under this key (name_key is \"zed\" there, \"alice\" in the source)",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_over_another_account_names_the_line_and_stores_nothing_of_its_batch() {
+    let (_dir, data) = scratch();
+    let source = populated_source(&data).await;
+    let file = data.join("export.jsonl");
+    std::fs::write(&file, export(&sqlite_url(&source.db))).unwrap();
+    let target = sqlite_url(&data.join("target.db"));
+    succeeded(&run_hubbub(&["migrate", "--db", &target], None));
+    let mut conn = SqliteConnection::connect(&target).await.unwrap();
+    sqlx::query(
+        "INSERT INTO accounts (id, name, name_key, created_ms) VALUES (2, 'zed', 'zed', 5)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let output = run_hubbub(&["import", "--db", &target], Some(&file));
+    failed_saying(
+        &output,
+        "line 3: accounts id=2: the target holds another row under this key (name_key is \"zed\" \
+         there, \"bob\" in the source); a copy never overwrites it (nothing from line 2 on was \
+         stored)",
+    );
+    let accounts = records(&export(&target), "account");
+    assert_eq!(
+        accounts.len(),
+        1,
+        "alice was not stored either: {accounts:?}"
+    );
+}
+
+/// A version 1 file holds messages only: importing one into a copied database leaves every
+/// other row (sessions, members, bans ...) as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_import_into_a_copied_database_removes_nothing() {
+    let (_dir, data) = scratch();
+    let source = populated_source(&data).await;
+    let from = sqlite_url(&source.db);
+    let target = sqlite_url(&data.join("target.db"));
+    succeeded(&run_hubbub(
+        &["copy", "--from", &from, "--to", &target],
+        None,
+    ));
+    let file = data.join("v1.jsonl");
+    let lines = [
+        json!({"format": "hubbub-history", "version": 1}),
+        json!({"room": "archive", "id": 1, "ts": 1_600_000_000_000_i64, "from": "old", "text": "kept"}),
+        json!({"end": {"rooms": 1, "messages": 1}}),
+    ];
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+
+    let output = run_hubbub(&["import", "--db", &target], Some(&file));
+    succeeded(&output);
+    let after = export(&target);
+    for kind in ["session", "member", "ban", "reaction"] {
+        assert_eq!(
+            records(&after, kind),
+            records(&export(&from), kind),
+            "{kind} rows"
+        );
+    }
+    assert!(after.contains(r#""text":"kept""#));
+}

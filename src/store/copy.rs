@@ -3,23 +3,28 @@
 //! A team that started on one node's SQLite file moves to PostgreSQL this way without breaking
 //! any client's `since` (docs/deploy.md, "From one node on SQLite to PostgreSQL").
 //!
-//! Everything streams in batches of [`BATCH`] messages of one room: a history is never held in
-//! memory, and each batch is one [`Store::import`] transaction, which stores it, skips what the
-//! target already holds identically, or refuses it (store/import.rs has the rule). A room is read
+//! Everything streams in batches of [`BATCH`] messages of one room (or rows of one table): a
+//! database is never held in memory, and each batch is one transaction ([`Store::import`] for
+//! messages, which stores, skips what the target already holds identically, or refuses, see
+//! store/import.rs; `RowDb::apply` for every other table, see store/rows.rs). A room is read
 //! up to the newest id it has when its turn comes, so reading while a node still posts to the
 //! source gives every room a gapless prefix of its history.
 //!
-//! The file format, version 1:
+//! The file format, version 2 (version 1 had the message and end lines only, and still
+//! imports):
 //!
 //! ```text
-//! {"format":"hubbub-history","version":1}
+//! {"format":"hubbub-history","version":2}
+//! {"account":{"id":1,"name":"alice",...}}
+//! ...                                      (sessions, invites, rooms, members, moderation ...)
 //! {"room":"lobby","id":1,"ts":1700000000000,"from":"alice","text":"hi"}
 //! ...
-//! {"end":{"rooms":2,"messages":1234}}
+//! {"reaction":{...}}  {"change":{...}}
+//! {"end":{"rooms":2,"messages":1234,"rows":{"account":3,...}}}
 //! ```
 //!
 //! The end line tells a complete export from one cut short: an import of a file without it
-//! stores what the file holds and then fails saying so.
+//! stores what the file holds and then fails saying so (and prunes nothing).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
