@@ -15,6 +15,7 @@
 //! column) follows the target's own triggers, and `directory_changes` (the CLI's notice to
 //! running nodes, kept a day) starts empty on a target no node serves yet.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
@@ -47,7 +48,7 @@ pub(crate) enum Kind {
 }
 
 /// One column's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Value {
     /// SQL NULL.
     Null,
@@ -531,103 +532,127 @@ impl RowDb {
         }
     }
 
-    /// Applies `rows` of `table` in one transaction (see the module's rule).
+    /// Applies `rows` of `table` in one transaction (see the module's rule): one query reads
+    /// what the target holds under the batch's keys, one inserts the rows it lacks, and each
+    /// row brought up to date is one update (rare: rows changed in place between passes).
     pub(crate) async fn apply(&self, table: &Table, rows: &Rows) -> Result<Applied, RowError> {
         if rows.is_empty() {
             return Ok(Applied::default());
         }
-        let select = self.select_by_key(table);
-        let insert = self.insert(table);
-        let update = self.update(table);
-        let seen = table.prune.then(|| self.insert_seen(table));
+        let mut tx = match self {
+            RowDb::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            RowDb::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        };
+        let keys: Vec<&[Value]> = rows.iter().map(|row| &row[..table.key]).collect();
+        if table.prune {
+            tx.execute(
+                self.insert_rows(&seen_table(table), key_list(table), table.key, keys.len()),
+                table,
+                keys.iter().flat_map(|key| key.iter().enumerate()),
+            )
+            .await?;
+        }
+        let held: HashMap<Vec<Value>, Vec<Value>> = tx
+            .fetch(
+                self.select_by_keys(table, keys.len()),
+                table,
+                keys.iter().flat_map(|key| key.iter().enumerate()),
+            )
+            .await?
+            .into_iter()
+            .map(|row| (row[..table.key].to_vec(), row))
+            .collect();
         let mut applied = Applied::default();
-        match self {
-            RowDb::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for row in rows {
-                    if let Some(seen) = &seen {
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(seen.clone()));
-                        for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
-                            query = bind_sqlite(query, value, *kind);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(select.clone()));
-                    for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
-                        query = bind_sqlite(query, value, *kind);
-                    }
-                    let held = query
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| sqlite_row(table, &r))
-                        .transpose()?;
-                    let sql = match decide(table, row, held.as_deref())? {
-                        Decision::Keep => {
-                            applied.kept += 1;
-                            continue;
-                        }
-                        Decision::Insert => &insert,
-                        Decision::Update => &update,
-                    };
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                    for index in write_order(table, sql == &update) {
-                        query = bind_sqlite(query, &row[index], table.columns[index].1);
-                    }
-                    query.execute(&mut *tx).await?;
-                    applied.written += 1;
-                }
-                tx.commit().await?;
-            }
-            RowDb::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for row in rows {
-                    if let Some(seen) = &seen {
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(seen.clone()));
-                        for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
-                            query = bind_pg(query, value, *kind);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(select.clone()));
-                    for (value, (_, kind)) in row.iter().zip(table.columns).take(table.key) {
-                        query = bind_pg(query, value, *kind);
-                    }
-                    let held = query
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| pg_row(table, &r))
-                        .transpose()?;
-                    let sql = match decide(table, row, held.as_deref())? {
-                        Decision::Keep => {
-                            applied.kept += 1;
-                            continue;
-                        }
-                        Decision::Insert => &insert,
-                        Decision::Update => &update,
-                    };
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                    for index in write_order(table, sql == &update) {
-                        query = bind_pg(query, &row[index], table.columns[index].1);
-                    }
-                    query.execute(&mut *tx).await?;
-                    applied.written += 1;
-                }
-                if let Some(column) = table.pg_identity {
-                    // Explicit ids do not move an identity's sequence: set it past the largest,
-                    // so the next sign-up (or audit row) on the target takes the next id.
-                    let sql = format!(
-                        "SELECT setval(pg_get_serial_sequence('{name}', '{column}'), \
-                         GREATEST((SELECT MAX({column}) FROM {name}), 1))",
-                        name = table.name
-                    );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut *tx)
+        let mut fresh: Vec<&Vec<Value>> = Vec::new();
+        let update = self.update(table);
+        for row in rows {
+            match decide(table, row, held.get(&row[..table.key]).map(Vec::as_slice))? {
+                Decision::Keep => applied.kept += 1,
+                Decision::Insert => fresh.push(row),
+                Decision::Update => {
+                    let order = write_order(table, true);
+                    tx.execute(update.clone(), table, order.iter().map(|&i| (i, &row[i])))
                         .await?;
+                    applied.written += 1;
                 }
-                tx.commit().await?;
             }
         }
+        if !fresh.is_empty() {
+            let overriding = match (self, table.pg_identity) {
+                (RowDb::Postgres(_), Some(_)) => " OVERRIDING SYSTEM VALUE",
+                _ => "",
+            };
+            let sql = self
+                .insert_rows(
+                    table.name,
+                    column_list(table),
+                    table.columns.len(),
+                    fresh.len(),
+                )
+                .replacen(" VALUES ", &format!("{overriding} VALUES "), 1);
+            tx.execute(
+                sql,
+                table,
+                fresh.iter().flat_map(|row| row.iter().enumerate()),
+            )
+            .await?;
+            applied.written += fresh.len() as u64;
+        }
+        if let (Tx::Postgres(_), Some(column)) = (&tx, table.pg_identity) {
+            // Explicit ids do not move an identity's sequence: set it past the largest, so
+            // the next sign-up (or audit row) on the target takes the next id.
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence('{name}', '{column}'), \
+                 GREATEST((SELECT MAX({column}) FROM {name}), 1))",
+                name = table.name
+            );
+            tx.execute(sql, table, std::iter::empty()).await?;
+        }
+        tx.commit().await?;
         Ok(applied)
+    }
+
+    /// `INSERT INTO {into} ({columns}) VALUES (...), ...` for `rows` rows of `width` values.
+    fn insert_rows(&self, into: &str, columns: String, width: usize, rows: usize) -> String {
+        let mut n = 0;
+        let tuples: Vec<String> = (0..rows)
+            .map(|_| {
+                let marks: Vec<String> = (0..width)
+                    .map(|_| {
+                        n += 1;
+                        self.placeholder(n)
+                    })
+                    .collect();
+                format!("({})", marks.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO {into} ({columns}) VALUES {}",
+            tuples.join(", ")
+        )
+    }
+
+    /// The rows of `table` under any of `count` keys (bound key after key).
+    fn select_by_keys(&self, table: &Table, count: usize) -> String {
+        let mut n = 0;
+        let tuples: Vec<String> = (0..count)
+            .map(|_| {
+                let marks: Vec<String> = (0..table.key)
+                    .map(|_| {
+                        n += 1;
+                        self.placeholder(n)
+                    })
+                    .collect();
+                format!("({})", marks.join(", "))
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM {} WHERE ({}) IN (VALUES {})",
+            column_list(table),
+            table.name,
+            key_list(table),
+            tuples.join(", ")
+        )
     }
 
     /// Starts a pass that may prune: an empty temporary table per pruned table, on this
@@ -689,46 +714,6 @@ impl RowDb {
         })
     }
 
-    fn insert_seen(&self, table: &Table) -> String {
-        let marks: Vec<String> = (1..=table.key).map(|n| self.placeholder(n)).collect();
-        format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            seen_table(table),
-            key_list(table),
-            marks.join(", ")
-        )
-    }
-
-    fn select_by_key(&self, table: &Table) -> String {
-        let condition: Vec<String> = table.columns[..table.key]
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| format!("{name} = {}", self.placeholder(i + 1)))
-            .collect();
-        format!(
-            "SELECT {} FROM {} WHERE {}",
-            column_list(table),
-            table.name,
-            condition.join(" AND ")
-        )
-    }
-
-    fn insert(&self, table: &Table) -> String {
-        let marks: Vec<String> = (1..=table.columns.len())
-            .map(|n| self.placeholder(n))
-            .collect();
-        let overriding = match (self, table.pg_identity) {
-            (RowDb::Postgres(_), Some(_)) => " OVERRIDING SYSTEM VALUE",
-            _ => "",
-        };
-        format!(
-            "INSERT INTO {} ({}){overriding} VALUES ({})",
-            table.name,
-            column_list(table),
-            marks.join(", ")
-        )
-    }
-
     /// An UPDATE of the non-key columns, binding them first and then the key.
     fn update(&self, table: &Table) -> String {
         let mut n = 0;
@@ -752,6 +737,74 @@ impl RowDb {
             sets.join(", "),
             condition.join(" AND ")
         )
+    }
+}
+
+/// A transaction on either database, so the rule is written once.
+enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    /// Runs `sql` with `values` bound in order (each with its column index in `table`, for its
+    /// type); returns the rows it changed.
+    async fn execute<'v>(
+        &mut self,
+        sql: String,
+        table: &Table,
+        values: impl Iterator<Item = (usize, &'v Value)>,
+    ) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            Tx::Sqlite(tx) => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (index, value) in values {
+                    query = bind_sqlite(query, value, table.columns[index].1);
+                }
+                query.execute(&mut **tx).await?.rows_affected()
+            }
+            Tx::Postgres(tx) => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (index, value) in values {
+                    query = bind_pg(query, value, table.columns[index].1);
+                }
+                query.execute(&mut **tx).await?.rows_affected()
+            }
+        })
+    }
+
+    /// Runs `sql`, which selects every column of `table`, with `values` bound in order.
+    async fn fetch<'v>(
+        &mut self,
+        sql: String,
+        table: &Table,
+        values: impl Iterator<Item = (usize, &'v Value)>,
+    ) -> Result<Rows, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (index, value) in values {
+                    query = bind_sqlite(query, value, table.columns[index].1);
+                }
+                let rows = query.fetch_all(&mut **tx).await?;
+                rows.iter().map(|row| sqlite_row(table, row)).collect()
+            }
+            Tx::Postgres(tx) => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (index, value) in values {
+                    query = bind_pg(query, value, table.columns[index].1);
+                }
+                let rows = query.fetch_all(&mut **tx).await?;
+                rows.iter().map(|row| pg_row(table, row)).collect()
+            }
+        }
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
     }
 }
 
