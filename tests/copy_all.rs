@@ -273,11 +273,27 @@ async fn copy_from_postgres_back_to_sqlite_carries_the_whole_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_import_carries_the_whole_database() {
     let (_dir, data) = scratch();
-    let source = populated_source(&data).await;
+    let target = sqlite_url(&data.join("imported.db"));
+    export_then_import_into(&data, &target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_into_postgres_carries_the_whole_database() {
+    let Some(target) =
+        fresh_schema_or_skip("export_then_import_into_postgres_carries_the_whole_database").await
+    else {
+        return;
+    };
+    let (_dir, data) = scratch();
+    export_then_import_into(&data, &target).await;
+}
+
+async fn export_then_import_into(data: &Path, target: &str) {
+    let target = target.to_owned();
+    let source = populated_source(data).await;
     let from = sqlite_url(&source.db);
     let file = data.join("export.jsonl");
     std::fs::write(&file, export(&from)).unwrap();
-    let target = sqlite_url(&data.join("imported.db"));
     succeeded(&run_hubbub(&["import", "--db", &target], Some(&file)));
     assert_same_database(&from, &target);
     // The same file again: everything is already there.
