@@ -300,7 +300,7 @@ async fn export_then_import_into(data: &Path, target: &str) {
     let again = run_hubbub(&["import", "--db", &target], Some(&file));
     succeeded(&again);
     assert_eq!(export(&target), export(&from));
-    check_target_serves_the_source(&target, &data, &source).await;
+    check_target_serves_the_source(&target, data, &source).await;
 }
 
 /// A second pass after the source changed: a new account, a new message, an edit of a message

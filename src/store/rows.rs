@@ -413,15 +413,12 @@ pub(crate) struct Applied {
     pub written: u64,
     /// Rows the target held identically, or newer (read markers...), or lacked (update-only).
     pub kept: u64,
-    /// Target rows deleted because the source no longer has them.
-    pub removed: u64,
 }
 
 impl Applied {
     pub(crate) fn add(&mut self, other: Applied) {
         self.written += other.written;
         self.kept += other.kept;
-        self.removed += other.removed;
     }
 }
 
