@@ -386,7 +386,7 @@ async fn the_export_file_is_a_header_one_line_per_message_and_an_end_line() {
         .collect();
     let total = seed_messages().len();
     assert_eq!(lines.len(), total + 2);
-    assert_eq!(lines[0], header());
+    assert_eq!(lines[0], json!({"format": "hubbub-history", "version": 2}));
     assert_eq!(lines[total + 1], end(3, total as u64));
     let first = &lines[1];
     assert_eq!(
@@ -563,14 +563,14 @@ async fn an_import_of_an_unknown_format_version_is_refused() {
     let file = import_file(
         &data,
         &[
-            json!({"format": "hubbub-history", "version": 2}),
+            json!({"format": "hubbub-history", "version": 3}),
             line("r", 1, "one"),
         ],
     );
     let (_, output) = import_into_new_sqlite(&data, &file);
     failed_saying(
         &output,
-        "line 1: unknown format version 2: this hubbub reads version 1",
+        "line 1: unknown format version 3: this hubbub reads versions 1 to 2",
     );
 }
 

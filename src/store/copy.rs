@@ -3,25 +3,30 @@
 //! A team that started on one node's SQLite file moves to PostgreSQL this way without breaking
 //! any client's `since` (docs/deploy.md, "From one node on SQLite to PostgreSQL").
 //!
-//! Everything streams in batches of [`BATCH`] messages of one room: a history is never held in
-//! memory, and each batch is one [`Store::import`] transaction, which stores it, skips what the
-//! target already holds identically, or refuses it (store/import.rs has the rule). A room is read
+//! Everything streams in batches of [`BATCH`] messages of one room (or rows of one table): a
+//! database is never held in memory, and each batch is one transaction ([`Store::import`] for
+//! messages, which stores, skips what the target already holds identically, or refuses, see
+//! store/import.rs; `RowDb::apply` for every other table, see store/rows.rs). A room is read
 //! up to the newest id it has when its turn comes, so reading while a node still posts to the
 //! source gives every room a gapless prefix of its history.
 //!
-//! The file format, version 1:
+//! The file format, version 2 (version 1 had the message and end lines only, and still
+//! imports):
 //!
 //! ```text
-//! {"format":"hubbub-history","version":1}
+//! {"format":"hubbub-history","version":2}
+//! {"account":{"id":1,"name":"alice",...}}
+//! ...                                      (sessions, invites, rooms, members, moderation ...)
 //! {"room":"lobby","id":1,"ts":1700000000000,"from":"alice","text":"hi"}
 //! ...
-//! {"end":{"rooms":2,"messages":1234}}
+//! {"reaction":{...}}  {"change":{...}}
+//! {"end":{"rooms":2,"messages":1234,"rows":{"account":3,...}}}
 //! ```
 //!
 //! The end line tells a complete export from one cut short: an import of a file without it
-//! stores what the file holds and then fails saying so.
+//! stores what the file holds and then fails saying so (and prunes nothing).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
+use super::rows::{self, Applied, RowDb, RowError, Rows, Table};
 use super::{
     ImportConflict, ImportOutcome, PostgresStore, SchemaAtOpen, SqliteStore, Store, StoreError,
     StoredMessage,
@@ -44,8 +50,12 @@ pub const BATCH: usize = 500;
 /// The `format` a header line names.
 pub(crate) const FORMAT: &str = "hubbub-history";
 
-/// The format version this hubbub writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The format version this hubbub writes: 2 carries every table (typed lines, see
+/// store/rows.rs); version 1 files (messages only) still import.
+pub(crate) const VERSION: u32 = 2;
+
+/// The oldest version an import reads.
+const OLDEST_VERSION: u32 = 1;
 
 /// Longest line an import reads: far above any message a server accepts (a 64 KiB text of
 /// escaped control characters is about 400 KiB of JSON), so only a file that is not an export
@@ -77,6 +87,9 @@ pub enum TransferError {
     /// Reading from or writing to a database failed, or a batch was refused.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A batch of rows (accounts, members, reactions, changes ...) was refused or failed.
+    #[error("{0}")]
+    Rows(#[from] RowError),
     /// A line of the input is not what the format allows, or the target refused its message.
     #[error("line {line}: {reason}")]
     Line {
@@ -112,15 +125,25 @@ pub(crate) struct Transferred {
     pub stored: u64,
     /// Messages the target already held, identical, and kept as they were.
     pub skipped: u64,
+    /// Other rows (accounts, members, reactions, changes ...) inserted or brought up to date.
+    pub rows_written: u64,
+    /// Other rows the target already held (identical, or newer by the table's rule).
+    pub rows_kept: u64,
+    /// Target rows deleted because the source deleted them since an earlier pass (sessions
+    /// ended, bans lifted, reactions taken back ...).
+    pub rows_removed: u64,
 }
 
 /// What an export wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Exported {
     /// Rooms written.
     pub rooms: u64,
     /// Messages written.
     pub messages: u64,
+    /// Rows of every other kind written, by record name (version 2).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rows: BTreeMap<String, u64>,
 }
 
 /// The first line of an export.
@@ -300,15 +323,19 @@ impl<'a> HistoryReader<'a> {
 /// Writes `source`'s whole history to `out` in the export format and flushes it.
 pub(crate) async fn export(
     source: &dyn Store,
+    rows: &RowDb,
     out: &mut (impl AsyncWrite + Unpin),
 ) -> Result<Exported, TransferError> {
-    let mut reader = HistoryReader::new(source).await?;
     let mut exported = Exported::default();
     let header = Header {
         format: FORMAT.to_owned(),
         version: VERSION,
     };
     write_line(out, &header).await?;
+    for table in rows::BEFORE_MESSAGES {
+        export_table(rows, table, out, &mut exported).await?;
+    }
+    let mut reader = HistoryReader::new(source).await?;
     while let Some(batch) = reader.next_batch().await? {
         let mut lines = Vec::with_capacity(batch.len() * 128);
         for message in &batch {
@@ -334,9 +361,70 @@ pub(crate) async fn export(
         }
     }
     exported.rooms = reader.rooms_read;
+    for table in rows::AFTER_MESSAGES {
+        export_table(rows, table, out, &mut exported).await?;
+    }
     write_line(out, &serde_json::json!({ "end": exported })).await?;
     out.flush().await.map_err(TransferError::Write)?;
     Ok(exported)
+}
+
+/// Writes every row of `table` as `{"<record>":{...}}` lines, a batch at a time.
+async fn export_table(
+    rows: &RowDb,
+    table: &'static Table,
+    out: &mut (impl AsyncWrite + Unpin),
+    exported: &mut Exported,
+) -> Result<(), TransferError> {
+    let mut after = None;
+    loop {
+        let batch = rows
+            .read(table, after.as_deref(), BATCH)
+            .await
+            .map_err(StoreError::from)?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        after = Some(rows::key_of(table, last));
+        let mut lines = Vec::with_capacity(batch.len() * 128);
+        for row in &batch {
+            let line = serde_json::json!({ table.record: rows::to_json(table, row) });
+            serde_json::to_writer(&mut lines, &line)
+                .map_err(std::io::Error::from)
+                .map_err(TransferError::Write)?;
+            lines.push(b'\n');
+        }
+        out.write_all(&lines).await.map_err(TransferError::Write)?;
+        *exported.rows.entry(table.record.to_owned()).or_default() += batch.len() as u64;
+    }
+}
+
+/// Copies every row of `table` from `source` to `target`, one transaction per batch.
+async fn copy_table(
+    source: &RowDb,
+    target: &RowDb,
+    table: &'static Table,
+    done: &mut Applied,
+) -> Result<(), TransferError> {
+    let mut after = None;
+    loop {
+        let batch = source
+            .read(table, after.as_deref(), BATCH)
+            .await
+            .map_err(StoreError::from)?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        after = Some(rows::key_of(table, last));
+        let applied = target.apply(table, &batch).await?;
+        debug!(
+            table = table.name,
+            written = applied.written,
+            kept = applied.kept,
+            "copied rows"
+        );
+        done.add(applied);
+    }
 }
 
 async fn write_line(
@@ -354,7 +442,14 @@ async fn write_line(
 pub(crate) async fn copy(
     source: &dyn Store,
     target: &dyn Store,
+    source_rows: &RowDb,
+    target_rows: &RowDb,
 ) -> Result<Transferred, TransferError> {
+    let mut applied = Applied::default();
+    target_rows.start_pass().await.map_err(StoreError::from)?;
+    for table in rows::BEFORE_MESSAGES {
+        copy_table(source_rows, target_rows, table, &mut applied).await?;
+    }
     let mut reader = HistoryReader::new(source).await?;
     let mut done = ImportOutcome::default();
     while let Some(batch) = reader.next_batch().await? {
@@ -364,10 +459,17 @@ pub(crate) async fn copy(
         }
         done.add(outcome);
     }
+    for table in rows::AFTER_MESSAGES {
+        copy_table(source_rows, target_rows, table, &mut applied).await?;
+    }
+    let removed = target_rows.prune().await.map_err(StoreError::from)?;
     Ok(Transferred {
         rooms: reader.rooms_read,
         stored: done.stored,
         skipped: done.skipped,
+        rows_written: applied.written,
+        rows_kept: applied.kept,
+        rows_removed: removed,
     })
 }
 
@@ -378,22 +480,56 @@ pub(crate) async fn copy(
 pub(crate) async fn import(
     input: &mut (impl AsyncBufRead + Unpin),
     target: &dyn Store,
+    rows: &RowDb,
 ) -> Result<Transferred, TransferError> {
     let mut lines = Lines::new(input);
-    read_header(&mut lines).await?;
+    let version = read_header(&mut lines).await?;
+    if version >= 2 {
+        // A version 2 file holds every row of the source: once all of it is read, the target's
+        // rows it does not hold are pruned (never for a version 1 file, which holds messages
+        // only, nor for a file cut short).
+        rows.start_pass().await.map_err(StoreError::from)?;
+    }
     let mut pending = Pending::default();
+    let mut pending_rows = PendingRows::default();
+    let mut row_counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut applied = Applied::default();
     let mut sequence = Sequence::default();
     let mut done = ImportOutcome::default();
     let end = loop {
         let Some(line) = lines.next().await? else {
             pending.flush(target, &mut done).await?;
+            pending_rows.flush(rows, &mut applied).await?;
             return Err(TransferError::Truncated {
                 lines: lines.number,
             });
         };
         match parse_record(&line).map_err(|reason| lines.error(reason))? {
             Parsed::End(end) => break end,
+            Parsed::Row(table, row) => {
+                if version < 2 {
+                    return Err(lines.error(format!(
+                        "a `{}` line in a version {version} file (only version 2 carries them)",
+                        table.record
+                    )));
+                }
+                pending.flush(target, &mut done).await?;
+                if pending_rows
+                    .table
+                    .is_some_and(|held| !std::ptr::eq(held, table))
+                {
+                    pending_rows.flush(rows, &mut applied).await?;
+                }
+                pending_rows.table = Some(table);
+                pending_rows.rows.push(row);
+                pending_rows.lines.push(lines.number);
+                *row_counts.entry(table.record.to_owned()).or_default() += 1;
+                if pending_rows.rows.len() >= BATCH {
+                    pending_rows.flush(rows, &mut applied).await?;
+                }
+            }
             Parsed::Message(message) => {
+                pending_rows.flush(rows, &mut applied).await?;
                 sequence
                     .check(&message)
                     .map_err(|reason| lines.error(reason))?;
@@ -405,29 +541,90 @@ pub(crate) async fn import(
         }
     };
     pending.flush(target, &mut done).await?;
+    pending_rows.flush(rows, &mut applied).await?;
     let read = Exported {
         rooms: sequence.last.len() as u64,
         messages: sequence.messages,
+        rows: row_counts,
     };
     if end != read {
-        return Err(lines.error(format!(
+        let mut reason = format!(
             "the end line counts {} rooms and {} messages, the file holds {} and {}",
             end.rooms, end.messages, read.rooms, read.messages
-        )));
+        );
+        if end.rows != read.rows {
+            reason += &format!(
+                "; it counts rows {:?}, the file holds {:?}",
+                end.rows, read.rows
+            );
+        }
+        return Err(lines.error(reason));
     }
     if lines.next().await?.is_some() {
         return Err(lines.error("nothing may follow the end line".to_owned()));
     }
+    let removed = if version >= 2 {
+        rows.prune().await.map_err(StoreError::from)?
+    } else {
+        0
+    };
     Ok(Transferred {
         rooms: read.rooms,
         stored: done.stored,
         skipped: done.skipped,
+        rows_written: applied.written,
+        rows_kept: applied.kept,
+        rows_removed: removed,
     })
+}
+
+/// Rows of one table read but not yet applied, with their line numbers.
+#[derive(Default)]
+struct PendingRows {
+    table: Option<&'static Table>,
+    rows: Rows,
+    lines: Vec<u64>,
+}
+
+impl PendingRows {
+    /// Applies the pending rows in one transaction; a refusal names the line of its row.
+    async fn flush(&mut self, target: &RowDb, done: &mut Applied) -> Result<(), TransferError> {
+        let Some(of) = self.table else {
+            return Ok(());
+        };
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        match target.apply(of, &self.rows).await {
+            Ok(applied) => {
+                done.add(applied);
+                self.rows.clear();
+                self.lines.clear();
+                Ok(())
+            }
+            Err(RowError::Conflict { table, key, why }) => {
+                let line = self
+                    .rows
+                    .iter()
+                    .position(|row| rows::describe_key(of, row) == key)
+                    .map_or(self.lines[0], |at| self.lines[at]);
+                Err(TransferError::Line {
+                    line,
+                    reason: format!(
+                        "{} (nothing from line {} on was stored)",
+                        RowError::Conflict { table, key, why },
+                        self.lines[0]
+                    ),
+                })
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
 }
 
 async fn read_header(
     lines: &mut Lines<'_, impl AsyncBufRead + Unpin>,
-) -> Result<(), TransferError> {
+) -> Result<u32, TransferError> {
     let Some(line) = lines.next().await? else {
         return Err(TransferError::Line {
             line: 1,
@@ -442,24 +639,39 @@ async fn read_header(
     if header.format != FORMAT {
         return Err(lines.error(format!("the format is {:?}, not {FORMAT:?}", header.format)));
     }
-    if header.version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&header.version) {
         return Err(lines.error(format!(
-            "unknown format version {}: this hubbub reads version {VERSION}",
+            "unknown format version {}: this hubbub reads versions {OLDEST_VERSION} to {VERSION}",
             header.version
         )));
     }
-    Ok(())
+    Ok(header.version)
 }
 
 /// A line after the header, checked.
 enum Parsed {
     Message(StoredMessage),
+    Row(&'static Table, Vec<rows::Value>),
     End(Exported),
 }
 
+/// A version 2 row line, `{"<record>":{...}}`: its table and fields.
+fn typed_row(
+    value: &serde_json::Value,
+) -> Option<(&'static Table, &serde_json::Map<String, serde_json::Value>)> {
+    let object = value.as_object().filter(|object| object.len() == 1)?;
+    let (record, fields) = object.iter().next()?;
+    Some((rows::table_of_record(record)?, fields.as_object()?))
+}
+
 fn parse_record(line: &[u8]) -> Result<Parsed, String> {
-    let record: Record =
+    let value: serde_json::Value =
         serde_json::from_slice(line).map_err(|err| format!("not a valid line: {err}"))?;
+    if let Some((table, fields)) = typed_row(&value) {
+        return Ok(Parsed::Row(table, rows::from_json(table, fields)?));
+    }
+    let record: Record =
+        serde_json::from_value(value).map_err(|err| format!("not a valid line: {err}"))?;
     let Record {
         room,
         id,
@@ -641,23 +853,40 @@ impl<'a, R: AsyncBufRead + Unpin> Lines<'a, R> {
 /// `hubbub export`: the history of `db` to stdout; returns the closing line for the log.
 pub(crate) async fn export_to_stdout(db: &Database) -> Result<String, TransferError> {
     let source = open_source(db).await?;
+    let rows = match open_rows(db, "source").await {
+        Ok(rows) => rows,
+        Err(err) => {
+            source.close().await;
+            return Err(err);
+        }
+    };
     let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
-    let exported = export(&*source, &mut out).await;
+    let exported = export(&*source, &rows, &mut out).await;
+    rows.close().await;
     source.close().await;
     let exported = exported?;
     Ok(format!(
-        "{}: exported {} messages in {} rooms",
+        "{}: exported {} messages in {} rooms, and {} other rows",
         display(db),
         exported.messages,
-        exported.rooms
+        exported.rooms,
+        exported.rows.values().sum::<u64>()
     ))
 }
 
 /// `hubbub import`: an export from stdin into `db` (migrated first); returns the closing line.
 pub(crate) async fn import_from_stdin(db: &Database) -> Result<String, TransferError> {
     let target = open_target(db).await?;
+    let rows = match open_rows(db, "target").await {
+        Ok(rows) => rows,
+        Err(err) => {
+            target.close().await;
+            return Err(err);
+        }
+    };
     let mut input = tokio::io::BufReader::new(tokio::io::stdin());
-    let imported = import(&mut input, &*target).await;
+    let imported = import(&mut input, &*target, &rows).await;
+    rows.close().await;
     refresh_statistics(&*target, imported.as_ref().ok()).await;
     target.close().await;
     Ok(format!("{}: {}", display(db), imported?))
@@ -673,7 +902,7 @@ pub(crate) async fn copy_between(from: &Database, to: &Database) -> Result<Strin
             return Err(err);
         }
     };
-    let copied = copy(&*source, &*target).await;
+    let copied = copy_with_rows(from, to, &*source, &*target).await;
     refresh_statistics(&*target, copied.as_ref().ok()).await;
     source.close().await;
     target.close().await;
@@ -691,12 +920,51 @@ async fn refresh_statistics(target: &dyn Store, transferred: Option<&Transferred
     }
 }
 
+/// [`copy`] with the row connections of both sides opened and closed around it.
+async fn copy_with_rows(
+    from: &Database,
+    to: &Database,
+    source: &dyn Store,
+    target: &dyn Store,
+) -> Result<Transferred, TransferError> {
+    let source_rows = open_rows(from, "source").await?;
+    let target_rows = match open_rows(to, "target").await {
+        Ok(rows) => rows,
+        Err(err) => {
+            source_rows.close().await;
+            return Err(err);
+        }
+    };
+    let copied = copy(source, target, &source_rows, &target_rows).await;
+    source_rows.close().await;
+    target_rows.close().await;
+    copied
+}
+
+/// Opens the connection rows are copied through, beside the [`Store`] already opened (and so
+/// checked or migrated) on the same database.
+async fn open_rows(db: &Database, side: &'static str) -> Result<RowDb, TransferError> {
+    RowDb::open(db, side == "source", BUSY_TIMEOUT)
+        .await
+        .map_err(|err| TransferError::Open {
+            side,
+            database: display(db),
+            source: StoreError::from(err),
+        })
+}
+
 impl std::fmt::Display for Transferred {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "stored {} messages in {} rooms ({} already there, skipped)",
-            self.stored, self.rooms, self.skipped
+            "stored {} messages in {} rooms ({} already there, skipped); {} other rows written \
+             ({} already there, kept; {} the source no longer has, removed)",
+            self.stored,
+            self.rooms,
+            self.skipped,
+            self.rows_written,
+            self.rows_kept,
+            self.rows_removed
         )
     }
 }

@@ -13,6 +13,7 @@ mod import;
 pub mod moderation;
 mod people;
 mod postgres;
+pub(crate) mod rows;
 pub mod search;
 mod sqlite;
 
