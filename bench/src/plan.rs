@@ -82,7 +82,9 @@ pub struct Plan {
     /// heaps).
     pub server_warmup: Duration,
     /// How long the idle scenario lets the server settle after a stage connects, before reading
-    /// its memory.
+    /// its memory: idle memory is what an idle server holds, not the connect burst's garbage.
+    /// 12 s covers jemalloc's decay (freed pages go back to the kernel within 10 s, hubbub's
+    /// background thread doing it while nothing allocates) and gives Node's collector time.
     pub idle_settle: Duration,
     /// Rounds of the woken-reader floor (each pauses 20 ms for the readers to fall asleep);
     /// `None`: the floor's own default, about 100,000 writes.
@@ -136,7 +138,7 @@ impl Plan {
             text_len: 120,
             connect_timeout: Duration::from_secs(300),
             server_warmup: Duration::from_millis(500),
-            idle_settle: Duration::from_secs(2),
+            idle_settle: Duration::from_secs(12),
             floor_woken_rounds: None,
             drain_until_delivered: false,
         };
@@ -201,7 +203,7 @@ impl Plan {
                 echo_rounds: 1,
                 connect_timeout: Duration::from_secs(30),
                 server_warmup: Duration::ZERO,
-                idle_settle: Duration::ZERO,
+                idle_settle: Duration::from_secs(12),
                 // 25 rounds of 50 sockets: enough writes for the thread's CPU clock to move.
                 floor_woken_rounds: Some(25),
                 drain_until_delivered: true,
