@@ -203,7 +203,7 @@ impl Plan {
                 echo_rounds: 1,
                 connect_timeout: Duration::from_secs(30),
                 server_warmup: Duration::ZERO,
-                idle_settle: Duration::from_secs(12),
+                idle_settle: Duration::ZERO,
                 // 25 rounds of 50 sockets: enough writes for the thread's CPU clock to move.
                 floor_woken_rounds: Some(25),
                 drain_until_delivered: true,
