@@ -19,26 +19,12 @@ use std::path::{Path, PathBuf};
 use common::accounts::{Browser, PASSWORD, sign_in, sign_up};
 use common::cli::{failed_saying, run_hubbub, stdout, succeeded};
 use common::pg::fresh_schema_or_skip;
-use common::{Binary, Client, free_port, scratch};
+use common::{Binary, free_port, scratch};
 use serde_json::{Value, json};
 use sqlx::{Connection, SqliteConnection};
 
 fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
-}
-
-/// Sends `frame` with a `ref` and returns its `ack`, failing on an `error`.
-async fn request(client: &mut Client, mut frame: Value) -> Value {
-    frame["ref"] = json!("req");
-    client.send(frame.clone()).await;
-    loop {
-        let answer = client.recv().await;
-        match answer["type"].as_str() {
-            Some("ack") if answer["ref"] == "req" => return answer,
-            Some("error") if answer["ref"] == "req" => panic!("{frame} refused: {answer}"),
-            _ => continue,
-        }
-    }
 }
 
 /// What the populated source holds that the checks on the target need.
@@ -81,20 +67,18 @@ async fn populated_source(data: &Path) -> Source {
         json!({"type": "dm", "data": {"with": ["bob"]}}),
         json!({"type": "ban", "data": {"room": "hall", "name": "bob"}}),
     ] {
-        request(&mut ws, frame).await;
+        ws.request(frame).await;
     }
-    let den = request(
-        &mut ws,
-        json!({"type": "create", "data": {"title": "The den", "private": true}}),
-    )
-    .await["room"]
+    let den = ws
+        .request(json!({"type": "create", "data": {"title": "The den", "private": true}}))
+        .await["room"]
         .clone();
     for frame in [
         json!({"type": "invite", "data": {"room": den, "name": "bob"}}),
         json!({"type": "mute", "data": {"room": den, "name": "bob", "seconds": 3600}}),
         json!({"type": "slow", "data": {"room": den, "seconds": 30}}),
     ] {
-        request(&mut ws, frame).await;
+        ws.request(frame).await;
     }
     drop(ws);
     stop(node).await;
@@ -342,12 +326,12 @@ async fn second_pass_into(data: &Path, target: &str) {
     ws.post("lobby", "after the first pass").await;
     let edit =
         json!({"type": "edit", "data": {"room": "lobby", "id": 1, "text": "one, edited later"}});
-    request(&mut ws, edit).await;
+    ws.request(edit).await;
     let react = json!({"type": "react", "data": {"room": "lobby", "id": 2, "emoji": "🎉"}});
-    request(&mut ws, react).await;
+    ws.request(react).await;
     let unreact =
         json!({"type": "react", "data": {"room": "lobby", "id": 1, "emoji": "👍", "remove": true}});
-    request(&mut ws, unreact).await;
+    ws.request(unreact).await;
     drop(ws);
     drop(node);
     let mut conn = SqliteConnection::connect(&from).await.unwrap();

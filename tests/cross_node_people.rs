@@ -63,20 +63,6 @@ async fn signed_in(cluster: &Cluster, index: usize, name: &str) -> (Client, Valu
     (client, rooms)
 }
 
-/// Sends `frame` with a `ref` and returns its `ack`, failing on an `error` for it.
-async fn request(client: &mut Client, mut frame: Value) -> Value {
-    frame["ref"] = json!("req");
-    client.send(frame.clone()).await;
-    loop {
-        let answer = client.recv().await;
-        match answer["type"].as_str() {
-            Some("ack") if answer["ref"] == "req" => return answer,
-            Some("error") if answer["ref"] == "req" => panic!("{frame} refused: {answer}"),
-            _ => continue,
-        }
-    }
-}
-
 /// Sends `frame` and expects an `error` with `code` for it.
 async fn refused(client: &mut Client, mut frame: Value, code: &str) {
     frame["ref"] = json!("r");
@@ -91,11 +77,8 @@ fn frame(kind: &str, data: Value) -> Value {
 /// `ann` on node B, owner of the public room [`ROOM`] and in it.
 async fn owner_on_b(cluster: &Cluster) -> Client {
     let (mut ann, _) = signed_in(cluster, B, "ann").await;
-    request(
-        &mut ann,
-        frame("create", json!({"room": ROOM, "private": false})),
-    )
-    .await;
+    ann.request(frame("create", json!({"room": ROOM, "private": false})))
+        .await;
     ann.join(ROOM).await;
     ann
 }
@@ -112,17 +95,12 @@ async fn member_of(cluster: &Cluster, index: usize, name: &str) -> Client {
 async fn private_room_across(cluster: &Cluster) -> (Client, Client, String) {
     let (mut ann, _) = signed_in(cluster, A, "ann").await;
     let (mut bob, _) = signed_in(cluster, B, "bob").await;
-    let created = request(
-        &mut ann,
-        frame("create", json!({"title": "Design", "private": true})),
-    )
-    .await;
+    let created = ann
+        .request(frame("create", json!({"title": "Design", "private": true})))
+        .await;
     let room = created["room"].as_str().unwrap().to_owned();
-    request(
-        &mut ann,
-        frame("invite", json!({"room": room, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("invite", json!({"room": room, "name": "bob"})))
+        .await;
     let added = bob.recv_type("room").await;
     assert_eq!(added["data"]["room"], room.as_str(), "{added}");
     (ann, bob, room)
@@ -130,7 +108,9 @@ async fn private_room_across(cluster: &Cluster) -> (Client, Client, String) {
 
 /// Marks `room` read up to `id` and waits for the ack.
 async fn read(client: &mut Client, room: &str, id: u64) {
-    request(client, frame("read", json!({"room": room, "id": id}))).await;
+    client
+        .request(frame("read", json!({"room": room, "id": id})))
+        .await;
 }
 
 /// The room's history as the HTTP API of the node at `addr` serves it to `name`.
@@ -153,7 +133,8 @@ async fn a_ban_on_one_node_removes_the_account_from_the_room_on_the_other_and_re
     };
     let mut ann = owner_on_b(&cluster).await;
     let mut bob = member_of(&cluster, A, "bob").await;
-    request(&mut ann, frame("ban", json!({"room": ROOM, "name": "bob"}))).await;
+    ann.request(frame("ban", json!({"room": ROOM, "name": "bob"})))
+        .await;
     let kicked = bob.recv_type("kicked").await;
     assert_eq!(
         kicked["data"],
@@ -172,11 +153,8 @@ async fn a_kick_on_one_node_takes_the_account_out_of_the_room_on_the_other() {
     };
     let mut ann = owner_on_b(&cluster).await;
     let mut bob = member_of(&cluster, A, "bob").await;
-    request(
-        &mut ann,
-        frame("kick", json!({"room": ROOM, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("kick", json!({"room": ROOM, "name": "bob"})))
+        .await;
     let kicked = bob.recv_type("kicked").await;
     assert_eq!(
         kicked["data"],
@@ -195,7 +173,7 @@ async fn a_mute_on_one_node_refuses_the_accounts_posts_on_the_other() {
     let mut ann = owner_on_b(&cluster).await;
     let mut bob = member_of(&cluster, A, "bob").await;
     let mute = json!({"room": ROOM, "name": "bob", "seconds": 600});
-    request(&mut ann, frame("mute", mute)).await;
+    ann.request(frame("mute", mute)).await;
     let muted = bob.recv_type("muted").await;
     assert_eq!(muted["data"]["room"], ROOM);
     let post = json!({"type": "msg", "room": ROOM, "data": "can you hear me"});
@@ -215,11 +193,8 @@ async fn slow_mode_set_on_one_node_refuses_a_second_post_on_the_other() {
     };
     let mut ann = owner_on_b(&cluster).await;
     let mut bob = member_of(&cluster, A, "bob").await;
-    request(
-        &mut ann,
-        frame("slow", json!({"room": ROOM, "seconds": 60})),
-    )
-    .await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 60})))
+        .await;
     let slow = bob.recv_type("slow").await;
     assert_eq!(slow["data"], json!({"room": ROOM, "seconds": 60}));
     bob.post(ROOM, "first").await;
@@ -236,11 +211,8 @@ async fn slow_mode_counts_an_accounts_posts_on_every_node_together() {
     let mut ann = owner_on_b(&cluster).await;
     let mut bob_on_a = member_of(&cluster, A, "bob").await;
     let mut bob_on_b = member_of(&cluster, B, "bob").await;
-    request(
-        &mut ann,
-        frame("slow", json!({"room": ROOM, "seconds": 60})),
-    )
-    .await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 60})))
+        .await;
     bob_on_a.recv_type("slow").await;
     bob_on_b.recv_type("slow").await;
     bob_on_a.post(ROOM, "first, on node A").await;
@@ -362,7 +334,7 @@ async fn a_dm_made_on_one_node_reaches_the_peer_on_the_other_with_its_messages()
     };
     let (mut ann, _) = signed_in(&cluster, A, "ann").await;
     let (mut bob, _) = signed_in(&cluster, B, "bob").await;
-    let ack = request(&mut ann, frame("dm", json!({"with": ["bob"]}))).await;
+    let ack = ann.request(frame("dm", json!({"with": ["bob"]}))).await;
     let room = ack["room"].as_str().unwrap().to_owned();
     let added = bob.recv_type("room").await;
     assert_eq!(added["data"]["room"], room.as_str(), "{added}");
@@ -400,7 +372,7 @@ async fn a_topic_set_on_one_node_reaches_the_rooms_members_on_the_other() {
     let (mut ann, mut bob, room) = private_room_across(&cluster).await;
     bob.join(&room).await;
     let topic = json!({"room": room, "topic": "ship it"});
-    request(&mut ann, frame("topic", topic.clone())).await;
+    ann.request(frame("topic", topic.clone())).await;
     assert_eq!(bob.recv_type("topic").await["data"], topic);
     cluster.stop().await;
 }
@@ -413,7 +385,8 @@ async fn a_delete_on_one_node_reaches_the_room_on_the_other_as_deleted() {
     let mut ann = owner_on_b(&cluster).await;
     let mut bob = member_of(&cluster, A, "bob").await;
     let id = bob.post(ROOM, "spam").await["id"].as_u64().unwrap();
-    request(&mut ann, frame("delete", json!({"room": ROOM, "id": id}))).await;
+    ann.request(frame("delete", json!({"room": ROOM, "id": id})))
+        .await;
     let deleted = bob.recv_type("deleted").await;
     assert_eq!(deleted["data"], json!({"room": ROOM, "id": id}));
     cluster.stop().await;
@@ -427,7 +400,8 @@ async fn a_join_on_another_node_after_a_delete_replays_the_tombstone() {
     let mut ann = owner_on_b(&cluster).await;
     let mut bob = member_of(&cluster, A, "bob").await;
     let id = bob.post(ROOM, "spam").await["id"].as_u64().unwrap();
-    request(&mut ann, frame("delete", json!({"room": ROOM, "id": id}))).await;
+    ann.request(frame("delete", json!({"room": ROOM, "id": id})))
+        .await;
     // Once bob has the `deleted` frame node A has the tombstone in the room's recent frames: a
     // join there is served from them (bob is still in the room).
     bob.recv_type("deleted").await;
@@ -448,7 +422,8 @@ async fn a_delete_on_one_node_is_a_tombstone_in_the_other_nodes_history_and_resu
     // Nobody is in the room on node A, so its history and the resume below read the store.
     let mut ann = owner_on_b(&cluster).await;
     let id = ann.post(ROOM, "oops").await["id"].as_u64().unwrap();
-    request(&mut ann, frame("delete", json!({"room": ROOM, "id": id}))).await;
+    ann.request(frame("delete", json!({"room": ROOM, "id": id})))
+        .await;
     let messages = api_history(cluster.nodes[A].addr, ROOM, "bob").await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0]["deleted"], true, "{}", messages[0]);

@@ -24,20 +24,6 @@ async fn member(server: &TestServer, name: &str) -> Client {
     member_of(server, name, ROOM).await
 }
 
-/// Sends `frame` with a `ref` and returns its `ack`, failing on an `error`.
-async fn request(client: &mut Client, mut frame: Value) -> Value {
-    frame["ref"] = json!("req");
-    client.send(frame.clone()).await;
-    loop {
-        let answer = client.recv().await;
-        match answer["type"].as_str() {
-            Some("ack") if answer["ref"] == "req" => return answer,
-            Some("error") if answer["ref"] == "req" => panic!("{frame} refused: {answer}"),
-            _ => continue,
-        }
-    }
-}
-
 /// Sends `frame` and expects an `error` with `code` for it.
 async fn refused(client: &mut Client, mut frame: Value, code: &str) {
     frame["ref"] = json!("r");
@@ -90,7 +76,7 @@ async fn an_edit_of_ones_own_message_reaches_members_as_one_change_and_history_s
     let id = ann.post(ROOM, "helo").await["id"].clone();
     bob.recv_msg().await;
 
-    request(&mut ann, edit(&id, "hello")).await;
+    ann.request(edit(&id, "hello")).await;
 
     let change = bob.recv_type("change").await;
     assert_eq!(change["room"], ROOM);
@@ -164,7 +150,7 @@ async fn deleting_ones_own_message_leaves_a_tombstone_for_everyone() {
     let id = ann.post(ROOM, "regret").await["id"].clone();
     bob.recv_msg().await;
 
-    request(&mut ann, delete(&id)).await;
+    ann.request(delete(&id)).await;
 
     let change = bob.recv_type("change").await;
     assert_eq!(change["data"]["kind"], "delete");
@@ -184,7 +170,7 @@ async fn the_deleted_frame_still_reaches_issue_19_clients_on_a_delete() {
     let id = ann.post(ROOM, "gone soon").await["id"].clone();
     bob.recv_msg().await;
 
-    request(&mut ann, delete(&id)).await;
+    ann.request(delete(&id)).await;
 
     let deleted = bob.recv_type("deleted").await;
     assert_eq!(deleted["data"]["id"], id);
@@ -241,10 +227,10 @@ async fn reactions_are_one_per_account_and_emoji_and_history_lists_who_reacted()
     let mut bob = member(&server, "bob").await;
     let id = ann.post(ROOM, "vote").await["id"].clone();
 
-    request(&mut ann, react(&id, "👍")).await;
-    request(&mut bob, react(&id, "👍")).await;
-    request(&mut ann, react(&id, "👍")).await; // again: no second reaction
-    request(&mut bob, react(&id, "🎉")).await;
+    ann.request(react(&id, "👍")).await;
+    bob.request(react(&id, "👍")).await;
+    ann.request(react(&id, "👍")).await; // again: no second reaction
+    bob.request(react(&id, "🎉")).await;
 
     let page = api_page(&server, "ann").await;
     let reactions = &page["state"][0]["reactions"];
@@ -266,13 +252,13 @@ async fn a_reaction_and_its_removal_reach_members_with_the_new_count() {
     let mut bob = member(&server, "bob").await;
     let id = ann.post(ROOM, "nice").await["id"].clone();
 
-    request(&mut bob, react(&id, "👍🏽")).await;
+    bob.request(react(&id, "👍🏽")).await;
     let added = ann.recv_type("change").await;
     assert_eq!(
         added["data"],
         json!({"seq": 1, "id": id, "kind": "react", "emoji": "👍🏽", "name": "bob", "on": true, "count": 1})
     );
-    request(&mut bob, unreact(&id, "👍🏽")).await;
+    bob.request(unreact(&id, "👍🏽")).await;
     let removed = ann.recv_type("change").await;
     assert_eq!(removed["data"]["on"], false);
     assert_eq!(removed["data"]["count"], 0);
@@ -286,16 +272,16 @@ async fn a_client_resuming_gets_each_change_made_while_away_once_in_order() {
     let mut ann = member(&server, "ann").await;
     let first = ann.post(ROOM, "one").await["id"].clone();
     let second = ann.post(ROOM, "two").await["id"].clone();
-    request(&mut ann, react(&first, "👀")).await;
+    ann.request(react(&first, "👀")).await;
     let mut bob = member(&server, "bob").await;
     let page = ws_page(&mut bob).await;
     let (since, cursor) = (second.clone(), page["changes"].clone());
     assert_eq!(cursor, 1);
     drop(bob);
 
-    request(&mut ann, edit(&first, "one, edited")).await;
-    request(&mut ann, react(&second, "🎉")).await;
-    request(&mut ann, delete(&second)).await;
+    ann.request(edit(&first, "one, edited")).await;
+    ann.request(react(&second, "🎉")).await;
+    ann.request(delete(&second)).await;
 
     let mut bob = server.client(&format!("token={}", token("bob"))).await;
     bob.recv_type("rooms").await;
@@ -329,7 +315,7 @@ async fn a_client_resuming_gets_each_change_made_while_away_once_in_order() {
         "no message re-read: {frames:?}"
     );
 
-    request(&mut ann, edit(&first, "one, again")).await;
+    ann.request(edit(&first, "one, again")).await;
     let live = bob.recv_type("change").await;
     assert_eq!(live["data"]["seq"], 5);
     server.stop().await;
@@ -340,7 +326,7 @@ async fn a_join_without_changes_since_gets_no_catch_up_and_replays_the_edited_te
     let server = server().await;
     let mut ann = member(&server, "ann").await;
     let id = ann.post(ROOM, "typo").await["id"].clone();
-    request(&mut ann, edit(&id, "fixed")).await;
+    ann.request(edit(&id, "fixed")).await;
 
     let mut bob = member(&server, "bob").await;
     // Its replay (from the room's recent frames) shows the message as it is now.
@@ -415,13 +401,13 @@ async fn sse_streams_changes_with_both_cursors_and_resumes_from_them() {
     let mut events = EventStream::open(url.clone(), None).await;
     events.next_of("joined").await;
 
-    request(&mut ann, react(&id, "👍")).await;
+    ann.request(react(&id, "👍")).await;
     let (event_id, change) = events.next_of("change").await;
     assert_eq!(change["data"]["seq"], 1);
     assert_eq!(event_id.as_deref(), Some("1.1"));
     drop(events);
 
-    request(&mut ann, edit(&id, "watched")).await;
+    ann.request(edit(&id, "watched")).await;
     let mut resumed = EventStream::open(url, Some("1.1")).await;
     let (event_id, change) = resumed.next_of("change").await;
     assert_eq!(

@@ -46,20 +46,6 @@ async fn signed_in(server: &TestServer, name: &str) -> Client {
     client
 }
 
-/// Sends `frame` with a `ref` and returns its `ack`, failing on an `error`.
-async fn request(client: &mut Client, mut frame: Value) -> Value {
-    frame["ref"] = json!("req");
-    client.send(frame.clone()).await;
-    loop {
-        let answer = client.recv().await;
-        match answer["type"].as_str() {
-            Some("ack") if answer["ref"] == "req" => return answer,
-            Some("error") if answer["ref"] == "req" => panic!("{frame} refused: {answer}"),
-            _ => continue,
-        }
-    }
-}
-
 /// Sends `frame` and expects an `error` with `code` for it.
 async fn refused(client: &mut Client, mut frame: Value, code: &str) {
     frame["ref"] = json!("r");
@@ -81,11 +67,8 @@ async fn owned_room() -> (TestServer, Client) {
 /// `server`, where `ann` now owns the public room [`ROOM`] and is in it.
 async fn owned_room_on(server: TestServer) -> (TestServer, Client) {
     let mut ann = signed_in(&server, "ann").await;
-    request(
-        &mut ann,
-        json!({"type": "create", "data": {"room": ROOM, "private": false}}),
-    )
-    .await;
+    ann.request(json!({"type": "create", "data": {"room": ROOM, "private": false}}))
+        .await;
     ann.join(ROOM).await;
     (server, ann)
 }
@@ -141,11 +124,9 @@ async fn an_account_without_a_role_is_forbidden_to_moderate() {
 async fn moderating_a_private_room_one_is_not_in_answers_not_found() {
     let server = server().await;
     let mut ann = signed_in(&server, "ann").await;
-    let created = request(
-        &mut ann,
-        json!({"type": "create", "data": {"title": "Secret", "private": true}}),
-    )
-    .await;
+    let created = ann
+        .request(json!({"type": "create", "data": {"title": "Secret", "private": true}}))
+        .await;
     let room = created["room"].as_str().unwrap().to_owned();
     let mut eve = signed_in(&server, "eve").await;
     let slow = frame("slow", json!({"room": room, "seconds": 5}));
@@ -158,7 +139,9 @@ async fn a_deleted_message_reaches_the_room_as_deleted() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
     let id = bob.post(ROOM, "spam").await["id"].as_u64().unwrap();
-    let ack = request(&mut ann, frame("delete", json!({"room": ROOM, "id": id}))).await;
+    let ack = ann
+        .request(frame("delete", json!({"room": ROOM, "id": id})))
+        .await;
     assert_eq!(ack["room"], ROOM);
     let deleted = bob.recv_type("deleted").await;
     assert_eq!(deleted["data"], json!({"room": ROOM, "id": id}));
@@ -170,7 +153,8 @@ async fn history_after_a_delete_has_a_tombstone_without_the_text() {
     let (server, mut ann) = owned_room().await;
     ann.post(ROOM, "keep").await;
     let id = ann.post(ROOM, "secret").await["id"].as_u64().unwrap();
-    request(&mut ann, frame("delete", json!({"room": ROOM, "id": id}))).await;
+    ann.request(frame("delete", json!({"room": ROOM, "id": id})))
+        .await;
     let messages = api_history(&server, "ann").await;
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0]["data"], "keep");
@@ -189,7 +173,8 @@ async fn history_after_a_delete_has_a_tombstone_without_the_text() {
 async fn a_resume_with_since_after_a_delete_replays_the_tombstone() {
     let (server, mut ann) = owned_room().await;
     let id = ann.post(ROOM, "secret").await["id"].as_u64().unwrap();
-    request(&mut ann, frame("delete", json!({"room": ROOM, "id": id}))).await;
+    ann.request(frame("delete", json!({"room": ROOM, "id": id})))
+        .await;
     // Everyone leaves, so the rejoin reads the store.
     drop(ann);
     let mut bob = signed_in(&server, "bob").await;
@@ -206,7 +191,8 @@ async fn a_resume_with_since_after_a_delete_replays_the_tombstone() {
 async fn a_join_replayed_from_memory_after_a_delete_shows_the_tombstone() {
     let (server, mut ann) = owned_room().await;
     let id = ann.post(ROOM, "secret").await["id"].as_u64().unwrap();
-    request(&mut ann, frame("delete", json!({"room": ROOM, "id": id}))).await;
+    ann.request(frame("delete", json!({"room": ROOM, "id": id})))
+        .await;
     // ann is still in the room: the join is served from the room's recent frames.
     let mut bob = signed_in(&server, "bob").await;
     bob.send(json!({"type": "join", "room": ROOM})).await;
@@ -257,11 +243,8 @@ async fn a_kicked_account_is_told_and_leaves_the_room() {
 async fn a_kicked_account_may_join_again() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("kick", json!({"room": ROOM, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("kick", json!({"room": ROOM, "name": "bob"})))
+        .await;
     bob.recv_type("kicked").await;
     bob.join(ROOM).await;
     server.stop().await;
@@ -271,7 +254,8 @@ async fn a_kicked_account_may_join_again() {
 async fn a_banned_accounts_join_is_refused() {
     let (server, mut ann) = owned_room().await;
     let mut bob = signed_in(&server, "bob").await;
-    request(&mut ann, frame("ban", json!({"room": ROOM, "name": "bob"}))).await;
+    ann.request(frame("ban", json!({"room": ROOM, "name": "bob"})))
+        .await;
     refused(&mut bob, json!({"type": "join", "room": ROOM}), "banned").await;
     server.stop().await;
 }
@@ -281,10 +265,10 @@ async fn a_banned_accounts_open_connections_are_all_removed_from_the_room() {
     let (server, mut ann) = owned_room().await;
     let mut phone = member(&server, "bob").await;
     let mut laptop = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("ban", json!({"room": ROOM, "name": "bob", "seconds": 3600})),
-    )
+    ann.request(frame(
+        "ban",
+        json!({"room": ROOM, "name": "bob", "seconds": 3600}),
+    ))
     .await;
     for bob in [&mut phone, &mut laptop] {
         let kicked = bob.recv_type("kicked").await;
@@ -302,12 +286,10 @@ async fn a_banned_accounts_open_connections_are_all_removed_from_the_room() {
 async fn an_unbanned_account_may_join_again() {
     let (server, mut ann) = owned_room().await;
     let mut bob = signed_in(&server, "bob").await;
-    request(&mut ann, frame("ban", json!({"room": ROOM, "name": "bob"}))).await;
-    request(
-        &mut ann,
-        frame("unban", json!({"room": ROOM, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("ban", json!({"room": ROOM, "name": "bob"})))
+        .await;
+    ann.request(frame("unban", json!({"room": ROOM, "name": "bob"})))
+        .await;
     bob.join(ROOM).await;
     server.stop().await;
 }
@@ -325,10 +307,10 @@ async fn unbanning_an_account_that_is_not_banned_answers_not_found() {
 async fn a_muted_account_is_told_and_its_posts_are_refused_and_not_stored() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("mute", json!({"room": ROOM, "name": "bob", "seconds": 600})),
-    )
+    ann.request(frame(
+        "mute",
+        json!({"room": ROOM, "name": "bob", "seconds": 600}),
+    ))
     .await;
     let muted = bob.recv_type("muted").await;
     assert_eq!(muted["data"]["room"], ROOM);
@@ -344,11 +326,8 @@ async fn a_muted_account_is_told_and_its_posts_are_refused_and_not_stored() {
 async fn a_muted_account_still_reads_the_room() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("mute", json!({"room": ROOM, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("mute", json!({"room": ROOM, "name": "bob"})))
+        .await;
     bob.recv_type("muted").await;
     ann.post(ROOM, "announcement").await;
     assert_eq!(bob.recv_msg().await["data"], "announcement");
@@ -359,11 +338,8 @@ async fn a_muted_account_still_reads_the_room() {
 async fn a_muted_accounts_api_post_is_refused() {
     let (server, mut ann) = owned_room().await;
     signed_in(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("mute", json!({"room": ROOM, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("mute", json!({"room": ROOM, "name": "bob"})))
+        .await;
     let response = http()
         .post(server.url(&format!("/api/rooms/{ROOM}/messages")))
         .header("authorization", bearer("bob"))
@@ -380,16 +356,10 @@ async fn a_muted_accounts_api_post_is_refused() {
 async fn an_unmuted_account_may_post_again() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("mute", json!({"room": ROOM, "name": "bob"})),
-    )
-    .await;
-    request(
-        &mut ann,
-        frame("unmute", json!({"room": ROOM, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("mute", json!({"room": ROOM, "name": "bob"})))
+        .await;
+    ann.request(frame("unmute", json!({"room": ROOM, "name": "bob"})))
+        .await;
     bob.recv_type("unmuted").await;
     bob.post(ROOM, "thanks").await;
     server.stop().await;
@@ -399,11 +369,8 @@ async fn an_unmuted_account_may_post_again() {
 async fn slow_mode_reaches_the_room_as_a_slow_frame() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("slow", json!({"room": ROOM, "seconds": 30})),
-    )
-    .await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 30})))
+        .await;
     let slow = bob.recv_type("slow").await;
     assert_eq!(slow["data"], json!({"room": ROOM, "seconds": 30}));
     server.stop().await;
@@ -413,11 +380,8 @@ async fn slow_mode_reaches_the_room_as_a_slow_frame() {
 async fn slow_mode_refuses_a_second_post_within_the_interval_and_stores_nothing() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("slow", json!({"room": ROOM, "seconds": 60})),
-    )
-    .await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 60})))
+        .await;
     bob.recv_type("slow").await;
     bob.post(ROOM, "first").await;
     let second = json!({"type": "msg", "room": ROOM, "data": "second", "ref": "r"});
@@ -441,11 +405,8 @@ async fn slow_mode_counts_an_account_across_its_connections() {
     let (server, mut ann) = owned_room_on(single_node().await).await;
     let mut phone = member(&server, "bob").await;
     let mut laptop = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("slow", json!({"room": ROOM, "seconds": 60})),
-    )
-    .await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 60})))
+        .await;
     phone.post(ROOM, "from the phone").await;
     let post = json!({"type": "msg", "room": ROOM, "data": "from the laptop"});
     refused(&mut laptop, post, "slow_mode").await;
@@ -455,11 +416,8 @@ async fn slow_mode_counts_an_account_across_its_connections() {
 #[tokio::test]
 async fn owners_are_exempt_from_slow_mode() {
     let (server, mut ann) = owned_room().await;
-    request(
-        &mut ann,
-        frame("slow", json!({"room": ROOM, "seconds": 60})),
-    )
-    .await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 60})))
+        .await;
     ann.post(ROOM, "one").await;
     ann.post(ROOM, "two").await;
     server.stop().await;
@@ -469,12 +427,10 @@ async fn owners_are_exempt_from_slow_mode() {
 async fn slow_mode_of_zero_turns_it_off() {
     let (server, mut ann) = owned_room().await;
     let mut bob = member(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("slow", json!({"room": ROOM, "seconds": 60})),
-    )
-    .await;
-    request(&mut ann, frame("slow", json!({"room": ROOM, "seconds": 0}))).await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 60})))
+        .await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 0})))
+        .await;
     let slow = loop {
         let slow = bob.recv_type("slow").await;
         if slow["data"]["seconds"] == 0 {
@@ -491,20 +447,15 @@ async fn slow_mode_of_zero_turns_it_off() {
 async fn a_moderator_cannot_ban_the_owner() {
     let server = server().await;
     let mut ann = signed_in(&server, "ann").await;
-    let created = request(
-        &mut ann,
-        json!({"type": "create", "data": {"title": "Team", "private": true}}),
-    )
-    .await;
+    let created = ann
+        .request(json!({"type": "create", "data": {"title": "Team", "private": true}}))
+        .await;
     let room = created["room"].as_str().unwrap().to_owned();
     let mut bob = signed_in(&server, "bob").await;
-    request(
-        &mut ann,
-        frame("invite", json!({"room": room, "name": "bob"})),
-    )
-    .await;
+    ann.request(frame("invite", json!({"room": room, "name": "bob"})))
+        .await;
     let role = json!({"room": room, "name": "bob", "role": "moderator"});
-    request(&mut ann, frame("role", role)).await;
+    ann.request(frame("role", role)).await;
     let ban = frame("ban", json!({"room": room, "name": "ann"}));
     refused(&mut bob, ban, "forbidden").await;
     server.stop().await;
@@ -551,7 +502,7 @@ async fn every_moderation_action_is_in_the_rooms_audit_log_newest_first() {
         ("unmute", json!({"room": ROOM, "name": "bob"})),
         ("slow", json!({"room": ROOM, "seconds": 5})),
     ] {
-        request(&mut ann, frame(kind, data)).await;
+        ann.request(frame(kind, data)).await;
     }
     let response = audit(&server, "ann", &format!("?room={ROOM}")).await;
     assert_eq!(response.status(), 200);
@@ -575,7 +526,8 @@ async fn every_moderation_action_is_in_the_rooms_audit_log_newest_first() {
 #[tokio::test]
 async fn the_audit_log_without_a_room_lists_the_rooms_one_moderates() {
     let (server, mut ann) = owned_room().await;
-    request(&mut ann, frame("slow", json!({"room": ROOM, "seconds": 5}))).await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 5})))
+        .await;
     let response = audit(&server, "ann", "").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -589,7 +541,8 @@ async fn the_audit_log_without_a_room_lists_the_rooms_one_moderates() {
 #[tokio::test]
 async fn the_audit_log_of_a_room_one_does_not_moderate_is_forbidden() {
     let (server, mut ann) = owned_room().await;
-    request(&mut ann, frame("slow", json!({"room": ROOM, "seconds": 5}))).await;
+    ann.request(frame("slow", json!({"room": ROOM, "seconds": 5})))
+        .await;
     let response = audit(&server, "eve", &format!("?room={ROOM}")).await;
     assert_api_error(response, 403, "forbidden").await;
     server.stop().await;

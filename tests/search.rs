@@ -44,6 +44,12 @@ async fn request(client: &mut Client, kind: &str, data: Value) -> Value {
     }
 }
 
+/// A private room `client` creates (and is the only member of): its name.
+async fn private_room(client: &mut Client) -> String {
+    let created = request(client, "create", json!({"title": "Plans", "private": true})).await;
+    created["room"].as_str().unwrap().to_owned()
+}
+
 /// The search URL with `query` encoded.
 fn search_url(server: &TestServer, query: &[(&str, &str)]) -> reqwest::Url {
     let mut url = reqwest::Url::parse(&server.url("/api/search")).unwrap();
@@ -211,15 +217,7 @@ async fn post_all(client: &mut Client, posts: &[(String, String)]) -> Vec<(Strin
 async fn a_word_in_thousands_of_messages_is_paged_newest_first_everywhere_and_in_one_room() {
     let server = server().await;
     let mut ann = signed_in(&server, "ann").await;
-    let private = request(
-        &mut ann,
-        "create",
-        json!({"title": "Plans", "private": true}),
-    )
-    .await["room"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let private = private_room(&mut ann).await;
     for room in ["lobby", "garden", private.as_str()] {
         ann.join(room).await;
     }
@@ -264,15 +262,7 @@ async fn a_word_in_thousands_of_messages_is_paged_newest_first_everywhere_and_in
 async fn a_private_room_is_searched_by_its_members_only() {
     let server = server().await;
     let mut ann = signed_in(&server, "ann").await;
-    let room = request(
-        &mut ann,
-        "create",
-        json!({"title": "Plans", "private": true}),
-    )
-    .await["room"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = private_room(&mut ann).await;
     ann.join(&room).await;
     ann.post(&room, "the secret launch date").await;
     let own = found(&server, Some("ann"), &[("q", "launch")]).await;
@@ -310,15 +300,7 @@ async fn a_direct_conversation_is_searched_by_its_two_people_only() {
 async fn searching_in_another_persons_private_room_is_not_found() {
     let server = server().await;
     let mut ann = signed_in(&server, "ann").await;
-    let room = request(
-        &mut ann,
-        "create",
-        json!({"title": "Plans", "private": true}),
-    )
-    .await["room"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = private_room(&mut ann).await;
     let response = search_as(&server, Some("eve"), &[("q", "x"), ("room", &room)]).await;
     assert_api_error(response, 404, "not_found").await;
     server.stop().await;

@@ -609,10 +609,10 @@ impl RowDb {
         Ok(applied)
     }
 
-    /// `INSERT INTO {into} ({columns}) VALUES (...), ...` for `rows` rows of `width` values.
-    fn insert_rows(&self, into: &str, columns: String, width: usize, rows: usize) -> String {
+    /// `(?, ?), (?, ?), ...`: `count` tuples of `width` placeholders, numbered on through them.
+    fn placeholder_tuples(&self, count: usize, width: usize) -> String {
         let mut n = 0;
-        let tuples: Vec<String> = (0..rows)
+        let tuples: Vec<String> = (0..count)
             .map(|_| {
                 let marks: Vec<String> = (0..width)
                     .map(|_| {
@@ -623,32 +623,23 @@ impl RowDb {
                 format!("({})", marks.join(", "))
             })
             .collect();
-        format!(
-            "INSERT INTO {into} ({columns}) VALUES {}",
-            tuples.join(", ")
-        )
+        tuples.join(", ")
+    }
+
+    /// `INSERT INTO {into} ({columns}) VALUES (...), ...` for `rows` rows of `width` values.
+    fn insert_rows(&self, into: &str, columns: String, width: usize, rows: usize) -> String {
+        let values = self.placeholder_tuples(rows, width);
+        format!("INSERT INTO {into} ({columns}) VALUES {values}")
     }
 
     /// The rows of `table` under any of `count` keys (bound key after key).
     fn select_by_keys(&self, table: &Table, count: usize) -> String {
-        let mut n = 0;
-        let tuples: Vec<String> = (0..count)
-            .map(|_| {
-                let marks: Vec<String> = (0..table.key)
-                    .map(|_| {
-                        n += 1;
-                        self.placeholder(n)
-                    })
-                    .collect();
-                format!("({})", marks.join(", "))
-            })
-            .collect();
         format!(
             "SELECT {} FROM {} WHERE ({}) IN (VALUES {})",
             column_list(table),
             table.name,
             key_list(table),
-            tuples.join(", ")
+            self.placeholder_tuples(count, table.key)
         )
     }
 

@@ -380,6 +380,21 @@ impl Client {
         }
     }
 
+    /// Sends `frame` with the `ref` "req" and returns its `ack`, skipping other frames; fails
+    /// the test on an `error` for it.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        frame["ref"] = json!("req");
+        self.send(frame.clone()).await;
+        loop {
+            let answer = self.recv().await;
+            match answer["type"].as_str() {
+                Some("ack") if answer["ref"] == "req" => return answer,
+                Some("error") if answer["ref"] == "req" => panic!("{frame} refused: {answer}"),
+                _ => continue,
+            }
+        }
+    }
+
     /// Skips frames until an `error`, and asserts its code and echoed `ref`.
     pub async fn expect_error(&mut self, code: &str, reference: Value) {
         let error = self.recv_type("error").await;
