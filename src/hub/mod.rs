@@ -127,6 +127,8 @@ struct Inner {
     /// Held from a change's store write to its delivery here (changes.rs), so this node's
     /// changes reach members in their feed order.
     change_order: tokio::sync::Mutex<()>,
+    /// Rooms whose policy changed, to the task that reads them again in order (policy.rs).
+    reloads: mpsc::UnboundedSender<policy::Reload>,
 }
 
 impl Hub {
@@ -143,6 +145,7 @@ impl Hub {
         stop: CancellationToken,
     ) -> Hub {
         let (posts, queue) = mpsc::channel(settings.post_queue.max(1));
+        let (reloads, changed_rooms) = mpsc::unbounded_channel();
         let inner = Arc::new_cyclic(|this| Inner {
             this: this.clone(),
             rooms: Mutex::new(Rooms::default()),
@@ -159,6 +162,7 @@ impl Hub {
             read_markers: Arc::default(),
             slow_clock: moderation::SlowClock::default(),
             change_order: tokio::sync::Mutex::new(()),
+            reloads,
         });
         let receiver: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
         broker.register(receiver);
@@ -182,6 +186,11 @@ impl Hub {
         ));
         tracker.spawn(committer::broadcast(to_broadcast, broker));
         tracker.spawn(accounts::revalidate(Arc::downgrade(&inner), stop.clone()));
+        tracker.spawn(policy::reload(
+            Arc::downgrade(&inner),
+            changed_rooms,
+            stop.clone(),
+        ));
         tracker.spawn(presence::ticker(Arc::downgrade(&inner), stop));
         Hub { inner }
     }

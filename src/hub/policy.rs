@@ -285,25 +285,13 @@ impl Inner {
         self.policies.note_recorded(room);
         let old = self.policies.cached(room);
         self.policies.forget(room);
-        let has_members = self.lock_rooms().local.contains_key(room);
-        let (Some(old), true, Some(inner)) = (old, has_members, self.this.upgrade()) else {
-            return;
+        let reload = Reload {
+            room: room.to_owned(),
+            old,
         };
-        let hub = Hub { inner };
-        let room = room.to_owned();
-        tokio::spawn(async move {
-            match hub.policy(&room).await {
-                Ok(new) => {
-                    if new.topic != old.topic {
-                        hub.inner.tell_topic(&room, new.topic.as_deref());
-                    }
-                    hub.inner.moderation_reloaded(&room, &old, &new);
-                }
-                Err(err) => {
-                    tracing::warn!(%room, error = %err, "room policy unavailable after a change");
-                }
-            }
-        });
+        // Unbounded: one entry per room change, which people make by hand; the reload task
+        // ends only with the hub.
+        let _ = self.reloads.send(reload);
     }
 
     /// Gives the room's members here a `topic` frame.
@@ -322,6 +310,64 @@ impl Inner {
             None => return,
         };
         self.count(result);
+    }
+}
+
+/// A room whose policy changed, with the policy this node had cached when the change arrived
+/// (`None` when it had none: a load still in flight, or no local member asked yet).
+pub(super) struct Reload {
+    room: String,
+    old: Option<Arc<RoomPolicy>>,
+}
+
+/// Reads each changed room's policy again, one change after another, and tells the room's
+/// members here what changed (`topic`, `slow`).
+///
+/// **In order, in one task**, because two changes can follow each other faster than a read:
+/// with a task per change, the second change found no cached policy to compare with (the first
+/// reload's read still in flight) and said nothing, and the first reload could then announce
+/// the intermediate value (slow mode 60 s, when it was already off again) or nothing at all.
+/// Here each reload compares with what the previous reload of the room read when there is no
+/// cached policy, so members always end up told the room's current state, in the order the
+/// changes were made.
+pub(super) async fn reload(
+    hub: std::sync::Weak<Inner>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Reload>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    // What the last reload of each room read, while the room has members here.
+    let mut last_read: HashMap<String, Arc<RoomPolicy>> = HashMap::new();
+    loop {
+        let Reload { room, old } = tokio::select! {
+            () = stop.cancelled() => return,
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+        };
+        let Some(inner) = hub.upgrade() else {
+            return;
+        };
+        let previous = last_read.remove(&room);
+        if !inner.lock_rooms().local.contains_key(&room) {
+            continue;
+        }
+        let Some(old) = old.or(previous) else {
+            continue;
+        };
+        let hub = Hub { inner };
+        match hub.policy(&room).await {
+            Ok(new) => {
+                if new.topic != old.topic {
+                    hub.inner.tell_topic(&room, new.topic.as_deref());
+                }
+                hub.inner.moderation_reloaded(&room, &old, &new);
+                last_read.insert(room, new);
+            }
+            Err(err) => {
+                tracing::warn!(%room, error = %err, "room policy unavailable after a change");
+            }
+        }
     }
 }
 
