@@ -277,6 +277,18 @@ pub struct ServeArgs {
     /// start). Expired sessions sign nobody in either way; this only keeps the table small.
     #[arg(long, env = "HUBBUB_SESSION_PURGE_SECS", default_value_t = defaults().session_purge_every.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub session_purge_secs: u64,
+    /// Sign-in attempts allowed per account name (known or not) per minute: this many at once,
+    /// then one every 60/N seconds. Slows password guessing against one account.
+    #[arg(long, env = "HUBBUB_SIGN_IN_PER_NAME", default_value_t = defaults().login_limits.per_name_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sign_in_per_name: u32,
+    /// Sign-in attempts allowed per client address per minute (any names), as above. Slows one
+    /// address spraying passwords over many accounts.
+    #[arg(long, env = "HUBBUB_SIGN_IN_PER_ADDRESS", default_value_t = defaults().login_limits.per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sign_in_per_address: u32,
+    /// Sign-ups allowed per client address per minute, as above. Sign-up says when a name is
+    /// taken, so this is what keeps names from being probed quickly.
+    #[arg(long, env = "HUBBUB_SIGN_UPS_PER_ADDRESS", default_value_t = defaults().login_limits.signups_per_address_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sign_ups_per_address: u32,
 }
 
 impl ServeArgs {
@@ -322,6 +334,11 @@ impl ServeArgs {
             signup: self.signup,
             secure_cookies: self.secure_cookies,
             session_purge_every: Duration::from_secs(self.session_purge_secs),
+            login_limits: crate::accounts::LimitSettings {
+                per_name_per_minute: self.sign_in_per_name,
+                per_address_per_minute: self.sign_in_per_address,
+                signups_per_address_per_minute: self.sign_ups_per_address,
+            },
             hub: HubSettings {
                 outbox_frames: self.outbox_frames,
                 max_rooms_per_connection: self.max_rooms_per_connection,

@@ -132,6 +132,9 @@ pub struct Config {
     /// How often expired sign-in sessions are deleted from the store (`--session-purge-secs`;
     /// also once at start): expired rows already open nothing, this keeps the table small.
     pub session_purge_every: Duration,
+    /// How many sign-ins per name and per address, and sign-ups per address, are allowed per
+    /// minute (`--sign-in-per-name`, `--sign-in-per-address`, `--sign-ups-per-address`).
+    pub login_limits: crate::accounts::LimitSettings,
 }
 
 impl Config {
@@ -475,6 +478,7 @@ impl Default for Config {
             signup: crate::accounts::Signup::Open,
             secure_cookies: false,
             session_purge_every: Duration::from_secs(3600),
+            login_limits: crate::accounts::LimitSettings::default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::accounts::{Browser, PASSWORD, cookie_pair, post_json, set_cookie_of, sign_up};
-use common::{assert_api_error, http, start_server, start_server_with};
+use common::{assert_api_error, http, start_server, start_server_with, start_server_with_flags};
 use serde_json::{Value, json};
 
 /// Every state-changing HTTP route a signed-in browser can call, with a body it accepts.
@@ -225,10 +225,12 @@ async fn an_untrusted_peer_saying_https_does_not_make_the_cookie_secure() {
 
 #[tokio::test]
 async fn sign_in_attempts_for_one_name_past_the_limit_get_429_with_retry_after() {
-    let server = start_server().await;
+    // Two a minute: the next attempt is allowed 30 s later, far beyond the test's few hashes
+    // (with the default 5 a minute, a busy machine's 5 hashes could outlast the 12 s refill).
+    let server = start_server_with_flags(&["--sign-in-per-name", "2"]).await;
     sign_up(server.addr, "alice").await;
     let wrong = json!({"name": "alice", "password": "not the password"});
-    for _ in 0..5 {
+    for _ in 0..2 {
         let response = post_json(server.addr, "/api/auth/signin", wrong.clone()).await;
         assert_eq!(response.status(), 401);
     }
@@ -251,9 +253,9 @@ async fn sign_in_attempts_for_one_name_past_the_limit_get_429_with_retry_after()
 
 #[tokio::test]
 async fn the_name_limit_counts_unknown_names_like_known_ones() {
-    let server = start_server().await;
+    let server = start_server_with_flags(&["--sign-in-per-name", "2"]).await;
     let wrong = json!({"name": "nobody", "password": "not the password"});
-    for _ in 0..5 {
+    for _ in 0..2 {
         let response = post_json(server.addr, "/api/auth/signin", wrong.clone()).await;
         assert_eq!(response.status(), 401);
     }
@@ -264,8 +266,10 @@ async fn the_name_limit_counts_unknown_names_like_known_ones() {
 
 #[tokio::test]
 async fn sign_in_attempts_from_one_address_past_the_limit_get_429_whatever_the_names() {
-    let server = start_server().await;
-    for n in 0..20 {
+    // Three a minute, so no attempt is refilled while the test runs (the default 20 refills
+    // every 3 s, which 20 password hashes on a busy machine can outlast).
+    let server = start_server_with_flags(&["--sign-in-per-address", "3"]).await;
+    for n in 0..3 {
         let body = json!({"name": format!("user{n}"), "password": "not the password"});
         let response = post_json(server.addr, "/api/auth/signin", body).await;
         assert_eq!(response.status(), 401);

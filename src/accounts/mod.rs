@@ -32,7 +32,8 @@ use crate::store::accounts::{
     Account, AccountId, AccountStore, Invite, NewAccount, NewSession, Session,
 };
 use crate::store::{AccountNames, People, StoreError};
-use limits::{LimitSettings, LoginLimits};
+pub use limits::LimitSettings;
+use limits::LoginLimits;
 use password::{Hasher, check_new_password};
 use secret::{hash_token, random_token};
 

@@ -92,7 +92,7 @@ impl AppState {
                 hub.people(),
                 crate::accounts::AccountSettings {
                     signup: config.signup,
-                    ..Default::default()
+                    limits: config.login_limits,
                 },
             )
             .with_broker(hub.broker()),
