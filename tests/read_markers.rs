@@ -140,6 +140,35 @@ async fn joined_counts_unread_messages_after_the_marker_not_sent_by_the_account(
     server.stop().await;
 }
 
+/// A connection's first joins count from the markers its sidebar read as it opened, and from
+/// what moved since: a read on another device after the sidebar was read still counts.
+#[tokio::test]
+async fn a_join_soon_after_connecting_counts_from_a_marker_moved_after_the_sidebar_was_read() {
+    let server = server().await;
+    let (mut bob, _) = signed_in(server.addr, "bob").await;
+    bob.join("lobby").await;
+    post_all(&mut bob, "lobby", &["1", "2", "3"]).await;
+    let (mut phone, _) = signed_in(server.addr, "ann").await;
+    phone.join("lobby").await;
+    read(&mut phone, "lobby", 1).await;
+    let (mut laptop, rooms) = signed_in(server.addr, "ann").await;
+    let lobby = rooms["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room"] == "lobby")
+        .cloned()
+        .unwrap_or_else(|| panic!("lobby not in the sidebar: {rooms}"));
+    assert_eq!(lobby["last_read"], 1);
+    read(&mut phone, "lobby", 3).await;
+    let moved = laptop.recv_type("read").await;
+    assert_eq!(moved["data"], json!({"room": "lobby", "id": 3}));
+    let joined = laptop.join("lobby").await;
+    assert_eq!(joined["data"]["last_read"], 3, "{joined}");
+    assert_eq!(joined["data"]["unread"], 0, "{joined}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn joined_counts_mentions_of_the_account() {
     let server = server().await;

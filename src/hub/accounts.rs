@@ -14,6 +14,17 @@
 //! (one atomic load) before every frame and drops the noted rooms, so a `msg` to a room the
 //! account was kicked from answers `not_member` instead of being posted.
 //!
+//! **A connection's first joins count unread from its sidebar's read.** Every signed-in
+//! connection reads its sidebar (its rooms and its read markers in them) as it opens, and its
+//! joins follow at once (the web client joins its rooms on `welcome`): so the link keeps the
+//! markers that read found, and a join within [`SIDEBAR_MARKERS_SERVE`] of the connection
+//! counts from them (waiting for the read if need be), instead of one store read per join. A
+//! move since the connection linked is noted in the hub's read markers (a `read` here, or a
+//! `ReadMoved` from another node) and answered from there (read_markers.rs keeps it at least as
+//! long); a later join reads the store as before. So a join sees what a store read would have,
+//! but for a move on another node made before this connection opened and written after its
+//! sidebar was read: the same second-late window a node without connections has.
+//!
 //! **An account disabled behind the server's back is noticed within seconds.** `hubbub user
 //! disable` works on the database directly, also while nodes run, and cannot reach their
 //! connections; so every node checks the accounts of its signed-in connections against the
@@ -31,9 +42,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::SetOnce;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -53,16 +65,59 @@ const REVALIDATE_CHUNK: usize = 500;
 /// Directory changes applied per tick at most (more wait for the next tick).
 const DIRECTORY_CHANGES_PER_TICK: u32 = 500;
 
+/// How long after a signed-in connection opens its joins count from the markers its sidebar
+/// read (see the module doc).
+pub(super) const SIDEBAR_MARKERS_SERVE: Duration = Duration::from_secs(2);
+
+/// The account's stored read markers by room, as a connection's sidebar read them.
+pub(super) type SidebarMarkers = Box<[(Box<str>, u64)]>;
+
 /// What a signed-in session shares with the index: the rooms its account was removed from that
-/// the session has not yet dropped from its own set.
-#[derive(Default)]
+/// the session has not yet dropped from its own set; and the read markers its sidebar found.
 pub(crate) struct AccountLink {
     /// Raised with every room noted; what the session checks before each frame.
     pending: AtomicBool,
     removed: Mutex<Vec<RoomName>>,
+    linked_at: Instant,
+    /// Set once by the sidebar's read: the account's markers by room, or `None` when the read
+    /// failed (joins then read the store).
+    sidebar_markers: SetOnce<Option<SidebarMarkers>>,
 }
 
 impl AccountLink {
+    fn new() -> Self {
+        AccountLink {
+            pending: AtomicBool::new(false),
+            removed: Mutex::default(),
+            linked_at: Instant::now(),
+            sidebar_markers: SetOnce::new(),
+        }
+    }
+
+    /// Hands the joins the markers the sidebar read (`None`: it failed). Only the first call
+    /// counts.
+    pub(super) fn share_sidebar_markers(&self, markers: Option<SidebarMarkers>) {
+        let _already = self.sidebar_markers.set(markers);
+    }
+
+    /// The account's stored marker in `room` as the sidebar read it, for a join in the
+    /// connection's first [`SIDEBAR_MARKERS_SERVE`] (waiting for the read if it is under way);
+    /// `None` later, or when the read failed: then the store answers.
+    pub(super) async fn sidebar_marker(&self, room: &str) -> Option<u64> {
+        if self.linked_at.elapsed() >= SIDEBAR_MARKERS_SERVE {
+            return None;
+        }
+        let markers = self.sidebar_markers.wait().await.as_ref()?;
+        // A room the sidebar does not list has no marker the account can use: every room with
+        // one that the account can still join is listed (public ones by their marker).
+        Some(
+            markers
+                .iter()
+                .find(|(listed, _)| &**listed == room)
+                .map_or(0, |(_, last_read)| *last_read),
+        )
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<RoomName>> {
         // Plain data: a panic elsewhere leaves nothing half-done here.
         self.removed
@@ -112,7 +167,7 @@ impl AccountIndex {
         conn: ConnId,
         outbox: &Outbox,
     ) -> Arc<AccountLink> {
-        let link = Arc::new(AccountLink::default());
+        let link = Arc::new(AccountLink::new());
         // Capacity one: most accounts have one connection per node, and `push` on an empty
         // Vec would reserve four.
         self.lock()
@@ -764,7 +819,7 @@ mod tests {
 
     #[test]
     fn a_link_hands_over_each_removed_room_once() {
-        let link = AccountLink::default();
+        let link = AccountLink::new();
         assert!(link.take_removed().is_empty());
         link.note_removed(RoomName::lobby());
         assert_eq!(link.take_removed(), vec![RoomName::lobby()]);

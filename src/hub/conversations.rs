@@ -105,9 +105,13 @@ impl Session {
         last_id: u64,
     ) -> Option<JoinedRoomState> {
         let account = self.access.account?;
+        let sidebar_marker = match &self.link {
+            Some(link) => link.sidebar_marker(room.as_str()).await,
+            None => None,
+        };
         let (last_read, counts) = match self
             .hub
-            .read_state(account, room.as_str(), &self.name, last_id)
+            .read_state(account, room.as_str(), &self.name, last_id, sidebar_marker)
             .await
         {
             Ok(state) => state,
@@ -140,8 +144,9 @@ impl Session {
             self.outbox.clone(),
             self.id,
         );
+        let markers_for = self.link.clone().map(SidebarMarkersFor);
         tokio::spawn(async move {
-            match hub.sidebar(account, &name).await {
+            match hub.sidebar(account, &name, markers_for.as_ref()).await {
                 Ok(entries) => {
                     let json = ServerFrame::Rooms { data: &entries }.encode();
                     outbox.push(super::Outgoing::control(json));
@@ -472,9 +477,13 @@ impl Hub {
         room: &str,
         name: &str,
         last_id: u64,
+        sidebar_marker: Option<u64>,
     ) -> Result<(u64, crate::store::directory::Unread), StoreError> {
         let directory = &self.people().directory;
-        let stored = directory.read_marker(account, room).await?;
+        let stored = match sidebar_marker {
+            Some(stored) => stored,
+            None => directory.read_marker(account, room).await?,
+        };
         let last_read = self.pending_marker(account, room).max(stored);
         if last_read >= last_id {
             return Ok((last_read, Default::default()));
@@ -492,18 +501,38 @@ impl Hub {
     }
 
     /// The account's sidebar as the `rooms` frame carries it.
-    async fn sidebar(&self, account: AccountId, name: &str) -> Result<Vec<RoomEntry>, StoreError> {
+    /// The account's sidebar as the `rooms` frame carries it; the markers it read go to
+    /// `markers_for`'s joins as soon as they are read (accounts.rs).
+    async fn sidebar(
+        &self,
+        account: AccountId,
+        name: &str,
+        markers_for: Option<&SidebarMarkersFor>,
+    ) -> Result<Vec<RoomEntry>, StoreError> {
         let directory = &self.people().directory;
         let mut rooms = directory.sidebar(account).await?;
+        if let Some(SidebarMarkersFor(link)) = markers_for {
+            let markers = rooms
+                .iter()
+                .filter(|room| room.last_read > 0)
+                .map(|room| (Box::from(room.settings.room.as_str()), room.last_read))
+                .collect();
+            link.share_sidebar_markers(Some(markers));
+        }
         self.add_pending_public_rooms(account, &mut rooms).await?;
         let mut entries = Vec::with_capacity(rooms.len());
         for room in rooms {
             let last_read = self
                 .pending_marker(account, &room.settings.room)
                 .max(room.last_read);
-            let counts = directory
-                .unread(&room.settings.room, name, last_read, UNREAD_CAP)
-                .await?;
+            let counts = match last_read >= room.last_id {
+                true => Default::default(),
+                false => {
+                    directory
+                        .unread(&room.settings.room, name, last_read, UNREAD_CAP)
+                        .await?
+                }
+            };
             let members = match room.settings.kind {
                 RoomKind::Public => None,
                 _ => Some(
@@ -653,6 +682,17 @@ fn sidebar_entry(
         unread: Some(counts.unread),
         mentions: Some(counts.mentions),
         members,
+    }
+}
+
+/// The signed-in connection a sidebar read is for: its link gets the markers the read found,
+/// or, should the read fail or its task end first, word that the store must answer its joins
+/// (so no join waits for markers that never come).
+pub(super) struct SidebarMarkersFor(Arc<super::accounts::AccountLink>);
+
+impl Drop for SidebarMarkersFor {
+    fn drop(&mut self) {
+        self.0.share_sidebar_markers(None);
     }
 }
 
@@ -856,7 +896,10 @@ mod tests {
             id: 2,
         };
         session.people(read, None).await;
-        let (last_read, counts) = hub.read_state(ann, "lobby", "ann", 3).await.expect("state");
+        let (last_read, counts) = hub
+            .read_state(ann, "lobby", "ann", 3, None)
+            .await
+            .expect("state");
         assert_eq!(last_read, 2);
         assert_eq!(counts.unread, 1);
     }

@@ -17,10 +17,17 @@
 //! node it moved on has written it; that node's flush writes the same row again, which changes
 //! nothing (the store keeps the greater). A node where the account has no connection learns of
 //! it from the store, up to a second late.
+//!
+//! **Written markers stay answerable for a few seconds.** A flush takes the pending markers out
+//! of the map, but [`ReadMarkers::pending`] keeps answering for each for [`WRITTEN_KEPT`] after
+//! it was taken: while its write is in flight (a `joined` meanwhile would find it neither here
+//! nor in the store), and for the joins a signed-in connection makes in its first moments, which
+//! count from the markers its sidebar read (accounts.rs, [`super::accounts::SIDEBAR_MARKERS_SERVE`])
+//! plus what moved since, here or in this map.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -37,10 +44,21 @@ pub(super) const FLUSH_AT: usize = 512;
 /// How long the last flush at shutdown may take before it gives up (the store may be down).
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
-/// Markers not yet written: the highest id read per (account, room).
+/// How long a marker taken for writing is still answered from memory (see the module doc):
+/// longer than a connection's sidebar markers serve its joins, by a flush period, so a move
+/// made after the connection linked is here or in the store for as long as they do.
+const WRITTEN_KEPT: Duration = Duration::from_secs(3);
+const _: () = assert!(
+    WRITTEN_KEPT.as_millis()
+        >= super::accounts::SIDEBAR_MARKERS_SERVE.as_millis() + FLUSH_EVERY.as_millis()
+);
+
+/// Markers not yet written: the highest id read per (account, room); and those taken for
+/// writing in the last [`WRITTEN_KEPT`].
 #[derive(Default)]
 pub(super) struct ReadMarkers {
     pending: Mutex<HashMap<(AccountId, String), u64>>,
+    written: Mutex<HashMap<(AccountId, String), (u64, Instant)>>,
     full: Notify,
 }
 
@@ -72,24 +90,52 @@ impl ReadMarkers {
         true
     }
 
-    /// The marker waiting to be written for the account and room, if any.
-    pub(super) fn pending(&self, account: AccountId, room: &str) -> Option<u64> {
-        self.lock().get(&(account, room.to_owned())).copied()
+    fn lock_written(&self) -> MutexGuard<'_, HashMap<(AccountId, String), (u64, Instant)>> {
+        self.written
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// The account's pending markers, by room (a scan of the map, which a flush keeps under
-    /// [`FLUSH_AT`] entries; read once per signed-in connection, for its sidebar).
+    /// The marker waiting to be written for the account and room, or taken for writing in the
+    /// last [`WRITTEN_KEPT`], if any.
+    pub(super) fn pending(&self, account: AccountId, room: &str) -> Option<u64> {
+        let key = (account, room.to_owned());
+        let waiting = self.lock().get(&key).copied();
+        let written = self.lock_written().get(&key).map(|(id, _)| *id);
+        waiting.max(written)
+    }
+
+    /// The account's markers as [`ReadMarkers::pending`] answers them, by room (a scan of the
+    /// maps, which flushes keep small; read once per signed-in connection, for its sidebar).
     pub(super) fn pending_of(&self, account: AccountId) -> Vec<(String, u64)> {
-        self.lock()
+        let mut of: HashMap<String, u64> = self
+            .lock_written()
             .iter()
             .filter(|((owner, _), _)| *owner == account)
-            .map(|((_, room), last_read)| (room.clone(), *last_read))
-            .collect()
+            .map(|((_, room), (last_read, _))| (room.clone(), *last_read))
+            .collect();
+        for ((owner, room), last_read) in self.lock().iter() {
+            if *owner == account {
+                let entry = of.entry(room.clone()).or_default();
+                *entry = (*entry).max(*last_read);
+            }
+        }
+        of.into_iter().collect()
     }
 
-    /// Takes every pending marker.
+    /// Takes every pending marker, keeping it answerable for [`WRITTEN_KEPT`] and forgetting
+    /// those taken longer ago.
     fn take(&self) -> Vec<ReadMarker> {
-        std::mem::take(&mut *self.lock())
+        let taken = std::mem::take(&mut *self.lock());
+        let now = Instant::now();
+        let mut written = self.lock_written();
+        written.retain(|_, (_, at)| now.duration_since(*at) < WRITTEN_KEPT);
+        for (key, last_read) in &taken {
+            let entry = written.entry(key.clone()).or_insert((0, now));
+            *entry = (entry.0.max(*last_read), now);
+        }
+        drop(written);
+        taken
             .into_iter()
             .map(|((account, room), last_read)| ReadMarker {
                 account,
@@ -179,6 +225,19 @@ mod tests {
         markers.note(AccountId(1), "a", 7, 0);
         markers.restore(taken);
         assert_eq!(markers.pending(AccountId(1), "a"), Some(7));
+    }
+
+    #[test]
+    fn a_marker_taken_for_writing_is_still_answered() {
+        let markers = ReadMarkers::default();
+        markers.note(AccountId(1), "a", 5, 0);
+        let taken = markers.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(markers.pending(AccountId(1), "a"), Some(5));
+        assert_eq!(markers.pending_of(AccountId(1)), [("a".to_owned(), 5)]);
+        markers.note(AccountId(1), "a", 6, 0);
+        assert_eq!(markers.pending(AccountId(1), "a"), Some(6));
+        assert!(markers.take().len() == 1, "the newer one is still written");
     }
 
     #[test]

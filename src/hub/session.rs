@@ -106,7 +106,7 @@ pub struct Session {
     disconnected: bool,
     /// A signed-in session's entry in the hub's account index (accounts.rs): the rooms its
     /// account was removed from reach the session through it. `None` for a guest.
-    link: Option<Arc<AccountLink>>,
+    pub(super) link: Option<Arc<AccountLink>>,
 }
 
 impl Session {
