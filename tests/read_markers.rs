@@ -36,6 +36,17 @@ async fn signed_in(addr: std::net::SocketAddr, name: &str) -> (Client, Value) {
     (client, rooms)
 }
 
+/// The entry for `room` in a `rooms` frame.
+fn sidebar_entry(rooms: &Value, room: &str) -> Value {
+    rooms["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["room"] == room)
+        .cloned()
+        .unwrap_or_else(|| panic!("{room} not in the sidebar: {rooms}"))
+}
+
 /// Marks `room` read up to `id` and waits for the ack.
 async fn read(client: &mut Client, room: &str, id: u64) {
     client
@@ -152,13 +163,7 @@ async fn a_join_soon_after_connecting_counts_from_a_marker_moved_after_the_sideb
     phone.join("lobby").await;
     read(&mut phone, "lobby", 1).await;
     let (mut laptop, rooms) = signed_in(server.addr, "ann").await;
-    let lobby = rooms["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["room"] == "lobby")
-        .cloned()
-        .unwrap_or_else(|| panic!("lobby not in the sidebar: {rooms}"));
+    let lobby = sidebar_entry(&rooms, "lobby");
     assert_eq!(lobby["last_read"], 1);
     read(&mut phone, "lobby", 3).await;
     let moved = laptop.recv_type("read").await;
@@ -211,13 +216,7 @@ async fn the_sidebar_carries_a_public_rooms_unread_count_once_it_has_a_marker() 
     post_all(&mut bob, "rust", &["1", "2", "3 @ann"]).await;
     read(&mut ann, "rust", 1).await;
     let (_, rooms) = signed_in(server.addr, "ann").await;
-    let rust = rooms["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["room"] == "rust")
-        .cloned()
-        .unwrap_or_else(|| panic!("rust not in the sidebar: {rooms}"));
+    let rust = sidebar_entry(&rooms, "rust");
     assert_eq!(rust["last_id"], 3);
     assert_eq!(rust["last_read"], 1);
     assert_eq!(rust["unread"], 2);
