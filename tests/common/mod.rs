@@ -180,6 +180,17 @@ impl TestServer {
 /// before: tests run in parallel threads, and one that restarts a binary on a new port many
 /// times (tests/store_faults.rs, kill -9) could otherwise be given a port another test's binary
 /// was just given and is about to bind, and each would then talk to the other's server.
+/// Whether something listens on `addr`. A connect to a loopback port nothing listens on yet can
+/// succeed anyway: when the kernel picks that same port as the connection's source port, TCP's
+/// simultaneous open connects the socket to itself (free ports come from the ephemeral range).
+/// Such a connection is not a listener.
+async fn listening(addr: SocketAddr) -> bool {
+    match TcpStream::connect(addr).await {
+        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+        Err(_) => false,
+    }
+}
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|poison| poison.into_inner());
@@ -236,9 +247,12 @@ impl Binary {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let binary = Binary { addr, child };
+        let mut binary = Binary { addr, child };
         for _ in 0..200 {
-            if TcpStream::connect(addr).await.is_ok() {
+            if let Some(status) = binary.child.try_wait().unwrap() {
+                panic!("hubbub for {addr} exited while starting: {status}");
+            }
+            if listening(addr).await {
                 pg::until_serving(addr).await; // the port is bound before the store opens
                 return binary;
             }

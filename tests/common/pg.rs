@@ -96,15 +96,33 @@ pub async fn binary_db_args(data: &Path, extra: &[&str]) -> Vec<String> {
     vec!["--db".to_owned(), url]
 }
 
+/// How long a started binary may take to open its store and answer.
+const STORE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Waits until a binary that accepts connections also serves them. The binary binds its port
 /// before it opens the store, and opening PostgreSQL (migrations, the pools' connections) takes
 /// long enough to be seen: a request queued on the port is answered once it is done.
 pub async fn until_serving(addr: SocketAddr) {
-    let response = super::http()
+    // Not the suites' 10 s client: opening the store is migrations and fsyncs, which other
+    // tests' fsyncs (the kill -9 and disk-fault suites run beside) can slow well past that.
+    let client = reqwest::Client::builder()
+        .timeout(STORE_OPEN_WAIT)
+        .build()
+        .unwrap();
+    let response = client
         .get(format!("http://{addr}/healthz"))
         .send()
         .await
-        .unwrap_or_else(|err| panic!("hubbub on {addr} accepted but did not serve: {err}"));
+        .unwrap_or_else(|err| {
+            // The error's sources say whether it timed out, was refused or was reset.
+            let mut cause = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(inner) = source {
+                cause.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            panic!("hubbub on {addr} accepted but did not serve: {cause}")
+        });
     assert!(
         response.status().is_success(),
         "/healthz: {}",
