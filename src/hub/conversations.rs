@@ -500,7 +500,6 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// The account's sidebar as the `rooms` frame carries it.
     /// The account's sidebar as the `rooms` frame carries it; the markers it read go to
     /// `markers_for`'s joins as soon as they are read (accounts.rs).
     async fn sidebar(
