@@ -253,7 +253,12 @@ impl Binary {
                 panic!("hubbub for {addr} exited while starting: {status}");
             }
             if listening(addr).await {
-                pg::until_serving(addr).await; // the port is bound before the store opens
+                // The port is bound before the store opens.
+                if let Err(cause) = pg::serving(addr).await {
+                    let status = binary.child.try_wait().unwrap();
+                    let log = log.map(std::fs::read_to_string);
+                    panic!("{cause}\nexit status: {status:?}\nits log: {log:?}");
+                }
                 return binary;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -103,6 +103,14 @@ const STORE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// before it opens the store, and opening PostgreSQL (migrations, the pools' connections) takes
 /// long enough to be seen: a request queued on the port is answered once it is done.
 pub async fn until_serving(addr: SocketAddr) {
+    if let Err(cause) = serving(addr).await {
+        panic!("{cause}");
+    }
+}
+
+/// [`until_serving`], answering why not instead of panicking (so the caller can add what it
+/// knows: the binary's exit status and log).
+pub async fn serving(addr: SocketAddr) -> Result<(), String> {
     // Not the suites' 10 s client: opening the store is migrations and fsyncs, which other
     // tests' fsyncs (the kill -9 and disk-fault suites run beside) can slow well past that.
     let client = reqwest::Client::builder()
@@ -113,7 +121,7 @@ pub async fn until_serving(addr: SocketAddr) {
         .get(format!("http://{addr}/healthz"))
         .send()
         .await
-        .unwrap_or_else(|err| {
+        .map_err(|err| {
             // The error's sources say whether it timed out, was refused or was reset.
             let mut cause = err.to_string();
             let mut source = std::error::Error::source(&err);
@@ -121,13 +129,12 @@ pub async fn until_serving(addr: SocketAddr) {
                 cause.push_str(&format!(": {inner}"));
                 source = inner.source();
             }
-            panic!("hubbub on {addr} accepted but did not serve: {cause}")
-        });
-    assert!(
-        response.status().is_success(),
-        "/healthz: {}",
-        response.status()
-    );
+            format!("hubbub on {addr} accepted but did not serve: {cause}")
+        })?;
+    match response.status().is_success() {
+        true => Ok(()),
+        false => Err(format!("/healthz: {}", response.status())),
+    }
 }
 
 /// The variable naming a PostgreSQL server for the tests that need one whatever the run
