@@ -160,7 +160,13 @@ struct Ledger {
     /// Bursts under way; stalling listeners stop reading while it is above zero.
     bursting: AtomicU64,
     burst_ended: Notify,
+    /// Close frames with 1013 that clients read. Only a reader that resumes within the server's
+    /// close timeout (2 s) gets one; a stalling listener whose burst outlasts that finds its
+    /// connection reset instead, and resumes all the same.
     slow_closes: AtomicU64,
+    /// Slow-consumer closes as the server counts them (`hubbub_slow_consumer_closes_total`),
+    /// read at the end of the run.
+    server_slow_closes: AtomicU64,
     reconnects: AtomicU64,
 }
 
@@ -176,6 +182,7 @@ impl Ledger {
             bursting: AtomicU64::new(0),
             burst_ended: Notify::new(),
             slow_closes: AtomicU64::new(0),
+            server_slow_closes: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
         })
     }
@@ -258,6 +265,35 @@ struct Seen {
 /// Highest id received per room, over every connection of a client (its `since`).
 type Known = Arc<Mutex<HashMap<String, u64>>>;
 
+/// What happened to one client's connections, newest last: a violation report about the client
+/// carries it, so a stall names where it stopped (joined and no replay, closed, never answered).
+#[derive(Clone, Default)]
+struct Trail(Arc<Mutex<std::collections::VecDeque<String>>>);
+
+impl Trail {
+    /// Events kept per client: enough for its last few connections.
+    const KEPT: usize = 24;
+
+    fn note(&self, event: String) {
+        let mut events = self.0.lock().unwrap();
+        if events.len() == Self::KEPT {
+            events.pop_front();
+        }
+        events.push_back(format!("{:?} {event}", started().elapsed()));
+    }
+
+    fn report(&self) -> String {
+        let events = self.0.lock().unwrap();
+        events.iter().cloned().collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// When the run began, for the trail's timestamps.
+fn started() -> Instant {
+    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(Instant::now)
+}
+
 /// Answers the actor waits for; the reader checks `msg` frames itself.
 #[derive(Debug)]
 enum Answer {
@@ -282,6 +318,7 @@ struct Client {
     ledger: Arc<Ledger>,
     seen: Arc<Mutex<Seen>>,
     known: Known,
+    trail: Trail,
     progress: Arc<Notify>,
     /// Set while the reader pretends to be busy.
     paused: Arc<AtomicBool>,
@@ -310,6 +347,7 @@ impl Client {
             ledger,
             seen: Arc::default(),
             known: Known::default(),
+            trail: Trail::default(),
             progress: Arc::new(Notify::new()),
             paused: Arc::default(),
             stalls: false,
@@ -336,6 +374,8 @@ impl Client {
         }
         let tcp = socket.connect(self.addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
+        self.trail
+            .note(format!("connected from {}", tcp.local_addr().unwrap()));
         let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
             .await
             .unwrap();
@@ -351,6 +391,7 @@ impl Client {
                 name: self.name.clone(),
                 seen: self.seen.clone(),
                 known: self.known.clone(),
+                trail: self.trail.clone(),
                 ledger: self.ledger.clone(),
                 answers: self.answers_tx.clone(),
                 progress: self.progress.clone(),
@@ -369,6 +410,7 @@ impl Client {
     /// Drops the connection without a close frame, once its reader has stopped.
     async fn drop_abruptly(&mut self) {
         if let Some((sink, reader)) = self.conn.take() {
+            self.trail.note("dropped".into());
             reader.abort();
             let _ = reader.await;
             drop(sink);
@@ -421,8 +463,11 @@ impl Client {
                 };
                 self.ledger.violation(format!(
                     "{}: no answer within {DEADLINE:?} to {:?} (rooms (member, next id): \
-                     {rooms:?}, joining: {joining:?}, posts sent: {})",
-                    self.name, self.awaiting, self.posts
+                     {rooms:?}, joining: {joining:?}, posts sent: {}; trail: {})",
+                    self.name,
+                    self.awaiting,
+                    self.posts,
+                    self.trail.report()
                 ));
                 self.drop_abruptly().await;
                 return false;
@@ -460,6 +505,7 @@ impl Client {
             Some(since) => json!({"type": "join", "room": room, "data": {"since": since}}),
             None => json!({"type": "join", "room": room}),
         };
+        self.trail.note(format!("join {room} since {since:?}"));
         self.rooms.insert(room.to_owned());
         if !self.send(frame).await {
             return false;
@@ -594,8 +640,9 @@ impl Client {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 self.ledger.violation(format!(
-                    "{}: never caught up: (room, have, want) {behind:?}",
-                    self.name
+                    "{}: never caught up: (room, have, want) {behind:?}; trail: {}",
+                    self.name,
+                    self.trail.report()
                 ));
                 return;
             }
@@ -608,6 +655,7 @@ struct ReaderLinks {
     name: String,
     seen: Arc<Mutex<Seen>>,
     known: Known,
+    trail: Trail,
     ledger: Arc<Ledger>,
     answers: mpsc::UnboundedSender<Answer>,
     progress: Arc<Notify>,
@@ -621,12 +669,14 @@ async fn read_frames(mut source: Source, links: ReaderLinks) {
         name,
         seen,
         known,
+        trail,
         ledger,
         answers,
         progress,
         paused,
         stalls,
     } = links;
+    let mut after_join = BTreeSet::new();
     let close_code = loop {
         if paused.swap(false, Ordering::AcqRel) {
             // A consumer busy elsewhere for a while.
@@ -635,8 +685,16 @@ async fn read_frames(mut source: Source, links: ReaderLinks) {
         if stalls {
             stall_during_bursts(&ledger).await;
         }
-        let Some(Ok(message)) = source.next().await else {
-            break None;
+        let message = match source.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(err)) => {
+                trail.note(format!("read failed: {err}"));
+                break None;
+            }
+            None => {
+                trail.note("ended".into());
+                break None;
+            }
         };
         let text = match message {
             Message::Text(text) => text,
@@ -644,18 +702,40 @@ async fn read_frames(mut source: Source, links: ReaderLinks) {
             _ => continue,
         };
         let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+        note_first_frames(&frame, &mut after_join, &trail);
         let answer = check_frame(&frame, &name, &seen, &known, &ledger);
         progress.notify_waiters();
         if let Some(answer) = answer {
             let _ = answers.send(answer);
         }
     };
+    if let Some(code) = close_code {
+        trail.note(format!("closed {code}"));
+    }
     if close_code == Some(1013) {
         ledger.slow_closes.fetch_add(1, Ordering::Relaxed);
     }
     seen.lock().unwrap().closed = true;
     progress.notify_waiters();
     let _ = answers.send(Answer::Closed);
+}
+
+/// Notes in the trail a `joined` and the first `msg` after it (where the replay starts).
+fn note_first_frames(frame: &Value, after_join: &mut BTreeSet<String>, trail: &Trail) {
+    let room = frame["room"].as_str().unwrap_or_default();
+    match frame["type"].as_str().unwrap_or_default() {
+        "joined" => {
+            trail.note(format!(
+                "joined {room} last_id {}",
+                frame["data"]["last_id"]
+            ));
+            after_join.insert(room.to_owned());
+        }
+        "msg" if after_join.remove(room) => {
+            trail.note(format!("first msg {room}/{}", frame["id"]));
+        }
+        _ => {}
+    }
 }
 
 /// Returns once no burst is under way.
@@ -1128,6 +1208,11 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
             }
         }
     }
+    let closes = metric(
+        &common::metrics(addr).await,
+        "hubbub_slow_consumer_closes_total",
+    );
+    ledger.server_slow_closes.store(closes, Ordering::Relaxed);
     // Every client is gone: the server closes their sockets and its descriptors fall back.
     wait_for_sockets(pid, sockets_before, &ledger).await;
     if let Some(sampler) = sampler {
@@ -1137,8 +1222,10 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
     let violations = ledger.violations.lock().unwrap().clone();
     let acked = ledger.acked.lock().unwrap().len();
     eprintln!(
-        "delivery checker: {acked} acked, {} deliveries checked, {} slow-consumer closes, {} reconnects, {} violations",
+        "delivery checker: {acked} acked, {} deliveries checked, {} slow-consumer closes ({} \
+         read as 1013), {} reconnects, {} violations",
         ledger.delivered.load(Ordering::Relaxed),
+        ledger.server_slow_closes.load(Ordering::Relaxed),
         ledger.slow_closes.load(Ordering::Relaxed),
         ledger.reconnects.load(Ordering::Relaxed),
         violations.len(),
@@ -1152,6 +1239,14 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
     );
     assert!(acked > 0, "the run posted nothing");
     ledger
+}
+
+/// The value of the counter `name` in a /metrics text (0 when it is not there).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits until the server holds no more sockets than before the run.
@@ -1197,7 +1292,7 @@ async fn randomized_clients_see_every_message_once_in_order_and_every_ack_is_sto
     let ledger = check(Plan::quick(seed()), None).await;
     // The run exercised what it claims to: resumes after slow-consumer closes and reconnects.
     assert!(ledger.reconnects.load(Ordering::Relaxed) > 0);
-    assert!(ledger.slow_closes.load(Ordering::Relaxed) > 0);
+    assert!(ledger.server_slow_closes.load(Ordering::Relaxed) > 0);
 }
 
 /// The soak: `HUBBUB_SOAK_SECS` (default 1800) of the same checks with thousands of connections.
