@@ -52,6 +52,7 @@ fn new_account(name: &str, hash: Option<&str>) -> NewAccount {
 contract!(
     a_created_account_reads_back_by_key_and_by_id,
     a_second_account_with_a_taken_name_key_is_refused,
+    accounts_read_by_a_batch_of_keys_are_those_that_exist,
     accounts_are_listed_by_name_key,
     a_password_change_ends_every_session_but_the_kept_one,
     disabling_an_account_ends_its_sessions_and_hides_it_from_session_lookups,
@@ -84,6 +85,21 @@ async fn a_created_account_reads_back_by_key_and_by_id(db: Db) {
     let by_id = db.accounts.account_by_id(created.id).await.unwrap();
     assert_eq!(by_id, Some(created));
     assert_eq!(db.accounts.account_by_key("bob").await.unwrap(), None);
+}
+
+async fn accounts_read_by_a_batch_of_keys_are_those_that_exist(db: Db) {
+    let alice = db.signed_up("Alice", None).await;
+    let bob = db.signed_up("Bob", None).await;
+    db.signed_up("Carol", None).await;
+    let keys = ["bob", "nobody", "alice", "bob"].map(String::from);
+    let found = db.accounts.accounts_by_keys(&keys).await.unwrap();
+    let mut named: Vec<(AccountId, &str)> = found
+        .iter()
+        .map(|account| (account.id, account.name.as_str()))
+        .collect();
+    named.sort();
+    assert_eq!(named, vec![(alice, "Alice"), (bob, "Bob")]);
+    assert!(db.accounts.accounts_by_keys(&[]).await.unwrap().is_empty());
 }
 
 async fn a_second_account_with_a_taken_name_key_is_refused(db: Db) {

@@ -50,6 +50,7 @@ contract!(
     a_topic_of_none_clears_it,
     list_rooms_lists_every_record_by_name,
     the_sidebar_lists_member_rooms_and_public_rooms_with_a_marker,
+    sidebars_of_several_accounts_are_each_accounts_own,
     the_sidebar_omits_a_private_room_the_account_left_even_with_a_marker,
     a_read_marker_only_moves_forward,
     a_batch_of_markers_for_several_accounts_and_rooms_is_saved_whole,
@@ -284,6 +285,50 @@ async fn the_sidebar_lists_member_rooms_and_public_rooms_with_a_marker(db: Db) {
             ("p-1", RoomKind::Private, Some(Role::Owner), 1, 0),
         ]
     );
+}
+
+async fn sidebars_of_several_accounts_are_each_accounts_own(db: Db) {
+    let ann = db.account("ann").await;
+    let bob = db.account("bob").await;
+    let cy = db.account("cy").await;
+    create(
+        &db,
+        "p-1",
+        RoomKind::Private,
+        &[(ann, Role::Owner), (bob, Role::Member)],
+    )
+    .await;
+    create(&db, "p-2", RoomKind::Private, &[(bob, Role::Owner)]).await;
+    db.post("lobby", "cy", &["a", "b"]).await;
+    let markers = [(ann, 1), (cy, 2)].map(|(account, last_read)| ReadMarker {
+        account,
+        room: "lobby".to_owned(),
+        last_read,
+    });
+    db.directory.save_read_markers(&markers).await.unwrap();
+    let sidebars = db.directory.sidebars(&[cy, bob, ann]).await.unwrap();
+    let rows: Vec<(AccountId, &str, Option<Role>, u64)> = sidebars
+        .iter()
+        .map(|(account, r)| (*account, r.settings.room.as_str(), r.role, r.last_read))
+        .collect();
+    let mut expected = vec![
+        (ann, "lobby", None, 1),
+        (ann, "p-1", Some(Role::Owner), 0),
+        (bob, "p-1", Some(Role::Member), 0),
+        (bob, "p-2", Some(Role::Owner), 0),
+        (cy, "lobby", None, 2),
+    ];
+    expected.sort_by_key(|row| (row.0, row.1));
+    assert_eq!(rows, expected, "by account, then by room");
+    // Each account's share is what its own sidebar reads.
+    for account in [ann, bob, cy] {
+        let own: Vec<_> = sidebars
+            .iter()
+            .filter(|(of, _)| *of == account)
+            .map(|(_, room)| room.clone())
+            .collect();
+        assert_eq!(own, db.directory.sidebar(account).await.unwrap());
+    }
 }
 
 async fn the_sidebar_omits_a_private_room_the_account_left_even_with_a_marker(db: Db) {

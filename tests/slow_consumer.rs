@@ -6,7 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, Closed, get_text, start_server_with};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
 async fn member_that_stops_reading_is_closed_1013_and_others_get_everything() {
@@ -65,4 +69,64 @@ async fn member_that_stops_reading_is_closed_1013_and_others_get_everything() {
         assert_eq!(resumed.recv_msg().await["id"], id);
     }
     server.stop().await;
+}
+
+/// A member whose connection breaks while its replay waits for room in the outbox leaves the
+/// room at once: its task stops waiting for a drain that a broken socket can never give, in a
+/// room where nothing else happens that would close it.
+#[tokio::test]
+async fn a_member_whose_connection_breaks_during_its_replay_leaves_the_room() {
+    let server = start_server_with(|c| c.hub.outbox_frames = 32).await;
+    // A history far bigger than the socket buffers, posted pipelined.
+    let mut poster = server.client("name=poster").await;
+    poster.join("r").await;
+    let text = "x".repeat(4000);
+    let total = 1500;
+    for i in 0..total {
+        poster
+            .send(json!({"type": "msg", "room": "r", "data": text, "ref": i}))
+            .await;
+    }
+    for _ in 0..total {
+        poster.recv_type("ack").await;
+    }
+    let mut watcher = server.client("name=watcher").await;
+    watcher.join("r").await;
+
+    // A member that asks for the whole history behind a small receive buffer and reads only up
+    // to its `joined`: the server's replay fills the socket and waits for room.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let request = format!("ws://{}/ws?name=ghost", server.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut ghost, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    let join = json!({"type": "join", "room": "r", "data": {"since": 0}});
+    ghost.send(Message::text(join.to_string())).await.unwrap();
+    loop {
+        let frame = ghost.next().await.unwrap().unwrap();
+        if frame.to_text().unwrap().contains(r#""type":"joined""#) {
+            break;
+        }
+    }
+    assert_eq!(presence_of(&mut watcher).await, json!({"joined": "ghost"}));
+
+    let t = std::time::Instant::now();
+    // The connection breaks (a reset: no close frame, no FIN).
+    ghost.get_ref().set_zero_linger().unwrap();
+    drop(ghost);
+    assert_eq!(presence_of(&mut watcher).await, json!({"left": "ghost"}));
+    eprintln!("TOOK {:?}", t.elapsed());
+    server.stop().await;
+}
+
+/// The data of the next `presence` frame about a member joining or leaving (counts skipped).
+async fn presence_of(client: &mut Client) -> serde_json::Value {
+    loop {
+        let frame = client.recv_type("presence").await;
+        if frame["data"].get("count").is_none() {
+            return frame["data"].clone();
+        }
+    }
 }

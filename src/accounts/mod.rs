@@ -31,7 +31,7 @@ use crate::protocol::display_name;
 use crate::store::accounts::{
     Account, AccountId, AccountStore, Invite, NewAccount, NewSession, Session,
 };
-use crate::store::{AccountNames, People, StoreError};
+use crate::store::{AccountNames, ConnectReads, People, StoreError};
 pub use limits::LimitSettings;
 use limits::LoginLimits;
 use password::{Hasher, check_new_password};
@@ -139,6 +139,8 @@ pub struct Accounts {
     limits: LoginLimits,
     /// The cluster's broker: new accounts are announced through it (see [`Accounts::with_broker`]).
     broker: Option<Arc<dyn Broker>>,
+    /// A token's account is read here, batched with the other connections' (store/batch.rs).
+    connecting: Arc<ConnectReads>,
 }
 
 /// The case-folded key of a display name: `Alice`, `ALICE` and `ａｌｉｃｅ` share one.
@@ -168,6 +170,7 @@ impl Accounts {
             limits: LoginLimits::new(settings.limits),
             settings,
             broker: None,
+            connecting: people.connecting.clone(),
         }
     }
 
@@ -491,11 +494,13 @@ impl Accounts {
     }
 
     /// The account of a token's `sub`: looked up by name, and made (without a password) the
-    /// first time a valid token names it. A disabled account is refused.
+    /// first time a valid token names it. A disabled account is refused. The lookup is batched
+    /// with the other connections signing in at the same time: one query for a reconnect storm's
+    /// worth of tokens, still read after this call (a disable made before it is seen).
     pub async fn for_token_subject(&self, subject: &str) -> Result<Account, AccountError> {
         let name = display_name(subject).map_err(AccountError::BadName)?;
         let key = name_key(&name);
-        if let Some(account) = self.store.account_by_key(&key).await? {
+        if let Some(account) = self.connecting.account_by_key(&key).await? {
             return match account.disabled {
                 true => Err(AccountError::Disabled),
                 false => Ok(account),

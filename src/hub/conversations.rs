@@ -509,7 +509,7 @@ impl Hub {
         markers_for: Option<&SidebarMarkersFor>,
     ) -> Result<Vec<RoomEntry>, StoreError> {
         let directory = &self.people().directory;
-        let mut rooms = directory.sidebar(account).await?;
+        let mut rooms = self.people().connecting.sidebar(account).await?;
         if let Some(SidebarMarkersFor(link)) = markers_for {
             let markers = rooms
                 .iter()

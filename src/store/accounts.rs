@@ -15,8 +15,15 @@ pub trait AccountStore: Send + Sync + 'static {
     /// not), which sign-up answers with `name_taken`.
     async fn create_account(&self, account: &NewAccount) -> Result<Option<Account>, StoreError>;
 
+    /// The accounts whose case-folded names are among `name_keys`, in no particular order (a
+    /// key no account has is left out): one query for the token sign-ins of a whole batch of
+    /// connections (store/batch.rs).
+    async fn accounts_by_keys(&self, name_keys: &[String]) -> Result<Vec<Account>, StoreError>;
+
     /// The account whose case-folded name is `name_key`, if any.
-    async fn account_by_key(&self, name_key: &str) -> Result<Option<Account>, StoreError>;
+    async fn account_by_key(&self, name_key: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.accounts_by_keys(&[name_key.to_owned()]).await?.pop())
+    }
 
     /// The account with this id, if it still exists.
     async fn account_by_id(&self, id: AccountId) -> Result<Option<Account>, StoreError>;

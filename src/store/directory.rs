@@ -261,9 +261,20 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// Every room with a record, by name (`hubbub room list`).
     async fn list_rooms(&self) -> Result<Vec<RoomSettings>, StoreError>;
 
-    /// The account's sidebar: every room it is a member of, plus public rooms it has a read
-    /// marker in, each with its role, newest id and the account's marker; by name.
-    async fn sidebar(&self, account: AccountId) -> Result<Vec<SidebarRoom>, StoreError>;
+    /// The sidebars of `accounts` in one query, as (account, room) pairs by account, then by
+    /// room name: how the sidebars of a batch of connecting accounts are read (store/batch.rs).
+    /// An account's sidebar is every room it is a member of, plus the public rooms it has a read
+    /// marker in, each with its role, newest id and the account's marker.
+    async fn sidebars(
+        &self,
+        accounts: &[AccountId],
+    ) -> Result<Vec<(AccountId, SidebarRoom)>, StoreError>;
+
+    /// One account's sidebar (see [`RoomDirectory::sidebars`]), by room name.
+    async fn sidebar(&self, account: AccountId) -> Result<Vec<SidebarRoom>, StoreError> {
+        let rooms = self.sidebars(&[account]).await?;
+        Ok(rooms.into_iter().map(|(_, room)| room).collect())
+    }
 
     /// Sets (or with `None` clears) the room's topic. A room without a record gets a public one
     /// (`created_by` = `by`), so a topic can be set on any public room.

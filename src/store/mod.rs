@@ -5,6 +5,7 @@
 
 mod account_names;
 pub mod accounts;
+pub(crate) mod batch;
 pub mod changes;
 mod coalesce;
 pub mod copy;
@@ -29,7 +30,7 @@ pub(crate) use coalesce::Coalescing;
 pub use directory::RoomDirectory;
 pub use import::{ImportConflict, ImportOutcome};
 pub use moderation::ModerationStore;
-pub use people::People;
+pub use people::{ConnectReads, People};
 pub use postgres::{PostgresStore, SchemaAtOpen};
 pub use search::MessageSearch;
 pub use sqlite::SqliteStore;

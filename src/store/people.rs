@@ -5,12 +5,17 @@
 //! SQLite and PostgreSQL implement all three (in `sqlite/` and `postgres/`, one file per trait),
 //! and the same contract tests run against both.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+
+use super::StoreError;
 use super::account_names::AccountNames;
-use super::accounts::AccountStore;
+use super::accounts::{Account, AccountId, AccountStore};
+use super::batch::Batcher;
 use super::changes::ChangeStore;
-use super::directory::RoomDirectory;
+use super::directory::{RoomDirectory, SidebarRoom};
 use super::moderation::ModerationStore;
 use super::search::MessageSearch;
 
@@ -32,6 +37,56 @@ pub struct People {
     /// Full-text search over history (issue 20): beside the people side because what a search
     /// may return depends on the directory's members.
     pub search: Arc<dyn MessageSearch>,
+    /// The reads every signed-in connection makes as it connects, batched across connections.
+    pub connecting: Arc<ConnectReads>,
+}
+
+/// The two reads each signed-in connection makes when it connects (a token's account, the
+/// sidebar), each batched across the connections asking at the same time (store/batch.rs): a
+/// reconnect storm or a filling room costs a query per batch, not per connection. Fresh like
+/// direct reads: each is answered by a query that started after it was asked.
+pub struct ConnectReads {
+    accounts: Batcher<String, Account>,
+    sidebars: Batcher<AccountId, Vec<SidebarRoom>>,
+}
+
+impl ConnectReads {
+    fn new(accounts: Arc<dyn AccountStore>, directory: Arc<dyn RoomDirectory>) -> ConnectReads {
+        ConnectReads {
+            accounts: Batcher::new(Arc::new(move |keys: Vec<String>| {
+                let accounts = accounts.clone();
+                async move {
+                    let found = accounts.accounts_by_keys(&keys).await?;
+                    Ok(found
+                        .into_iter()
+                        .map(|account| (account.name_key.clone(), account))
+                        .collect())
+                }
+                .boxed()
+            })),
+            sidebars: Batcher::new(Arc::new(move |ids: Vec<AccountId>| {
+                let directory = directory.clone();
+                async move {
+                    let mut sidebars: HashMap<AccountId, Vec<SidebarRoom>> = HashMap::new();
+                    for (account, room) in directory.sidebars(&ids).await? {
+                        sidebars.entry(account).or_default().push(room);
+                    }
+                    Ok(sidebars)
+                }
+                .boxed()
+            })),
+        }
+    }
+
+    /// [`AccountStore::account_by_key`], batched.
+    pub async fn account_by_key(&self, name_key: &str) -> Result<Option<Account>, StoreError> {
+        self.accounts.load(name_key.to_owned()).await
+    }
+
+    /// [`RoomDirectory::sidebar`], batched.
+    pub async fn sidebar(&self, account: AccountId) -> Result<Vec<SidebarRoom>, StoreError> {
+        Ok(self.sidebars.load(account).await?.unwrap_or_default())
+    }
 }
 
 impl People {
@@ -42,6 +97,7 @@ impl People {
     {
         People {
             names: Arc::new(AccountNames::new(store.clone())),
+            connecting: Arc::new(ConnectReads::new(store.clone(), store.clone())),
             accounts: store.clone(),
             directory: store.clone(),
             moderation: store.clone(),

@@ -61,13 +61,14 @@ impl AccountStore for PostgresStore {
         Ok(row.as_ref().map(account_from).transpose()?)
     }
 
-    async fn account_by_key(&self, name_key: &str) -> Result<Option<Account>, StoreError> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name_key = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(name_key)
-            .fetch_optional(&self.reader)
+    async fn accounts_by_keys(&self, name_keys: &[String]) -> Result<Vec<Account>, StoreError> {
+        let sql =
+            format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name_key = ANY($1::text[])");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name_keys)
+            .fetch_all(&self.reader)
             .await?;
-        Ok(row.as_ref().map(account_from).transpose()?)
+        Ok(rows.iter().map(account_from).collect::<Result<_, _>>()?)
     }
 
     async fn account_by_id(&self, id: AccountId) -> Result<Option<Account>, StoreError> {

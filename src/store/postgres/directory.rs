@@ -15,23 +15,28 @@ use crate::store::directory::{
     RoomKind, RoomMember, RoomSettings, SidebarRoom, Unread, counted, now_ms, sort_members,
 };
 
-/// An account's sidebar: the rooms it is a member of (with its role), then the public rooms it
-/// only has a read marker in; each with the room's newest id and the account's marker.
+/// The sidebars of the accounts in $1 (an array of ids): the rooms each is a member of (with
+/// its role), then the public rooms each only has a read marker in; each with the room's newest
+/// id and the account's marker; by account, then by room name.
 const SIDEBAR_SQL: &str = "\
-    SELECT s.name, s.kind, s.title, s.topic, s.created_by, s.created_ms, m.role, \
+    WITH wanted(account_id) AS (SELECT unnest($1::bigint[])) \
+    SELECT m.account_id AS account_id, s.name, s.kind, s.title, s.topic, s.created_by, \
+           s.created_ms, m.role, \
            coalesce(r.last_id, 0) AS last_id, coalesce(k.last_read, 0) AS last_read \
-    FROM room_members m JOIN room_settings s ON s.name = m.room \
+    FROM wanted w JOIN room_members m ON m.account_id = w.account_id \
+    JOIN room_settings s ON s.name = m.room \
     LEFT JOIN rooms r ON r.name = m.room \
     LEFT JOIN read_markers k ON k.account_id = m.account_id AND k.room = m.room \
-    WHERE m.account_id = $1 \
     UNION ALL \
-    SELECT k.room, coalesce(s.kind, 'public'), s.title, s.topic, s.created_by, \
+    SELECT k.account_id, k.room, coalesce(s.kind, 'public'), s.title, s.topic, s.created_by, \
            coalesce(s.created_ms, 0), NULL::text, coalesce(r.last_id, 0), k.last_read \
-    FROM read_markers k LEFT JOIN room_settings s ON s.name = k.room \
+    FROM wanted w JOIN read_markers k ON k.account_id = w.account_id \
+    LEFT JOIN room_settings s ON s.name = k.room \
     LEFT JOIN rooms r ON r.name = k.room \
-    WHERE k.account_id = $1 AND coalesce(s.kind, 'public') = 'public' \
-      AND NOT EXISTS (SELECT 1 FROM room_members m WHERE m.room = k.room AND m.account_id = $1) \
-    ORDER BY 1";
+    WHERE coalesce(s.kind, 'public') = 'public' \
+      AND NOT EXISTS \
+        (SELECT 1 FROM room_members m WHERE m.room = k.room AND m.account_id = k.account_id) \
+    ORDER BY 1, 2";
 
 /// The columns [`settings_from`] reads, in a `SELECT` from `room_settings`.
 const SETTINGS_COLUMNS: &str = "name, kind, title, topic, created_by, created_ms";
@@ -184,22 +189,27 @@ impl RoomDirectory for PostgresStore {
             .collect::<Result<_, sqlx::Error>>()?)
     }
 
-    async fn sidebar(&self, account: AccountId) -> Result<Vec<SidebarRoom>, StoreError> {
+    async fn sidebars(
+        &self,
+        accounts: &[AccountId],
+    ) -> Result<Vec<(AccountId, SidebarRoom)>, StoreError> {
+        let ids: Vec<i64> = accounts.iter().map(|account| account.0).collect();
         let rows = sqlx::query(SIDEBAR_SQL)
-            .bind(account.0)
+            .bind(&ids)
             .fetch_all(&self.reader)
             .await?;
         Ok(rows
             .iter()
             .map(|row| {
-                Ok(SidebarRoom {
+                let room = SidebarRoom {
                     settings: settings_from(row)?,
                     role: row
                         .try_get::<Option<&str>, _>("role")?
                         .and_then(Role::parse),
                     last_id: row.try_get::<i64, _>("last_id")? as u64,
                     last_read: row.try_get::<i64, _>("last_read")? as u64,
-                })
+                };
+                Ok((AccountId(row.try_get("account_id")?), room))
             })
             .collect::<Result<_, sqlx::Error>>()?)
     }

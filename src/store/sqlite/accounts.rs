@@ -90,14 +90,18 @@ impl AccountStore for SqliteStore {
         })
     }
 
-    async fn account_by_key(&self, name_key: &str) -> Result<Option<Account>, StoreError> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name_key = ?1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(name_key)
-            .fetch_optional(&self.reader)
+    async fn accounts_by_keys(&self, name_keys: &[String]) -> Result<Vec<Account>, StoreError> {
+        // One JSON array, as in `disabled_among`: one statement whatever the batch's size.
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts \
+             WHERE name_key IN (SELECT value FROM json_each(?1))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(serde_json::Value::from(name_keys).to_string())
+            .fetch_all(&self.reader)
             .await
             .map_err(explain)?;
-        Ok(row.as_ref().map(account_from).transpose()?)
+        Ok(rows.iter().map(account_from).collect::<Result<_, _>>()?)
     }
 
     async fn account_by_id(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
