@@ -264,14 +264,14 @@ impl Session {
                 .await
             {
                 Ok(page) => page,
-                Err(err) => return self.store_failed(room, "changes", &err, reference),
+                Err(err) => return self.history_failed(room, "changes", &err, reference),
             };
             if page.is_empty() && up_to == after && after > 0 {
                 // A cursor beyond the room's feed (a client that remembers a server whose data
                 // was wiped) would otherwise hide every change up to it.
                 match changes.last_change(room.as_str()).await {
                     Ok(last) => up_to = up_to.min(last),
-                    Err(err) => return self.store_failed(room, "changes", &err, reference),
+                    Err(err) => return self.history_failed(room, "changes", &err, reference),
                 }
             }
             let frames: Vec<Outgoing> = page.iter().map(change_frame).collect();

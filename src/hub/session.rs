@@ -240,6 +240,20 @@ impl Session {
         self.reject_with(ErrorCode::StoreUnavailable, err.client_message(), reference);
     }
 
+    /// [`Session::store_failed`] for a read a join's "no gap" rests on (its newest page, its
+    /// replay, its changes catch-up): the member cannot go on from where the read stopped, so
+    /// after the error the connection closes with 1013 and the client resumes with `since`.
+    pub(super) fn history_failed(
+        &self,
+        room: &RoomName,
+        action: &'static str,
+        err: &StoreError,
+        reference: Option<Ref>,
+    ) {
+        self.store_failed(room, action, err, reference);
+        self.outbox.close_as_history_unavailable();
+    }
+
     /// Answers a refused post with `store_unavailable`. The committer has logged the failed batch
     /// with its cause, so only the connection's side is logged here, at debug.
     fn post_failed(&self, room: &RoomName, err: &PostError, reference: Option<Ref>) {
@@ -361,16 +375,14 @@ impl Session {
         // (store/coalesce.rs): one started before the member was added could predate a message
         // delivered to the room just before the member was in it.
         let recent = match recent {
-            Some(recent) => Some(recent),
+            Some(recent) => recent,
             None => match self.read_recent(&room).await {
-                Ok(recent) => Some(recent),
-                Err(err) => {
-                    self.store_failed(&room, "join", &err, reference.clone());
-                    None
-                }
+                Ok(recent) => recent,
+                // Without the room's newest id, `joined` and the replay would start from 0.
+                Err(err) => return self.history_failed(&room, "join", &err, reference),
             },
         };
-        let last_id = recent.as_ref().map_or(0, |recent| recent.last_id);
+        let last_id = recent.last_id;
         let state = self.joined_state(&room, &policy, last_id).await;
         self.send_joined(&room, &names, count, last_id, state.as_ref());
         self.announce(&room, self.name.clone(), true).await;
@@ -380,7 +392,7 @@ impl Session {
         // The highest id this member now surely has: what the replay sent, or what it said it
         // had. A message the replay read from the store may still be on its way to the hub; at
         // or below this id it is not queued again.
-        let has_up_to = match recent.as_ref().and_then(|recent| recent.after(since)) {
+        let has_up_to = match recent.after(since) {
             Some(frames) => self.send_frames(frames, since.unwrap_or(0)).await,
             None => self.replay(&room, since, reference.clone()).await,
         };
@@ -452,7 +464,7 @@ impl Session {
                     up_to
                 }
                 Err(err) => {
-                    self.store_failed(room, "replay", &err, reference);
+                    self.history_failed(room, "replay", &err, reference);
                     0
                 }
             };
@@ -467,7 +479,7 @@ impl Session {
                     }
                 }
                 Err(err) => {
-                    self.store_failed(room, "replay", &err, reference);
+                    self.history_failed(room, "replay", &err, reference);
                     return up_to;
                 }
             }
@@ -782,16 +794,30 @@ mod tests {
         assert_eq!(metrics.store_reads("after").get(), 0);
     }
 
-    /// A store whose `last_id` fails with a driver error naming a path; everything else is
-    /// SQLite's.
-    struct LastIdFails(SqliteStore);
+    /// A store whose reads named in `fails` fail with a driver error naming a path; everything
+    /// else is SQLite's.
+    struct FailingReads {
+        sqlite: SqliteStore,
+        fails: &'static [&'static str],
+    }
 
     const DRIVER_TEXT: &str = "driver detail about /srv/secret/hub.db";
 
+    impl FailingReads {
+        fn check(&self, read: &str) -> Result<(), StoreError> {
+            match self.fails.contains(&read) {
+                true => Err(StoreError::Database(sqlx::Error::Protocol(
+                    DRIVER_TEXT.to_owned(),
+                ))),
+                false => Ok(()),
+            }
+        }
+    }
+
     #[async_trait::async_trait]
-    impl Store for LastIdFails {
+    impl Store for FailingReads {
         async fn append(&self, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
-            self.0.append(batch).await
+            self.sqlite.append(batch).await
         }
         async fn after(
             &self,
@@ -799,7 +825,8 @@ mod tests {
             since: u64,
             limit: u32,
         ) -> Result<Vec<StoredMessage>, StoreError> {
-            self.0.after(room, since, limit).await
+            self.check("after")?;
+            self.sqlite.after(room, since, limit).await
         }
         async fn before(
             &self,
@@ -807,19 +834,101 @@ mod tests {
             before: Option<u64>,
             limit: u32,
         ) -> Result<Page, StoreError> {
-            self.0.before(room, before, limit).await
+            self.check("before")?;
+            self.sqlite.before(room, before, limit).await
         }
-        async fn last_id(&self, _room: &RoomName) -> Result<u64, StoreError> {
-            Err(StoreError::Database(sqlx::Error::Protocol(
-                DRIVER_TEXT.to_owned(),
-            )))
+        async fn last_id(&self, room: &RoomName) -> Result<u64, StoreError> {
+            self.check("last_id")?;
+            self.sqlite.last_id(room).await
         }
         async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
-            self.0.rooms().await
+            self.sqlite.rooms().await
         }
         async fn ping(&self) -> Result<(), StoreError> {
-            self.0.ping().await
+            self.sqlite.ping().await
         }
+    }
+
+    /// A hub whose store fails the reads in `fails`, with `messages` posted to the lobby.
+    async fn failing_hub(
+        fails: &'static [&'static str],
+        messages: usize,
+    ) -> (Hub, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = SqliteStore::open(
+            &dir.path().join("hub.db"),
+            Duration::from_secs(5),
+            Durability::Process,
+        )
+        .await
+        .expect("store");
+        let batch: Vec<NewMessage> = (0..messages)
+            .map(|n| NewMessage {
+                room: RoomName::lobby(),
+                from: "a".into(),
+                text: format!("m{n}"),
+                ts: 1,
+                author: None,
+                reply_to: None,
+                attachment: None,
+            })
+            .collect();
+        sqlite.append(&batch).await.expect("history");
+        let hub = Hub::new(
+            Arc::new(FailingReads { sqlite, fails }),
+            People::sqlite_in(dir.path()).await,
+            crate::broker::local(),
+            HubSettings::default(),
+            Metrics::new(),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        (hub, dir)
+    }
+
+    /// The frames queued so far, as JSON.
+    fn answers(frames: &OutboxReceiver) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| frames.try_recv())
+            .map(|frame| serde_json::from_slice(&frame.json).expect("json"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_join_whose_replay_read_fails_answers_store_unavailable_and_closes_for_a_resume() {
+        // The newest page reads (joined is sent), the replay of what is older does not.
+        let (hub, _dir) = failing_hub(&["after"], 2 * crate::hub::JOIN_BACKLOG).await;
+        let (outbox, frames) = Outbox::new(1024);
+        let mut session = hub.connect(None, outbox);
+        session.join(RoomName::lobby(), Some(3), None).await;
+        let answers = answers(&frames);
+        let kinds: Vec<&str> = answers.iter().filter_map(|a| a["type"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["welcome", "joined", "error"],
+            "no message after a gap"
+        );
+        assert_eq!(answers[2]["data"]["code"], "store_unavailable");
+        assert!(frames.is_closing(), "the member does not go on from a gap");
+        assert_eq!(frames.reason().code(), 1013);
+        session.disconnect().await;
+    }
+
+    #[tokio::test]
+    async fn a_join_whose_newest_page_read_fails_answers_store_unavailable_and_closes() {
+        let (hub, _dir) = failing_hub(&["before"], 5).await;
+        let (outbox, frames) = Outbox::new(1024);
+        let mut session = hub.connect(None, outbox);
+        session.join(RoomName::lobby(), Some(3), None).await;
+        let answers = answers(&frames);
+        let kinds: Vec<&str> = answers.iter().filter_map(|a| a["type"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["welcome", "error"],
+            "no joined with last_id 0, no replay from 0"
+        );
+        assert!(frames.is_closing());
+        assert_eq!(frames.reason().code(), 1013);
+        session.disconnect().await;
     }
 
     #[tokio::test]
@@ -833,7 +942,10 @@ mod tests {
         .await
         .expect("store");
         let hub = Hub::new(
-            Arc::new(LastIdFails(sqlite)),
+            Arc::new(FailingReads {
+                sqlite,
+                fails: &["last_id"],
+            }),
             People::sqlite_in(dir.path()).await,
             crate::broker::local(),
             HubSettings::default(),

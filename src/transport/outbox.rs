@@ -136,6 +136,9 @@ pub enum CloseReason {
     Policy(&'static str),
     /// The outbound queue filled up.
     SlowConsumer,
+    /// A join's replay could not be read from the store: the member would otherwise go on
+    /// from a gap. Like a slow consumer, the client resumes with `since` once it reconnects.
+    HistoryUnavailable,
 }
 
 impl CloseReason {
@@ -149,7 +152,7 @@ impl CloseReason {
             CloseReason::BadUtf8 => 1007,
             CloseReason::Policy(_) => 1008,
             CloseReason::TooBig => 1009,
-            CloseReason::SlowConsumer => 1013,
+            CloseReason::SlowConsumer | CloseReason::HistoryUnavailable => 1013,
         }
     }
 
@@ -164,6 +167,7 @@ impl CloseReason {
             CloseReason::Policy(why) => why,
             CloseReason::TooBig => "frame too big",
             CloseReason::SlowConsumer => "slow consumer: resume with since",
+            CloseReason::HistoryUnavailable => "history unavailable: resume with since",
         }
     }
 
@@ -519,6 +523,12 @@ impl Outbox {
     /// hold buffer overflows; a full queue closes this way by itself.
     pub fn close_as_slow_consumer(&self) {
         self.close(CloseReason::SlowConsumer);
+    }
+
+    /// Starts closing the connection because a join's replay could not be read (1013 after the
+    /// `store_unavailable` error already queued), unless it already closes for another reason.
+    pub fn close_as_history_unavailable(&self) {
+        self.close(CloseReason::HistoryUnavailable);
     }
 
     /// Starts closing the connection with 1008 (policy) and `why` as the close text, unless it
