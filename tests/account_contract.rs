@@ -60,6 +60,7 @@ contract!(
     admin_rights_can_be_granted,
     a_session_reads_back_with_its_account_until_it_expires,
     an_unknown_session_token_reads_as_none,
+    sessions_read_by_a_batch_of_hashes_are_the_live_ones,
     touching_a_session_moves_its_expiry,
     deleting_a_session_ends_only_that_session,
     deleting_all_sessions_of_an_account_leaves_others_alone,
@@ -207,6 +208,29 @@ async fn an_unknown_session_token_reads_as_none(db: Db) {
     let alice = db.signed_up("alice", None).await;
     db.session(alice, 1, i64::MAX).await;
     assert!(db.accounts.session(&[2; 32], 0).await.unwrap().is_none());
+}
+
+async fn sessions_read_by_a_batch_of_hashes_are_the_live_ones(db: Db) {
+    let alice = db.signed_up("alice", None).await;
+    let bob = db.signed_up("bob", None).await;
+    let carol = db.signed_up("carol", None).await;
+    let live = db.session(alice, 1, 1_000).await;
+    let expired = db.session(alice, 2, 500).await;
+    let bobs = db.session(bob, 3, 1_000).await;
+    let disabled = db.session(carol, 4, 1_000).await;
+    db.accounts.set_disabled(carol, true).await.unwrap();
+    let asked = [bobs, [9; 32], expired, live, disabled, live];
+    let found = db.accounts.sessions(&asked, 600).await.unwrap();
+    let mut rows: Vec<(TokenHash, AccountId, String)> = found
+        .into_iter()
+        .map(|(hash, session, account)| (hash, session.account, account.name))
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![(live, alice, "alice".into()), (bobs, bob, "bob".into())],
+        "the expired, the unknown and the disabled account's are left out"
+    );
 }
 
 async fn touching_a_session_moves_its_expiry(db: Db) {

@@ -167,6 +167,8 @@ struct Ledger {
     /// Slow-consumer closes as the server counts them (`hubbub_slow_consumer_closes_total`),
     /// read at the end of the run.
     server_slow_closes: AtomicU64,
+    /// `store_unavailable` answers (a store read or commit failed or timed out).
+    store_refusals: AtomicU64,
     reconnects: AtomicU64,
 }
 
@@ -183,6 +185,7 @@ impl Ledger {
             burst_ended: Notify::new(),
             slow_closes: AtomicU64::new(0),
             server_slow_closes: AtomicU64::new(0),
+            store_refusals: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
         })
     }
@@ -447,8 +450,9 @@ impl Client {
             .map(|a| a.expect("the client holds a sender of its own channel"))
     }
 
-    /// Waits for an answer that `accept` takes; a close ends the wait with `false`. An answer
-    /// that never comes is a violation, naming what was awaited; the client then reconnects.
+    /// Waits for an answer that `accept` takes; a close or a `store_unavailable` ends the wait
+    /// with `false`. An answer that never comes is a violation, naming what was awaited; the
+    /// client then reconnects.
     async fn await_answer(&mut self, mut accept: impl FnMut(&Answer) -> bool) -> bool {
         loop {
             let Some(answer) = self.answer().await else {
@@ -478,6 +482,15 @@ impl Client {
                     return false;
                 }
                 answer if accept(&answer) => return true,
+                // The store failed or timed out under load: a post so refused was not acked
+                // (and is not expected in the history), a join so answered is closed with 1013
+                // next and resumed with `since` (docs/protocol.md); counted, and the wait ends.
+                Answer::Error { code, .. } if code == "store_unavailable" => {
+                    self.trail
+                        .note(format!("store_unavailable for {}", self.awaiting));
+                    self.ledger.store_refusals.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
                 Answer::Error { reference, code } => {
                     self.ledger.violation(format!(
                         "{}: unexpected error {code} (ref {reference})",
@@ -1223,10 +1236,11 @@ async fn check(plan: Plan, samples: Option<PathBuf>) -> Arc<Ledger> {
     let acked = ledger.acked.lock().unwrap().len();
     eprintln!(
         "delivery checker: {acked} acked, {} deliveries checked, {} slow-consumer closes ({} \
-         read as 1013), {} reconnects, {} violations",
+         read as 1013), {} store_unavailable answers, {} reconnects, {} violations",
         ledger.delivered.load(Ordering::Relaxed),
         ledger.server_slow_closes.load(Ordering::Relaxed),
         ledger.slow_closes.load(Ordering::Relaxed),
+        ledger.store_refusals.load(Ordering::Relaxed),
         ledger.reconnects.load(Ordering::Relaxed),
         violations.len(),
     );

@@ -15,7 +15,9 @@ use common::contract::Db;
 use hubbub::protocol::RoomName;
 use hubbub::store::NewMessage;
 use hubbub::store::accounts::AccountId;
-use hubbub::store::directory::{Created, NewRoom, ReadMarker, Role, RoomKind, RoomSettings};
+use hubbub::store::directory::{
+    Created, NewRoom, ReadMarker, Role, RoomKind, RoomSettings, UnreadAsk,
+};
 use hubbub::store::moderation::{AuditRecord, Deletion};
 
 impl Db {
@@ -58,6 +60,7 @@ contract!(
     unread_and_mentions_leave_out_deleted_messages,
     mentions_count_word_bounded_mentions_in_any_case,
     unread_and_mentions_stop_at_the_cap,
+    unread_for_several_asks_at_once_is_each_asks_own_count,
     public_rooms_with_records_leave_out_private_rooms_dms_and_rooms_without_one,
 );
 
@@ -430,6 +433,42 @@ async fn unread_and_mentions_stop_at_the_cap(db: Db) {
     let counts = db.directory.unread("lobby", "ann", 0, 3).await.unwrap();
     assert_eq!(counts.unread, 3);
     assert_eq!(counts.mentions, 3);
+}
+
+async fn unread_for_several_asks_at_once_is_each_asks_own_count(db: Db) {
+    db.post("lobby", "bob", &["1", "@ann 2", "3", "@cy 4"])
+        .await;
+    db.post("lobby", "ann", &["5"]).await;
+    db.post("other", "ann", &["@bob 1", "2"]).await;
+    let ask = |room: &str, name: &str, last_read| UnreadAsk {
+        room: room.to_owned(),
+        name: name.to_owned(),
+        last_read,
+    };
+    let asks = [
+        ask("lobby", "ann", 0),
+        ask("lobby", "cy", 2),
+        ask("other", "bob", 0),
+        ask("lobby", "ann", 0),
+        ask("empty", "ann", 0),
+    ];
+    let counts = db.directory.unread_many(&asks, 999).await.unwrap();
+    let pairs: Vec<(u32, u32)> = counts.iter().map(|c| (c.unread, c.mentions)).collect();
+    assert_eq!(
+        pairs,
+        [(4, 1), (3, 1), (2, 1), (4, 1), (0, 0)],
+        "in the order asked"
+    );
+    for (ask, count) in asks.iter().zip(&counts) {
+        let alone = db
+            .directory
+            .unread(&ask.room, &ask.name, ask.last_read, 999)
+            .await;
+        assert_eq!(alone.unwrap(), *count, "{ask:?}");
+    }
+    let capped = db.directory.unread_many(&asks[..1], 2).await.unwrap();
+    assert_eq!((capped[0].unread, capped[0].mentions), (2, 1));
+    assert!(db.directory.unread_many(&[], 999).await.unwrap().is_empty());
 }
 
 async fn public_rooms_with_records_leave_out_private_rooms_dms_and_rooms_without_one(db: Db) {

@@ -345,10 +345,11 @@ impl Accounts {
             return Ok(None);
         }
         let hash = hash_token(token);
-        let now = now_ms();
-        let Some((session, account)) = self.store.session(&hash, now).await? else {
+        // Batched with the other cookies being checked at the same time (store/batch.rs).
+        let Some((session, account)) = self.connecting.session(hash).await? else {
             return Ok(None);
         };
+        let now = now_ms();
         if now.saturating_sub(session.last_seen_ms) > ms(TOUCH_EVERY) {
             let expires = now.saturating_add(ms(SESSION_TTL));
             if let Err(err) = self.store.touch_session(&hash, now, expires).await {

@@ -31,7 +31,7 @@ use crate::protocol::{ErrorCode, Ref, RoomName, ServerFrame};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
-    Created, NewRoom, Role, RoomKind, RoomSettings, SidebarRoom, is_reserved,
+    Created, NewRoom, Role, RoomKind, RoomSettings, SidebarRoom, UnreadAsk, is_reserved,
 };
 
 /// Unread and mention counts stop here (clients show "999+").
@@ -488,7 +488,12 @@ impl Hub {
         if last_read >= last_id {
             return Ok((last_read, Default::default()));
         }
-        let counts = directory.unread(room, name, last_read, UNREAD_CAP).await?;
+        let ask = UnreadAsk {
+            room: room.to_owned(),
+            name: name.to_owned(),
+            last_read,
+        };
+        let counts = self.people().connecting.unread(ask, UNREAD_CAP).await?;
         Ok((last_read, counts))
     }
 
@@ -527,9 +532,12 @@ impl Hub {
             let counts = match last_read >= room.last_id {
                 true => Default::default(),
                 false => {
-                    directory
-                        .unread(&room.settings.room, name, last_read, UNREAD_CAP)
-                        .await?
+                    let ask = UnreadAsk {
+                        room: room.settings.room.clone(),
+                        name: name.to_owned(),
+                        last_read,
+                    };
+                    self.people().connecting.unread(ask, UNREAD_CAP).await?
                 }
             };
             let members = match room.settings.kind {

@@ -64,6 +64,16 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Stores a new sign-in session.
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
 
+    /// Of the sessions whose tokens hash to `token_hashes`, the live ones (not expired at
+    /// `now_ms`, of an account that is not disabled), each with its hash and account, in no
+    /// particular order: one query for the cookies of a whole batch of requests and
+    /// connections (store/batch.rs).
+    async fn sessions(
+        &self,
+        token_hashes: &[TokenHash],
+        now_ms: i64,
+    ) -> Result<Vec<(TokenHash, Session, Account)>, StoreError>;
+
     /// The live session whose token hashes to `token_hash`, with its account, if the session
     /// exists, has not expired at `now_ms`, and its account is not disabled. Otherwise `None`:
     /// callers treat every such case as "not signed in".
@@ -71,7 +81,15 @@ pub trait AccountStore: Send + Sync + 'static {
         &self,
         token_hash: &TokenHash,
         now_ms: i64,
-    ) -> Result<Option<(Session, Account)>, StoreError>;
+    ) -> Result<Option<(Session, Account)>, StoreError> {
+        let found = self
+            .sessions(std::slice::from_ref(token_hash), now_ms)
+            .await?;
+        Ok(found
+            .into_iter()
+            .next()
+            .map(|(_, session, account)| (session, account)))
+    }
 
     /// Records a use of the session and moves its expiry (sliding expiry). Callers do this at
     /// most once a minute per session, not on every request.

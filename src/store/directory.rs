@@ -164,6 +164,17 @@ pub struct ReadMarker {
     pub last_read: u64,
 }
 
+/// What [`RoomDirectory::unread`] counts: a room's messages after an account's marker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UnreadAsk {
+    /// The room.
+    pub room: String,
+    /// The account's name (its own messages are not unread, `@name` is a mention).
+    pub name: String,
+    /// The account's read marker there.
+    pub last_read: u64,
+}
+
 /// Unread and mention counts of one room for one account, each at most the cap asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Unread {
@@ -312,6 +323,10 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// The account's read marker in the room (0 when it has none).
     async fn read_marker(&self, account: AccountId, room: &str) -> Result<u64, StoreError>;
 
+    /// [`RoomDirectory::unread`] for several (room, name, marker) at once, in one query, in the
+    /// order asked: how the joins of a batch of signed-in connections count (store/batch.rs).
+    async fn unread_many(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError>;
+
     /// The room's messages after `last_read` not sent by `name` (the account's name: a guest
     /// can never hold it) and not deleted by a moderator, and those of them that mention `name`,
     /// each counted up to `cap`.
@@ -321,7 +336,15 @@ pub trait RoomDirectory: Send + Sync + 'static {
         name: &str,
         last_read: u64,
         cap: u32,
-    ) -> Result<Unread, StoreError>;
+    ) -> Result<Unread, StoreError> {
+        let ask = UnreadAsk {
+            room: room.to_owned(),
+            name: name.to_owned(),
+            last_read,
+        };
+        let counts = self.unread_many(std::slice::from_ref(&ask), cap).await?;
+        Ok(counts.into_iter().next().unwrap_or_default())
+    }
 
     /// Records a change made beside the servers (the operator CLI): running nodes read it
     /// with [`RoomDirectory::directory_changes_since`] and reload the room's policy. `account`

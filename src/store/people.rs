@@ -12,10 +12,10 @@ use futures_util::FutureExt;
 
 use super::StoreError;
 use super::account_names::AccountNames;
-use super::accounts::{Account, AccountId, AccountStore};
+use super::accounts::{Account, AccountId, AccountStore, Session, TokenHash};
 use super::batch::Batcher;
 use super::changes::ChangeStore;
-use super::directory::{RoomDirectory, SidebarRoom};
+use super::directory::{RoomDirectory, SidebarRoom, Unread, UnreadAsk};
 use super::moderation::ModerationStore;
 use super::search::MessageSearch;
 
@@ -41,18 +41,36 @@ pub struct People {
     pub connecting: Arc<ConnectReads>,
 }
 
-/// The two reads each signed-in connection makes when it connects (a token's account, the
-/// sidebar), each batched across the connections asking at the same time (store/batch.rs): a
-/// reconnect storm or a filling room costs a query per batch, not per connection. Fresh like
-/// direct reads: each is answered by a query that started after it was asked.
+/// The reads each signed-in connection makes when it connects (a token's account or a
+/// cookie's session, then the sidebar) and when it joins a room it has unread messages in (the
+/// counts), each batched across the connections and requests asking at the same time
+/// (store/batch.rs): a reconnect storm or a filling room costs a query per batch, not per
+/// connection. Fresh like direct reads: each is answered by a query that started after it was
+/// asked.
 pub struct ConnectReads {
     accounts: Batcher<String, Account>,
+    sessions: Batcher<TokenHash, (Session, Account)>,
     sidebars: Batcher<AccountId, Vec<SidebarRoom>>,
+    unread: Batcher<(UnreadAsk, u32), Unread>,
 }
 
 impl ConnectReads {
     fn new(accounts: Arc<dyn AccountStore>, directory: Arc<dyn RoomDirectory>) -> ConnectReads {
+        let by_token = accounts.clone();
         ConnectReads {
+            sessions: Batcher::new(Arc::new(move |hashes: Vec<TokenHash>| {
+                let store = by_token.clone();
+                async move {
+                    // Expiry as of the query, which starts after every request in the batch.
+                    let now = super::directory::now_ms();
+                    let found = store.sessions(&hashes, now).await?;
+                    Ok(found
+                        .into_iter()
+                        .map(|(hash, session, account)| (hash, (session, account)))
+                        .collect())
+                }
+                .boxed()
+            })),
             accounts: Batcher::new(Arc::new(move |keys: Vec<String>| {
                 let accounts = accounts.clone();
                 async move {
@@ -63,6 +81,13 @@ impl ConnectReads {
                         .collect())
                 }
                 .boxed()
+            })),
+            unread: Batcher::new(Arc::new({
+                let directory = directory.clone();
+                move |asks: Vec<(UnreadAsk, u32)>| {
+                    let directory = directory.clone();
+                    async move { unread_by_cap(directory.as_ref(), asks).await }.boxed()
+                }
             })),
             sidebars: Batcher::new(Arc::new(move |ids: Vec<AccountId>| {
                 let directory = directory.clone();
@@ -81,6 +106,19 @@ impl ConnectReads {
     /// [`AccountStore::account_by_key`], batched.
     pub async fn account_by_key(&self, name_key: &str) -> Result<Option<Account>, StoreError> {
         self.accounts.load(name_key.to_owned()).await
+    }
+
+    /// [`AccountStore::session`] as of now, batched.
+    pub async fn session(
+        &self,
+        token_hash: TokenHash,
+    ) -> Result<Option<(Session, Account)>, StoreError> {
+        self.sessions.load(token_hash).await
+    }
+
+    /// [`RoomDirectory::unread`], batched.
+    pub async fn unread(&self, ask: UnreadAsk, cap: u32) -> Result<Unread, StoreError> {
+        Ok(self.unread.load((ask, cap)).await?.unwrap_or_default())
     }
 
     /// [`RoomDirectory::sidebar`], batched.
@@ -105,6 +143,23 @@ impl People {
             search: store,
         }
     }
+}
+
+/// One `unread_many` query per cap among `asks` (every caller asks with the same cap, so one).
+async fn unread_by_cap(
+    directory: &dyn RoomDirectory,
+    asks: Vec<(UnreadAsk, u32)>,
+) -> Result<HashMap<(UnreadAsk, u32), Unread>, StoreError> {
+    let mut by_cap: HashMap<u32, Vec<UnreadAsk>> = HashMap::new();
+    for (ask, cap) in asks {
+        by_cap.entry(cap).or_default().push(ask);
+    }
+    let mut counted = HashMap::new();
+    for (cap, asks) in by_cap {
+        let counts = directory.unread_many(&asks, cap).await?;
+        counted.extend(asks.into_iter().map(|ask| (ask, cap)).zip(counts));
+    }
+    Ok(counted)
 }
 
 #[cfg(test)]

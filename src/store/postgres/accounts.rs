@@ -182,33 +182,38 @@ impl AccountStore for PostgresStore {
         Ok(())
     }
 
-    async fn session(
+    async fn sessions(
         &self,
-        token_hash: &TokenHash,
+        token_hashes: &[TokenHash],
         now_ms: i64,
-    ) -> Result<Option<(Session, Account)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.csrf, s.created_ms AS s_created, s.last_seen_ms, s.expires_ms, \
-                    a.id, a.name, a.name_key, a.password_hash, a.admin, a.disabled, a.created_ms \
+    ) -> Result<Vec<(TokenHash, Session, Account)>, StoreError> {
+        let wanted: Vec<&[u8]> = token_hashes.iter().map(|hash| hash.as_slice()).collect();
+        let rows = sqlx::query(
+            "SELECT s.token_hash, s.csrf, s.created_ms AS s_created, s.last_seen_ms, \
+                    s.expires_ms, a.id, a.name, a.name_key, a.password_hash, a.admin, \
+                    a.disabled, a.created_ms \
              FROM sessions s JOIN accounts a ON a.id = s.account_id \
-             WHERE s.token_hash = $1 AND s.expires_ms > $2 AND NOT a.disabled",
+             WHERE s.token_hash = ANY($1::bytea[]) AND s.expires_ms > $2 AND NOT a.disabled",
         )
-        .bind(token_hash.as_slice())
+        .bind(&wanted)
         .bind(now_ms)
-        .fetch_optional(&self.reader)
+        .fetch_all(&self.reader)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let account = account_from(&row)?;
-        let session = Session {
-            account: account.id,
-            csrf: row.try_get("csrf")?,
-            created_ms: row.try_get("s_created")?,
-            last_seen_ms: row.try_get("last_seen_ms")?,
-            expires_ms: row.try_get("expires_ms")?,
-        };
-        Ok(Some((session, account)))
+        rows.iter()
+            .map(|row| {
+                let account = account_from(row)?;
+                let session = Session {
+                    account: account.id,
+                    csrf: row.try_get("csrf")?,
+                    created_ms: row.try_get("s_created")?,
+                    last_seen_ms: row.try_get("last_seen_ms")?,
+                    expires_ms: row.try_get("expires_ms")?,
+                };
+                let hash: Vec<u8> = row.try_get("token_hash")?;
+                Ok((hash_from(&hash)?, session, account))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn touch_session(

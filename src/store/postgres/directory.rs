@@ -12,7 +12,8 @@ use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
     Created, DirectoryChange, MENTION_SCAN_FACTOR, NewRoom, ReadMarker, Role, RoomDirectory,
-    RoomKind, RoomMember, RoomSettings, SidebarRoom, Unread, counted, now_ms, sort_members,
+    RoomKind, RoomMember, RoomSettings, SidebarRoom, Unread, UnreadAsk, counted, now_ms,
+    sort_members,
 };
 
 /// The sidebars of the accounts in $1 (an array of ids): the rooms each is a member of (with
@@ -318,39 +319,42 @@ impl RoomDirectory for PostgresStore {
         Ok(last.unwrap_or(0) as u64)
     }
 
-    async fn unread(
-        &self,
-        room: &str,
-        name: &str,
-        last_read: u64,
-        cap: u32,
-    ) -> Result<Unread, StoreError> {
-        let since = id_param(last_read);
-        let unread: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = $1 AND id > $2 AND sender <> $3 \
-             AND deleted_ms IS NULL LIMIT $4) AS unread",
+    async fn unread_many(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
+        let rooms: Vec<&str> = asks.iter().map(|ask| ask.room.as_str()).collect();
+        let sinces: Vec<i64> = asks.iter().map(|ask| id_param(ask.last_read)).collect();
+        let names: Vec<&str> = asks.iter().map(|ask| ask.name.as_str()).collect();
+        // Per ask one count and the bodies that may mention the name, each with its own LIMIT.
+        let rows = sqlx::query(
+            "SELECT w.k, \
+               (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room = w.room \
+                  AND m.id > w.since AND m.sender <> w.name AND m.deleted_ms IS NULL \
+                  LIMIT $4) AS u) AS unread, \
+               ARRAY(SELECT m.body FROM messages m WHERE m.room = w.room AND m.id > w.since \
+                  AND m.sender <> w.name AND position('\\x40'::bytea IN m.body) > 0 \
+                  ORDER BY m.id LIMIT $5) AS candidates \
+             FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY \
+                  AS w(room, since, name, k) \
+             ORDER BY w.k",
         )
-        .bind(room)
-        .bind(since)
-        .bind(name)
+        .bind(&rooms)
+        .bind(&sinces)
+        .bind(&names)
         .bind(i64::from(cap))
-        .fetch_one(&self.reader)
-        .await?;
-        let candidates: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT body FROM messages WHERE room = $1 AND id > $2 AND sender <> $3 \
-             AND position('\\x40'::bytea IN body) > 0 ORDER BY id LIMIT $4",
-        )
-        .bind(room)
-        .bind(since)
-        .bind(name)
         .bind(i64::from(cap).saturating_mul(MENTION_SCAN_FACTOR))
         .fetch_all(&self.reader)
         .await?;
-        let texts = candidates
-            .iter()
-            .filter_map(|body| std::str::from_utf8(body).ok());
-        Ok(counted(unread, texts, name, cap))
+        asks.iter()
+            .zip(&rows)
+            .map(|(ask, row)| {
+                let unread: i64 = row.try_get("unread")?;
+                let candidates: Vec<Vec<u8>> = row.try_get("candidates")?;
+                let texts = candidates
+                    .iter()
+                    .filter_map(|body| std::str::from_utf8(body).ok());
+                Ok(counted(unread, texts, &ask.name, cap))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn note_directory_change(

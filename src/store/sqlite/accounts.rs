@@ -64,6 +64,11 @@ fn invite_from(row: &SqliteRow) -> Result<Invite, sqlx::Error> {
     })
 }
 
+/// A hash as lowercase hex, as SQLite's `unhex()` reads it back.
+fn hex(hash: &TokenHash) -> String {
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// A stored hash as the fixed-size array it was written from.
 fn hash_from(bytes: &[u8]) -> Result<TokenHash, sqlx::Error> {
     TokenHash::try_from(bytes).map_err(|err| sqlx::Error::Decode(Box::new(err)))
@@ -227,34 +232,41 @@ impl AccountStore for SqliteStore {
         })
     }
 
-    async fn session(
+    async fn sessions(
         &self,
-        token_hash: &TokenHash,
+        token_hashes: &[TokenHash],
         now_ms: i64,
-    ) -> Result<Option<(Session, Account)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.csrf, s.created_ms AS s_created, s.last_seen_ms, s.expires_ms, \
-                    a.id, a.name, a.name_key, a.password_hash, a.admin, a.disabled, a.created_ms \
+    ) -> Result<Vec<(TokenHash, Session, Account)>, StoreError> {
+        // The hashes go in as one JSON array of hex strings (one statement whatever the count).
+        let wanted: Vec<String> = token_hashes.iter().map(hex).collect();
+        let rows = sqlx::query(
+            "SELECT s.token_hash, s.csrf, s.created_ms AS s_created, s.last_seen_ms, \
+                    s.expires_ms, a.id, a.name, a.name_key, a.password_hash, a.admin, \
+                    a.disabled, a.created_ms \
              FROM sessions s JOIN accounts a ON a.id = s.account_id \
-             WHERE s.token_hash = ?1 AND s.expires_ms > ?2 AND a.disabled = 0",
+             WHERE s.token_hash IN (SELECT unhex(value) FROM json_each(?1)) \
+               AND s.expires_ms > ?2 AND a.disabled = 0",
         )
-        .bind(token_hash.as_slice())
+        .bind(serde_json::Value::from(wanted).to_string())
         .bind(now_ms)
-        .fetch_optional(&self.reader)
+        .fetch_all(&self.reader)
         .await
         .map_err(explain)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let account = account_from(&row)?;
-        let session = Session {
-            account: account.id,
-            csrf: row.try_get("csrf")?,
-            created_ms: row.try_get("s_created")?,
-            last_seen_ms: row.try_get("last_seen_ms")?,
-            expires_ms: row.try_get("expires_ms")?,
-        };
-        Ok(Some((session, account)))
+        rows.iter()
+            .map(|row| {
+                let account = account_from(row)?;
+                let session = Session {
+                    account: account.id,
+                    csrf: row.try_get("csrf")?,
+                    created_ms: row.try_get("s_created")?,
+                    last_seen_ms: row.try_get("last_seen_ms")?,
+                    expires_ms: row.try_get("expires_ms")?,
+                };
+                let hash: Vec<u8> = row.try_get("token_hash")?;
+                Ok((hash_from(&hash)?, session, account))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn touch_session(

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
     Created, DirectoryChange, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind, RoomMember,
-    RoomSettings, SidebarRoom, Unread,
+    RoomSettings, SidebarRoom, Unread, UnreadAsk,
 };
 
 /// Runs `$body` (which may use `?` on sqlx errors) with `$conn`, the writer connection, inside
@@ -321,41 +321,48 @@ impl RoomDirectory for SqliteStore {
         Ok(last.unwrap_or(0) as u64)
     }
 
-    async fn unread(
-        &self,
-        room: &str,
-        name: &str,
-        last_read: u64,
-        cap: u32,
-    ) -> Result<Unread, StoreError> {
-        let since = i64::try_from(last_read).unwrap_or(i64::MAX);
-        let unread: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = ?1 AND id > ?2 AND sender <> ?3 \
-             AND deleted_ms IS NULL LIMIT ?4)",
+    async fn unread_many(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
+        // The asks go in as one JSON array of [room, since, name]; per ask one count and the
+        // bodies that may mention the name (a JSON array), each bounded by its own LIMIT.
+        let wanted: Vec<serde_json::Value> = asks
+            .iter()
+            .map(|ask| {
+                let since = i64::try_from(ask.last_read).unwrap_or(i64::MAX);
+                serde_json::json!([ask.room, since, ask.name])
+            })
+            .collect();
+        let rows = sqlx::query(
+            "WITH wanted AS (SELECT key AS k, json_extract(value, '$[0]') AS room, \
+                    json_extract(value, '$[1]') AS since, json_extract(value, '$[2]') AS name \
+                 FROM json_each(?1)) \
+             SELECT w.k AS k, \
+               (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room = w.room \
+                  AND m.id > w.since AND m.sender <> w.name AND m.deleted_ms IS NULL \
+                  LIMIT ?2)) AS unread, \
+               (SELECT json_group_array(body) FROM (SELECT m.body AS body FROM messages m \
+                  WHERE m.room = w.room AND m.id > w.since AND m.sender <> w.name \
+                  AND instr(m.body, '@') > 0 ORDER BY m.id LIMIT ?3)) AS candidates \
+             FROM wanted w ORDER BY w.k",
         )
-        .bind(room)
-        .bind(since)
-        .bind(name)
+        .bind(serde_json::Value::from(wanted).to_string())
         .bind(i64::from(cap))
-        .fetch_one(&self.reader)
-        .await?;
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM messages WHERE room = ?1 AND id > ?2 AND sender <> ?3 \
-             AND instr(body, '@') > 0 ORDER BY id LIMIT ?4",
-        )
-        .bind(room)
-        .bind(since)
-        .bind(name)
         .bind(i64::from(cap).saturating_mul(crate::store::directory::MENTION_SCAN_FACTOR))
         .fetch_all(&self.reader)
         .await?;
-        Ok(crate::store::directory::counted(
-            unread,
-            candidates.iter().map(String::as_str),
-            name,
-            cap,
-        ))
+        asks.iter()
+            .zip(&rows)
+            .map(|(ask, row)| {
+                let unread: i64 = row.try_get("unread")?;
+                let candidates: String = row.try_get("candidates")?;
+                let texts: Vec<String> = serde_json::from_str(&candidates)
+                    .map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
+                let texts = texts.iter().map(String::as_str);
+                Ok(crate::store::directory::counted(
+                    unread, texts, &ask.name, cap,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn note_directory_change(
