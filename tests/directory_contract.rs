@@ -469,6 +469,20 @@ async fn unread_for_several_asks_at_once_is_each_asks_own_count(db: Db) {
     let capped = db.directory.unread_many(&asks[..1], 2).await.unwrap();
     assert_eq!((capped[0].unread, capped[0].mentions), (2, 1));
     assert!(db.directory.unread_many(&[], 999).await.unwrap().is_empty());
+
+    // Several names at one marker share one read of the rows after it; with a cap that small
+    // the rows after the marker are more than one read takes, and each is counted alone.
+    let same_marker = [ask("lobby", "ann", 0), ask("lobby", "bob", 0)];
+    for cap in [999, 1] {
+        let counts = db.directory.unread_many(&same_marker, cap).await.unwrap();
+        for (ask, count) in same_marker.iter().zip(&counts) {
+            let alone = db.directory.unread(&ask.room, &ask.name, 0, cap).await;
+            assert_eq!(alone.unwrap(), *count, "{ask:?}, cap {cap}");
+        }
+    }
+    let counts = db.directory.unread_many(&same_marker, 999).await.unwrap();
+    let pairs: Vec<(u32, u32)> = counts.iter().map(|c| (c.unread, c.mentions)).collect();
+    assert_eq!(pairs, [(4, 1), (1, 0)], "each name's own messages left out");
 }
 
 async fn public_rooms_with_records_leave_out_private_rooms_dms_and_rooms_without_one(db: Db) {

@@ -164,6 +164,27 @@ pub struct ReadMarker {
     pub last_read: u64,
 }
 
+/// Messages after a marker that one shared read takes for counting (see
+/// [`RoomDirectory::unread_many`]): as many as the mention scan of one ask reads, so a shared
+/// read never reads more rows than a single ask may.
+pub(crate) fn group_scan_rows(cap: u32) -> u32 {
+    u32::try_from(i64::from(cap).saturating_mul(MENTION_SCAN_FACTOR)).unwrap_or(u32::MAX)
+}
+
+/// `name`'s counts from every message after its marker (`rows`, from
+/// [`RoomDirectory::messages_after_marker`]): the same as the per-ask query's, which counts
+/// messages not sent by `name` up to `cap` and looks for mentions among their texts.
+fn counted_from_rows(rows: &[(String, Option<String>)], name: &str, cap: u32) -> Unread {
+    let others = || rows.iter().filter(|(sender, _)| sender != name);
+    let unread = i64::try_from(others().count()).unwrap_or(i64::MAX);
+    counted(
+        unread,
+        others().filter_map(|(_, text)| text.as_deref()),
+        name,
+        cap,
+    )
+}
+
 /// What [`RoomDirectory::unread`] counts: a room's messages after an account's marker.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UnreadAsk {
@@ -323,9 +344,59 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// The account's read marker in the room (0 when it has none).
     async fn read_marker(&self, account: AccountId, room: &str) -> Result<u64, StoreError>;
 
-    /// [`RoomDirectory::unread`] for several (room, name, marker) at once, in one query, in the
-    /// order asked: how the joins of a batch of signed-in connections count (store/batch.rs).
-    async fn unread_many(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError>;
+    /// [`RoomDirectory::unread`] for several (room, name, marker) at once, each ask by its own
+    /// bounded subqueries in one statement, in the order asked.
+    async fn unread_each(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError>;
+
+    /// The room's messages after `last_read` that a moderator did not delete, oldest first, at
+    /// most `limit`: each one's sender, and its text if it contains `@` (a possible mention).
+    /// One read that counts unread messages for every name asking at that marker.
+    async fn messages_after_marker(
+        &self,
+        room: &str,
+        last_read: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError>;
+
+    /// [`RoomDirectory::unread`] for several (room, name, marker) at once, in the order asked:
+    /// how the joins of a batch of signed-in connections count (store/batch.rs). Asks at the
+    /// same (room, marker) share one read of the messages after it, counted per name here
+    /// (members filling a room from the same marker read its rows once, not once each); a
+    /// lone ask, or a marker with more messages after it than [`GROUP_SCAN_ROWS`] allows, is
+    /// counted by its own bounded query. Exact either way.
+    async fn unread_many(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
+        let limit = group_scan_rows(cap);
+        let mut groups: std::collections::BTreeMap<(&str, u64), Vec<usize>> = Default::default();
+        for (index, ask) in asks.iter().enumerate() {
+            groups
+                .entry((ask.room.as_str(), ask.last_read))
+                .or_default()
+                .push(index);
+        }
+        let mut counts = vec![Unread::default(); asks.len()];
+        let mut each = Vec::new();
+        for ((room, last_read), indexes) in groups {
+            if indexes.len() > 1 {
+                let rows = self
+                    .messages_after_marker(room, last_read, limit.saturating_add(1))
+                    .await?;
+                if rows.len() <= limit as usize {
+                    for index in indexes {
+                        counts[index] = counted_from_rows(&rows, &asks[index].name, cap);
+                    }
+                    continue;
+                }
+            }
+            each.extend(indexes);
+        }
+        if !each.is_empty() {
+            let asked: Vec<UnreadAsk> = each.iter().map(|&index| asks[index].clone()).collect();
+            for (index, count) in each.into_iter().zip(self.unread_each(&asked, cap).await?) {
+                counts[index] = count;
+            }
+        }
+        Ok(counts)
+    }
 
     /// The room's messages after `last_read` not sent by `name` (the account's name: a guest
     /// can never hold it) and not deleted by a moderator, and those of them that mention `name`,

@@ -319,7 +319,33 @@ impl RoomDirectory for PostgresStore {
         Ok(last.unwrap_or(0) as u64)
     }
 
-    async fn unread_many(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
+    async fn messages_after_marker(
+        &self,
+        room: &str,
+        last_read: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sender, CASE WHEN position('\\x40'::bytea IN body) > 0 THEN body END AS body \
+             FROM messages WHERE room = $1 AND id > $2 AND deleted_ms IS NULL \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(room)
+        .bind(id_param(last_read))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: Option<Vec<u8>> = row.try_get("body")?;
+                let text = body.and_then(|body| String::from_utf8(body).ok());
+                Ok((row.try_get("sender")?, text))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn unread_each(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
         let rooms: Vec<&str> = asks.iter().map(|ask| ask.room.as_str()).collect();
         let sinces: Vec<i64> = asks.iter().map(|ask| id_param(ask.last_read)).collect();
         let names: Vec<&str> = asks.iter().map(|ask| ask.name.as_str()).collect();

@@ -321,7 +321,29 @@ impl RoomDirectory for SqliteStore {
         Ok(last.unwrap_or(0) as u64)
     }
 
-    async fn unread_many(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
+    async fn messages_after_marker(
+        &self,
+        room: &str,
+        last_read: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sender, CASE WHEN instr(body, '@') > 0 THEN body END AS body \
+             FROM messages WHERE room = ?1 AND id > ?2 AND deleted_ms IS NULL \
+             ORDER BY id LIMIT ?3",
+        )
+        .bind(room)
+        .bind(i64::try_from(last_read).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("sender")?, row.try_get("body")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn unread_each(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
         // The asks go in as one JSON array of [room, since, name]; per ask one count and the
         // bodies that may mention the name (a JSON array), each bounded by its own LIMIT.
         let wanted: Vec<serde_json::Value> = asks
