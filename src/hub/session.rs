@@ -733,19 +733,20 @@ mod tests {
     use crate::store::{Coalescing, NewMessage, Page, People, RoomSummary, SqliteStore, Store};
     use crate::transport::outbox::OutboxReceiver;
 
-    /// A hub on a fresh SQLite file behind the coalescing store, as `serve` builds it.
-    async fn hub() -> (Hub, Metrics, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = SqliteStore::open(
+    /// A fresh SQLite file in `dir`.
+    async fn sqlite_in(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(
             &dir.path().join("hub.db"),
             Duration::from_secs(5),
             Durability::Process,
         )
         .await
-        .expect("store");
-        let metrics = Metrics::new();
-        let store: Arc<dyn Store> = Arc::new(Coalescing::new(Arc::new(sqlite), &metrics));
-        let hub = Hub::new(
+        .expect("store")
+    }
+
+    /// A hub on `store`, its people side in `dir`.
+    async fn hub_on(store: Arc<dyn Store>, dir: &tempfile::TempDir, metrics: &Metrics) -> Hub {
+        Hub::new(
             store,
             People::sqlite_in(dir.path()).await,
             crate::broker::local(),
@@ -753,7 +754,15 @@ mod tests {
             metrics.clone(),
             &TaskTracker::new(),
             CancellationToken::new(),
-        );
+        )
+    }
+
+    /// A hub on a fresh SQLite file behind the coalescing store, as `serve` builds it.
+    async fn hub() -> (Hub, Metrics, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let store = Coalescing::new(Arc::new(sqlite_in(&dir).await), &metrics);
+        let hub = hub_on(Arc::new(store), &dir, &metrics).await;
         (hub, metrics, dir)
     }
 
@@ -855,13 +864,7 @@ mod tests {
         messages: usize,
     ) -> (Hub, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = SqliteStore::open(
-            &dir.path().join("hub.db"),
-            Duration::from_secs(5),
-            Durability::Process,
-        )
-        .await
-        .expect("store");
+        let sqlite = sqlite_in(&dir).await;
         let batch: Vec<NewMessage> = (0..messages)
             .map(|n| NewMessage {
                 room: RoomName::lobby(),
@@ -873,16 +876,11 @@ mod tests {
                 attachment: None,
             })
             .collect();
-        sqlite.append(&batch).await.expect("history");
-        let hub = Hub::new(
-            Arc::new(FailingReads { sqlite, fails }),
-            People::sqlite_in(dir.path()).await,
-            crate::broker::local(),
-            HubSettings::default(),
-            Metrics::new(),
-            &TaskTracker::new(),
-            CancellationToken::new(),
-        );
+        if !batch.is_empty() {
+            sqlite.append(&batch).await.expect("history");
+        }
+        let store = Arc::new(FailingReads { sqlite, fails });
+        let hub = hub_on(store, &dir, &Metrics::new()).await;
         (hub, dir)
     }
 
@@ -933,26 +931,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rejoin_whose_store_read_fails_answers_store_unavailable_without_driver_text() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = SqliteStore::open(
-            &dir.path().join("hub.db"),
-            Duration::from_secs(5),
-            Durability::Process,
-        )
-        .await
-        .expect("store");
-        let hub = Hub::new(
-            Arc::new(FailingReads {
-                sqlite,
-                fails: &["last_id"],
-            }),
-            People::sqlite_in(dir.path()).await,
-            crate::broker::local(),
-            HubSettings::default(),
-            Metrics::new(),
-            &TaskTracker::new(),
-            CancellationToken::new(),
-        );
+        let (hub, _dir) = failing_hub(&["last_id"], 0).await;
         let (outbox, frames) = Outbox::new(64);
         let mut session = hub.connect(None, outbox);
         session.join(RoomName::lobby(), None, None).await;
