@@ -884,21 +884,27 @@ mod tests {
         (hub, dir)
     }
 
-    /// The frames queued so far, as JSON.
-    fn answers(frames: &OutboxReceiver) -> Vec<serde_json::Value> {
-        std::iter::from_fn(|| frames.try_recv())
+    /// What a connection to a hub failing `fails` (with `messages` in the lobby) is sent when it
+    /// joins the lobby with `since` 3, as JSON, and its queue (to see whether it closes).
+    async fn join_since_3(
+        fails: &'static [&'static str],
+        messages: usize,
+    ) -> (Vec<serde_json::Value>, OutboxReceiver) {
+        let (hub, _dir) = failing_hub(fails, messages).await;
+        let (outbox, frames) = Outbox::new(1024);
+        let mut session = hub.connect(None, outbox);
+        session.join(RoomName::lobby(), Some(3), None).await;
+        let answers = std::iter::from_fn(|| frames.try_recv())
             .map(|frame| serde_json::from_slice(&frame.json).expect("json"))
-            .collect()
+            .collect();
+        session.disconnect().await;
+        (answers, frames)
     }
 
     #[tokio::test]
     async fn a_join_whose_replay_read_fails_answers_store_unavailable_and_closes_for_a_resume() {
         // The newest page reads (joined is sent), the replay of what is older does not.
-        let (hub, _dir) = failing_hub(&["after"], 2 * crate::hub::JOIN_BACKLOG).await;
-        let (outbox, frames) = Outbox::new(1024);
-        let mut session = hub.connect(None, outbox);
-        session.join(RoomName::lobby(), Some(3), None).await;
-        let answers = answers(&frames);
+        let (answers, frames) = join_since_3(&["after"], 2 * crate::hub::JOIN_BACKLOG).await;
         let kinds: Vec<&str> = answers.iter().filter_map(|a| a["type"].as_str()).collect();
         assert_eq!(
             kinds,
@@ -908,16 +914,11 @@ mod tests {
         assert_eq!(answers[2]["data"]["code"], "store_unavailable");
         assert!(frames.is_closing(), "the member does not go on from a gap");
         assert_eq!(frames.reason().code(), 1013);
-        session.disconnect().await;
     }
 
     #[tokio::test]
     async fn a_join_whose_newest_page_read_fails_answers_store_unavailable_and_closes() {
-        let (hub, _dir) = failing_hub(&["before"], 5).await;
-        let (outbox, frames) = Outbox::new(1024);
-        let mut session = hub.connect(None, outbox);
-        session.join(RoomName::lobby(), Some(3), None).await;
-        let answers = answers(&frames);
+        let (answers, frames) = join_since_3(&["before"], 5).await;
         let kinds: Vec<&str> = answers.iter().filter_map(|a| a["type"].as_str()).collect();
         assert_eq!(
             kinds,
@@ -926,7 +927,6 @@ mod tests {
         );
         assert!(frames.is_closing());
         assert_eq!(frames.reason().code(), 1013);
-        session.disconnect().await;
     }
 
     #[tokio::test]
