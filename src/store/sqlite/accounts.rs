@@ -66,7 +66,13 @@ fn invite_from(row: &SqliteRow) -> Result<Invite, sqlx::Error> {
 
 /// A hash as lowercase hex, as SQLite's `unhex()` reads it back.
 fn hex(hash: &TokenHash) -> String {
-    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 * hash.len());
+    for byte in hash {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// A stored hash as the fixed-size array it was written from.
