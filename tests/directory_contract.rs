@@ -410,6 +410,15 @@ async fn unread_and_mentions_leave_out_deleted_messages(db: Db) {
     let counts = db.directory.unread("lobby", "ann", 0, 999).await.unwrap();
     assert_eq!(counts.unread, 2, "1 and 4");
     assert_eq!(counts.mentions, 1, "4");
+    // Two names at one marker: the shared read leaves them out too.
+    let asks = ["ann", "cy"].map(|name| UnreadAsk {
+        room: "lobby".to_owned(),
+        name: name.to_owned(),
+        last_read: 0,
+    });
+    let counts = db.directory.unread_many(&asks, 999).await.unwrap();
+    let pairs: Vec<(u32, u32)> = counts.iter().map(|c| (c.unread, c.mentions)).collect();
+    assert_eq!(pairs, [(2, 1), (2, 0)]);
 }
 
 async fn mentions_count_word_bounded_mentions_in_any_case(db: Db) {

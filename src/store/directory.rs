@@ -171,18 +171,51 @@ pub(crate) fn group_scan_rows(cap: u32) -> u32 {
     u32::try_from(i64::from(cap).saturating_mul(MENTION_SCAN_FACTOR)).unwrap_or(u32::MAX)
 }
 
-/// `name`'s counts from every message after its marker (`rows`, from
-/// [`RoomDirectory::messages_after_marker`]): the same as the per-ask query's, which counts
-/// messages not sent by `name` up to `cap` and looks for mentions among their texts.
-fn counted_from_rows(rows: &[(String, Option<String>)], name: &str, cap: u32) -> Unread {
-    let others = || rows.iter().filter(|(sender, _)| sender != name);
-    let unread = i64::try_from(others().count()).unwrap_or(i64::MAX);
-    counted(
-        unread,
-        others().filter_map(|(_, text)| text.as_deref()),
-        name,
-        cap,
-    )
+/// A room's messages after a read marker, as one shared read takes them for counting (see
+/// [`RoomDirectory::messages_after_marker`]): how many each sender sent, and the texts that
+/// may mention someone. Aggregated in the query, so the read returns a row per sender rather
+/// than a row per message (each row is a hand-off from the store's worker to the caller).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AfterMarker {
+    /// Messages per sender.
+    pub senders: Vec<(String, u32)>,
+    /// Each message containing `@`: its sender and text.
+    pub candidates: Vec<(String, String)>,
+}
+
+impl AfterMarker {
+    /// Takes one row of the read: a text (a candidate, `n` 0) or a sender's count.
+    pub(crate) fn add_row(&mut self, sender: String, n: i64, text: Option<String>) {
+        match text {
+            Some(text) => self.candidates.push((sender, text)),
+            None => self
+                .senders
+                .push((sender, u32::try_from(n.max(0)).unwrap_or(u32::MAX))),
+        }
+    }
+
+    /// The messages read, all senders together.
+    pub fn total(&self) -> u64 {
+        self.senders.iter().map(|(_, n)| u64::from(*n)).sum()
+    }
+
+    /// `name`'s counts: the same as the per-ask query's, which counts messages not sent by
+    /// `name` up to `cap` and looks for mentions among their texts.
+    fn counted_for(&self, name: &str, cap: u32) -> Unread {
+        let own: u64 = self
+            .senders
+            .iter()
+            .filter(|(sender, _)| sender == name)
+            .map(|(_, n)| u64::from(*n))
+            .sum();
+        let unread = i64::try_from(self.total() - own).unwrap_or(i64::MAX);
+        let texts = self
+            .candidates
+            .iter()
+            .filter(|(sender, _)| sender != name)
+            .map(|(_, text)| text.as_str());
+        counted(unread, texts, name, cap)
+    }
 }
 
 /// What [`RoomDirectory::unread`] counts: a room's messages after an account's marker.
@@ -348,15 +381,15 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// bounded subqueries in one statement, in the order asked.
     async fn unread_each(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError>;
 
-    /// The room's messages after `last_read` that a moderator did not delete, oldest first, at
-    /// most `limit`: each one's sender, and its text if it contains `@` (a possible mention).
+    /// The room's oldest `limit` messages after `last_read` that a moderator did not delete,
+    /// counted per sender, with the texts among them that contain `@` (possible mentions).
     /// One read that counts unread messages for every name asking at that marker.
     async fn messages_after_marker(
         &self,
         room: &str,
         last_read: u64,
         limit: u32,
-    ) -> Result<Vec<(String, Option<String>)>, StoreError>;
+    ) -> Result<AfterMarker, StoreError>;
 
     /// [`RoomDirectory::unread`] for several (room, name, marker) at once, in the order asked:
     /// how the joins of a batch of signed-in connections count (store/batch.rs). Asks at the
@@ -377,12 +410,12 @@ pub trait RoomDirectory: Send + Sync + 'static {
         let mut each = Vec::new();
         for ((room, last_read), indexes) in groups {
             if indexes.len() > 1 {
-                let rows = self
+                let after = self
                     .messages_after_marker(room, last_read, limit.saturating_add(1))
                     .await?;
-                if rows.len() <= limit as usize {
+                if after.total() <= u64::from(limit) {
                     for index in indexes {
-                        counts[index] = counted_from_rows(&rows, &asks[index].name, cap);
+                        counts[index] = after.counted_for(&asks[index].name, cap);
                     }
                     continue;
                 }

@@ -25,6 +25,13 @@
 //!   for ever. The writer notices a WAL far past its normal size and logs why
 //!   (`Writer::watch_wal`).
 //!
+//! Every `LIMIT` bound from a parameter is written `LIMIT CAST(?n AS INTEGER)`, never the bare
+//! parameter: the bundled SQLite plans a bare bound `LIMIT` for the value bound at prepare time
+//! and marks the statement expired whenever that parameter is bound again, so each execution
+//! re-parsed and re-planned its SQL (found with a probe on `sqlite3Reprepare`: every history
+//! page, unread count and change read). Behind a cast the limit is read at run time and the
+//! cached statement is reused.
+//!
 //! The server never opens the database files itself besides through SQLite: closing any other
 //! descriptor of the file would drop SQLite's POSIX locks on it (only `stat` is used here).
 
@@ -679,7 +686,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT CAST(?3 AS INTEGER)",
         )
         .bind(room.as_str())
         .bind(i64::try_from(since).unwrap_or(i64::MAX))
@@ -701,7 +708,7 @@ impl Store for SqliteStore {
         let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         // One extra row tells whether there is more without a second query.
         let rows = sqlx::query(
-            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            "SELECT id, ts, sender, body, author_id, reply_to, attachment FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT CAST(?3 AS INTEGER)",
         )
         .bind(room.as_str())
         .bind(before)
@@ -760,6 +767,31 @@ impl Store for SqliteStore {
             && let Err(err) = conn.close().await
         {
             warn!(cause = %err, "closing the database failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The SQL of every SQLite module: a bare parameter as a `LIMIT` would re-prepare its statement
+    /// at every execution (the module docs say why).
+    const SOURCES: [(&str, &str); 6] = [
+        ("sqlite.rs", include_str!("sqlite.rs")),
+        ("sqlite/accounts.rs", include_str!("sqlite/accounts.rs")),
+        ("sqlite/changes.rs", include_str!("sqlite/changes.rs")),
+        ("sqlite/directory.rs", include_str!("sqlite/directory.rs")),
+        ("sqlite/moderation.rs", include_str!("sqlite/moderation.rs")),
+        ("sqlite/search.rs", include_str!("sqlite/search.rs")),
+    ];
+
+    #[test]
+    fn no_statement_binds_a_bare_limit() {
+        let bare = ["LIMIT ", "?"].concat();
+        for (file, source) in SOURCES {
+            assert!(
+                !source.contains(&bare),
+                "{file}: write `LIMIT CAST(?n AS INTEGER)`"
+            );
         }
     }
 }

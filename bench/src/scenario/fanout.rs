@@ -53,11 +53,15 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let rss0 = procfs::rss_kib(server.pid)?;
     let result = async {
         for &(n, rate) in &plan.fanout_stages {
+            let profile = FillProfile::start(kind, n, server.pid);
             let cpu0 = procfs::cpu(server.pid)?;
             let t0 = Instant::now();
             let c = fleet.grow_to(n, plan.connect_timeout).await?;
             let fill_s = t0.elapsed().as_secs_f64();
             let fill_cpu = cpu0.secs_until(&procfs::cpu(server.pid)?);
+            if let Some(profile) = profile {
+                profile.stop();
+            }
             let rss = procfs::rss_kib(server.pid)?;
             let mut rec = record(kind, Scenario::Fanout, n, format!("{rate} msg/s"));
             rec.m.insert("connected".into(), fleet.connected as f64);
@@ -112,4 +116,91 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     fleet.stop().await;
     server.stop();
     result
+}
+
+/// With `HUBBUB_BENCH_PERF_DIR` set, `perf record` of the server while a stage fills (one file
+/// per server and stage, `<server>-fill-<n>.data`; `HUBBUB_BENCH_PERF_CALL_GRAPH` picks perf's
+/// `--call-graph`): where a fill's CPU goes, for profiling by
+/// hand. Off by default; nothing in the report depends on it. perf starts disabled and is
+/// enabled through its control fifo, acknowledged, so the samples cover exactly the fill.
+struct FillProfile {
+    perf: std::process::Child,
+    control: std::fs::File,
+    ack: std::io::BufReader<std::fs::File>,
+}
+
+impl FillProfile {
+    fn start(kind: ServerKind, n: usize, pid: u32) -> Option<Self> {
+        let dir = std::path::PathBuf::from(std::env::var_os("HUBBUB_BENCH_PERF_DIR")?);
+        match Self::try_start(&dir, kind, n, pid) {
+            Ok(profile) => Some(profile),
+            Err(err) => {
+                eprintln!("[bench] perf record: {err:#}");
+                None
+            }
+        }
+    }
+
+    fn try_start(dir: &std::path::Path, kind: ServerKind, n: usize, pid: u32) -> Result<Self> {
+        use anyhow::Context;
+        let name = format!("{}-fill-{n}", kind.name());
+        // `fp` by default; `dwarf` walks the release build's stacks, which keep no frame pointers.
+        let call_graph =
+            std::env::var("HUBBUB_BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "fp".to_owned());
+        let (ctl, ack) = (
+            dir.join(format!("{name}.ctl")),
+            dir.join(format!("{name}.ack")),
+        );
+        for fifo in [&ctl, &ack] {
+            let _ = std::fs::remove_file(fifo);
+            let made = std::process::Command::new("mkfifo").arg(fifo).status()?;
+            anyhow::ensure!(made.success(), "mkfifo {}", fifo.display());
+        }
+        let perf = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "1999",
+                "-D",
+                "-1",
+                "-p",
+                &pid.to_string(),
+            ])
+            .arg(format!("--call-graph={call_graph}"))
+            .arg(format!(
+                "--control=fifo:{},{}",
+                ctl.display(),
+                ack.display()
+            ))
+            .arg("-o")
+            .arg(dir.join(format!("{name}.data")))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("spawn perf")?;
+        // Opening blocks until perf has opened its end.
+        let control = std::fs::OpenOptions::new().write(true).open(&ctl)?;
+        let ack = std::io::BufReader::new(std::fs::File::open(&ack)?);
+        let mut profile = Self { perf, control, ack };
+        profile.command("enable")?;
+        Ok(profile)
+    }
+
+    fn command(&mut self, what: &str) -> Result<()> {
+        use std::io::{BufRead, Write};
+        writeln!(self.control, "{what}")?;
+        let mut answer = String::new();
+        self.ack.read_line(&mut answer)?;
+        Ok(())
+    }
+
+    /// Disables sampling, then SIGINT so perf writes its file, and waits for it.
+    fn stop(mut self) {
+        let _ = self.command("disable");
+        let pid = self.perf.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        let _ = self.perf.wait();
+    }
 }

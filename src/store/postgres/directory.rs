@@ -11,9 +11,9 @@ use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
-    Created, DirectoryChange, MENTION_SCAN_FACTOR, NewRoom, ReadMarker, Role, RoomDirectory,
-    RoomKind, RoomMember, RoomSettings, SidebarRoom, Unread, UnreadAsk, counted, now_ms,
-    sort_members,
+    AfterMarker, Created, DirectoryChange, MENTION_SCAN_FACTOR, NewRoom, ReadMarker, Role,
+    RoomDirectory, RoomKind, RoomMember, RoomSettings, SidebarRoom, Unread, UnreadAsk, counted,
+    now_ms, sort_members,
 };
 
 /// The sidebars of the accounts in $1 (an array of ids): the rooms each is a member of (with
@@ -324,25 +324,29 @@ impl RoomDirectory for PostgresStore {
         room: &str,
         last_read: u64,
         limit: u32,
-    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    ) -> Result<AfterMarker, StoreError> {
+        // One row per sender (with its count) and one per text containing `@` (count 0).
         let rows = sqlx::query(
-            "SELECT sender, CASE WHEN position('\\x40'::bytea IN body) > 0 THEN body END AS body \
-             FROM messages WHERE room = $1 AND id > $2 AND deleted_ms IS NULL \
-             ORDER BY id LIMIT $3",
+            "WITH after AS (SELECT sender, body FROM messages \
+                 WHERE room = $1 AND id > $2 AND deleted_ms IS NULL ORDER BY id LIMIT $3) \
+             SELECT sender, count(*) AS n, NULL::bytea AS body FROM after GROUP BY sender \
+             UNION ALL \
+             SELECT sender, 0::bigint, body FROM after \
+                 WHERE position('\\x40'::bytea IN body) > 0",
         )
         .bind(room)
         .bind(id_param(last_read))
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let body: Option<Vec<u8>> = row.try_get("body")?;
-                let text = body.and_then(|body| String::from_utf8(body).ok());
-                Ok((row.try_get("sender")?, text))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        let mut after = AfterMarker::default();
+        for row in &rows {
+            let body: Option<Vec<u8>> = row.try_get("body")?;
+            // A text that is not UTF-8 cannot mention anyone: its row then adds a count of 0.
+            let text = body.and_then(|body| String::from_utf8(body).ok());
+            after.add_row(row.try_get("sender")?, row.try_get("n")?, text);
+        }
+        Ok(after)
     }
 
     async fn unread_each(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {

@@ -288,7 +288,7 @@ impl ChangeStore for SqliteStore {
     ) -> Result<Vec<Change>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, message_id, payload FROM message_changes \
-             WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+             WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
         )
         .bind(room)
         .bind(id_param(after))

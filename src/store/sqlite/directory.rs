@@ -11,8 +11,8 @@ use crate::protocol::people::{DIRECT_PREFIX, PRIVATE_PREFIX};
 use crate::store::StoreError;
 use crate::store::accounts::AccountId;
 use crate::store::directory::{
-    Created, DirectoryChange, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind, RoomMember,
-    RoomSettings, SidebarRoom, Unread, UnreadAsk,
+    AfterMarker, Created, DirectoryChange, NewRoom, ReadMarker, Role, RoomDirectory, RoomKind,
+    RoomMember, RoomSettings, SidebarRoom, Unread, UnreadAsk,
 };
 
 /// Runs `$body` (which may use `?` on sqlx errors) with `$conn`, the writer connection, inside
@@ -326,21 +326,29 @@ impl RoomDirectory for SqliteStore {
         room: &str,
         last_read: u64,
         limit: u32,
-    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    ) -> Result<AfterMarker, StoreError> {
+        // One row per sender (with its count) and one per text containing `@` (count 0).
         let rows = sqlx::query(
-            "SELECT sender, CASE WHEN instr(body, '@') > 0 THEN body END AS body \
-             FROM messages WHERE room = ?1 AND id > ?2 AND deleted_ms IS NULL \
-             ORDER BY id LIMIT ?3",
+            "WITH after AS (SELECT sender, body FROM messages \
+                 WHERE room = ?1 AND id > ?2 AND deleted_ms IS NULL ORDER BY id LIMIT CAST(?3 AS INTEGER)) \
+             SELECT sender, count(*) AS n, NULL AS body FROM after GROUP BY sender \
+             UNION ALL \
+             SELECT sender, 0 AS n, body FROM after WHERE instr(body, '@') > 0",
         )
         .bind(room)
         .bind(i64::try_from(last_read).unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("sender")?, row.try_get("body")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        let mut after = AfterMarker::default();
+        for row in &rows {
+            after.add_row(
+                row.try_get("sender")?,
+                row.try_get("n")?,
+                row.try_get("body")?,
+            );
+        }
+        Ok(after)
     }
 
     async fn unread_each(&self, asks: &[UnreadAsk], cap: u32) -> Result<Vec<Unread>, StoreError> {
@@ -360,10 +368,10 @@ impl RoomDirectory for SqliteStore {
              SELECT w.k AS k, \
                (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.room = w.room \
                   AND m.id > w.since AND m.sender <> w.name AND m.deleted_ms IS NULL \
-                  LIMIT ?2)) AS unread, \
+                  LIMIT CAST(?2 AS INTEGER))) AS unread, \
                (SELECT json_group_array(body) FROM (SELECT m.body AS body FROM messages m \
                   WHERE m.room = w.room AND m.id > w.since AND m.sender <> w.name \
-                  AND instr(m.body, '@') > 0 ORDER BY m.id LIMIT ?3)) AS candidates \
+                  AND instr(m.body, '@') > 0 ORDER BY m.id LIMIT CAST(?3 AS INTEGER))) AS candidates \
              FROM wanted w ORDER BY w.k",
         )
         .bind(serde_json::Value::from(wanted).to_string())
@@ -416,7 +424,7 @@ impl RoomDirectory for SqliteStore {
         limit: u32,
     ) -> Result<Vec<DirectoryChange>, StoreError> {
         let rows: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
-            "SELECT id, room, account_id FROM directory_changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, room, account_id FROM directory_changes WHERE id > ?1 ORDER BY id LIMIT CAST(?2 AS INTEGER)",
         )
         .bind(after)
         .bind(i64::from(limit))

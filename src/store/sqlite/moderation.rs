@@ -244,7 +244,7 @@ impl ModerationStore for SqliteStore {
         let rows = sqlx::query(
             "SELECT id, ts_ms, actor, action, room, target, detail FROM audit \
              WHERE (?1 IS NULL OR room IN (SELECT value FROM json_each(?1))) AND id < ?2 \
-             ORDER BY id DESC LIMIT ?3",
+             ORDER BY id DESC LIMIT CAST(?3 AS INTEGER)",
         )
         .bind(rooms)
         .bind(query.before.unwrap_or(i64::MAX))

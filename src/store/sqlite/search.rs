@@ -29,7 +29,7 @@ const SEARCH_SQL: &str = "\
            OR EXISTS (SELECT 1 FROM room_settings rs JOIN room_members rm ON rm.room = rs.name \
                       WHERE rs.name = s.room AND rm.account_id = ?2)) \
     ORDER BY message_search.rowid DESC \
-    LIMIT ?5";
+    LIMIT CAST(?5 AS INTEGER)";
 
 fn hit_from(row: &SqliteRow) -> Result<SearchHit, sqlx::Error> {
     let room: String = row.try_get("room")?;
