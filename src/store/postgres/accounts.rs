@@ -153,17 +153,15 @@ impl AccountStore for PostgresStore {
 
     async fn disabled_among(&self, ids: &[AccountId]) -> Result<Vec<AccountId>, StoreError> {
         let wanted: Vec<i64> = ids.iter().map(|id| id.0).collect();
-        let live: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM accounts WHERE NOT disabled AND id = ANY($1::bigint[])",
+        // Only the ids not live come back (normally none), as on SQLite.
+        let gone: Vec<i64> = sqlx::query_scalar(
+            "SELECT w.id FROM unnest($1::bigint[]) AS w(id) WHERE NOT EXISTS \
+             (SELECT 1 FROM accounts a WHERE a.id = w.id AND NOT a.disabled)",
         )
         .bind(&wanted)
         .fetch_all(&self.reader)
         .await?;
-        Ok(ids
-            .iter()
-            .filter(|id| !live.contains(&id.0))
-            .copied()
-            .collect())
+        Ok(gone.into_iter().map(AccountId).collect())
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
