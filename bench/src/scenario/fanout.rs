@@ -53,14 +53,14 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
     let rss0 = procfs::rss_kib(server.pid)?;
     let result = async {
         for &(n, rate) in &plan.fanout_stages {
-            let profile = FillProfile::start(kind, n, server.pid);
+            let profile = FillProfile::start(kind, n, server.pid).await;
             let cpu0 = procfs::cpu(server.pid)?;
             let t0 = Instant::now();
             let c = fleet.grow_to(n, plan.connect_timeout).await?;
             let fill_s = t0.elapsed().as_secs_f64();
             let fill_cpu = cpu0.secs_until(&procfs::cpu(server.pid)?);
             if let Some(profile) = profile {
-                profile.stop();
+                profile.stop().await;
             }
             let rss = procfs::rss_kib(server.pid)?;
             let mut rec = record(kind, Scenario::Fanout, n, format!("{rate} msg/s"));
@@ -120,19 +120,23 @@ pub async fn run(run: &mut Run, kind: ServerKind) -> Result<()> {
 
 /// With `HUBBUB_BENCH_PERF_DIR` set, `perf record` of the server while a stage fills (one file
 /// per server and stage, `<server>-fill-<n>.data`; `HUBBUB_BENCH_PERF_CALL_GRAPH` picks perf's
-/// `--call-graph`): where a fill's CPU goes, for profiling by
-/// hand. Off by default; nothing in the report depends on it. perf starts disabled and is
-/// enabled through its control fifo, acknowledged, so the samples cover exactly the fill.
+/// `--call-graph`): where a fill's CPU goes, for profiling by hand. Off by default; nothing in
+/// the report depends on it. perf starts disabled and is switched on and off through its
+/// control fifo, each command acknowledged, so the samples cover exactly the fill. A perf that
+/// fails or does not answer within [`PERF_ANSWER`] is killed and the stage runs unprofiled.
 struct FillProfile {
-    perf: std::process::Child,
-    control: std::fs::File,
-    ack: std::io::BufReader<std::fs::File>,
+    perf: tokio::process::Child,
+    control: tokio::net::unix::pipe::Sender,
+    ack: tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
 }
 
+/// How long perf may take to start or to acknowledge a command.
+const PERF_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl FillProfile {
-    fn start(kind: ServerKind, n: usize, pid: u32) -> Option<Self> {
+    async fn start(kind: ServerKind, n: usize, pid: u32) -> Option<Self> {
         let dir = std::path::PathBuf::from(std::env::var_os("HUBBUB_BENCH_PERF_DIR")?);
-        match Self::try_start(&dir, kind, n, pid) {
+        match Self::try_start(&dir, kind, n, pid).await {
             Ok(profile) => Some(profile),
             Err(err) => {
                 eprintln!("[bench] perf record: {err:#}");
@@ -141,22 +145,36 @@ impl FillProfile {
         }
     }
 
-    fn try_start(dir: &std::path::Path, kind: ServerKind, n: usize, pid: u32) -> Result<Self> {
+    async fn try_start(
+        dir: &std::path::Path,
+        kind: ServerKind,
+        n: usize,
+        pid: u32,
+    ) -> Result<Self> {
         use anyhow::Context;
+        use tokio::net::unix::pipe;
         let name = format!("{}-fill-{n}", kind.name());
         // `fp` by default; `dwarf` walks the release build's stacks, which keep no frame pointers.
         let call_graph =
             std::env::var("HUBBUB_BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "fp".to_owned());
-        let (ctl, ack) = (
+        let (ctl, ack_path) = (
             dir.join(format!("{name}.ctl")),
             dir.join(format!("{name}.ack")),
         );
-        for fifo in [&ctl, &ack] {
+        for fifo in [&ctl, &ack_path] {
             let _ = std::fs::remove_file(fifo);
             let made = std::process::Command::new("mkfifo").arg(fifo).status()?;
             anyhow::ensure!(made.success(), "mkfifo {}", fifo.display());
         }
-        let perf = std::process::Command::new("perf")
+        // Opened read-write, so neither open waits for perf to open its end (a perf that
+        // exits at once would otherwise leave the bench waiting for ever).
+        let control = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&ctl)?;
+        let ack = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&ack_path)?;
+        let perf = tokio::process::Command::new("perf")
             .args([
                 "record",
                 "-q",
@@ -171,36 +189,48 @@ impl FillProfile {
             .arg(format!(
                 "--control=fifo:{},{}",
                 ctl.display(),
-                ack.display()
+                ack_path.display()
             ))
             .arg("-o")
             .arg(dir.join(format!("{name}.data")))
             .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
             .spawn()
             .context("spawn perf")?;
-        // Opening blocks until perf has opened its end.
-        let control = std::fs::OpenOptions::new().write(true).open(&ctl)?;
-        let ack = std::io::BufReader::new(std::fs::File::open(&ack)?);
-        let mut profile = Self { perf, control, ack };
-        profile.command("enable")?;
+        let mut profile = Self {
+            perf,
+            control,
+            ack: tokio::io::BufReader::new(ack),
+        };
+        profile.command("enable").await?;
         Ok(profile)
     }
 
-    fn command(&mut self, what: &str) -> Result<()> {
-        use std::io::{BufRead, Write};
-        writeln!(self.control, "{what}")?;
+    /// Sends a control command and waits for perf's acknowledgement.
+    async fn command(&mut self, what: &str) -> Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        self.control
+            .write_all(format!("{what}\n").as_bytes())
+            .await?;
         let mut answer = String::new();
-        self.ack.read_line(&mut answer)?;
+        tokio::select! {
+            read = self.ack.read_line(&mut answer) => { read?; }
+            exit = self.perf.wait() => anyhow::bail!("perf exited: {}", exit?),
+            () = tokio::time::sleep(PERF_ANSWER) => anyhow::bail!("perf did not answer {what:?}"),
+        }
         Ok(())
     }
 
     /// Disables sampling, then SIGINT so perf writes its file, and waits for it.
-    fn stop(mut self) {
-        let _ = self.command("disable");
-        let pid = self.perf.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status();
-        let _ = self.perf.wait();
+    async fn stop(mut self) {
+        if let Err(err) = self.command("disable").await {
+            eprintln!("[bench] perf record: {err:#}");
+        }
+        if let Some(pid) = self.perf.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(PERF_ANSWER, self.perf.wait()).await;
     }
 }
