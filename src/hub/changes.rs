@@ -398,6 +398,10 @@ impl Inner {
                 // what a later seed brings (the tombstone mechanism of issue 19).
                 let current = Outgoing::message(message.clone(), id);
                 entry.recent.tombstone(current, JOIN_BACKLOG);
+                entry.unread.changed_to(id, message);
+            }
+            if deleted.is_some() {
+                entry.unread.delete(id);
             }
             let mut result = entry.fan_out(std::slice::from_ref(&change), None, limit);
             if let Some(deleted) = &deleted {

@@ -488,6 +488,9 @@ impl Hub {
         if last_read >= last_id {
             return Ok((last_read, Default::default()));
         }
+        if let Some(counts) = self.unread_in_memory(room, last_read, last_id, name) {
+            return Ok((last_read, counts));
+        }
         let ask = UnreadAsk {
             room: room.to_owned(),
             name: name.to_owned(),
@@ -495,6 +498,20 @@ impl Hub {
         };
         let counts = self.people().connecting.unread(ask, UNREAD_CAP).await?;
         Ok((last_read, counts))
+    }
+
+    /// The unread counts after `last_read` up to `last_id`, from the room's ledger when this
+    /// node has the room and its ledger reaches back that far (hub/unread_ledger.rs).
+    pub(super) fn unread_in_memory(
+        &self,
+        room: &str,
+        last_read: u64,
+        last_id: u64,
+        name: &str,
+    ) -> Option<crate::store::directory::Unread> {
+        let rooms = self.lock_rooms();
+        let entry = rooms.local.get(room)?;
+        entry.unread.count(last_read, last_id, name, UNREAD_CAP)
     }
 
     /// The marker waiting to be written for the account and room, 0 if none.
@@ -529,9 +546,13 @@ impl Hub {
             let last_read = self
                 .pending_marker(account, &room.settings.room)
                 .max(room.last_read);
-            let counts = match last_read >= room.last_id {
-                true => Default::default(),
-                false => {
+            let in_memory = (last_read < room.last_id)
+                .then(|| self.unread_in_memory(&room.settings.room, last_read, room.last_id, name))
+                .flatten();
+            let counts = match (last_read >= room.last_id, in_memory) {
+                (true, _) => Default::default(),
+                (false, Some(counts)) => counts,
+                (false, None) => {
                     let ask = UnreadAsk {
                         room: room.settings.room.clone(),
                         name: name.to_owned(),

@@ -19,9 +19,11 @@ use std::sync::Arc;
 
 use super::member::Member;
 use super::room::RecentSnapshot;
+use super::unread_ledger::LedgerEntry;
 use super::{Hub, JOIN_BACKLOG};
 use crate::broker::ConnId;
 use crate::protocol::{Joined, RoomName, ServerFrame};
+use crate::store::Page;
 use crate::transport::outbox::{Outbox, Outgoing, Pushed};
 
 /// Why a join was refused.
@@ -78,11 +80,14 @@ impl Hub {
         Ok(admitted)
     }
 
-    /// Gives a room the newest messages a join read from the store, so later joins replay from
-    /// memory (see [`super::room::Recent`]).
-    pub(super) fn seed_recent(&self, room: &RoomName, page: &[Outgoing]) {
+    /// Gives a room the newest messages a join read from the store (`page` encoded as
+    /// `frames`), so later joins replay from memory (see [`super::room::Recent`]) and count
+    /// their unread messages there (see [`super::unread_ledger`]).
+    pub(super) fn seed_recent(&self, room: &RoomName, page: &Page, frames: &[Outgoing]) {
+        let entries: Vec<LedgerEntry> = page.messages.iter().map(LedgerEntry::of).collect();
         if let Some(entry) = self.lock_rooms().local.get_mut(room.as_str()) {
-            entry.recent.seed(page, JOIN_BACKLOG);
+            entry.recent.seed(frames, JOIN_BACKLOG);
+            entry.unread.seed(&entries, !page.has_more);
         }
     }
 

@@ -24,6 +24,7 @@ mod presence;
 mod read_markers;
 mod room;
 mod session;
+mod unread_ledger;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,7 @@ use committer::PostJob;
 use membership::{Admission, JoinRefusal};
 use presence::RemoteMembers;
 use room::{FanOut, Room};
+use unread_ledger::LedgerEntry;
 
 /// Why a post was not stored. Clients see both as `store_unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -339,7 +341,7 @@ impl Inner {
     /// every other task (readers, joins, the committer storing the next post) for their whole
     /// quarter of a second. Members who join meanwhile are not in the list: they get a message
     /// from their replay (recorded before the list was taken), and a count next tick.
-    async fn fan_out_sliced(&self, room: &str, frames: &[Outgoing]) {
+    async fn fan_out_sliced(&self, room: &str, frames: &[Outgoing], messages: &[LedgerEntry]) {
         let slice = self.settings.fan_out_slice.max(1);
         let members: Vec<ConnId> = {
             let mut rooms = self.lock_rooms();
@@ -347,6 +349,7 @@ impl Inner {
                 return;
             };
             entry.recent.record(frames, JOIN_BACKLOG);
+            entry.unread.record(messages);
             if entry.len() <= slice {
                 let result = entry.fan_out(frames, None, self.settings.outbox_frames);
                 drop(rooms);
@@ -393,29 +396,35 @@ impl Deliver for Inner {
     /// Encodes each message once, then gives every member its room's share of the commit in one
     /// push (one `writev` when its socket keeps up).
     async fn deliver_messages(&self, messages: &[StoredMessage]) {
-        let mut by_room: Vec<(&str, Vec<Outgoing>)> = Vec::new();
+        let mut by_room: Vec<(&str, Vec<Outgoing>, Vec<LedgerEntry>)> = Vec::new();
         for message in messages {
             let view = message.view_marking(self.marks_guests());
             let frame = Outgoing::message(ServerFrame::Msg(view).encode(), message.id);
-            match by_room.iter_mut().find(|(room, _)| message.room == *room) {
-                Some((_, frames)) => frames.push(frame),
-                None => by_room.push((message.room.as_str(), vec![frame])),
+            let entry = LedgerEntry::of(message);
+            match by_room.iter_mut().find(|(room, ..)| message.room == *room) {
+                Some((_, frames, entries)) => {
+                    frames.push(frame);
+                    entries.push(entry);
+                }
+                None => by_room.push((message.room.as_str(), vec![frame], vec![entry])),
             }
         }
-        for (room, frames) in by_room {
-            self.fan_out_sliced(room, &frames).await;
+        for (room, frames, entries) in by_room {
+            self.fan_out_sliced(room, &frames, &entries).await;
         }
     }
 
     fn deliver(&self, room: &str, event: RoomEvent) {
+        let mut ledger_entry = None;
         let (frame, skip) = match &event {
-            RoomEvent::Message(message) => (
-                Outgoing::message(
-                    ServerFrame::Msg(message.view_marking(self.marks_guests())).encode(),
-                    message.id,
-                ),
-                None,
-            ),
+            RoomEvent::Message(message) => {
+                ledger_entry = Some(LedgerEntry::of(message));
+                let view = message.view_marking(self.marks_guests());
+                (
+                    Outgoing::message(ServerFrame::Msg(view).encode(), message.id),
+                    None,
+                )
+            }
             RoomEvent::Presence {
                 origin,
                 name,
@@ -436,6 +445,9 @@ impl Deliver for Inner {
                 members
                     .recent
                     .record(std::slice::from_ref(&frame), JOIN_BACKLOG);
+                if let Some(entry) = ledger_entry {
+                    members.unread.record(std::slice::from_ref(&entry));
+                }
                 members.fan_out(
                     std::slice::from_ref(&frame),
                     skip,

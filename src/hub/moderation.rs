@@ -640,6 +640,7 @@ impl Inner {
             };
             let tombstone = Outgoing::message(tombstone.clone(), id);
             entry.recent.tombstone(tombstone, JOIN_BACKLOG);
+            entry.unread.delete(id);
             entry.fan_out(
                 std::slice::from_ref(&frame),
                 None,
@@ -830,6 +831,56 @@ mod tests {
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0]["deleted"], true);
         assert_eq!(msgs[0]["data"], "");
+    }
+
+    #[tokio::test]
+    async fn a_joins_unread_counts_from_memory_are_the_stores() {
+        let (hub, _dir) = hub().await;
+        let (ann, bob) = (account(&hub, "ann").await, account(&hub, "bob").await);
+        owned_by(&hub, ann).await;
+        // ann's join seeds the room's ledger (an empty history, so all of it).
+        let (mut owner, owner_frames) = member(&hub, "ann", ann).await;
+        let (mut poster, _) = member(&hub, "bob", bob).await;
+        for text in [
+            "hi",
+            "hey @ann",
+            "mail x@ann",
+            "gone @ann",
+            "edit me",
+            "thanks @ANN.",
+        ] {
+            let frame = serde_json::json!({"type": "msg", "room": ROOM, "data": text});
+            send(&mut poster, &frame.to_string()).await;
+        }
+        send(
+            &mut owner,
+            r#"{"type":"msg","room":"lobby","data":"mine @ann"}"#,
+        )
+        .await;
+        send(
+            &mut poster,
+            r#"{"type":"delete","data":{"room":"lobby","id":4}}"#,
+        )
+        .await;
+        let edit = r#"{"type":"edit","data":{"room":"lobby","id":5,"text":"now @ann"}}"#;
+        send(&mut poster, edit).await;
+        assert!(of_type(&drain(&owner_frames), "deleted").len() == 1);
+        let directory = &hub.people().directory;
+        for marker in 0..7 {
+            for cap in [1, 2, crate::hub::conversations::UNREAD_CAP] {
+                let from_memory = hub.unread_in_memory(ROOM, marker, 7, "ann");
+                let stored = directory.unread(ROOM, "ann", marker, cap).await;
+                let from_memory = from_memory.map(|counts| crate::store::directory::Unread {
+                    unread: counts.unread.min(cap),
+                    mentions: counts.mentions.min(cap),
+                });
+                assert_eq!(
+                    from_memory,
+                    Some(stored.expect("store")),
+                    "marker {marker}, cap {cap}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 
 use super::member::Member;
 use super::presence::CountState;
+use super::unread_ledger::UnreadLedger;
 use crate::broker::ConnId;
 use crate::transport::outbox::Outgoing;
 
@@ -30,6 +31,8 @@ pub(crate) struct Room {
     counts: CountState,
     /// The room's newest messages, encoded, for the replay of a join.
     pub recent: Recent,
+    /// The room's newest messages as a signed-in join counts its unread ones.
+    pub unread: UnreadLedger,
 }
 
 /// The newest messages of a room as encoded frames, so that a join replays them from memory:

@@ -421,7 +421,7 @@ impl Session {
             .before(room, None, JOIN_BACKLOG as u32)
             .await?;
         let frames = encode(&page.messages, self.hub.marks_guests());
-        self.hub.seed_recent(room, &frames);
+        self.hub.seed_recent(room, &page, &frames);
         Ok(RecentSnapshot {
             last_id: frames.last().and_then(|frame| frame.msg_id).unwrap_or(0),
             whole_history: !page.has_more,
@@ -460,7 +460,7 @@ impl Session {
                 Ok(page) => {
                     let frames = encode(&page.messages, self.hub.marks_guests());
                     let up_to = self.send_frames(&frames, 0).await;
-                    self.hub.seed_recent(room, &frames);
+                    self.hub.seed_recent(room, &page, &frames);
                     up_to
                 }
                 Err(err) => {

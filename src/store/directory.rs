@@ -242,14 +242,26 @@ pub struct Unread {
 /// `@` not preceded by a word character, the name not followed by one). Word characters are
 /// letters, digits, `_`, `-` and `.` (a name like `bob.smith` or `ann-marie` is one word).
 pub fn mentions(text: &str, name: &str) -> bool {
-    if name.is_empty() {
+    mentions_lowercased(&text.to_lowercase(), &mention_needle(name))
+}
+
+/// What [`mentions_lowercased`] looks for: `@name` lowercased, empty for an empty name.
+pub(crate) fn mention_needle(name: &str) -> String {
+    match name.is_empty() {
+        true => String::new(),
+        false => format!("@{}", name.to_lowercase()),
+    }
+}
+
+/// [`mentions`] for a text already lowercased and a [`mention_needle`]: for a caller that
+/// checks many texts for one name, or one text for many names.
+pub(crate) fn mentions_lowercased(text: &str, needle: &str) -> bool {
+    if needle.is_empty() {
         return false;
     }
-    let text = text.to_lowercase();
-    let needle = format!("@{}", name.to_lowercase());
     let is_word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
     let mut start = 0;
-    while let Some(found) = text[start..].find(&needle) {
+    while let Some(found) = text[start..].find(needle) {
         let at = start + found;
         let end = at + needle.len();
         let before_ok = text[..at].chars().next_back().is_none_or(|c| !is_word(c));
