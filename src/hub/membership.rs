@@ -84,10 +84,16 @@ impl Hub {
     /// `frames`), so later joins replay from memory (see [`super::room::Recent`]) and count
     /// their unread messages there (see [`super::unread_ledger`]).
     pub(super) fn seed_recent(&self, room: &RoomName, page: &Page, frames: &[Outgoing]) {
-        let entries: Vec<LedgerEntry> = page.messages.iter().map(LedgerEntry::of).collect();
+        let counting = self.inner.counts_unread();
+        let entries: Vec<LedgerEntry> = match counting {
+            true => page.messages.iter().map(LedgerEntry::of).collect(),
+            false => Vec::new(),
+        };
         if let Some(entry) = self.lock_rooms().local.get_mut(room.as_str()) {
             entry.recent.seed(frames, JOIN_BACKLOG);
-            entry.unread.seed(&entries, !page.has_more);
+            if counting {
+                entry.unread.seed(&entries, !page.has_more);
+            }
         }
     }
 

@@ -341,7 +341,16 @@ impl Inner {
     /// every other task (readers, joins, the committer storing the next post) for their whole
     /// quarter of a second. Members who join meanwhile are not in the list: they get a message
     /// from their replay (recorded before the list was taken), and a count next tick.
-    async fn fan_out_sliced(&self, room: &str, frames: &[Outgoing], messages: &[LedgerEntry]) {
+    ///
+    /// `messages` are the frames' messages for the room's unread ledger; `None` when this node
+    /// counts no unread messages (no accounts yet), which drops the ledger: it would have a gap
+    /// if accounts arrived later (see [`Inner::counts_unread`]).
+    async fn fan_out_sliced(
+        &self,
+        room: &str,
+        frames: &[Outgoing],
+        messages: Option<&[LedgerEntry]>,
+    ) {
         let slice = self.settings.fan_out_slice.max(1);
         let members: Vec<ConnId> = {
             let mut rooms = self.lock_rooms();
@@ -349,7 +358,10 @@ impl Inner {
                 return;
             };
             entry.recent.record(frames, JOIN_BACKLOG);
-            entry.unread.record(messages);
+            match messages {
+                Some(messages) => entry.unread.record(messages),
+                None => entry.unread.forget(),
+            }
             if entry.len() <= slice {
                 let result = entry.fan_out(frames, None, self.settings.outbox_frames);
                 drop(rooms);
@@ -369,6 +381,13 @@ impl Inner {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Whether this node keeps unread ledgers (hub/unread_ledger.rs): only signed-in joins
+    /// count unread messages, so a server without accounts keeps none (it starts keeping them
+    /// for rooms seeded after its first account appears).
+    fn counts_unread(&self) -> bool {
+        self.marks_guests()
     }
 
     /// Books one fan-out's outcome in the metrics.
@@ -396,29 +415,32 @@ impl Deliver for Inner {
     /// Encodes each message once, then gives every member its room's share of the commit in one
     /// push (one `writev` when its socket keeps up).
     async fn deliver_messages(&self, messages: &[StoredMessage]) {
+        let counting = self.counts_unread();
         let mut by_room: Vec<(&str, Vec<Outgoing>, Vec<LedgerEntry>)> = Vec::new();
         for message in messages {
             let view = message.view_marking(self.marks_guests());
             let frame = Outgoing::message(ServerFrame::Msg(view).encode(), message.id);
-            let entry = LedgerEntry::of(message);
+            let entry = counting.then(|| LedgerEntry::of(message));
             match by_room.iter_mut().find(|(room, ..)| message.room == *room) {
                 Some((_, frames, entries)) => {
                     frames.push(frame);
-                    entries.push(entry);
+                    entries.extend(entry);
                 }
-                None => by_room.push((message.room.as_str(), vec![frame], vec![entry])),
+                None => by_room.push((message.room.as_str(), vec![frame], Vec::from_iter(entry))),
             }
         }
         for (room, frames, entries) in by_room {
-            self.fan_out_sliced(room, &frames, &entries).await;
+            let entries = counting.then_some(entries.as_slice());
+            self.fan_out_sliced(room, &frames, entries).await;
         }
     }
 
     fn deliver(&self, room: &str, event: RoomEvent) {
+        // For a message: its unread-ledger entry, `None` when this node counts no unread.
         let mut ledger_entry = None;
         let (frame, skip) = match &event {
             RoomEvent::Message(message) => {
-                ledger_entry = Some(LedgerEntry::of(message));
+                ledger_entry = Some(self.counts_unread().then(|| LedgerEntry::of(message)));
                 let view = message.view_marking(self.marks_guests());
                 (
                     Outgoing::message(ServerFrame::Msg(view).encode(), message.id),
@@ -445,8 +467,10 @@ impl Deliver for Inner {
                 members
                     .recent
                     .record(std::slice::from_ref(&frame), JOIN_BACKLOG);
-                if let Some(entry) = ledger_entry {
-                    members.unread.record(std::slice::from_ref(&entry));
+                match ledger_entry {
+                    Some(Some(entry)) => members.unread.record(std::slice::from_ref(&entry)),
+                    Some(None) => members.unread.forget(),
+                    None => {}
                 }
                 members.fan_out(
                     std::slice::from_ref(&frame),

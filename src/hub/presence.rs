@@ -79,7 +79,7 @@ impl Inner {
             self.settings.presence_count_budget,
         );
         for (room, count) in changed {
-            self.fan_out_sliced(&room, &[count_frame(&room, count)], &[])
+            self.fan_out_sliced(&room, &[count_frame(&room, count)], Some(&[]))
                 .await;
         }
     }
