@@ -193,6 +193,50 @@ async fn joined_counts_mentions_of_the_account() {
     server.stop().await;
 }
 
+/// Leaves `room` and waits for `left` (the member is gone from the node when it comes).
+async fn leave(client: &mut Client, room: &str) {
+    client.send(json!({"type": "leave", "room": room})).await;
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "left" {
+            return;
+        }
+    }
+}
+
+/// A node counts a join's unread messages from memory while it holds every message after the
+/// marker (hub/unread_ledger.rs); a room it has just taken up again holds only its newest 50,
+/// so an older marker is counted by the store, with the same rules.
+#[tokio::test]
+async fn joined_counts_from_the_store_a_marker_older_than_the_nodes_memory_of_the_room() {
+    let server = server().await;
+    let (mut bob, _) = signed_in(server.addr, "bob").await;
+    let (mut ann, _) = signed_in(server.addr, "ann").await;
+    bob.join("lobby").await;
+    ann.join("lobby").await;
+    post_all(&mut ann, "lobby", &["mine"]).await;
+    read(&mut ann, "lobby", 1).await;
+    let texts: Vec<String> = (2..=60).map(|id| format!("message {id}")).collect();
+    let mut texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    texts[0] = "early news for @ann";
+    post_all(&mut bob, "lobby", &texts).await;
+    leave(&mut ann, "lobby").await;
+    leave(&mut bob, "lobby").await;
+    // Nobody is in the room: the next join reads its newest 50 (11..=60) and takes it up again.
+    let (mut again, _) = signed_in(server.addr, "ann").await;
+    let joined = again.join("lobby").await;
+    assert_eq!(joined["data"]["last_read"], 1, "{joined}");
+    assert_eq!(joined["data"]["unread"], 59, "{joined}");
+    assert_eq!(joined["data"]["mentions"], 1, "{joined}");
+    // Within memory now: read up to 10, and a later join counts 11..=60 there.
+    read(&mut again, "lobby", 10).await;
+    let (mut third, _) = signed_in(server.addr, "ann").await;
+    let joined = third.join("lobby").await;
+    assert_eq!(joined["data"]["unread"], 50, "{joined}");
+    assert_eq!(joined["data"]["mentions"], 0, "{joined}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_marker_never_moves_back() {
     let server = server().await;
