@@ -128,6 +128,19 @@ struct FillProfile {
     perf: tokio::process::Child,
     control: tokio::net::unix::pipe::Sender,
     ack: tokio::io::BufReader<tokio::net::unix::pipe::Receiver>,
+    /// Removes the fifos when the profile ends, however it ends; only the `.data` file stays.
+    _fifos: Fifos,
+}
+
+/// Paths of fifos made for one profile, removed on drop.
+struct Fifos(Vec<std::path::PathBuf>);
+
+impl Drop for Fifos {
+    fn drop(&mut self) {
+        for fifo in &self.0 {
+            let _ = std::fs::remove_file(fifo);
+        }
+    }
 }
 
 /// How long perf may take to start or to acknowledge a command.
@@ -161,10 +174,12 @@ impl FillProfile {
             dir.join(format!("{name}.ctl")),
             dir.join(format!("{name}.ack")),
         );
+        let mut fifos = Fifos(Vec::new());
         for fifo in [&ctl, &ack_path] {
             let _ = std::fs::remove_file(fifo);
             let made = std::process::Command::new("mkfifo").arg(fifo).status()?;
             anyhow::ensure!(made.success(), "mkfifo {}", fifo.display());
+            fifos.0.push(fifo.clone());
         }
         // Opened read-write, so neither open waits for perf to open its end (a perf that
         // exits at once would otherwise leave the bench waiting for ever).
@@ -201,6 +216,7 @@ impl FillProfile {
             perf,
             control,
             ack: tokio::io::BufReader::new(ack),
+            _fifos: fifos,
         };
         profile.command("enable").await?;
         Ok(profile)
