@@ -196,12 +196,7 @@ async fn joined_counts_mentions_of_the_account() {
 /// Leaves `room` and waits for `left` (the member is gone from the node when it comes).
 async fn leave(client: &mut Client, room: &str) {
     client.send(json!({"type": "leave", "room": room})).await;
-    loop {
-        let frame = client.recv().await;
-        if frame["type"] == "left" {
-            return;
-        }
-    }
+    client.recv_type("left").await;
 }
 
 /// A node counts a join's unread messages from memory while it holds every message after the

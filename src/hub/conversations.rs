@@ -468,9 +468,8 @@ impl Hub {
     }
 
     /// The account's read marker in the room (a pending one if newer than the stored one) and
-    /// the unread and mention counts after it. A marker at or past `last_id` (the room's newest
-    /// message as the caller knows it) has nothing to count: no count query, the common case
-    /// of a member that keeps up (and of a room filling with new members before anyone posts).
+    /// the unread and mention counts after it up to `last_id` (the room's newest message as the
+    /// caller knows it; see [`Hub::unread_after`]).
     async fn read_state(
         &self,
         account: AccountId,
@@ -485,19 +484,33 @@ impl Hub {
             None => directory.read_marker(account, room).await?,
         };
         let last_read = self.pending_marker(account, room).max(stored);
+        let counts = self.unread_after(room, name, last_read, last_id).await?;
+        Ok((last_read, counts))
+    }
+
+    /// `name`'s unread and mention counts in `room` after `last_read` up to `last_id`: none to
+    /// count when the marker is there already (a member that keeps up, a room filling with new
+    /// members before anyone posts); from the room's ledger when this node holds every message
+    /// after the marker (hub/unread_ledger.rs); else one batched store read.
+    async fn unread_after(
+        &self,
+        room: &str,
+        name: &str,
+        last_read: u64,
+        last_id: u64,
+    ) -> Result<crate::store::directory::Unread, StoreError> {
         if last_read >= last_id {
-            return Ok((last_read, Default::default()));
+            return Ok(Default::default());
         }
         if let Some(counts) = self.unread_in_memory(room, last_read, last_id, name) {
-            return Ok((last_read, counts));
+            return Ok(counts);
         }
         let ask = UnreadAsk {
             room: room.to_owned(),
             name: name.to_owned(),
             last_read,
         };
-        let counts = self.people().connecting.unread(ask, UNREAD_CAP).await?;
-        Ok((last_read, counts))
+        self.people().connecting.unread(ask, UNREAD_CAP).await
     }
 
     /// The unread counts after `last_read` up to `last_id`, from the room's ledger when this
@@ -546,21 +559,9 @@ impl Hub {
             let last_read = self
                 .pending_marker(account, &room.settings.room)
                 .max(room.last_read);
-            let in_memory = (last_read < room.last_id)
-                .then(|| self.unread_in_memory(&room.settings.room, last_read, room.last_id, name))
-                .flatten();
-            let counts = match (last_read >= room.last_id, in_memory) {
-                (true, _) => Default::default(),
-                (false, Some(counts)) => counts,
-                (false, None) => {
-                    let ask = UnreadAsk {
-                        room: room.settings.room.clone(),
-                        name: name.to_owned(),
-                        last_read,
-                    };
-                    self.people().connecting.unread(ask, UNREAD_CAP).await?
-                }
-            };
+            let counts = self
+                .unread_after(&room.settings.room, name, last_read, room.last_id)
+                .await?;
             let members = match room.settings.kind {
                 RoomKind::Public => None,
                 _ => Some(

@@ -358,10 +358,7 @@ impl Inner {
                 return;
             };
             entry.recent.record(frames, JOIN_BACKLOG);
-            match messages {
-                Some(messages) => entry.unread.record(messages),
-                None => entry.unread.forget(),
-            }
+            entry.unread.record_or_forget(messages);
             if entry.len() <= slice {
                 let result = entry.fan_out(frames, None, self.settings.outbox_frames);
                 drop(rooms);
@@ -436,11 +433,11 @@ impl Deliver for Inner {
     }
 
     fn deliver(&self, room: &str, event: RoomEvent) {
-        // For a message: its unread-ledger entry, `None` when this node counts no unread.
-        let mut ledger_entry = None;
+        // The event's messages for the unread ledger: `None` when this node keeps none.
+        let mut ledger_entries = Some(Vec::new());
         let (frame, skip) = match &event {
             RoomEvent::Message(message) => {
-                ledger_entry = Some(self.counts_unread().then(|| LedgerEntry::of(message)));
+                ledger_entries = self.counts_unread().then(|| vec![LedgerEntry::of(message)]);
                 let view = message.view_marking(self.marks_guests());
                 (
                     Outgoing::message(ServerFrame::Msg(view).encode(), message.id),
@@ -467,11 +464,7 @@ impl Deliver for Inner {
                 members
                     .recent
                     .record(std::slice::from_ref(&frame), JOIN_BACKLOG);
-                match ledger_entry {
-                    Some(Some(entry)) => members.unread.record(std::slice::from_ref(&entry)),
-                    Some(None) => members.unread.forget(),
-                    None => {}
-                }
+                members.unread.record_or_forget(ledger_entries.as_deref());
                 members.fan_out(
                     std::slice::from_ref(&frame),
                     skip,

@@ -864,7 +864,7 @@ mod tests {
         .await;
         let edit = r#"{"type":"edit","data":{"room":"lobby","id":5,"text":"now @ann"}}"#;
         send(&mut poster, edit).await;
-        assert!(of_type(&drain(&owner_frames), "deleted").len() == 1);
+        assert_eq!(of_type(&drain(&owner_frames), "deleted").len(), 1);
         let directory = &hub.people().directory;
         for marker in 0..7 {
             for cap in [1, 2, crate::hub::conversations::UNREAD_CAP] {

@@ -143,19 +143,23 @@ impl UnreadLedger {
         let newest_read = merged.back().map_or(0, |entry| entry.id);
         merged.extend(recorded.into_iter().filter(|entry| entry.id > newest_read));
         merged.retain(|entry| entry.id > start);
-        let changes = std::mem::take(&mut self.changes);
         for entry in &mut merged {
-            let id = entry.id;
-            for change in changes.iter().filter(|change| change.id() == id) {
-                entry.apply(change);
-            }
+            self.apply_remembered(entry);
         }
-        self.changes = changes;
         self.entries = merged;
         self.start = start;
         self.last_id = self.last_id.max(newest_read);
         self.seeded = true;
         self.trim();
+    }
+
+    /// [`UnreadLedger::record`] for `Some`; `None` stands for messages that went by without
+    /// entries (the node keeps no ledgers yet): [`UnreadLedger::forget`].
+    pub fn record_or_forget(&mut self, messages: Option<&[LedgerEntry]>) {
+        match messages {
+            Some(messages) => self.record(messages),
+            None => self.forget(),
+        }
     }
 
     /// Drops everything and stops trusting the ledger for good: a message or a change went by
