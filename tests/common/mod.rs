@@ -176,14 +176,11 @@ impl TestServer {
     }
 }
 
-/// Picks a free loopback port (bind, read, release), never one this test process handed out
-/// before: tests run in parallel threads, and one that restarts a binary on a new port many
-/// times (tests/store_faults.rs, kill -9) could otherwise be given a port another test's binary
-/// was just given and is about to bind, and each would then talk to the other's server.
-/// Whether something listens on `addr`. A connect to a loopback port nothing listens on yet can
-/// succeed anyway: when the kernel picks that same port as the connection's source port, TCP's
-/// simultaneous open connects the socket to itself (free ports come from the ephemeral range).
-/// Such a connection is not a listener.
+/// Whether something listens on `addr`. A connect to a loopback port in the kernel's ephemeral
+/// range that nothing listens on yet can succeed anyway: when the kernel picks that same port as
+/// the connection's source port, TCP's simultaneous open connects the socket to itself. Such a
+/// connection is not a listener. ([`free_port`]'s ports are below that range; a caller may pass
+/// any.)
 async fn listening(addr: SocketAddr) -> bool {
     match TcpStream::connect(addr).await {
         Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
@@ -191,20 +188,60 @@ async fn listening(addr: SocketAddr) -> bool {
     }
 }
 
+/// Lowest port a test server is given: above the well-known and registered ports servers on
+/// a machine commonly use, below the kernel's ephemeral range.
+const LOWEST_TEST_PORT: u16 = 10_000;
+
+/// Picks a loopback port for a server the test is about to start, never one this test process
+/// handed out before (tests run in parallel threads, and a test that restarts a binary on a new
+/// port many times, tests/store_faults.rs kill -9, would otherwise be handed a port another
+/// test's binary is about to bind).
+///
+/// The port is below the kernel's ephemeral range (as scripts/lib.sh's `free_port`), so neither
+/// an outgoing connection's source port nor another `bind(0)` can take it between this call and
+/// the server's bind. And it is checked free with a socket that is bound but never listens:
+/// a child spawned by another thread holds a copy of every open descriptor from its fork until
+/// its exec, and a *listening* probe socket kept alive that way accepts the test's first
+/// connections to the port and then resets them (a test once took such a reset for its own
+/// server failing to serve). A bound socket with `SO_REUSEADDR` accepts nothing and, the server's
+/// listener having `SO_REUSEADDR` too, does not keep the server off the port.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|poison| poison.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
+    let span = u32::from(ephemeral_range_start() - LOWEST_TEST_PORT);
+    // Each process starts somewhere else in the span, so that two test processes at once (by
+    // hand; cargo runs one test binary at a time) rarely try the same ports.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for step in 0..span {
+        let port = LOWEST_TEST_PORT + ((start + step) % span) as u16;
+        if !given.contains(&port) && bindable(port) {
             given.push(port);
             return port;
         }
     }
+    panic!("no free loopback port between {LOWEST_TEST_PORT} and the ephemeral range");
+}
+
+/// The first port of the kernel's ephemeral range (32768 if it cannot be read or leaves too
+/// little room below it).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > LOWEST_TEST_PORT + 1_000)
+        .unwrap_or(32_768)
+}
+
+/// Whether a server could bind `port` on 127.0.0.1 now: nothing listens there, and no socket
+/// without `SO_REUSEADDR` (an outgoing connection's end) holds it. Bound, never listening.
+fn bindable(port: u16) -> bool {
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+        return false;
+    };
+    socket.set_reuseaddr(true).is_ok()
+        && socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .is_ok()
 }
 
 /// The real `hubbub` binary, run as a child process; killed on drop by its PID.
