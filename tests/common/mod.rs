@@ -17,19 +17,23 @@ pub mod tokens;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hubbub::config::Config;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for any one frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -161,11 +165,13 @@ impl TestServer {
     /// Stops the server gracefully and waits for it (in cluster mode: nginx, then every node).
     pub async fn stop(mut self) {
         if let Some(cluster) = self.cluster.take() {
+            ClientStream::end_all_to(self.addr);
             cluster.stop().await;
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        ClientStream::end_all_to(self.addr);
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(20), task)
                 .await
@@ -351,7 +357,99 @@ pub fn scratch() -> (TempDir, PathBuf) {
 
 /// A protocol v1 WebSocket client.
 pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: WebSocketStream<ClientStream>,
+}
+
+/// A test client's TCP stream, shared with a registry of the streams open to each server
+/// address, so that [`TestServer::stop`] can end its clients' side.
+///
+/// Tests stop their server at the end and drop their clients after that, unread. A stopping
+/// server closes each socket with 1001 and then waits, up to its close timeout (2 s), for the
+/// peer's close frame or end of stream before dropping the socket (closing with unread input
+/// would make the kernel send a reset that can destroy the close frame). A client nobody reads
+/// never answers, so every test paid those 2 s at its stop. `stop` now shuts the write side of
+/// its clients' streams once the server is told to stop: the server reads the end of the stream
+/// and drops the socket at once. Nothing else changes for the client: it is read and written as
+/// before, and dropping it still closes the connection (the registry holds only weak references).
+pub struct ClientStream(Arc<TcpStream>);
+
+/// Open client streams by the server address they connected to.
+static CLIENT_STREAMS: std::sync::Mutex<Vec<(SocketAddr, Weak<TcpStream>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl ClientStream {
+    /// Registers `tcp`, connected to `server`.
+    pub fn new(server: SocketAddr, tcp: TcpStream) -> ClientStream {
+        let tcp = Arc::new(tcp);
+        let mut streams = CLIENT_STREAMS
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        streams.retain(|(_, stream)| stream.strong_count() > 0);
+        streams.push((server, Arc::downgrade(&tcp)));
+        ClientStream(tcp)
+    }
+
+    /// Shuts the write side of every open client stream to `server` (the server sees the end
+    /// of the stream), and forgets them.
+    pub fn end_all_to(server: SocketAddr) {
+        let mut streams = CLIENT_STREAMS
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        streams.retain(|(addr, stream)| {
+            if *addr != server {
+                return stream.strong_count() > 0;
+            }
+            if let Some(tcp) = stream.upgrade() {
+                // Fails only when the connection is gone already.
+                let _ = socket2::SockRef::from(&*tcp).shutdown(std::net::Shutdown::Write);
+            }
+            false
+        });
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(data) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    }
 }
 
 /// How a connection ended, as seen by the client.
@@ -380,7 +478,11 @@ impl Client {
         } else {
             format!("ws://{addr}{path}?{query}")
         };
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url, ClientStream::new(addr, tcp))
+            .await
+            .unwrap();
         Client { ws }
     }
 
@@ -606,7 +708,7 @@ pub async fn try_connect(
     }
     let tcp = socket.connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await?;
+    let (ws, _) = tokio_tungstenite::client_async(request, ClientStream::new(addr, tcp)).await?;
     Ok(Client { ws })
 }
 
