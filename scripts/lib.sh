@@ -28,12 +28,23 @@ free_port() {
   return 1
 }
 
+# alive PID: whether process PID still runs. An exited process that is not reaped yet (a zombie)
+# does not: the servers these scripts start daemonize, so their parent is the machine's init,
+# which may reap them a second or two late (here it did), and `kill -0` succeeds on a zombie.
+alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  # /proc/PID/stat: "PID (COMM) STATE ..."; COMM may hold spaces, so cut after the last ')'.
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # running_pid PIDFILE: prints the PID in PIDFILE if that process still runs; fails otherwise.
 running_pid() {
   local pid
   [ -s "$1" ] || return 1
   pid=$(cat "$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [ -n "$pid" ] && alive "$pid" && echo "$pid"
 }
 
 # stop_pid PID PIDFILE [PID...]: SIGTERM to PID, then waits until it is gone (at most 10 s,
@@ -43,7 +54,7 @@ stop_pid() {
   shift 2
   kill -TERM "$pid"
   for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+    alive "$pid" || { rm -f "$pidfile"; return 0; }
     sleep 0.1
   done
   kill -9 "$pid" "$@" 2>/dev/null || true
