@@ -191,7 +191,16 @@ export class HubbubServer {
     } catch {
       /* already gone */
     }
-    const done = await Promise.race([this.exited, sleep(8000).then(() => null)]);
+    // The deadline's timer is cleared once the process exits: a pending 8 s timer would keep
+    // node's event loop, and so the whole test file, alive for those 8 s after its last test.
+    let deadline;
+    const done = await Promise.race([
+      this.exited,
+      new Promise((resolve) => {
+        deadline = setTimeout(() => resolve(null), 8000);
+      }),
+    ]);
+    clearTimeout(deadline);
     if (!done) {
       try {
         process.kill(proc.pid, "SIGKILL");
