@@ -13,12 +13,14 @@ apt_install() {
 # free_port SCRIPT: a loopback port nothing listens on, below the kernel's ephemeral range: a
 # test may stop a server and start it again on the same port, and a port in that range may
 # meanwhile have become the local end of some outgoing connection, which makes the bind fail.
+# From 20000 up: the Rust tests give their own servers ports below that (tests/common/mod.rs,
+# free_port), so a port one of them has handed out and not bound yet is never taken here.
 free_port() {
   local port low
   low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-  [ "$low" -gt 11000 ] || low=32768
+  [ "$low" -gt 21000 ] || low=32768
   for _ in $(seq 1 50); do
-    port=$((10000 + RANDOM % (low - 10000)))
+    port=$((20000 + RANDOM % (low - 20000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return 0

@@ -163,15 +163,15 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and waits for it (in cluster mode: nginx, then every node).
+    /// Its clients' streams are ended once it is told to stop ([`ClientStream`]).
     pub async fn stop(mut self) {
-        if let Some(cluster) = self.cluster.take() {
-            ClientStream::end_all_to(self.addr);
-            cluster.stop().await;
-        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         ClientStream::end_all_to(self.addr);
+        if let Some(cluster) = self.cluster.take() {
+            cluster.stop().await;
+        }
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(20), task)
                 .await
@@ -194,16 +194,19 @@ async fn listening(addr: SocketAddr) -> bool {
     }
 }
 
-/// Lowest port a test server is given: above the well-known and registered ports servers on
-/// a machine commonly use, below the kernel's ephemeral range.
+/// Ports a test server is given: above the well-known and registered ports servers on a
+/// machine commonly use, below the kernel's ephemeral range, and below the ports
+/// scripts/lib.sh gives the PostgreSQL, Redis and nginx a test starts (from 20000), so the two
+/// never hand out the same port at once.
 const LOWEST_TEST_PORT: u16 = 10_000;
+const TEST_PORTS_END: u16 = 20_000;
 
 /// Picks a loopback port for a server the test is about to start, never one this test process
 /// handed out before (tests run in parallel threads, and a test that restarts a binary on a new
 /// port many times, tests/store_faults.rs kill -9, would otherwise be handed a port another
 /// test's binary is about to bind).
 ///
-/// The port is below the kernel's ephemeral range (as scripts/lib.sh's `free_port`), so neither
+/// The port is below the kernel's ephemeral range (as scripts/lib.sh's ports are), so neither
 /// an outgoing connection's source port nor another `bind(0)` can take it between this call and
 /// the server's bind. And it is checked free with a socket that is bound but never listens:
 /// a child spawned by another thread holds a copy of every open descriptor from its fork until
@@ -214,7 +217,8 @@ const LOWEST_TEST_PORT: u16 = 10_000;
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|poison| poison.into_inner());
-    let span = u32::from(ephemeral_range_start() - LOWEST_TEST_PORT);
+    let end = TEST_PORTS_END.min(ephemeral_range_start());
+    let span = u32::from(end - LOWEST_TEST_PORT);
     // Each process starts somewhere else in the span, so that two test processes at once (by
     // hand; cargo runs one test binary at a time) rarely try the same ports.
     let start = std::process::id().wrapping_mul(7_919) % span;
@@ -225,7 +229,7 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    panic!("no free loopback port between {LOWEST_TEST_PORT} and the ephemeral range");
+    panic!("no free loopback port from {LOWEST_TEST_PORT} to {end}");
 }
 
 /// The first port of the kernel's ephemeral range (32768 if it cannot be read or leaves too
